@@ -1,0 +1,3 @@
+"""medvision: a desktop radiology workstation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""medvision.ai (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""medvision.annotate (see DESIGN.md)."""

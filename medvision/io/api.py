@@ -1,0 +1,107 @@
+"""The public entry points: ``load(path) -> Volume`` and ``save(volume, path)``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+from ..core.jobs import Job, Progress, run_job
+from ..core.volume import Volume
+from .dicom.files import FileRef
+from .dicom.index import DicomIndex, ScanResult, SeriesInfo, describe_series
+from .dicom.series import load_series_job
+from .errors import MultipleSeriesError, NoImagesError
+from .volumes import is_volume_file, read_volume, write_volume
+
+log = logging.getLogger(__name__)
+
+
+def _is_dicom_collection(path: str) -> bool:
+    return os.path.isdir(path) or zipfile.is_zipfile(path) or os.path.basename(path).upper() == "DICOMDIR"
+
+
+def choose_series(result: ScanResult, series: str | int | None) -> SeriesInfo:
+    """The series to load from a scan: the one asked for, or the only image series."""
+    if series is not None:
+        chosen = result.find_series(series)
+        if chosen.kind != "image":
+            raise NoImagesError(f"{result.root}: series {chosen.label()} is a {chosen.kind} object, not an image")
+        return chosen
+    images = result.all_series(images_only=True)
+    if not images:
+        found = result.all_series()
+        what = ("; it holds only non-image objects:\n" + describe_series(found)) if found else ""
+        bad = f" ({len(result.problems)} unreadable: {result.problems[0]} ...)" if result.problems else ""
+        raise NoImagesError(f"{result.root}: no DICOM image series found among {result.files_seen} files"
+                            f"{bad}{what}")
+    if len(images) > 1:
+        raise MultipleSeriesError(
+            f"{result.root} holds {len(images)} image series; choose one (by UID, series number or @N):\n"
+            + describe_series(result.all_series()), images)
+    return images[0]
+
+
+def load_job(
+    path: str | os.PathLike,
+    *,
+    series: str | int | None = None,
+    stack: int | None = 0,
+    regularize: bool = False,
+    correct_tilt: bool = True,
+    index: DicomIndex | None = None,
+) -> Job[list[Volume]]:
+    """Job form of :func:`load`: yields progress, returns a list of volumes (one unless
+    ``stack=None`` asks for every stack of the series)."""
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if os.path.isfile(path) and is_volume_file(path):
+        yield Progress("reading", 0, 1, path)
+        volume = read_volume(path)
+        yield Progress("reading", 1, 1, path)
+        return [volume]
+    if os.path.isfile(path) and not _is_dicom_collection(path):
+        refs = [FileRef(path)]
+    else:
+        own = index is None
+        index = index or DicomIndex()
+        try:
+            result = yield from index.scan(path)
+        finally:
+            if own:
+                index.close()
+        refs = choose_series(result, series).files
+    return (yield from load_series_job(refs, regularize=regularize, correct_tilt=correct_tilt, stack=stack))
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    series: str | int | None = None,
+    stack: int = 0,
+    regularize: bool = False,
+    correct_tilt: bool = True,
+    index: DicomIndex | None = None,
+) -> Volume:
+    """Load an image: a DICOM series folder, a zip or DICOMDIR, one DICOM file, NIfTI, NRRD, MHA...
+
+    A folder holding several image series raises :class:`MultipleSeriesError` listing them unless
+    ``series`` (a Series Instance UID, a series number, or ``"@N"`` from that list) picks one. A
+    series whose images form several stacks (orientations, echoes) loads its largest stack
+    (``stack=0``) and says so in ``volume.metadata["warnings"]``; pass ``stack=1``... for the others.
+    """
+    volumes = run_job(load_job(path, series=series, stack=stack, regularize=regularize,
+                               correct_tilt=correct_tilt, index=index))
+    return volumes[0]
+
+
+def load_all(path: str | os.PathLike, **kwargs) -> list[Volume]:
+    """Every stack of the chosen series (or the one volume of a NIfTI/NRRD file)."""
+    return run_job(load_job(path, stack=None, **kwargs))
+
+
+def save(volume: Volume, path: str | os.PathLike) -> Path:
+    """Write a volume as NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr) or MetaImage (.mha/.mhd), atomically."""
+    return write_volume(volume, path)

@@ -1,0 +1,242 @@
+"""Frames -> stacks with patient-space geometry.
+
+Rules (what scanners really produce):
+
+* Frames are split into separate stacks when they cannot share one grid: different image size,
+  orientation, pixel spacing, echo, or enhanced-MF stack.
+* Within a stack, slices are sorted by their position along the slice normal (never by file name
+  or InstanceNumber alone). Several frames at one position make a 4D series: they are ordered by
+  temporal position, trigger time, b-value, acquisition number/time, then instance number.
+* Non-uniform slice spacing is detected and reported; resampling onto a regular grid happens
+  only when asked (:func:`plan_stacks` ``regularize=True``).
+* Gantry tilt (slice positions not along the slice normal) is detected; by default each slice is
+  shifted in-plane (linear interpolation) onto an orthogonal grid, as dcm2niix and 3D Slicer do,
+  and the tilt angle is recorded. ``correct_tilt=False`` keeps the exact sheared grid instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import NoImagesError
+from .frames import Frame
+
+log = logging.getLogger(__name__)
+
+POSITION_TOL_MM = 0.01  # frames closer than this along the normal share a position
+SPACING_TOL_MM = 0.05  # allowed deviation of a slice gap from the mean before spacing is non-uniform
+TILT_TOL_DEG = 0.05
+
+
+@dataclass
+class StackPlan:
+    """How to build one volume: frames[t][z], its affine, and what was found on the way."""
+
+    frames: list[list[Frame]]
+    affine: np.ndarray
+    rows: int
+    cols: int
+    label: str = ""
+    warnings: list[str] = field(default_factory=list)
+    frame_axis: str | None = None
+    frame_values: list[float] | None = None
+    tilt_deg: float = 0.0
+    # per-slice in-plane shift (rows, cols) in pixels that puts a tilted slice on the orthogonal grid
+    slice_shifts: np.ndarray | None = None
+    # positions along the normal when slices are to be resampled onto a regular grid
+    resample_from: np.ndarray | None = None
+    resample_to: np.ndarray | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.resample_to) if self.resample_to is not None else len(self.frames[0])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        zyx = (self.n_slices, self.rows, self.cols)
+        return (self.n_frames, *zyx) if self.n_frames > 1 else zyx
+
+    @property
+    def size(self) -> int:
+        return sum(len(v) for v in self.frames)
+
+
+def _split_key(f: Frame) -> tuple:
+    iop = tuple(np.round(f.iop, 3)) if f.iop is not None else None
+    sp = tuple(np.round(f.pixel_spacing, 4)) if f.pixel_spacing is not None else None
+    return (f.rows, f.cols, iop, sp, f.echo, f.stack_id, f.pixel.samples_per_pixel)
+
+
+def _describe_split(keys: list[tuple], key: tuple) -> str:
+    names = ("size", "orientation", "pixel spacing", "echo", "stack", "samples")
+    parts = []
+    for i, name in enumerate(names):
+        if len({k[i] if i else (k[0], k[1]) for k in keys}) > 1:
+            if i == 0:
+                parts.append(f"{key[1]}x{key[0]}")
+            elif i == 1:
+                parts.append(f"orientation {','.join(f'{v:g}' for v in key[2]) if key[2] else 'unknown'}")
+            elif i == 2 and key[3]:
+                parts.append(f"spacing {key[3][0]:g}x{key[3][1]:g} mm")
+            elif i == 3:
+                parts.append(f"echo {key[4]:g}" if key[4] is not None else "no echo")
+            elif i == 4:
+                parts.append(f"stack {key[5]}")
+            elif i == 5:
+                parts.append(f"{key[6]} samples")
+    return ", ".join(dict.fromkeys(parts))
+
+
+def plan_stacks(frames: list[Frame], *, regularize: bool = False, correct_tilt: bool = True) -> list[StackPlan]:
+    """Group frames into stacks and compute each stack's geometry; largest stack first."""
+    if not frames:
+        raise NoImagesError("no image frames to assemble")
+    groups: dict[tuple, list[Frame]] = defaultdict(list)
+    for f in frames:
+        groups[_split_key(f)].append(f)
+    keys = list(groups)
+    plans = []
+    for key, members in groups.items():
+        plan = _plan_one(members, regularize=regularize, correct_tilt=correct_tilt)
+        if len(groups) > 1:
+            plan.label = _describe_split(keys, key)
+        plans.append(plan)
+    plans.sort(key=lambda p: -p.size)
+    if len(plans) > 1:
+        others = "; ".join(f"{p.label} ({p.size} images)" for p in plans)
+        for p in plans:
+            p.warnings.append(f"the series holds {len(plans)} stacks that cannot share one grid: {others}")
+    return plans
+
+
+def _cluster_positions(d: np.ndarray) -> list[np.ndarray]:
+    """Indices of frames grouped by position along the normal (ascending)."""
+    order = np.argsort(d, kind="stable")
+    clusters: list[list[int]] = []
+    last = None
+    for i in order:
+        if last is None or d[i] - last > POSITION_TOL_MM:
+            clusters.append([int(i)])
+        else:
+            clusters[-1].append(int(i))
+        last = d[i]
+    return [np.array(c) for c in clusters]
+
+
+def _frame_axis(volumes: list[list[Frame]]) -> tuple[str, list[float] | None]:
+    first = [v[0] for v in volumes]
+    for attr, name in (("b_value", "diffusion"), ("temporal_index", "time"), ("trigger_time", "cardiac phase")):
+        values = [getattr(f, attr) for f in first]
+        if all(v is not None for v in values) and len(set(values)) == len(values):
+            return name, [float(v) for v in values]
+    times = [f.acquisition_time for f in first]
+    if all(t is not None for t in times) and len(set(times)) == len(times):
+        return "time", [float(t - times[0]) for t in times]
+    return "time", None
+
+
+def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> StackPlan:
+    f0 = frames[0]
+    rows, cols = f0.rows, f0.cols
+    warnings: list[str] = []
+    spacing = f0.pixel_spacing
+    if spacing is None:
+        spacing = (1.0, 1.0)
+        warnings.append("no PixelSpacing: 1 mm pixels assumed; distances and volumes are not reliable")
+    elif f0.spacing_source != "PixelSpacing":
+        warnings.append(f"no PixelSpacing: {f0.spacing_source} used (spacing at the detector, not in the patient)")
+    have_geometry = f0.iop is not None and all(f.ipp is not None for f in frames)
+    if f0.iop is None:
+        row_cos, col_cos = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+    else:
+        row_cos, col_cos = f0.iop[:3], f0.iop[3:]
+        row_cos = row_cos / np.linalg.norm(row_cos)
+        col_cos = col_cos / np.linalg.norm(col_cos)
+    normal = np.cross(row_cos, col_cos)
+
+    plan = StackPlan(frames=[], affine=np.eye(4), rows=rows, cols=cols, warnings=warnings)
+    if not have_geometry:
+        missing = "ImageOrientationPatient" if f0.iop is None else "ImagePositionPatient"
+        warnings.append(f"{missing} missing: slices ordered by instance number, positions are not reliable")
+        ordered = sorted(frames, key=Frame.temporal_key)
+        dz = f0.spacing_between_slices or f0.slice_thickness or 1.0
+        origin = f0.ipp if f0.ipp is not None else np.zeros(3)
+        plan.frames = [ordered]
+        _set_affine(plan, row_cos, col_cos, normal * dz, origin, spacing)
+        return plan
+
+    d = np.array([float(f.ipp @ normal) for f in frames])
+    clusters = _cluster_positions(d)
+    counts = Counter(len(c) for c in clusters)
+    per_position = [sorted((frames[i] for i in c), key=Frame.temporal_key) for c in clusters]
+    if len(counts) > 1:
+        m = min(counts)
+        dropped = sum(len(p) - m for p in per_position)
+        warnings.append(
+            f"positions hold different numbers of images ({dict(sorted(counts.items()))}); "
+            f"{dropped} images at repeated positions were left out")
+        per_position = [p[:m] for p in per_position]
+    m = len(per_position[0])
+    volumes = [[pos[t] for pos in per_position] for t in range(m)]
+    plan.frames = volumes
+    if m > 1:
+        plan.frame_axis, plan.frame_values = _frame_axis(volumes)
+
+    stack = volumes[0]
+    ipps = np.array([f.ipp for f in stack])
+    dpos = np.array([float(p @ normal) for p in ipps])
+    n = len(stack)
+    if n == 1:
+        dz = f0.spacing_between_slices or f0.slice_thickness or 1.0
+        _set_affine(plan, row_cos, col_cos, normal * dz, ipps[0], spacing)
+        return plan
+
+    gaps = np.diff(dpos)
+    mean_gap = (dpos[-1] - dpos[0]) / (n - 1)
+    slice_vec = (ipps[-1] - ipps[0]) / (n - 1)
+    # gantry tilt: the slices advance along a direction that is not the slice normal
+    cos_angle = float(np.clip(abs(slice_vec @ normal) / np.linalg.norm(slice_vec), -1, 1))
+    tilt = float(np.degrees(np.arccos(cos_angle)))
+    if tilt > TILT_TOL_DEG:
+        plan.tilt_deg = tilt
+        if correct_tilt:
+            offsets = ipps - ipps[0] - np.outer(dpos - dpos[0], normal)
+            plan.slice_shifts = np.stack([offsets @ col_cos / spacing[0], offsets @ row_cos / spacing[1]], axis=1)
+            warnings.append(f"gantry tilt of {tilt:.2f} degrees: slices were shifted in-plane onto an "
+                            "orthogonal grid (linear interpolation), as dcm2niix does")
+            slice_vec = normal * mean_gap
+        else:
+            warnings.append(f"gantry tilt of {tilt:.2f} degrees: kept as a sheared grid (uncorrected)")
+
+    if np.max(np.abs(gaps - mean_gap)) > SPACING_TOL_MM:
+        text = (f"non-uniform slice spacing: gaps from {gaps.min():.3g} to {gaps.max():.3g} mm "
+                f"(mean {mean_gap:.3g} mm)")
+        if regularize:
+            step = float(np.median(gaps))
+            n_out = int(np.floor((dpos[-1] - dpos[0]) / step + 1e-6)) + 1
+            plan.resample_from = dpos - dpos[0]
+            plan.resample_to = np.arange(n_out) * step
+            slice_vec = slice_vec / np.linalg.norm(slice_vec) * step * np.sign(slice_vec @ normal)
+            warnings.append(text + f"; resampled onto a regular {step:.3g} mm grid ({n_out} slices, linear)")
+        else:
+            warnings.append(text + "; the volume uses the mean spacing, so positions between the "
+                                   "irregular slices are approximate (load with regularize=True to resample)")
+    _set_affine(plan, row_cos, col_cos, slice_vec, ipps[0], spacing)
+    return plan
+
+
+def _set_affine(plan: StackPlan, row_cos, col_cos, slice_vec, origin, spacing) -> None:
+    affine = np.eye(4)
+    affine[:3, 0] = row_cos * spacing[1]  # x: along a row, between columns
+    affine[:3, 1] = col_cos * spacing[0]  # y: down a column, between rows
+    affine[:3, 2] = slice_vec
+    affine[:3, 3] = origin
+    plan.affine = affine

@@ -1,0 +1,164 @@
+"""Pixel data -> stored values, frame by frame.
+
+Native (uncompressed) pixel data is read straight from its byte offset in the file, with no
+second parse. Compressed transfer syntaxes go through pydicom's decoders (pylibjpeg plugins:
+JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000; RLE); those hold the GIL, so large series
+are decoded in worker processes (see :mod:`.pool`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.uid import UID
+
+from ..errors import PixelDataError, UnsupportedDataError
+from .files import FileRef, open_ref, read_dataset
+from .frames import PixelInfo
+
+log = logging.getLogger(__name__)
+
+
+def stored_dtype(p: PixelInfo) -> np.dtype:
+    """The numpy dtype of the values as stored."""
+    if p.bits_allocated == 1:
+        return np.dtype(np.uint8)
+    if p.bits_allocated not in (8, 16, 32, 64):
+        raise UnsupportedDataError(f"{p.bits_allocated} bits allocated per pixel is not supported")
+    kind = "i" if p.pixel_representation == 1 else "u"
+    return np.dtype(f"{'>' if p.big_endian else '<'}{kind}{p.bits_allocated // 8}")
+
+
+def stored_range(p: PixelInfo) -> tuple[int, int]:
+    bits = min(p.bits_stored, p.bits_allocated)
+    if p.pixel_representation == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def check_decodable(p: PixelInfo, ref: FileRef) -> None:
+    """Raise a clear error when no installed decoder handles this file's transfer syntax."""
+    if p.samples_per_pixel not in (1, 3):
+        raise UnsupportedDataError(f"{ref}: {p.samples_per_pixel} samples per pixel is not supported")
+    if not p.compressed:
+        return
+    from pydicom.pixels import get_decoder
+
+    uid = UID(p.transfer_syntax)
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError as exc:
+        raise UnsupportedDataError(
+            f"{ref}: transfer syntax {uid.name or uid} ({uid}) cannot be decoded: no decoder exists for it "
+            "in pydicom") from exc
+    if not decoder.is_available:
+        raise UnsupportedDataError(
+            f"{ref}: transfer syntax {uid.name} ({uid}) needs a decoder that is not installed "
+            f"({', '.join(decoder.missing_dependencies) or 'pylibjpeg plugins'})")
+
+
+def _fix_bits(arr: np.ndarray, p: PixelInfo) -> np.ndarray:
+    """Clear bits above BitsStored (old overlay bits) and sign-extend signed data, in place."""
+    if p.bits_allocated in (8, 16, 32) and p.bits_stored < p.bits_allocated and arr.dtype.kind in "iu":
+        unused = p.bits_allocated - p.bits_stored
+        if p.pixel_representation == 1:
+            np.left_shift(arr, unused, out=arr)
+            np.right_shift(arr, unused, out=arr)  # arithmetic shift on signed types
+        else:
+            np.bitwise_and(arr, (1 << p.bits_stored) - 1, out=arr)
+    return arr
+
+
+def read_native_frame(ref: FileRef, p: PixelInfo, index: int, out: np.ndarray | None = None) -> np.ndarray:
+    """One frame of native pixel data read from its offset; ``out`` (rows, cols) is filled in place."""
+    dtype = stored_dtype(p)
+    frame_bytes = p.rows * p.columns * p.samples_per_pixel * dtype.itemsize
+    if p.offset is None or p.length is None or p.bits_allocated == 1:
+        return _decode_with_pydicom(ref, [index])[0]
+    if p.length < frame_bytes * (index + 1):
+        raise PixelDataError(
+            f"{ref}: pixel data is {p.length} bytes but {p.rows}x{p.columns} frame {index + 1} needs "
+            f"{frame_bytes * (index + 1)} (truncated or empty pixel data)")
+    native = out is not None and out.dtype == dtype.newbyteorder("=") and not p.big_endian \
+        and out.flags.c_contiguous and p.samples_per_pixel == 1
+    buf = out if native else np.empty((p.rows, p.columns * p.samples_per_pixel), dtype=dtype)
+    view = memoryview(buf).cast("B")
+    if ref.member:
+        with open_ref(ref) as fp:
+            fp.seek(p.offset + index * frame_bytes)
+            n = fp.readinto(view)
+    else:
+        fd = os.open(ref.path, os.O_RDONLY)
+        try:
+            n = os.preadv(fd, [view], p.offset + index * frame_bytes)
+        finally:
+            os.close(fd)
+    if n != frame_bytes:
+        raise PixelDataError(f"{ref}: the file ends inside its pixel data (truncated: {n} of {frame_bytes} bytes)")
+    if p.samples_per_pixel == 3:
+        buf = buf.reshape(p.rows, p.columns, 3) if p.planar_configuration == 0 else \
+            buf.reshape(3, p.rows, p.columns).transpose(1, 2, 0)
+        return to_gray(buf)
+    arr = buf if buf.dtype.isnative else buf.byteswap().view(buf.dtype.newbyteorder("="))
+    return _fix_bits(arr, p)
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """Colour (rows, cols, 3) -> luminance, same integer dtype (ITU-R BT.601 weights)."""
+    gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    if rgb.dtype.kind in "iu":
+        return np.rint(gray).astype(rgb.dtype.newbyteorder("="))
+    return gray.astype(np.float32)
+
+
+def _decode_with_pydicom(ref: FileRef, indices: list[int]) -> list[np.ndarray]:
+    from pydicom.pixels import pixel_array
+
+    ds = read_dataset(ref)
+    out = []
+    try:
+        n_frames = int(ds.get("NumberOfFrames") or 1)
+        if len(indices) > 1 and len(indices) >= n_frames // 2:
+            arr = pixel_array(ds)
+            arr = arr if n_frames > 1 else arr[np.newaxis]
+            out = [arr[i] for i in indices]
+        else:
+            out = [pixel_array(ds, index=i) if n_frames > 1 else pixel_array(ds) for i in indices]
+    except (ValueError, RuntimeError, KeyError, AttributeError, TypeError, IndexError, EOFError) as exc:
+        raise PixelDataError(f"{ref}: pixel data could not be decoded ({str(exc).splitlines()[0][:200]})") from exc
+    result = []
+    for a in out:
+        if a.ndim == 3 and a.shape[-1] == 3:
+            a = to_gray(a)
+        result.append(np.ascontiguousarray(a))
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeTask:
+    """All frames wanted from one file."""
+
+    ref: FileRef
+    pixel: PixelInfo
+    indices: tuple[int, ...]
+
+
+def decode_task(task: DecodeTask) -> list[np.ndarray] | PixelDataError:
+    """Stored values of the task's frames; a decoding failure is returned, not raised."""
+    try:
+        if not task.pixel.compressed and task.pixel.offset is not None:
+            return [read_native_frame(task.ref, task.pixel, i) for i in task.indices]
+        check_decodable(task.pixel, task.ref)
+        return _decode_with_pydicom(task.ref, list(task.indices))
+    except (PixelDataError, UnsupportedDataError) as exc:
+        return PixelDataError(str(exc))
+    except Exception as exc:  # a decoder's own exception must not stop the other files
+        return PixelDataError(f"{task.ref}: pixel data could not be decoded ({type(exc).__name__}: {exc})")
+
+
+def decode_tasks(tasks: list[DecodeTask]) -> list[list[np.ndarray] | PixelDataError]:
+    """Worker entry point: decode a chunk of tasks."""
+    return [decode_task(t) for t in tasks]

@@ -1,0 +1,375 @@
+"""Scanning DICOM headers into a patients -> studies -> series index, cached in SQLite.
+
+Scanning reads headers only (never pixel data), in parallel processes for large folders. The
+index lives in the user data dir; a rescan re-reads only files whose size or modification time
+changed, so reopening an indexed folder of 10,000 files costs a directory walk and one query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...core.jobs import Job, Progress, run_job
+from ...paths import data_dir
+from ..errors import NotDicomError
+from .files import FileRef, FoundFile, iter_source, read_dataset
+from .pool import map_chunks
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+_COLUMNS = (
+    "path", "member", "size", "mtime_ns", "status", "error", "kind",
+    "patient_name", "patient_id", "birth_date", "sex",
+    "study_key", "study_uid", "study_date", "study_time", "study_description", "accession",
+    "series_key", "series_uid", "series_number", "series_description", "modality", "body_part",
+    "sop_class", "sop_uid", "instance_number", "rows", "columns", "frames", "transfer_syntax",
+    "blank_uids",
+)
+_INT_COLUMNS = {"size", "mtime_ns", "series_number", "instance_number", "rows", "columns", "frames", "blank_uids"}
+
+# SOP class name fragments (pydicom's UID names) of objects that are not images to view.
+_NON_IMAGE_SOP = (
+    ("Segmentation Storage", "SEG"), ("RT Structure Set", "RTSTRUCT"), ("Key Object Selection", "KO"),
+    ("Presentation State", "PR"), ("SR Storage", "SR"), ("Encapsulated PDF", "DOC"),
+    ("Encapsulated CDA", "DOC"), ("Raw Data", "RAW"), ("RT Plan", "RTPLAN"), ("RT Ion Plan", "RTPLAN"),
+    ("Spatial Registration", "REG"), ("Deformable Spatial Registration", "REG"),
+    ("Spatial Fiducials", "FID"), ("RT Beams Treatment Record", "RTRECORD"), ("Waveform", "ECG"),
+)
+_NON_IMAGE_MODALITY = {"SR", "KO", "PR", "SEG", "RTSTRUCT", "RTPLAN", "REG", "DOC", "FID", "RTRECORD"}
+
+
+def _text(ds, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+def _int(ds, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(ds) -> str:
+    """``"image"`` or what the object is (``"SEG"``, ``"RTSTRUCT"``, ``"SR"``, ``"KO"``, ``"PR"``...)."""
+    sop = ds.get("SOPClassUID") or getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", None)
+    name = getattr(sop, "name", "") if sop else ""
+    for fragment, kind in _NON_IMAGE_SOP:
+        if fragment in name:
+            return kind
+    modality = _text(ds, "Modality").upper()
+    if modality in _NON_IMAGE_MODALITY:
+        return modality
+    if "Rows" in ds and "Columns" in ds:
+        return "image"
+    return "OTHER"
+
+
+def header_record(found: FoundFile) -> dict:
+    """The index row for one file: what a series browser shows, or the reason it is unreadable."""
+    rec: dict = {c: None for c in _COLUMNS}
+    rec.update(path=found.ref.path, member=found.ref.member, size=found.size, mtime_ns=found.mtime_ns)
+    try:
+        ds = read_dataset(found.ref, headers_only=True)
+    except NotDicomError as exc:
+        rec.update(status="notdicom", error=str(exc))
+        return rec
+    except Exception as exc:  # a header we cannot parse must never stop a scan
+        rec.update(status="error", error=f"{found.ref}: unreadable header ({exc})")
+        return rec
+    meta = getattr(ds, "file_meta", None)
+    blank = 0
+    study_uid = _text(ds, "StudyInstanceUID")
+    series_uid = _text(ds, "SeriesInstanceUID")
+    sop_uid = _text(ds, "SOPInstanceUID") or (str(getattr(meta, "MediaStorageSOPInstanceUID", "")) if meta else "")
+    sop_class = str(ds.get("SOPClassUID") or (getattr(meta, "MediaStorageSOPClassUID", "") if meta else ""))
+    patient_id, patient_name = _text(ds, "PatientID"), _text(ds, "PatientName")
+    study_key = study_uid
+    if not study_uid:
+        blank = 1
+        study_key = "blank-study:" + _digest(patient_id, patient_name, _text(ds, "StudyDate"),
+                                              _text(ds, "StudyTime"), _text(ds, "StudyID"))
+    series_key = series_uid
+    if not series_uid:
+        blank = 1
+        series_key = "blank-series:" + _digest(study_key, _text(ds, "Modality"), _text(ds, "SeriesNumber"),
+                                                _text(ds, "SeriesDescription"), _text(ds, "FrameOfReferenceUID"))
+    rec.update(
+        status="ok", error=None, kind=classify(ds),
+        patient_name=patient_name, patient_id=patient_id,
+        birth_date=_text(ds, "PatientBirthDate"), sex=_text(ds, "PatientSex"),
+        study_key=study_key, study_uid=study_uid, study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"), study_description=_text(ds, "StudyDescription"),
+        accession=_text(ds, "AccessionNumber"),
+        series_key=series_key, series_uid=series_uid, series_number=_int(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription"), modality=_text(ds, "Modality"),
+        body_part=_text(ds, "BodyPartExamined"), sop_class=sop_class, sop_uid=sop_uid,
+        instance_number=_int(ds, "InstanceNumber"), rows=_int(ds, "Rows"), columns=_int(ds, "Columns"),
+        frames=_int(ds, "NumberOfFrames") or (1 if "Rows" in ds else 0),
+        transfer_syntax=str(getattr(meta, "TransferSyntaxUID", "")) if meta else "",
+        blank_uids=blank,
+    )
+    return rec
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def _header_records(found: list[FoundFile]) -> list[dict]:
+    return [header_record(f) for f in found]
+
+
+# ---- the tree a series browser shows ------------------------------------------------------
+@dataclass
+class SeriesInfo:
+    key: str  # the Series Instance UID, or a stand-in when the files leave it empty
+    uid: str
+    number: int | None
+    description: str
+    modality: str
+    body_part: str
+    kind: str  # "image", "SEG", "RTSTRUCT", "SR", ...
+    files: list[FileRef] = field(default_factory=list)
+    frames: int = 0
+    rows: int | None = None
+    columns: int | None = None
+    blank_uids: bool = False
+    study: StudyInfo | None = field(default=None, repr=False)
+
+    @property
+    def instance_count(self) -> int:
+        return len(self.files)
+
+    def label(self) -> str:
+        num = f"#{self.number} " if self.number is not None else ""
+        desc = self.description or "(no description)"
+        return f"{num}{desc} [{self.modality or '?'}{'' if self.kind == 'image' else ' ' + self.kind}]"
+
+    def as_dict(self) -> dict:
+        return {
+            "series_uid": self.uid, "key": self.key, "number": self.number, "description": self.description,
+            "modality": self.modality, "body_part": self.body_part, "kind": self.kind,
+            "instances": self.instance_count, "frames": self.frames, "rows": self.rows,
+            "columns": self.columns, "blank_uids": self.blank_uids,
+        }
+
+
+@dataclass
+class StudyInfo:
+    key: str
+    uid: str
+    date: str
+    time: str
+    description: str
+    accession: str
+    series: list[SeriesInfo] = field(default_factory=list)
+    patient: PatientInfo | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        return {
+            "study_uid": self.uid, "date": self.date, "time": self.time, "description": self.description,
+            "accession": self.accession, "series": [s.as_dict() for s in self.series],
+        }
+
+
+@dataclass
+class PatientInfo:
+    id: str
+    name: str
+    birth_date: str
+    sex: str
+    studies: list[StudyInfo] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"patient_id": self.id, "name": self.name, "birth_date": self.birth_date, "sex": self.sex,
+                "studies": [s.as_dict() for s in self.studies]}
+
+
+@dataclass
+class ScanResult:
+    """What a scan found: the patient tree and the files it could not use (with reasons)."""
+
+    root: str
+    patients: list[PatientInfo]
+    problems: list[str]
+    files_seen: int
+    files_read: int  # headers actually parsed in this scan (0 on a fully cached rescan)
+
+    def all_series(self, images_only: bool = False) -> list[SeriesInfo]:
+        out = [s for p in self.patients for st in p.studies for s in st.series]
+        return [s for s in out if s.kind == "image"] if images_only else out
+
+    def find_series(self, selector: str | int) -> SeriesInfo:
+        """A series by UID, UID prefix... or by series number (int or digits) or list position ``@N``."""
+        series = self.all_series()
+        sel = str(selector)
+        if sel.startswith("@") and sel[1:].isdigit():
+            i = int(sel[1:])
+            if 0 <= i < len(series):
+                return series[i]
+        exact = [s for s in series if sel in (s.uid, s.key)]
+        if not exact and sel.isdigit():
+            exact = [s for s in series if s.number == int(sel) and s.kind == "image"]
+        if not exact:
+            exact = [s for s in series if s.uid.startswith(sel) or s.key.startswith(sel)]
+        if len(exact) == 1:
+            return exact[0]
+        from ..errors import MultipleSeriesError, NoImagesError
+
+        if not exact:
+            raise NoImagesError(f"{self.root}: no series matches {sel!r}; it holds:\n" + describe_series(series))
+        raise MultipleSeriesError(f"{self.root}: {sel!r} matches several series:\n" + describe_series(exact), exact)
+
+    def as_dict(self) -> dict:
+        return {"root": self.root, "files_seen": self.files_seen, "problems": self.problems,
+                "patients": [p.as_dict() for p in self.patients]}
+
+
+def describe_series(series: Iterable[SeriesInfo]) -> str:
+    return "\n".join(
+        f"  @{i}  {s.label()}  {s.instance_count} files  UID {s.uid or '(empty: ' + s.key + ')'}"
+        for i, s in enumerate(series)
+    )
+
+
+def build_tree(root: str, rows: list[dict], problems: list[str], files_read: int) -> ScanResult:
+    patients: dict[tuple, PatientInfo] = {}
+    studies: dict[str, StudyInfo] = {}
+    series: dict[str, SeriesInfo] = {}
+    blank_series = 0
+    for r in sorted(rows, key=lambda r: (r["path"], r["member"])):
+        if r["status"] != "ok":
+            continue
+        pkey = (r["patient_id"], r["patient_name"])
+        patient = patients.get(pkey)
+        if patient is None:
+            patient = patients[pkey] = PatientInfo(r["patient_id"], r["patient_name"], r["birth_date"] or "",
+                                                   r["sex"] or "")
+        study = studies.get(r["study_key"])
+        if study is None:
+            study = studies[r["study_key"]] = StudyInfo(
+                r["study_key"], r["study_uid"], r["study_date"] or "", r["study_time"] or "",
+                r["study_description"] or "", r["accession"] or "", patient=patient)
+            patient.studies.append(study)
+        s = series.get(r["series_key"])
+        if s is None:
+            s = series[r["series_key"]] = SeriesInfo(
+                r["series_key"], r["series_uid"], r["series_number"], r["series_description"] or "",
+                r["modality"] or "", r["body_part"] or "", r["kind"], rows=r["rows"], columns=r["columns"],
+                blank_uids=bool(r["blank_uids"]), study=study)
+            study.series.append(s)
+            blank_series += bool(r["blank_uids"])
+        s.files.append(FileRef(r["path"], r["member"]))
+        s.frames += r["frames"] or 0
+        if s.kind != "image" and r["kind"] == "image":
+            s.kind = "image"
+    for study in studies.values():
+        study.series.sort(key=lambda s: (s.kind != "image", s.number if s.number is not None else 1 << 30,
+                                         s.description))
+    if blank_series:
+        problems = [*problems, f"{blank_series} series have empty Study/Series Instance UIDs; they were "
+                               "grouped by patient, study date/time, series number and description"]
+    ordered = sorted(patients.values(), key=lambda p: (p.name, p.id))
+    for p in ordered:
+        p.studies.sort(key=lambda s: (s.date, s.time))
+    return ScanResult(root, ordered, problems, len(rows), files_read)
+
+
+# ---- the SQLite cache -----------------------------------------------------------------------
+class DicomIndex:
+    """Header index in SQLite. One instance may be shared between threads."""
+
+    def __init__(self, db_path: str | os.PathLike | None = None) -> None:
+        self.db_path = Path(db_path) if db_path else data_dir() / "dicom-index.sqlite"
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.db_path, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            self._db.execute("DROP TABLE IF EXISTS files")
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        cols = ", ".join(f"{c} {'INTEGER' if c in _INT_COLUMNS else 'TEXT'}" for c in _COLUMNS)
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS files ({cols}, PRIMARY KEY (path, member))")
+        self._db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _rows_under(self, base: str) -> dict[tuple[str, str], dict]:
+        """Every cached row whose path is ``base`` or lies below the folder ``base``."""
+        base = base.rstrip(os.sep) or os.sep
+        lo, hi = base + os.sep, base + chr(ord(os.sep) + 1)
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM files WHERE path = ? OR (path >= ? AND path < ?)"
+        with self._lock:
+            cur = self._db.execute(sql, (base, lo, hi))
+            return {(r[0], r[1]): dict(zip(_COLUMNS, r, strict=True)) for r in cur}
+
+    def _store(self, records: list[dict], removed: Iterable[tuple[str, str]]) -> None:
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self._lock, self._db:
+            self._db.executemany("DELETE FROM files WHERE path = ? AND member = ?", list(removed))
+            self._db.executemany(f"INSERT OR REPLACE INTO files VALUES ({placeholders})",
+                                 [tuple(r[c] for c in _COLUMNS) for r in records])
+
+    def scan(self, path: str | os.PathLike, *, workers: int | None = None) -> Job[ScanResult]:
+        """Scan a folder tree, a zip, a DICOMDIR or one file; yields progress, returns a ScanResult."""
+        path = os.path.abspath(os.fspath(path))
+        yield Progress("listing files", 0, 0, path)
+        found: list[FoundFile] = []
+        for f in iter_source(path):
+            found.append(f)
+            if len(found) % 2000 == 0:
+                yield Progress("listing files", len(found), 0, path)
+        base = path if os.path.isdir(path) or not os.path.basename(path).upper() == "DICOMDIR" \
+            else os.path.dirname(path)
+        cached = self._rows_under(base)
+        found_keys = {(f.ref.path, f.ref.member) for f in found}
+        todo = []
+        rows = []
+        for f in found:
+            row = cached.get((f.ref.path, f.ref.member))
+            if row is not None and row["size"] == f.size and row["mtime_ns"] == f.mtime_ns:
+                rows.append(row)
+            else:
+                todo.append(f)
+        removed = [k for k in cached if k not in found_keys and os.path.isdir(path)]
+        new_records: list[dict] = []
+        if todo:
+            done = 0
+            yield Progress("reading headers", 0, len(todo), f"{len(todo)} new or changed files")
+            for chunk in map_chunks(_header_records, todo, workers=workers, min_parallel=64):
+                new_records.extend(chunk)
+                done += len(chunk)
+                yield Progress("reading headers", done, len(todo), "")
+        if new_records or removed:
+            self._store(new_records, removed)
+        rows.extend(new_records)
+        problems = [r["error"] for r in rows if r["status"] != "ok"]
+        return build_tree(path, rows, problems, len(new_records))
+
+
+def scan(path: str | os.PathLike, index: DicomIndex | None = None) -> ScanResult:
+    """Scan and return the ScanResult (no progress reporting)."""
+    own = index is None
+    index = index or DicomIndex()
+    try:
+        return run_job(index.scan(path))
+    finally:
+        if own:
+            index.close()

@@ -1,0 +1,107 @@
+"""A shared process pool for CPU-bound DICOM work (header parsing, JPEG 2000 decoding).
+
+pydicom's parser and the pylibjpeg decoders hold the GIL, so threads do not run them in
+parallel; worker processes do. The pool is started once (forkserver: safe in a threaded GUI
+process) and reused, so only the first large job pays the start-up.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing as mp
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+
+
+def default_workers() -> int:
+    env = os.environ.get("MEDVISION_WORKERS")
+    if env and env.isdigit():
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _get_pool(workers: int) -> ProcessPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size != workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False, cancel_futures=True)
+            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            ctx = mp.get_context(method)
+            if method == "forkserver":
+                ctx.set_forkserver_preload(["medvision.io.dicom.decode", "medvision.io.dicom.index"])
+            _pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            _pool_size = workers
+        return _pool
+
+
+def _reset_pool() -> None:
+    global _pool
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=False, cancel_futures=True)
+        _pool = None
+
+
+@atexit.register
+def shutdown() -> None:
+    _reset_pool()
+
+
+def map_chunks(
+    fn: Callable[[list[T]], R],
+    items: Sequence[T],
+    *,
+    workers: int | None = None,
+    min_parallel: int = 32,
+    chunk_size: int | None = None,
+) -> Iterator[R]:
+    """Apply ``fn`` to consecutive chunks of ``items``; yield the results in order.
+
+    Runs in worker processes when there are at least ``min_parallel`` items and more than one
+    worker; otherwise in this process. Closing the iterator cancels chunks not yet started. A
+    worker that dies (a crashing decoder) does not lose the job: the rest runs in this process.
+    """
+    workers = workers or default_workers()
+    n = len(items)
+    if chunk_size is None:
+        chunk_size = max(1, min(256, n // (workers * 4) or 1))
+    chunks = [list(items[i:i + chunk_size]) for i in range(0, n, chunk_size)]
+    if workers <= 1 or n < min_parallel:
+        for chunk in chunks:
+            yield fn(chunk)
+        return
+    pool = _get_pool(workers)
+    futures: list[Future] = []
+    try:
+        futures = [pool.submit(fn, chunk) for chunk in chunks]
+        for i, fut in enumerate(futures):
+            try:
+                result = fut.result()
+            except BrokenProcessPool:
+                log.warning("a worker process died; finishing the remaining work in this process")
+                _reset_pool()
+                for chunk in chunks[i:]:
+                    yield fn(chunk)
+                return
+            yield result
+    finally:
+        for fut in futures:
+            fut.cancel()

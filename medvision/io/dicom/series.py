@@ -1,0 +1,381 @@
+"""DICOM files of one series -> Volume(s): read headers, plan stacks, decode, apply the modality LUT."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...core.jobs import Job, Progress
+from ...core.volume import Volume
+from ..errors import MedvisionIOError, NoImagesError, PixelDataError, UnsupportedDataError
+from .assemble import StackPlan, plan_stacks
+from .decode import DecodeTask, check_decodable, decode_tasks, read_native_frame, stored_dtype, stored_range
+from .files import FileRef, read_dataset
+from .frames import Frame, frames_from_dataset, has_pixel_data
+from .index import classify
+from .pool import default_workers, map_chunks
+
+log = logging.getLogger(__name__)
+
+_META_KEYWORDS = {
+    "modality": "Modality", "series_uid": "SeriesInstanceUID", "description": "SeriesDescription",
+    "series_number": "SeriesNumber", "study_uid": "StudyInstanceUID", "study_description": "StudyDescription",
+    "study_date": "StudyDate", "patient_id": "PatientID", "patient_name": "PatientName",
+    "manufacturer": "Manufacturer", "model": "ManufacturerModelName", "body_part": "BodyPartExamined",
+    "frame_of_reference_uid": "FrameOfReferenceUID", "sop_class_uid": "SOPClassUID",
+    "window_center": "WindowCenter", "window_width": "WindowWidth", "units": "RescaleType",
+}
+
+
+@dataclass
+class FileFrames:
+    ref: FileRef
+    frames: list[Frame] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def _series_meta(ds) -> dict:
+    meta = {}
+    for key, keyword in _META_KEYWORDS.items():
+        value = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        if key.startswith("window_"):
+            try:
+                value = float(value[0] if hasattr(value, "__len__") and not isinstance(value, str) else value)
+            except (TypeError, ValueError, IndexError):
+                continue
+        elif key == "series_number":
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                continue
+        else:
+            value = str(value).strip()
+        meta[key] = value
+    return meta
+
+
+def read_file_frames(ref: FileRef) -> FileFrames:
+    """The frames of one file, or why it cannot contribute any (message names the file)."""
+    out = FileFrames(ref)
+    try:
+        ds = read_dataset(ref)
+        kind = classify(ds)
+        if kind != "image":
+            raise NoImagesError(f"{ref}: a {kind} object, not an image")
+        if not has_pixel_data(ds):
+            raise PixelDataError(f"{ref}: the file has no pixel data")
+        frames = frames_from_dataset(ds, ref)
+        p = frames[0].pixel
+        if p.rows <= 0 or p.columns <= 0:
+            raise PixelDataError(f"{ref}: Rows/Columns are missing or zero")
+        check_decodable(p, ref)
+        if not p.compressed and p.offset is not None:
+            need = p.rows * p.columns * p.samples_per_pixel * stored_dtype(p).itemsize * p.n_frames
+            if p.length == 0:
+                raise PixelDataError(f"{ref}: the pixel data element is empty")
+            if p.length < need:
+                raise PixelDataError(f"{ref}: pixel data holds {p.length} bytes, {p.n_frames} frame(s) of "
+                                     f"{p.rows}x{p.columns} need {need} (truncated)")
+            size = _file_size(ref)
+            if size is not None and p.offset + need > size:
+                raise PixelDataError(f"{ref}: the file ends inside its pixel data (truncated)")
+        out.frames = frames
+        out.meta = _series_meta(ds)
+        if "PixelSpacing" not in ds and frames[0].pixel_spacing is None:
+            out.meta["no_pixel_spacing"] = True
+    except MedvisionIOError as exc:
+        out.error = str(exc)
+    except Exception as exc:  # never let one odd file stop a series
+        out.error = f"{ref}: cannot be read ({type(exc).__name__}: {exc})"
+    return out
+
+
+def _file_size(ref: FileRef) -> int | None:
+    if ref.member:
+        return None
+    import os
+
+    try:
+        return os.path.getsize(ref.path)
+    except OSError:
+        return None
+
+
+def _read_chunk(refs: list[FileRef]) -> list[FileFrames]:
+    return [read_file_frames(r) for r in refs]
+
+
+# ---- output dtype and the modality LUT --------------------------------------------------------
+def output_dtype(frames: list[Frame]) -> tuple[np.dtype, bool]:
+    """The dtype that holds every rescaled value exactly, and whether a rescale is needed at all."""
+    p = frames[0].pixel
+    sdt = stored_dtype(p).newbyteorder("=")
+    pairs = {(f.slope, f.intercept) for f in frames}
+    if pairs == {(1.0, 0.0)}:
+        return sdt, False
+    if sdt.kind == "f" or not all(float(s).is_integer() and float(i).is_integer() for s, i in pairs):
+        return np.dtype(np.float32), True
+    lo, hi = stored_range(p)
+    vals = [v for s, i in pairs for v in (lo * s + i, hi * s + i)]
+    vmin, vmax = min(vals), max(vals)
+    for cand in (np.uint8, np.int8, np.int16, np.uint16, np.int32):
+        info = np.iinfo(cand)
+        if info.min <= vmin and vmax <= info.max:
+            return np.dtype(cand), True
+    return np.dtype(np.float64), True
+
+
+def _apply_lut(stored: np.ndarray, frame: Frame, out: np.ndarray) -> None:
+    if frame.slope == 1.0 and frame.intercept == 0.0:
+        out[...] = stored
+    elif out.dtype.kind in "iu":
+        tmp = stored.astype(np.int64)
+        if frame.slope != 1.0:
+            tmp *= int(frame.slope)
+        tmp += int(frame.intercept)
+        out[...] = tmp
+    else:
+        np.multiply(stored, frame.slope, out=out, casting="unsafe")
+        out += out.dtype.type(frame.intercept)
+
+
+def _cut_tile(image: np.ndarray, f: Frame) -> np.ndarray:
+    if f.tile < 0:
+        return image
+    r, c = divmod(f.tile, f.tiles_per_row)
+    return image[r * f.rows:(r + 1) * f.rows, c * f.cols:(c + 1) * f.cols]
+
+
+# ---- the job ------------------------------------------------------------------------------------
+def read_series_frames(refs: list[FileRef], *, workers: int | None = None) -> Job[tuple[list[Frame], dict, list[str]]]:
+    """Headers of a series' files -> frames, series metadata, and problems (one line per bad file)."""
+    yield Progress("reading headers", 0, len(refs))
+    frames: list[Frame] = []
+    problems: list[str] = []
+    meta: dict = {}
+    done = 0
+    for chunk in map_chunks(_read_chunk, refs, workers=workers, min_parallel=400):
+        for ff in chunk:
+            if ff.error:
+                problems.append(ff.error)
+            else:
+                frames.extend(ff.frames)
+                if not meta:
+                    meta = ff.meta
+        done += len(chunk)
+        yield Progress("reading headers", done, len(refs))
+    return frames, meta, problems
+
+
+def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> Job[Volume]:
+    """Decode a planned stack into a Volume (4D when the stack has several frames per position)."""
+    all_frames = [f for vol in plan.frames for f in vol]
+    dtype, needs_lut = output_dtype(all_frames)
+    n_t, n_z = len(plan.frames), len(plan.frames[0])
+    out = np.empty((n_t, n_z, plan.rows, plan.cols), dtype=dtype)
+    warnings = list(plan.warnings)
+    # Where each decoded frame goes; a file may supply several frames (multi-frame, mosaic tiles).
+    dest: dict[tuple[FileRef, int], list[tuple[int, int, Frame]]] = defaultdict(list)
+    for t, vol in enumerate(plan.frames):
+        for z, f in enumerate(vol):
+            dest[(f.ref, f.index)].append((t, z, f))
+    total = n_t * n_z
+    done = 0
+    failed: list[str] = []
+    yield Progress("decoding", 0, total)
+
+    p0 = all_frames[0].pixel
+    simple_native = (not p0.compressed and p0.offset is not None and p0.samples_per_pixel == 1
+                     and all(f.tile < 0 for f in all_frames)
+                     and all(not f.pixel.compressed and f.pixel.offset is not None for f in all_frames))
+    if simple_native:
+        # Uncompressed: read each frame from its offset straight into the output (threads: I/O bound).
+        items = [(key, places) for key, places in dest.items()]
+
+        def read_one(item):
+            (ref, index), places = item
+            t, z, f = places[0]
+            target = out[t, z]
+            try:
+                if needs_lut or stored_dtype(f.pixel).newbyteorder("=") != dtype:
+                    _apply_lut(read_native_frame(ref, f.pixel, index), f, target)
+                else:
+                    read_native_frame(ref, f.pixel, index, out=target)
+            except MedvisionIOError as exc:
+                return str(exc), places
+            for t2, z2, _f in places[1:]:
+                out[t2, z2] = target
+            return None, places
+
+        with ThreadPoolExecutor(max_workers=min(8, 2 * default_workers())) as ex:
+            for i, (err, places) in enumerate(ex.map(read_one, items, chunksize=16)):
+                done += len(places)
+                if err:
+                    failed.append(err)
+                    for t, z, _f in places:
+                        out[t, z] = 0
+                if i % 32 == 0:
+                    yield Progress("decoding", done, total)
+    else:
+        by_file: dict[FileRef, list[int]] = defaultdict(list)
+        pixel_of: dict[FileRef, object] = {}
+        for ref, index in dest:
+            by_file[ref].append(index)
+            pixel_of[ref] = dest[(ref, index)][0][2].pixel
+        tasks = [DecodeTask(ref, pixel_of[ref], tuple(sorted(idx))) for ref, idx in by_file.items()]
+        compressed = any(t.pixel.compressed for t in tasks)
+        n_frames_total = sum(len(t.indices) for t in tasks)
+        chunk = max(1, min(8, len(tasks) // (4 * (workers or default_workers())) or 1))
+        results = map_chunks(decode_tasks, tasks, workers=workers,
+                             min_parallel=8 if compressed and n_frames_total >= 8 else 1 << 30,
+                             chunk_size=chunk)
+        task_iter = iter(tasks)
+        for chunk_result in results:
+            for res in chunk_result:
+                task = next(task_iter)
+                if isinstance(res, PixelDataError):
+                    failed.append(str(res))
+                    for index in task.indices:
+                        for t, z, _f in dest[(task.ref, index)]:
+                            out[t, z] = 0
+                            done += 1
+                    continue
+                for index, image in zip(task.indices, res, strict=True):
+                    for t, z, f in dest[(task.ref, index)]:
+                        tile = _cut_tile(image, f)
+                        if tile.shape != (plan.rows, plan.cols):
+                            failed.append(f"{task.ref}: decoded frame is {tile.shape}, expected "
+                                          f"{(plan.rows, plan.cols)}")
+                            out[t, z] = 0
+                        else:
+                            _apply_lut(tile, f, out[t, z])
+                        done += 1
+            yield Progress("decoding", done, total)
+    if failed:
+        if len(failed) == len(dest):
+            raise PixelDataError("no image in the series could be decoded:\n  " + "\n  ".join(failed[:10]))
+        warnings.append(f"{len(failed)} images could not be decoded and are shown blank (0): "
+                        + "; ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""))
+
+    if plan.slice_shifts is not None:
+        yield Progress("correcting gantry tilt", 0, n_z)
+        for z in range(n_z):
+            dy, dx = plan.slice_shifts[z]
+            for t in range(n_t):
+                out[t, z] = shift_image(out[t, z], dy, dx)
+    if plan.resample_to is not None:
+        yield Progress("resampling slices", 0, 1)
+        out = resample_slices(out, plan.resample_from, plan.resample_to)
+
+    array = out if n_t > 1 else out[0]
+    metadata = dict(meta)
+    frame_of_reference = metadata.pop("frame_of_reference_uid", None)
+    metadata.update(
+        rescale_applied=True,
+        source_dtype=str(stored_dtype(p0).newbyteorder("=")),
+        photometric=p0.photometric,
+        warnings=warnings,
+    )
+    if needs_lut:
+        pairs = {(f.slope, f.intercept) for f in all_frames}
+        if len(pairs) == 1:
+            metadata["rescale_slope"], metadata["rescale_intercept"] = pairs.pop()
+    if plan.tilt_deg:
+        metadata["gantry_tilt_deg"] = plan.tilt_deg
+        metadata["tilt_corrected"] = plan.slice_shifts is not None
+    if plan.label:
+        metadata["stack"] = plan.label
+    if n_t > 1:
+        metadata["frame_axis"] = plan.frame_axis
+        if plan.frame_values is not None:
+            metadata["frame_values"] = plan.frame_values
+            steps = np.diff(plan.frame_values)
+            if len(steps) and np.allclose(steps, steps[0], rtol=0.01):
+                metadata["frame_interval"] = float(steps[0])
+    for w in warnings:
+        log.warning("%s: %s", meta.get("description") or meta.get("series_uid", "series"), w)
+    return Volume(array, plan.affine, frame_of_reference, metadata)
+
+
+def shift_image(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """Translate a 2D image by (dy, dx) pixels with linear interpolation; outside is the image minimum."""
+    fill = image.min()
+    src = image.astype(np.float32)
+    for axis, shift in ((0, dy), (1, dx)):
+        if abs(shift) < 1e-6:
+            continue
+        whole = int(np.floor(shift))
+        frac = shift - whole
+        a = _shift_int(src, whole, axis, fill)
+        b = _shift_int(src, whole + 1, axis, fill)
+        src = a * (1 - frac) + b * frac
+    if image.dtype.kind in "iu":
+        info = np.iinfo(image.dtype)
+        return np.clip(np.rint(src), info.min, info.max).astype(image.dtype)
+    return src.astype(image.dtype)
+
+
+def _shift_int(a: np.ndarray, k: int, axis: int, fill) -> np.ndarray:
+    out = np.full_like(a, fill)
+    n = a.shape[axis]
+    if abs(k) >= n:
+        return out
+    src = [slice(None)] * 2
+    dst = [slice(None)] * 2
+    if k >= 0:
+        src[axis], dst[axis] = slice(0, n - k), slice(k, n)
+    else:
+        src[axis], dst[axis] = slice(-k, n), slice(0, n + k)
+    out[tuple(dst)] = a[tuple(src)]
+    return out
+
+
+def resample_slices(out: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Linear interpolation along the slice axis of a (t, z, y, x) array onto ``targets`` (mm)."""
+    result = np.empty((out.shape[0], len(targets), *out.shape[2:]), dtype=out.dtype)
+    for k, z in enumerate(targets):
+        j = int(np.clip(np.searchsorted(positions, z, side="right") - 1, 0, len(positions) - 2))
+        w = (z - positions[j]) / (positions[j + 1] - positions[j])
+        w = float(np.clip(w, 0.0, 1.0))
+        blend = out[:, j].astype(np.float32) * (1 - w) + out[:, j + 1].astype(np.float32) * w
+        if out.dtype.kind in "iu":
+            blend = np.rint(blend)
+        result[:, k] = blend.astype(out.dtype)
+    return result
+
+
+def load_series_job(
+    refs: list[FileRef],
+    *,
+    regularize: bool = False,
+    correct_tilt: bool = True,
+    stack: int | None = 0,
+    workers: int | None = None,
+) -> Job[list[Volume]]:
+    """Load the files of one series. Returns the volume of stack ``stack`` (0: the largest) in a
+    list, or every stack when ``stack`` is None. Problems with single files become warnings."""
+    frames, meta, problems = yield from read_series_frames(refs, workers=workers)
+    if not frames:
+        if problems and all("transfer syntax" in p for p in problems):
+            raise UnsupportedDataError("no image in the series can be decoded:\n  " + "\n  ".join(problems[:10]))
+        detail = ("\n  " + "\n  ".join(problems[:10]) + (" ..." if len(problems) > 10 else "")) if problems else ""
+        raise NoImagesError(f"no loadable image among {len(refs)} files{detail}")
+    plans = plan_stacks(frames, regularize=regularize, correct_tilt=correct_tilt)
+    if stack is not None:
+        if not 0 <= stack < len(plans):
+            raise MedvisionIOError(f"the series has {len(plans)} stacks; there is no stack {stack}")
+        plans = [plans[stack]]
+    volumes = []
+    for plan in plans:
+        if problems:
+            plan.warnings.insert(0, f"{len(problems)} files were left out: " + "; ".join(problems[:5])
+                                 + (" ..." if len(problems) > 5 else ""))
+        volumes.append((yield from build_volume(plan, meta, workers=workers)))
+    return volumes

@@ -1,0 +1,83 @@
+"""NIfTI, NRRD, MetaImage and other ITK formats <-> Volume, through SimpleITK.
+
+ITK works in LPS like medvision; NIfTI's RAS is converted by ITK's NIfTI reader and writer at the
+file edge, so a Volume is always LPS. Writes are atomic (temporary file, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from ..core.volume import Volume
+from .errors import MedvisionIOError, UnsupportedDataError
+
+log = logging.getLogger(__name__)
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz", ".hdr",
+                   ".vtk", ".img.gz")
+WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def suffix_of(path: str | os.PathLike) -> str:
+    name = os.path.basename(os.fspath(path)).lower()
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return os.path.splitext(name)[1]
+
+
+def is_volume_file(path: str | os.PathLike) -> bool:
+    return suffix_of(path) in VOLUME_SUFFIXES
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a NIfTI/NRRD/MHA/MHD/GIPL file into an LPS Volume."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        image = sitk.ReadImage(path)
+    except RuntimeError as exc:
+        first = next((ln for ln in str(exc).splitlines() if "ERROR" in ln or "rror" in ln), str(exc))
+        raise MedvisionIOError(f"{path}: cannot read this image file ({first.strip()[:300]})") from exc
+    try:
+        volume = Volume.from_sitk(image, {"source": path, "format": suffix_of(path).lstrip(".")})
+    except ValueError as exc:
+        raise UnsupportedDataError(f"{path}: {exc}") from exc
+    volume.metadata.setdefault("warnings", [])
+    return volume
+
+
+def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True) -> Path:
+    """Write a Volume (3D or 4D) atomically; the format follows the file name."""
+    path = Path(path)
+    suffix = suffix_of(path)
+    if suffix not in WRITE_SUFFIXES:
+        raise UnsupportedDataError(
+            f"{path}: cannot write '{suffix}' files; use one of {', '.join(WRITE_SUFFIXES)}")
+    try:
+        image = volume.to_sitk()
+    except ValueError as exc:
+        raise MedvisionIOError(f"{path}: {exc}") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    use_compression = compress and suffix not in (".nii",)
+    tmpdir = tempfile.mkdtemp(prefix=".medvision-", dir=path.parent)
+    try:
+        tmp = Path(tmpdir) / path.name
+        sitk.WriteImage(image, str(tmp), useCompression=use_compression)
+        # a header/data pair: move the data files first, the header last
+        for part in sorted(Path(tmpdir).iterdir(), key=lambda p: p.name == path.name):
+            os.replace(part, path.parent / part.name)
+    except RuntimeError as exc:
+        raise MedvisionIOError(f"{path}: writing failed ({str(exc).strip().splitlines()[-1][:300]})") from exc
+    except OSError as exc:
+        raise MedvisionIOError(f"{path}: writing failed ({exc.strerror or exc}); nothing was overwritten") from exc
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return path

@@ -1,0 +1,1 @@
+"""medvision.workspace (see DESIGN.md)."""
