@@ -1,0 +1,178 @@
+"""The ``medvision`` command: sub-commands for headless work (the window comes with the ui layer)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+class _Bar:
+    """A terminal progress bar (tqdm on stderr) fed by a job's progress records."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, record) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        if record.stage != self.stage:
+            self.close()
+            self.stage = record.stage
+            self.bar = tqdm(total=record.total or None, desc=record.stage, unit="", leave=False,
+                            file=sys.stderr, dynamic_ncols=True, disable=None)
+        if self.bar is not None:
+            if record.total and self.bar.total != record.total:
+                self.bar.total = record.total
+            self.bar.n = record.done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _run(job, quiet: bool):
+    from .core.jobs import run_job
+
+    bar = _Bar(quiet)
+    try:
+        return run_job(job, bar)
+    finally:
+        bar.close()
+
+
+def _cmd_info(args) -> int:
+    from .io import DicomIndex
+    from .io.volumes import is_volume_file, read_volume
+
+    path = os.path.abspath(args.path)
+    if os.path.isfile(path) and is_volume_file(path):
+        v = read_volume(path)
+        info = {"path": path, "shape_zyx": list(v.shape), "frames": v.n_frames, "dtype": str(v.dtype),
+                "spacing_xyz": [round(float(s), 6) for s in v.spacing], "origin_lps": v.origin.tolist(),
+                "orientation": v.orientation, "direction": v.direction.round(6).tolist()}
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            for k, val in info.items():
+                print(f"{k:>12}: {val}")
+        return 0
+    index = DicomIndex()
+    try:
+        result = _run(index.scan(path), args.quiet)
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2, default=str))
+        return 0 if result.patients else 1
+    if not result.patients:
+        print(f"{path}: no DICOM objects found among {result.files_seen} files", file=sys.stderr)
+    n = 0
+    for p in result.patients:
+        print(f"Patient {p.name or '(no name)'}  ID {p.id or '(none)'}  born {p.birth_date or '-'}  sex {p.sex or '-'}")
+        for st in p.studies:
+            print(f"  Study {st.date or '(no date)'} {st.description or '(no description)'}"
+                  f"  accession {st.accession or '-'}  UID {st.uid or '(empty)'}")
+            for s in st.series:
+                body = f" {s.body_part}" if s.body_part else ""
+                size = f" {s.columns}x{s.rows}" if s.rows else ""
+                print(f"    @{n:<3} #{s.number if s.number is not None else '-':<5} {s.modality or '?':<3}"
+                      f"{'' if s.kind == 'image' else ' ' + s.kind:<4} {s.description or '(no description)'}"
+                      f"  {s.instance_count} files{'' if s.frames == s.instance_count else f', {s.frames} frames'}"
+                      f"{size}{body}  UID {s.uid or '(empty)'}")
+                n += 1
+    if result.problems:
+        print(f"\n{len(result.problems)} problems:", file=sys.stderr)
+        for line in result.problems[:20]:
+            print(f"  {line}", file=sys.stderr)
+        if len(result.problems) > 20:
+            print(f"  ... and {len(result.problems) - 20} more", file=sys.stderr)
+    return 0 if result.patients else 1
+
+
+def _cmd_convert(args) -> int:
+    from .io import load_job, save
+    from .io.volumes import suffix_of
+
+    volumes = _run(load_job(args.path, series=args.series, stack=None if args.stack is None else args.stack,
+                            regularize=args.regularize, correct_tilt=not args.keep_tilt), args.quiet)
+    out = Path(args.output)
+    suffix = suffix_of(out)
+    written = []
+    for i, v in enumerate(volumes):
+        target = out if len(volumes) == 1 else out.with_name(out.name[: -len(suffix)] + f"_{i + 1}{suffix}")
+        save(v, target)
+        written.append((target, v))
+    for target, v in written:
+        frames = f" x {v.n_frames} {v.metadata.get('frame_axis') or 'frames'}" if v.is_4d else ""
+        stack = f"  [{v.metadata['stack']}]" if v.metadata.get("stack") else ""
+        print(f"wrote {target}: {v.shape[2]}x{v.shape[1]}x{v.shape[0]}{frames} {v.dtype}, "
+              f"spacing {' x '.join(f'{s:.4g}' for s in v.spacing)} mm{stack}")
+        for w in v.metadata.get("warnings", []):
+            print(f"  warning: {w}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medvision", description="Radiology workstation: view, label, run models.")
+    parser.add_argument("--version", action="version", version=f"medvision {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("info", help="list the patients, studies and series under PATH (or describe a volume file)")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("convert", help="convert DICOM to NIfTI/NRRD/MHA, or between volume formats")
+    p.add_argument("path", help="DICOM folder, zip, DICOMDIR or file; or a NIfTI/NRRD/MHA file")
+    p.add_argument("-o", "--output", required=True, help="output file: .nii.gz, .nii, .nrrd, .mha, .mhd")
+    p.add_argument("--series", help="series to convert when PATH holds several: UID, series number or @N from `info`")
+    p.add_argument("--stack", type=int, default=None,
+                   help="only this stack of a series that splits (0 = largest); default: every stack, "
+                        "numbered _1, _2, ...")
+    p.add_argument("--regularize", action="store_true", help="resample non-uniform slice spacing onto a regular grid")
+    p.add_argument("--keep-tilt", action="store_true", help="keep gantry tilt as a sheared grid (no correction)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from .core.jobs import Cancelled
+    from .io.errors import MedvisionIOError
+
+    try:
+        return args.func(args)
+    except (MedvisionIOError, FileNotFoundError) as exc:
+        print(f"medvision: {exc}", file=sys.stderr)
+        return 2
+    except Cancelled as exc:
+        print(f"medvision: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("medvision: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
