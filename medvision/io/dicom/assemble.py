@@ -76,23 +76,24 @@ def _split_key(f: Frame) -> tuple:
 
 
 def _describe_split(keys: list[tuple], key: tuple) -> str:
-    names = ("size", "orientation", "pixel spacing", "echo", "stack", "samples")
+    """What sets this stack apart from the others of the series, in words."""
+    def differs(*idx: int) -> bool:
+        return len({tuple(k[i] for i in idx) for k in keys}) > 1
+
     parts = []
-    for i, name in enumerate(names):
-        if len({k[i] if i else (k[0], k[1]) for k in keys}) > 1:
-            if i == 0:
-                parts.append(f"{key[1]}x{key[0]}")
-            elif i == 1:
-                parts.append(f"orientation {','.join(f'{v:g}' for v in key[2]) if key[2] else 'unknown'}")
-            elif i == 2 and key[3]:
-                parts.append(f"spacing {key[3][0]:g}x{key[3][1]:g} mm")
-            elif i == 3:
-                parts.append(f"echo {key[4]:g}" if key[4] is not None else "no echo")
-            elif i == 4:
-                parts.append(f"stack {key[5]}")
-            elif i == 5:
-                parts.append(f"{key[6]} samples")
-    return ", ".join(dict.fromkeys(parts))
+    if differs(0, 1):
+        parts.append(f"{key[1]}x{key[0]}")
+    if differs(2):
+        parts.append("orientation " + (",".join(f"{v:g}" for v in key[2]) if key[2] else "unknown"))
+    if differs(3):
+        parts.append(f"spacing {key[3][0]:g}x{key[3][1]:g} mm" if key[3] else "no pixel spacing")
+    if differs(4):
+        parts.append(f"echo {key[4]:g}" if key[4] is not None else "no echo")
+    if differs(5):
+        parts.append(f"stack {key[5] or '-'}")
+    if differs(6):
+        parts.append(f"{key[6]} samples")
+    return ", ".join(parts)
 
 
 def plan_stacks(frames: list[Frame], *, regularize: bool = False, correct_tilt: bool = True) -> list[StackPlan]:

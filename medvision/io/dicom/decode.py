@@ -103,7 +103,11 @@ def read_native_frame(ref: FileRef, p: PixelInfo, index: int, out: np.ndarray | 
             buf.reshape(3, p.rows, p.columns).transpose(1, 2, 0)
         return to_gray(buf)
     arr = buf if buf.dtype.isnative else buf.byteswap().view(buf.dtype.newbyteorder("="))
-    return _fix_bits(arr, p)
+    arr = _fix_bits(arr, p)
+    if out is not None and arr is not out:
+        out[...] = arr
+        return out
+    return arr
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:

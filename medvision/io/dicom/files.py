@@ -76,17 +76,30 @@ def read_dataset(ref: FileRef, *, headers_only: bool = False, force: bool = Fals
     Raises :class:`NotDicomError` with the file named when it cannot be parsed.
     """
     try:
-        if ref.member:
-            with open_ref(ref) as fp:
-                return pydicom.dcmread(fp, stop_before_pixels=headers_only, force=force)
-        if headers_only:
-            return pydicom.dcmread(ref.path, stop_before_pixels=True, force=force)
-        return pydicom.dcmread(ref.path, defer_size=4096, force=force)
+        return _dcmread(ref, headers_only, force)
     except InvalidDicomError as exc:
+        if not force:
+            # Some tools write datasets without the Part 10 preamble and file meta ("DICM").
+            # Accept such a file only when what it parses to looks like a real DICOM object.
+            try:
+                ds = _dcmread(ref, headers_only, True)
+                if ds.get("SOPClassUID") and (ds.get("SOPInstanceUID") or ds.get("StudyInstanceUID")):
+                    return ds
+            except Exception:  # anything: it is not DICOM
+                pass
         raise NotDicomError(f"{ref}: not a DICOM file ({_short(exc)})") from exc
     except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
             NotImplementedError, OverflowError) as exc:
         raise NotDicomError(f"{ref}: damaged or truncated DICOM file ({_short(exc)})") from exc
+
+
+def _dcmread(ref: FileRef, headers_only: bool, force: bool) -> Dataset:
+    if ref.member:
+        with open_ref(ref) as fp:
+            return pydicom.dcmread(fp, stop_before_pixels=headers_only, force=force)
+    if headers_only:
+        return pydicom.dcmread(ref.path, stop_before_pixels=True, force=force)
+    return pydicom.dcmread(ref.path, defer_size=4096, force=force)
 
 
 def _short(exc: BaseException) -> str:

@@ -264,9 +264,11 @@ def build_tree(root: str, rows: list[dict], problems: list[str], files_read: int
                 r["study_key"], r["study_uid"], r["study_date"] or "", r["study_time"] or "",
                 r["study_description"] or "", r["accession"] or "", patient=patient)
             patient.studies.append(study)
-        s = series.get(r["series_key"])
+        # objects of different kinds (an RTSTRUCT beside an RTPLAN) never share a browser entry
+        skey = (r["series_key"], r["kind"] == "image" or r["kind"])
+        s = series.get(skey)
         if s is None:
-            s = series[r["series_key"]] = SeriesInfo(
+            s = series[skey] = SeriesInfo(
                 r["series_key"], r["series_uid"], r["series_number"], r["series_description"] or "",
                 r["modality"] or "", r["body_part"] or "", r["kind"], rows=r["rows"], columns=r["columns"],
                 blank_uids=bool(r["blank_uids"]), study=study)
@@ -274,8 +276,6 @@ def build_tree(root: str, rows: list[dict], problems: list[str], files_read: int
             blank_series += bool(r["blank_uids"])
         s.files.append(FileRef(r["path"], r["member"]))
         s.frames += r["frames"] or 0
-        if s.kind != "image" and r["kind"] == "image":
-            s.kind = "image"
     for study in studies.values():
         study.series.sort(key=lambda s: (s.kind != "image", s.number if s.number is not None else 1 << 30,
                                          s.description))
