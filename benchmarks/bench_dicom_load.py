@@ -138,8 +138,8 @@ def _build(folder: Path, params: dict, subdirs: list[str], fn, jobs: list) -> fl
     if _ready(folder, params):
         return 0.0
     shutil.rmtree(folder, ignore_errors=True)
-    for sub in subdirs:
-        (folder / sub).mkdir(parents=True)
+    for sub in ["", *subdirs]:
+        (folder / sub).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with Pool(2) as pool:
         for _ in pool.imap_unordered(fn, jobs, chunksize=4):
@@ -167,7 +167,8 @@ def build_many(root: Path, files: int) -> float:
     per_series = min(100, files)
     uids = _uids()
     jobs = [(s, per_series, uids, root / f"many_{files}") for s in range(files // per_series)]
-    return _build(root / f"many_{files}", {"files": files, "version": DATA_VERSION}, [], _write_small_series, jobs)
+    params = {"files": files, "version": DATA_VERSION}
+    return _build(root / f"many_{files}", params, [], _write_small_series, jobs)
 
 
 # ---- measurements, each in a fresh interpreter ----------------------------------------------------
@@ -285,6 +286,10 @@ def measure(label: str, data: str, kind: str, *argv, env: dict | None = None, co
     return row
 
 
+def _built(seconds: float) -> str:
+    return f"built in {seconds:.1f} s" if seconds else "reused"
+
+
 def _folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.iterdir() if p.name != "params.json") / 2**20
 
@@ -295,11 +300,11 @@ def benchmark(args: argparse.Namespace, root: Path, scratch: Path) -> dict:
     series = root / f"ct_{args.slices}x{args.size}"
     unc, j2k = series / "uncompressed", series / "j2k"
     sizes = {d.name: _folder_mb(d) for d in (unc, j2k)}
-    print(f"series: {args.slices} x {args.size}^2 ({'built in %.1f s' % built if built else 'reused'}); "
+    print(f"series: {args.slices} x {args.size}^2 ({_built(built)}); "
           f"{sizes['uncompressed']:.1f} MB uncompressed, {sizes['j2k']:.1f} MB JPEG 2000 "
           f"(ratio {sizes['uncompressed'] / sizes['j2k']:.2f})")
     mv_env = {"MEDVISION_HOME": str(scratch / "medvision_home")}
-    print("measuring (median of %d fresh processes each):" % REPEATS)
+    print(f"measuring (median of {REPEATS} fresh processes each):")
     rows = []
     for data, folder in (("uncompressed", unc), ("j2k", j2k)):
         rows.append(measure("medvision", data, "medvision", folder, env=mv_env, cold=True))
@@ -313,7 +318,7 @@ def benchmark(args: argparse.Namespace, root: Path, scratch: Path) -> dict:
     if not args.skip_rescan:
         many = root / f"many_{args.rescan_files}"
         built = build_many(root, args.rescan_files)
-        print(f"rescan folder: {args.rescan_files} files ({'built in %.1f s' % built if built else 'reused'})")
+        print(f"rescan folder: {args.rescan_files} files ({_built(built)})")
         db = scratch / "rescan-index.sqlite"
         first = run_child("scan", many, db)
         again = [run_child("scan", many, db) for _ in range(REPEATS)]

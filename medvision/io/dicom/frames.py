@@ -140,8 +140,11 @@ def pixel_info(ds: Dataset) -> PixelInfo:
     if raw is not None and not compressed:
         value_tell = getattr(raw, "value_tell", None)
         raw_len = getattr(raw, "length", None)
-        if value_tell is not None and raw_len not in (None, 0xFFFFFFFF) and getattr(raw, "value", None) is None:
-            offset, length = int(value_tell), int(raw_len)
+        value = getattr(raw, "value", None)
+        if value_tell is not None and raw_len not in (None, 0xFFFFFFFF):
+            # a small value was read with the header: what was really there counts, not the
+            # length the header promised
+            offset, length = int(value_tell), int(raw_len) if value is None else len(value)
     rows, cols = _int(ds.get("Rows")) or 0, _int(ds.get("Columns")) or 0
     bits_allocated = _int(ds.get("BitsAllocated")) or 16
     return PixelInfo(

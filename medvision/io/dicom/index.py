@@ -95,6 +95,10 @@ def header_record(found: FoundFile) -> dict:
     series_uid = _text(ds, "SeriesInstanceUID")
     sop_uid = _text(ds, "SOPInstanceUID") or (str(getattr(meta, "MediaStorageSOPInstanceUID", "")) if meta else "")
     sop_class = str(ds.get("SOPClassUID") or (getattr(meta, "MediaStorageSOPClassUID", "") if meta else ""))
+    problem = _incomplete(ds, sop_class)
+    if problem:
+        rec.update(status="error", error=f"{found.ref}: {problem}")
+        return rec
     patient_id, patient_name = _text(ds, "PatientID"), _text(ds, "PatientName")
     study_key = study_uid
     if not study_uid:
@@ -122,6 +126,17 @@ def header_record(found: FoundFile) -> dict:
         blank_uids=blank,
     )
     return rec
+
+
+def _incomplete(ds, sop_class: str) -> str | None:
+    """Why a header that parsed is still not a usable DICOM object (damaged or truncated)."""
+    if not sop_class:
+        return "not a valid DICOM object: no SOP Class UID (damaged, or not DICOM)"
+    from pydicom.uid import UID
+
+    if "Image Storage" in (UID(sop_class).name or "") and ("Rows" not in ds or "Columns" not in ds):
+        return "the header ends before the image attributes (truncated file)"
+    return None
 
 
 def _digest(*parts: str) -> str:

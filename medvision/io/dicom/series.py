@@ -11,12 +11,12 @@ import numpy as np
 
 from ...core.jobs import Job, Progress
 from ...core.volume import Volume
-from ..errors import MedvisionIOError, NoImagesError, PixelDataError, UnsupportedDataError
+from ..errors import MedvisionIOError, NoImagesError, NotDicomError, PixelDataError, UnsupportedDataError
 from .assemble import StackPlan, plan_stacks
 from .decode import DecodeTask, check_decodable, decode_tasks, read_native_frame, stored_dtype, stored_range
 from .files import FileRef, read_dataset
 from .frames import Frame, frames_from_dataset, has_pixel_data
-from .index import classify
+from .index import _incomplete, classify
 from .pool import default_workers, map_chunks
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class FileFrames:
     frames: list[Frame] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     error: str | None = None
+    error_type: type[MedvisionIOError] = MedvisionIOError
 
 
 def _series_meta(ds) -> dict:
@@ -66,6 +67,10 @@ def read_file_frames(ref: FileRef) -> FileFrames:
     out = FileFrames(ref)
     try:
         ds = read_dataset(ref)
+        problem = _incomplete(ds, str(ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None),
+                                                                         "MediaStorageSOPClassUID", "")))
+        if problem:
+            raise NotDicomError(f"{ref}: {problem}")
         kind = classify(ds)
         if kind != "image":
             raise NoImagesError(f"{ref}: a {kind} object, not an image")
@@ -92,6 +97,7 @@ def read_file_frames(ref: FileRef) -> FileFrames:
             out.meta["no_pixel_spacing"] = True
     except MedvisionIOError as exc:
         out.error = str(exc)
+        out.error_type = type(exc)
     except Exception as exc:  # never let one odd file stop a series
         out.error = f"{ref}: cannot be read ({type(exc).__name__}: {exc})"
     return out
@@ -159,18 +165,27 @@ def read_series_frames(refs: list[FileRef], *, workers: int | None = None) -> Jo
     yield Progress("reading headers", 0, len(refs))
     frames: list[Frame] = []
     problems: list[str] = []
+    kinds: set[type] = set()
     meta: dict = {}
     done = 0
     for chunk in map_chunks(_read_chunk, refs, workers=workers, min_parallel=400):
         for ff in chunk:
             if ff.error:
                 problems.append(ff.error)
+                kinds.add(ff.error_type)
             else:
                 frames.extend(ff.frames)
                 if not meta:
                     meta = ff.meta
         done += len(chunk)
         yield Progress("reading headers", done, len(refs))
+    if not frames and problems:
+        # nothing loads: raise what went wrong, as its own kind of error when all files agree
+        kind = kinds.pop() if len(kinds) == 1 else NoImagesError
+        detail = "\n  ".join(problems[:10]) + (" ..." if len(problems) > 10 else "")
+        if len(refs) == 1:
+            raise kind(problems[0])
+        raise kind(f"no loadable image among {len(refs)} files:\n  {detail}")
     return frames, meta, problems
 
 
@@ -363,10 +378,7 @@ def load_series_job(
     list, or every stack when ``stack`` is None. Problems with single files become warnings."""
     frames, meta, problems = yield from read_series_frames(refs, workers=workers)
     if not frames:
-        if problems and all("transfer syntax" in p for p in problems):
-            raise UnsupportedDataError("no image in the series can be decoded:\n  " + "\n  ".join(problems[:10]))
-        detail = ("\n  " + "\n  ".join(problems[:10]) + (" ..." if len(problems) > 10 else "")) if problems else ""
-        raise NoImagesError(f"no loadable image among {len(refs)} files{detail}")
+        raise NoImagesError(f"no loadable image among {len(refs)} files")
     plans = plan_stacks(frames, regularize=regularize, correct_tilt=correct_tilt)
     if stack is not None:
         if not 0 <= stack < len(plans):
