@@ -260,7 +260,8 @@ def frames_from_dataset(ds: Dataset, ref: FileRef) -> list[Frame]:
     if info.n_frames > 1:
         # Legacy multi-frame (no functional groups): frames share the header's position; they are
         # stacked along the slice normal by SpacingBetweenSlices (or marked as having no positions).
-        return [Frame(ref, i, info, info.rows, info.columns, **{**base, "instance": (base["instance"] or 0) * 100000 + i})
+        first = (base["instance"] or 0) * 100000
+        return [Frame(ref, i, info, info.rows, info.columns, **{**base, "instance": first + i})
                 for i in range(info.n_frames)]
     return [Frame(ref, 0, info, info.rows, info.columns, **base)]
 

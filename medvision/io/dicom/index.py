@@ -12,7 +12,6 @@ import logging
 import os
 import sqlite3
 import threading
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,8 +350,8 @@ class DicomIndex:
             found.append(f)
             if len(found) % 2000 == 0:
                 yield Progress("listing files", len(found), 0, path)
-        base = path if os.path.isdir(path) or not os.path.basename(path).upper() == "DICOMDIR" \
-            else os.path.dirname(path)
+        is_dicomdir = os.path.isfile(path) and os.path.basename(path).upper() == "DICOMDIR"
+        base = os.path.dirname(path) if is_dicomdir else path
         cached = self._rows_under(base)
         found_keys = {(f.ref.path, f.ref.member) for f in found}
         todo = []

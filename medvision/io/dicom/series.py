@@ -11,7 +11,7 @@ import numpy as np
 
 from ...core.jobs import Job, Progress
 from ...core.volume import Volume
-from ..errors import MedvisionIOError, NoImagesError, NotDicomError, PixelDataError, UnsupportedDataError
+from ..errors import MedvisionIOError, NoImagesError, NotDicomError, PixelDataError
 from .assemble import StackPlan, plan_stacks
 from .decode import DecodeTask, check_decodable, decode_tasks, read_native_frame, stored_dtype, stored_range
 from .files import FileRef, read_dataset
