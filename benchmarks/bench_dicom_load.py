@@ -12,6 +12,7 @@ benchmarks/out/dicom_load.json. Data generated in --workdir is reused by later r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -62,7 +63,7 @@ def ct_slice(k: int, n: int, size: int) -> np.ndarray:
     return np.clip(np.rint(hu) + 1024, 0, 4095).astype(np.uint16)
 
 
-def ct_dataset(k: int, n: int, size: int, uids: dict, pixels: np.ndarray):
+def ct_dataset(k: int, size: int, uids: dict, pixels: np.ndarray):
     """An uncompressed CT Image Storage dataset for slice k (Explicit VR Little Endian)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
@@ -108,7 +109,7 @@ def _write_slice(job: tuple) -> int:
 
     k, n, size, uids, name, root = job
     pixels = ct_slice(k, n, size)
-    ds = ct_dataset(k, n, size, uids, pixels)
+    ds = ct_dataset(k, size, uids, pixels)
     ds.save_as(root / "uncompressed" / name, enforce_file_format=True)
     ds.compress(JPEG2000Lossless, pixels, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     ds.save_as(root / "j2k" / name, enforce_file_format=True)
@@ -122,20 +123,16 @@ def _write_small_series(job: tuple) -> int:
     folder.mkdir()
     series_uids = dict(uids, series=f"{uids['series']}.{s + 1}")
     for k in range(per_series):
-        ds = ct_dataset(k, per_series, 64, series_uids, pixels)
+        ds = ct_dataset(k, 64, series_uids, pixels)
         ds.SeriesNumber = s + 1
         ds.save_as(folder / f"IM{k:05d}", enforce_file_format=True)
     return per_series
 
 
-def _ready(folder: Path, params: dict) -> bool:
-    marker = folder / "params.json"
-    return marker.exists() and json.loads(marker.read_text()) == params
-
-
 def _build(folder: Path, params: dict, subdirs: list[str], fn, jobs: list) -> float:
     """Run the writing jobs in 2 processes unless the folder already holds this data; seconds taken."""
-    if _ready(folder, params):
+    marker = folder / "params.json"
+    if marker.exists() and json.loads(marker.read_text()) == params:
         return 0.0
     shutil.rmtree(folder, ignore_errors=True)
     for sub in ["", *subdirs]:
@@ -144,7 +141,7 @@ def _build(folder: Path, params: dict, subdirs: list[str], fn, jobs: list) -> fl
     with Pool(2) as pool:
         for _ in pool.imap_unordered(fn, jobs, chunksize=4):
             pass
-    (folder / "params.json").write_text(json.dumps(params))
+    marker.write_text(json.dumps(params))
     return time.perf_counter() - t0
 
 
@@ -154,21 +151,19 @@ def _uids() -> dict:
     return {key: generate_uid(prefix=None) for key in ("study", "series", "frame")}
 
 
-def build_series(root: Path, slices: int, size: int) -> float:
-    folder = root / f"ct_{slices}x{size}"
+def build_series(folder: Path, slices: int, size: int) -> float:
     names = [f"IM{i:05d}" for i in np.random.default_rng(7).permutation(slices)]  # name order != z order
     uids = _uids()
     jobs = [(k, slices, size, uids, names[k], folder) for k in range(slices)]
-    return _build(folder, {"slices": slices, "size": size, "version": DATA_VERSION},
-                  ["uncompressed", "j2k"], _write_slice, jobs)
+    params = {"slices": slices, "size": size, "version": DATA_VERSION}
+    return _build(folder, params, ["uncompressed", "j2k"], _write_slice, jobs)
 
 
-def build_many(root: Path, files: int) -> float:
-    per_series = min(100, files)
-    uids = _uids()
-    jobs = [(s, per_series, uids, root / f"many_{files}") for s in range(files // per_series)]
-    params = {"files": files, "version": DATA_VERSION}
-    return _build(root / f"many_{files}", params, [], _write_small_series, jobs)
+def build_many(folder: Path, files: int) -> float:
+    """Series of 100 small slices, ``files`` in all (rounded down to whole series)."""
+    per_series, uids = min(100, files), _uids()
+    jobs = [(s, per_series, uids, folder) for s in range(files // per_series)]
+    return _build(folder, {"files": files, "version": DATA_VERSION}, [], _write_small_series, jobs)
 
 
 # ---- measurements, each in a fresh interpreter ----------------------------------------------------
@@ -190,11 +185,9 @@ def _pool_hwm_mb() -> float:
     while todo:
         pid = todo.pop()
         todo += children.get(pid, [])
-        try:
-            status = Path(f"/proc/{pid}/status").read_text().splitlines()
-        except OSError:
-            continue
-        total += sum(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+        with contextlib.suppress(OSError, ValueError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(status.split("VmHWM:")[1].split()[0]) / 1024
     return total
 
 
@@ -208,12 +201,10 @@ def child(kind: str, argv: list[str]) -> dict:
         return dict(seconds=time.perf_counter() - t0, peak_mb=_maxrss_mb() - base, shape=shape,
                     pool_mb=_pool_hwm_mb())
     if kind == "sitk":
-        import SimpleITK as sitk
+        import SimpleITK  # noqa: F401  (imported before the baseline, not in the timed call)
 
         base, t0 = _maxrss_mb(), time.perf_counter()
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(reader.GetGDCMSeriesFileNames(argv[0]))
-        shape = reader.Execute().GetSize()[::-1]
+        shape = sitk_read(argv[0]).GetSize()[::-1]
         return dict(seconds=time.perf_counter() - t0, peak_mb=_maxrss_mb() - base, shape=shape)
     if kind == "dcm2niix":
         with tempfile.TemporaryDirectory(dir=argv[1]) as out:
@@ -221,6 +212,8 @@ def child(kind: str, argv: list[str]) -> dict:
             subprocess.run(["dcm2niix", "-z", "n", "-b", "n", "-o", out, "-f", "vol", argv[0]],
                            check=True, stdout=subprocess.DEVNULL)
             seconds = time.perf_counter() - t0
+            if not list(Path(out).glob("*.nii")):
+                raise SystemExit(f"dcm2niix wrote no NIfTI for {argv[0]}")
         return dict(seconds=seconds, peak_mb=_maxrss_mb(resource.RUSAGE_CHILDREN))
     if kind == "scan":
         from medvision.core import run_job
@@ -236,16 +229,21 @@ def child(kind: str, argv: list[str]) -> dict:
     raise SystemExit(f"unknown child kind {kind}")
 
 
+def sitk_read(folder: str):
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(folder))
+    return reader.Execute()
+
+
 def verify(folder: str) -> str:
     """medvision's volume against SimpleITK's: same voxels in the same (z, y, x) order, same grid."""
     import SimpleITK as sitk
 
     import medvision.io as mio
 
-    vol = mio.load(folder)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(folder))
-    image = reader.Execute()
+    vol, image = mio.load(folder), sitk_read(folder)
     ref, ours = sitk.GetArrayFromImage(image), vol.array
     if ours.shape != ref.shape or ours.dtype != ref.dtype:
         return f"MISMATCH: medvision {ours.shape} {ours.dtype}, SimpleITK {ref.shape} {ref.dtype}"
@@ -266,7 +264,8 @@ def verify(folder: str) -> str:
 
 def run_child(kind: str, *argv: str, env: dict | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", kind, *map(str, argv)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    base_env = {k: v for k, v in os.environ.items() if k != "MEDVISION_WORKERS"}  # default: all cores
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**base_env, **(env or {})})
     if proc.returncode != 0:
         raise SystemExit(f"{kind} {argv} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -296,8 +295,8 @@ def _folder_mb(folder: Path) -> float:
 
 def benchmark(args: argparse.Namespace, root: Path, scratch: Path) -> dict:
     print(f"work dir {root}")
-    built = build_series(root, args.slices, args.size)
     series = root / f"ct_{args.slices}x{args.size}"
+    built = build_series(series, args.slices, args.size)
     unc, j2k = series / "uncompressed", series / "j2k"
     sizes = {d.name: _folder_mb(d) for d in (unc, j2k)}
     print(f"series: {args.slices} x {args.size}^2 ({_built(built)}); "
@@ -317,7 +316,7 @@ def benchmark(args: argparse.Namespace, root: Path, scratch: Path) -> dict:
                   disk_mb=sizes, rows=rows, verify=checks)
     if not args.skip_rescan:
         many = root / f"many_{args.rescan_files}"
-        built = build_many(root, args.rescan_files)
+        built = build_many(many, args.rescan_files)
         print(f"rescan folder: {args.rescan_files} files ({_built(built)})")
         db = scratch / "rescan-index.sqlite"
         first = run_child("scan", many, db)

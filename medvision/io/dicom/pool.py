@@ -12,6 +12,7 @@ import logging
 import multiprocessing as mp
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -89,10 +90,17 @@ def map_chunks(
             yield fn(chunk)
         return
     pool = _get_pool(workers)
-    futures: list[Future] = []
+    # A bounded window of chunks in flight: results are released as soon as they are consumed,
+    # so memory holds the output plus a few chunks, not every decoded chunk.
+    window = 2 * workers + 1
+    pending: deque[Future] = deque()
+    next_chunk = 0
     try:
-        futures = [pool.submit(fn, chunk) for chunk in chunks]
-        for i, fut in enumerate(futures):
+        for i in range(len(chunks)):
+            while next_chunk < len(chunks) and len(pending) < window:
+                pending.append(pool.submit(fn, chunks[next_chunk]))
+                next_chunk += 1
+            fut = pending.popleft()
             try:
                 result = fut.result()
             except BrokenProcessPool:
@@ -101,7 +109,9 @@ def map_chunks(
                 for chunk in chunks[i:]:
                     yield fn(chunk)
                 return
+            del fut
             yield result
+            del result
     finally:
-        for fut in futures:
+        for fut in pending:
             fut.cancel()

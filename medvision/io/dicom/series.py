@@ -138,9 +138,20 @@ def output_dtype(frames: list[Frame]) -> tuple[np.dtype, bool]:
     return np.dtype(np.float64), True
 
 
+def _fits(range_: tuple[int, int], dtype: np.dtype) -> bool:
+    info = np.iinfo(dtype)
+    return info.min <= range_[0] and range_[1] <= info.max
+
+
 def _apply_lut(stored: np.ndarray, frame: Frame, out: np.ndarray) -> None:
+    """out = stored * slope + intercept, exactly, without temporaries wider than needed."""
     if frame.slope == 1.0 and frame.intercept == 0.0:
         out[...] = stored
+    elif out.dtype.kind in "iu" and frame.slope == 1.0 and _fits(stored_range(frame.pixel), out.dtype):
+        # stored values and results both fit the output type (e.g. 12-bit CT -> int16 HU)
+        same_width = stored.dtype.itemsize == out.dtype.itemsize and stored.dtype.isnative
+        as_out = stored.view(out.dtype) if same_width else stored.astype(out.dtype)
+        np.add(as_out, out.dtype.type(frame.intercept), out=out)
     elif out.dtype.kind in "iu":
         tmp = stored.astype(np.int64)
         if frame.slope != 1.0:
@@ -218,11 +229,18 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
             (ref, index), places = item
             t, z, f = places[0]
             target = out[t, z]
+            sdt = stored_dtype(f.pixel).newbyteorder("=")
             try:
-                if needs_lut or stored_dtype(f.pixel).newbyteorder("=") != dtype:
-                    _apply_lut(read_native_frame(ref, f.pixel, index), f, target)
-                else:
+                if sdt == dtype and not needs_lut:
                     read_native_frame(ref, f.pixel, index, out=target)
+                elif (sdt.itemsize == dtype.itemsize and dtype.kind in "iu" and f.slope == 1.0
+                      and _fits(stored_range(f.pixel), dtype)):
+                    # read into the output's own memory, then add the intercept in place
+                    read_native_frame(ref, f.pixel, index, out=target.view(sdt))
+                    if f.intercept:
+                        target += dtype.type(f.intercept)
+                else:
+                    _apply_lut(read_native_frame(ref, f.pixel, index), f, target)
             except MedvisionIOError as exc:
                 return str(exc), places
             for t2, z2, _f in places[1:]:
