@@ -206,3 +206,18 @@ def test_legacy_converted_enhanced_ct_equals_the_classic_series(tmp_path):
     np.testing.assert_array_equal(b.array, a.array)
     np.testing.assert_allclose(b.affine, a.affine, atol=1e-6)
     assert b.dtype == a.dtype == np.int16
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_rle.dcm", "SC_rgb_small_odd.dcm",
+                                  "SC_ybr_full_422_uncompressed.dcm"])
+def test_colour_images_load_as_luminance_and_say_so(name):
+    import pydicom
+
+    path = get_testdata_file(name)
+    ds = pydicom.dcmread(path)
+    rgb = ds.pixel_array.astype(np.float64)  # pydicom converts YBR to RGB
+    v = load(path)
+    assert v.shape == (1, ds.Rows, ds.Columns)
+    expected = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    assert np.abs(v.array[0] - expected).max() <= 1.0
+    assert any("colour" in w for w in v.metadata["warnings"])

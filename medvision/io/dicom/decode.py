@@ -75,16 +75,17 @@ def _fix_bits(arr: np.ndarray, p: PixelInfo) -> np.ndarray:
 def read_native_frame(ref: FileRef, p: PixelInfo, index: int, out: np.ndarray | None = None) -> np.ndarray:
     """One frame of native pixel data read from its offset; ``out`` (rows, cols) is filled in place."""
     dtype = stored_dtype(p)
-    frame_bytes = p.rows * p.columns * p.samples_per_pixel * dtype.itemsize
-    if p.offset is None or p.length is None or p.bits_allocated == 1:
+    frame_bytes = p.rows * p.columns * dtype.itemsize
+    if p.offset is None or p.length is None or p.bits_allocated == 1 or p.samples_per_pixel != 1:
+        # bit-packed or colour data (planar configuration, YBR): pydicom's decoder handles them
         return _decode_with_pydicom(ref, [index])[0]
     if p.length < frame_bytes * (index + 1):
         raise PixelDataError(
             f"{ref}: pixel data is {p.length} bytes but {p.rows}x{p.columns} frame {index + 1} needs "
             f"{frame_bytes * (index + 1)} (truncated or empty pixel data)")
     native = out is not None and out.dtype == dtype.newbyteorder("=") and not p.big_endian \
-        and out.flags.c_contiguous and p.samples_per_pixel == 1
-    buf = out if native else np.empty((p.rows, p.columns * p.samples_per_pixel), dtype=dtype)
+        and out.flags.c_contiguous
+    buf = out if native else np.empty((p.rows, p.columns), dtype=dtype)
     view = memoryview(buf).cast("B")
     if ref.member:
         with open_ref(ref) as fp:
@@ -98,10 +99,6 @@ def read_native_frame(ref: FileRef, p: PixelInfo, index: int, out: np.ndarray | 
             os.close(fd)
     if n != frame_bytes:
         raise PixelDataError(f"{ref}: the file ends inside its pixel data (truncated: {n} of {frame_bytes} bytes)")
-    if p.samples_per_pixel == 3:
-        buf = buf.reshape(p.rows, p.columns, 3) if p.planar_configuration == 0 else \
-            buf.reshape(3, p.rows, p.columns).transpose(1, 2, 0)
-        return to_gray(buf)
     arr = buf if buf.dtype.isnative else buf.byteswap().view(buf.dtype.newbyteorder("="))
     arr = _fix_bits(arr, p)
     if out is not None and arr is not out:

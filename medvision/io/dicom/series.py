@@ -82,7 +82,8 @@ def read_file_frames(ref: FileRef) -> FileFrames:
             raise PixelDataError(f"{ref}: Rows/Columns are missing or zero")
         check_decodable(p, ref)
         if not p.compressed and p.offset is not None:
-            need = p.rows * p.columns * p.samples_per_pixel * stored_dtype(p).itemsize * p.n_frames
+            samples = 2 if p.photometric == "YBR_FULL_422" else p.samples_per_pixel  # chroma subsampled
+            need = p.rows * p.columns * samples * stored_dtype(p).itemsize * p.n_frames
             if p.length == 0:
                 raise PixelDataError(f"{ref}: the pixel data element is empty")
             if p.length < need:
@@ -297,6 +298,8 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
         warnings.append(f"{len(failed)} images could not be decoded and are shown blank (0): "
                         + "; ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""))
 
+    if p0.samples_per_pixel == 3:
+        warnings.append(f"colour image ({p0.photometric}) shown as grey luminance")
     if plan.slice_shifts is not None:
         yield Progress("correcting gantry tilt", 0, n_z)
         for z in range(n_z):
