@@ -62,7 +62,7 @@ def _series_meta(ds) -> dict:
     return meta
 
 
-def read_file_frames(ref: FileRef) -> FileFrames:
+def read_file_frames(ref: FileRef, *, with_meta: bool = True) -> FileFrames:
     """The frames of one file, or why it cannot contribute any (message names the file)."""
     out = FileFrames(ref)
     try:
@@ -93,9 +93,8 @@ def read_file_frames(ref: FileRef) -> FileFrames:
             if size is not None and p.offset + need > size:
                 raise PixelDataError(f"{ref}: the file ends inside its pixel data (truncated)")
         out.frames = frames
-        out.meta = _series_meta(ds)
-        if "PixelSpacing" not in ds and frames[0].pixel_spacing is None:
-            out.meta["no_pixel_spacing"] = True
+        if with_meta:
+            out.meta = _series_meta(ds)
     except MedvisionIOError as exc:
         out.error = str(exc)
         out.error_type = type(exc)
@@ -116,7 +115,14 @@ def _file_size(ref: FileRef) -> int | None:
 
 
 def _read_chunk(refs: list[FileRef]) -> list[FileFrames]:
-    return [read_file_frames(r) for r in refs]
+    """Frames of each file; the series metadata only from the chunk's first readable file."""
+    out = []
+    have_meta = False
+    for ref in refs:
+        ff = read_file_frames(ref, with_meta=not have_meta)
+        have_meta = have_meta or bool(ff.meta)
+        out.append(ff)
+    return out
 
 
 # ---- output dtype and the modality LUT --------------------------------------------------------
