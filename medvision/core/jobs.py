@@ -7,7 +7,7 @@ happens at a yield (the consumer simply stops iterating, or calls ``close()``).
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 __all__ = ["Progress", "Job", "run_job", "Cancelled"]
@@ -23,6 +23,8 @@ class Progress:
     done: int = 0
     total: int = 0
     message: str = ""
+    #: optional partial result a viewer may show while the job goes on (e.g. a Volume being filled)
+    preview: Any = field(default=None, compare=False, repr=False)
 
     @property
     def fraction(self) -> float | None:

@@ -212,7 +212,8 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
     all_frames = [f for vol in plan.frames for f in vol]
     dtype, needs_lut = output_dtype(all_frames)
     n_t, n_z = len(plan.frames), len(plan.frames[0])
-    out = np.empty((n_t, n_z, plan.rows, plan.cols), dtype=dtype)
+    # zeros (calloc: free until touched) so that a viewer can show the volume while it fills
+    out = np.zeros((n_t, n_z, plan.rows, plan.cols), dtype=dtype)
     warnings = list(plan.warnings)
     # Where each decoded frame goes; a file may supply several frames (multi-frame, mosaic tiles).
     dest: dict[tuple[FileRef, int], list[tuple[int, int, Frame]]] = defaultdict(list)
@@ -222,7 +223,14 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
     total = n_t * n_z
     done = 0
     failed: list[str] = []
-    yield Progress("decoding", 0, total)
+    preview = None
+    if plan.resample_to is None:
+        preview = Volume(out if n_t > 1 else out[0], plan.affine, meta.get("frame_of_reference_uid"),
+                         {k: v for k, v in meta.items() if k != "frame_of_reference_uid"} | {"partial": True})
+    yield Progress("decoding", 0, total, preview=preview)
+
+    def from_middle(z: int) -> float:  # decode the middle slices first: a viewer opens there
+        return abs(z - (n_z - 1) / 2)
 
     p0 = all_frames[0].pixel
     simple_native = (not p0.compressed and p0.offset is not None and p0.samples_per_pixel == 1
@@ -230,7 +238,7 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
                      and all(not f.pixel.compressed and f.pixel.offset is not None for f in all_frames))
     if simple_native:
         # Uncompressed: read each frame from its offset straight into the output (threads: I/O bound).
-        items = [(key, places) for key, places in dest.items()]
+        items = sorted(dest.items(), key=lambda item: from_middle(item[1][0][1]))
 
         def read_one(item):
             (ref, index), places = item
@@ -270,6 +278,7 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
             by_file[ref].append(index)
             pixel_of[ref] = dest[(ref, index)][0][2].pixel
         tasks = [DecodeTask(ref, pixel_of[ref], tuple(sorted(idx))) for ref, idx in by_file.items()]
+        tasks.sort(key=lambda task: min(from_middle(z) for _t, z, _f in dest[(task.ref, task.indices[0])]))
         compressed = any(t.pixel.compressed for t in tasks)
         n_frames_total = sum(len(t.indices) for t in tasks)
         chunk = max(1, min(8, len(tasks) // (4 * (workers or default_workers())) or 1))
@@ -334,6 +343,9 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
         metadata["tilt_corrected"] = plan.slice_shifts is not None
     if plan.label:
         metadata["stack"] = plan.label
+    if plan.resample_to is None:
+        # the file (and frame in it) of every slice of frame 0: a header viewer shows the slice's own
+        metadata["slice_sources"] = [(f.ref, f.index) for f in plan.frames[0]]
     if n_t > 1:
         metadata["frame_axis"] = plan.frame_axis
         if plan.frame_values is not None:
