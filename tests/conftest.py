@@ -32,3 +32,49 @@ def dcm2niix() -> str:
     if exe is None:
         pytest.skip("dcm2niix is not installed (bash packaging/setup.sh --dev installs it)")
     return exe
+
+
+SCREENSHOTS = ROOT / "tests" / "out" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def xdisplay():
+    """A real X display (Xvfb + Mesa) for real-window and VTK tests; yields the DISPLAY string.
+
+    Real-window tests run their window in a subprocess with ``DISPLAY`` set and
+    ``QT_QPA_PLATFORM=xcb`` (the test process itself stays offscreen).
+    """
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        pytest.skip("Xvfb is not installed (bash packaging/setup.sh --dev installs it)")
+    import subprocess
+
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen([exe, "-displayfd", str(write_fd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        number = f.readline().strip()
+    if not number:
+        proc.kill()
+        pytest.skip("Xvfb did not start")
+    try:
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def x_env(display: str) -> dict:
+    """Environment for a subprocess that opens real windows on ``display``."""
+    env = dict(os.environ)
+    env.update(DISPLAY=display, QT_QPA_PLATFORM="xcb")
+    env.pop("VTK_DEFAULT_OPENGL_WINDOW", None)
+    return env
+
+
+@pytest.fixture
+def screenshot_dir() -> Path:
+    """Where tests save screenshots a person can open (tests/out/screenshots, git-ignored)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
