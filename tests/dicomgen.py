@@ -93,3 +93,41 @@ def write_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+#: DICOM ImageOrientationPatient and the orientation code of (column, row, slice) index axes for
+#: the usual acquisition planes (sagittal: columns run posterior, rows inferior, slices to the left)
+ACQUISITIONS = {
+    "axial": ((1, 0, 0, 0, 1, 0), "LPS"),
+    "coronal": ((1, 0, 0, 0, 0, -1), "LIP"),
+    "sagittal": ((0, 1, 0, 0, 0, -1), "PIL"),
+}
+
+
+def write_volume_as_series(volume, folder: Path, plane: str = "sagittal", *, modality: str = "MR",
+                           description: str | None = None) -> list[Path]:
+    """Write a real volume as a DICOM series acquired in ``plane`` (one file per slice), keeping
+    every voxel at its patient position: the same anatomy, acquired another way."""
+    from pydicom.uid import generate_uid
+
+    iop, code = ACQUISITIONS[plane]
+    acquired = volume.reoriented(code)
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid, study_uid = generate_uid(), generate_uid()
+    sx, sy, _sz = acquired.spacing
+    array = acquired.array
+    signed = array.dtype.kind == "i"
+    stored = array.astype(np.int16 if signed else np.uint16)
+    paths = []
+    for k in range(array.shape[0]):
+        ds = make_dataset(stored[k], ipp=acquired.index_to_world([0, 0, k]), iop=iop, spacing=(sy, sx),
+                          series_uid=series_uid, study_uid=study_uid, modality=modality, instance=k + 1,
+                          slope=None, intercept=None,
+                          extra={"SeriesDescription": description or f"{plane} {modality}",
+                                 "SliceThickness": float(_sz)})
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        path = folder / f"IM{k:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

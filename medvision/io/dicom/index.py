@@ -341,6 +341,60 @@ class DicomIndex:
             self._db.executemany(f"INSERT OR REPLACE INTO files VALUES ({placeholders})",
                                  [tuple(r[c] for c in _COLUMNS) for r in records])
 
+    def contents(self) -> ScanResult:
+        """Everything the index holds, as one patient -> study -> series tree (``root`` is "").
+
+        Fast on large indexes: the series' details come from one row per series (the file that
+        sorts first, as a scan would pick it) and only the file names are read for every row.
+        """
+        meta = ", ".join(c for c in _COLUMNS if c not in ("path", "member"))
+        with self._lock:
+            self._db.execute("BEGIN")  # one snapshot for the reads below
+            try:
+                firsts = self._db.execute(
+                    f"SELECT min(path), member, {meta} FROM files WHERE status = 'ok' GROUP BY series_key, kind"
+                ).fetchall()
+                files = self._db.execute(
+                    "SELECT series_key, kind, path, member, frames FROM files WHERE status = 'ok' ORDER BY path, member"
+                ).fetchall()
+                problems = [r[0] for r in self._db.execute("SELECT error FROM files WHERE status = 'error'")]
+                total = self._db.execute("SELECT count(*) FROM files").fetchone()[0]
+            finally:
+                self._db.execute("COMMIT")
+        result = build_tree("", [dict(zip(_COLUMNS, r, strict=True)) for r in firsts], problems, 0)
+        by_key = {(s.key, s.kind): s for s in result.all_series()}
+        for s in by_key.values():
+            s.files, s.frames = [], 0
+        for key, kind, path, member, frames in files:
+            s = by_key[(key, kind)]
+            s.files.append(FileRef(path, member))
+            s.frames += frames or 0
+        result.files_seen = total
+        return result
+
+    def forget(self, *paths: str | os.PathLike | FileRef) -> int:
+        """Drop the rows of files at or below each path (a zip member when given a FileRef with one).
+
+        The files themselves are untouched; a later scan brings them back. Returns the rows dropped.
+        """
+        exact: list[tuple[str, str]] = []
+        ranges: list[tuple[str, str, str]] = []
+        for item in paths:
+            if isinstance(item, FileRef) and item.member:
+                exact.append((item.path, item.member))
+                continue
+            base = os.path.abspath(item.path if isinstance(item, FileRef) else os.fspath(item))
+            base = base.rstrip(os.sep) or os.sep
+            lo = base if base == os.sep else base + os.sep
+            ranges.append((base, lo, lo[:-1] + chr(ord(os.sep) + 1)))
+        with self._lock, self._db:
+            cur = self._db.executemany("DELETE FROM files WHERE path = ? AND member = ?", exact)
+            dropped = max(cur.rowcount, 0)
+            cur = self._db.executemany("DELETE FROM files WHERE path = ? OR (path >= ? AND path < ?)", ranges)
+            dropped += max(cur.rowcount, 0)
+        log.info("forgot %d indexed files under %s", dropped, ", ".join(str(p) for p in paths[:3]))
+        return dropped
+
     def scan(self, path: str | os.PathLike, *, workers: int | None = None) -> Job[ScanResult]:
         """Scan a folder tree, a zip, a DICOMDIR or one file; yields progress, returns a ScanResult."""
         path = os.path.abspath(os.fspath(path))

@@ -11,6 +11,7 @@ import atexit
 import logging
 import multiprocessing as mp
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -50,7 +51,33 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
                 ctx.set_forkserver_preload(["medvision.io.dicom.decode", "medvision.io.dicom.index"])
             _pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
             _pool_size = workers
+            _start_workers(_pool, workers)
         return _pool
+
+
+def _noop() -> None:
+    return None
+
+
+def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Start every worker now, without re-running the main script in them.
+
+    multiprocessing re-imports the parent's ``__main__`` file in each new worker; for a script
+    without an ``if __name__ == "__main__"`` guard, or code read from stdin, that fails or runs the
+    script again. Worker functions all live in medvision modules, so the path is hidden while the
+    workers start (they start inside ``submit``).
+    """
+    main = sys.modules.get("__main__")
+    hidden = None
+    if main is not None and getattr(main, "__spec__", None) is None and hasattr(main, "__file__"):
+        hidden = main.__file__
+        del main.__file__
+    try:
+        for _ in range(workers):
+            pool.submit(_noop)
+    finally:
+        if hidden is not None:
+            main.__file__ = hidden
 
 
 def _reset_pool() -> None:
