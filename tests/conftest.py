@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# widget tests run without a display unless told otherwise (real-window tests use Xvfb subprocesses)
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("MEDVISION_NO_DIALOGS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MEDVISION_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SAMPLE_CT = ROOT / "resources" / "sample" / "ct_abdomen_siemens_j2k"
