@@ -1,4 +1,5 @@
-"""The ``medvision`` command: sub-commands for headless work (the window comes with the ui layer)."""
+"""The ``medvision`` command: the window by default (``medvision [PATH]``), sub-commands for
+headless work (``info``, ``convert``) and ``view PATH --screenshot OUT.png``."""
 
 from __future__ import annotations
 
@@ -124,6 +125,17 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_view(args) -> int:
+    from .ui.app import run_gui
+
+    if args.screenshot and not args.screenshot.lower().endswith(".png"):
+        raise SystemExit("medvision: --screenshot needs a .png file name")
+    if args.path and not os.path.exists(args.path):
+        raise FileNotFoundError(f"{args.path}: no such file or folder")
+    return run_gui(args.path, series=args.series, layout=args.layout, screenshot=args.screenshot,
+                   started=getattr(args, "started", None))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medvision", description="Radiology workstation: view, label, run models.")
     parser.add_argument("--version", action="version", version=f"medvision {__version__}")
@@ -147,15 +159,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-tilt", action="store_true", help="keep gantry tilt as a sheared grid (no correction)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("view", help="open the window on PATH (what `medvision PATH` does), or render it to a PNG")
+    _view_arguments(p)
     return parser
 
 
+def _view_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", nargs="?", help="DICOM folder, zip, DICOMDIR or file; or a NIfTI/NRRD/MHA file")
+    p.add_argument("--series", help="series to open when PATH holds several: UID, series number or @N")
+    p.add_argument("--layout", choices=("1x1", "1x3", "2x2"), help="view layout")
+    p.add_argument("--screenshot", metavar="OUT.png",
+                   help="render the window with the data loaded to this PNG and exit (works under Xvfb "
+                        "and without a display)")
+    p.set_defaults(func=_cmd_view)
+
+
+def _gui_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medvision", description="Radiology workstation: view, label, run models. "
+        "Sub-commands: info, convert, view (medvision SUBCOMMAND -h for each).")
+    parser.add_argument("--version", action="version", version=f"medvision {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    _view_arguments(parser)
+    return parser
+
+
+_SUBCOMMANDS = ("info", "convert", "view")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    import time
+
+    started = time.perf_counter()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in argv if a not in ("-v", "--verbose")), None)
+    if first in _SUBCOMMANDS:
+        parser = build_parser()
+    else:  # `medvision` and `medvision PATH` open the window
+        parser = _gui_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
+    args.started = started
+    quiet_level = logging.ERROR if first in ("info", "convert") else logging.WARNING
+    logging.basicConfig(level=logging.INFO if args.verbose else quiet_level,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.command is None:
+    if not hasattr(args, "func"):
         parser.print_help()
         return 0
     from .core.jobs import Cancelled

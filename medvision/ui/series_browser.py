@@ -558,6 +558,10 @@ class SeriesBrowser(QWidget):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
+        # a narrow dock keeps the names readable: Details and Size only when there is room
+        narrow = self.width() < 480
+        for column in (1, 4):
+            self.tree.setColumnHidden(column, narrow)
         self._schedule_thumbnails()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override

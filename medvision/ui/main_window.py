@@ -1,0 +1,496 @@
+"""The main window: views, series browser, DICOM header, log; menus, toolbar and status bar."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QToolButton,
+    QWidget,
+)
+
+from ..core.jobs import Progress
+from ..core.volume import Volume
+from ..io.dicom.index import DicomIndex, ScanResult, SeriesInfo
+from .controls import ViewControls
+from .header_view import DicomHeaderView
+from .jobs import JobRunner
+from .log_panel import LogPanel
+from .series_browser import SeriesBrowser
+from .settings import Settings
+from .viewer import Viewer
+from .views_area import ViewsArea
+
+log = logging.getLogger(__name__)
+
+
+class MainWindow(QMainWindow):
+    """The reading workstation window."""
+
+    #: emitted when a volume finished loading and the views show it (or loading failed: False)
+    load_finished = Signal(bool)
+    view3d_ready = Signal()
+
+    def __init__(self, settings: Settings | None = None, index: DicomIndex | None = None) -> None:
+        super().__init__()
+        self.settings = settings if settings is not None else Settings.load()
+        self.index = index if index is not None else DicomIndex()
+        self.viewer = Viewer(self)
+        self.runner: JobRunner | None = None
+        self.last_error = ""
+        self._loading_label = ""
+        self._preview_shown = False
+        self._previous: tuple[Volume | None, object] | None = None
+        self.setWindowTitle("medvision")
+        self.setAcceptDrops(True)
+        self.resize(1500, 950)
+
+        self.views = ViewsArea(self.viewer, self)
+        self.setCentralWidget(self.views)
+        self._build_docks()
+        self._build_status_bar()
+        self.controls = ViewControls(self)
+        self.controls.build()
+        self._build_menus()
+
+        self.views.set_layout(self.settings.layout, self.settings.maximised_pane)
+        self.viewer.set_interpolate(self.settings.interpolate)
+        self.viewer.cursor_changed.connect(self._on_cursor_changed)
+        self.viewer.volume_changed.connect(self._on_volume_changed)
+        for view in self.views.slice_views.values():
+            view.hovered.connect(self._show_hover)
+        QApplication.instance().focusChanged.connect(self._on_focus_changed)
+        if self.settings.window_geometry:
+            self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
+        if self.settings.window_state:
+            self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()))
+        self._update_title()
+
+    # ---- construction ---------------------------------------------------------------------
+    def _build_docks(self) -> None:
+        self.browser = SeriesBrowser(self.index, self)
+        self.browser.open_requested.connect(self.open_series)
+        self.browser.status.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.browser_dock = self._dock("Series", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea, "browser")
+        self.browser.setMinimumWidth(300)
+        self.header_view = DicomHeaderView(self)
+        self.header_dock = self._dock("DICOM header", self.header_view, Qt.DockWidgetArea.RightDockWidgetArea,
+                                      "header")
+        self.header_dock.hide()
+        self.header_dock.visibilityChanged.connect(lambda visible: visible and self._update_header())
+        self.log_panel = LogPanel(self)
+        self.log_dock = self._dock("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea, "log")
+        self.log_dock.hide()
+
+    def _dock(self, title: str, widget: QWidget, area, name: str) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{name}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.position_label = QLabel("")
+        self.position_label.setMinimumWidth(420)
+        self.value_label = QLabel("")
+        self.value_label.setMinimumWidth(120)
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(True)
+        self.cancel_button = QToolButton()
+        self.cancel_button.setText("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_job)
+        for w in (self.position_label, self.value_label):
+            bar.addPermanentWidget(w)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.cancel_button)
+        self.progress.hide()
+        self.cancel_button.hide()
+
+    def _build_menus(self) -> None:
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        self.action_open_file = self._action(file_menu, "Open &file...", self.choose_file,
+                                             QKeySequence.StandardKey.Open)
+        self.action_open_folder = self._action(file_menu, "Open f&older...", self.choose_folder, "Ctrl+Shift+O")
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addSeparator()
+        self._action(file_menu, "Save &screenshot...", self.choose_screenshot, "Ctrl+Shift+S")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        view_menu = menu.addMenu("&View")
+        group = QActionGroup(self)
+        self.layout_actions = {}
+        for i, name in enumerate(("1x1", "1x3", "2x2")):
+            act = self._action(view_menu, f"Layout {name}", lambda _=False, n=name: self.set_layout(n), f"Ctrl+{i + 1}")
+            act.setCheckable(True)
+            group.addAction(act)
+            self.layout_actions[name] = act
+        self.layout_actions[self.views.layout_name].setChecked(True)
+        self.views.layout_changed.connect(lambda n: self.layout_actions[n].setChecked(True))
+        view_menu.addSeparator()
+        for act in self.controls.view_actions():
+            view_menu.addAction(act)
+        view_menu.addSeparator()
+        for dock in (self.browser_dock, self.header_dock, self.log_dock):
+            view_menu.addAction(dock.toggleViewAction())
+        self.header_dock.toggleViewAction().setShortcut("Ctrl+H")
+
+        window_menu = menu.addMenu("&Window")
+        self.controls.fill_window_menu(window_menu)
+
+        help_menu = menu.addMenu("&Help")
+        self._action(help_menu, "&Keyboard and mouse", self.show_shortcuts, "F1")
+        self._action(help_menu, "&About medvision", self.show_about)
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        act = QAction(text, self)
+        if shortcut is not None:
+            act.setShortcut(QKeySequence(shortcut))
+        act.triggered.connect(slot)
+        menu.addAction(act)
+        return act
+
+    # ---- opening --------------------------------------------------------------------------
+    def choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open image", self.settings.last_dir or os.path.expanduser("~"),
+            "Images (*.dcm *.DCM *.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd *.zip DICOMDIR);;All files (*)")
+        if path:
+            self.open_path(path)
+
+    def choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open DICOM folder",
+                                                self.settings.last_dir or os.path.expanduser("~"))
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: str, series: str | None = None) -> None:
+        """Open a DICOM folder/zip/DICOMDIR (scanned into the browser; its image series opens), a
+        DICOM file, or a NIfTI/NRRD/MetaImage file."""
+        from ..io.api import _is_dicom_collection, load_job
+        from ..io.volumes import is_volume_file
+
+        path = os.path.abspath(os.path.expanduser(path))
+        if not os.path.exists(path):
+            self.report_error(f"{path}: no such file or folder")
+            return
+        self.settings.add_recent(path)
+        self.settings.last_dir = path if os.path.isdir(path) else os.path.dirname(path)
+        self.settings.save()
+        if os.path.isfile(path) and (is_volume_file(path) or not _is_dicom_collection(path)):
+            self._start_load(load_job(path), os.path.basename(path))
+            return
+        self._start(self.index.scan(path), f"scanning {os.path.basename(path)}",
+                    lambda result: self._scanned(result, series))
+
+    def _scanned(self, result: ScanResult, series: str | None) -> None:
+        from ..io.api import choose_series
+        from ..io.errors import MultipleSeriesError
+
+        self.browser.refresh()
+        try:
+            chosen = choose_series(result, series)
+        except MultipleSeriesError as exc:
+            chosen = max(exc.series, key=lambda s: (s.frames or s.instance_count))
+            self.statusBar().showMessage(
+                f"{result.root}: {len(exc.series)} image series; opened the largest "
+                f"({chosen.label()}). Double-click another in the series list.", 15000)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, nothing lost
+            self.report_error(str(exc))
+            self.load_finished.emit(False)
+            return
+        self.browser_dock.show()
+        self.open_series(chosen)
+
+    def open_series(self, series: SeriesInfo) -> None:
+        from ..io.dicom.series import load_series_job
+
+        if series.kind != "image":
+            self.report_error(f"{series.label()} is a {series.kind} object, not an image series")
+            return
+        self.browser.select_series(series.key)
+        self._start_load(load_series_job(series.files), series.label())
+
+    def _start_load(self, job, label: str) -> None:
+        self._loading_label = label
+        self._preview_shown = False
+        self._previous = (self.viewer.volume, self.viewer.window)
+        self._start(job, f"loading {label}", self._loaded, on_progress=self._load_progress)
+
+    def _start(self, job, what: str, on_finished, on_progress=None) -> None:
+        if self.runner is not None and self.runner.running:
+            self.runner.cancel()
+        runner = JobRunner(job, name=what, parent=self)
+        runner.progress.connect(lambda rec: self._show_progress(what, rec))
+        if on_progress is not None:
+            runner.progress.connect(on_progress)
+        runner.finished.connect(lambda result: self._job_done(runner) or on_finished(result))
+        runner.failed.connect(lambda exc: self._job_done(runner) or self._job_failed(what, exc))
+        runner.cancelled.connect(lambda: self._job_done(runner) or self._job_cancelled(what))
+        self.runner = runner
+        self.progress.setRange(0, 0)
+        self.progress.setFormat(what)
+        self.progress.show()
+        self.cancel_button.show()
+        runner.start()
+
+    def _show_progress(self, what: str, rec: Progress) -> None:
+        if self.runner is None or not self.runner.running:
+            return
+        if rec.total:
+            self.progress.setRange(0, rec.total)
+            self.progress.setValue(rec.done)
+        else:
+            self.progress.setRange(0, 0)
+        self.progress.setFormat(f"{rec.stage} %v/%m" if rec.total else rec.stage)
+
+    def _job_done(self, runner: JobRunner) -> None:
+        if runner is self.runner:
+            self.progress.hide()
+            self.cancel_button.hide()
+
+    def _job_failed(self, what: str, exc: BaseException) -> None:
+        self._restore_previous()
+        self.report_error(f"{what} failed: {exc}")
+        self.load_finished.emit(False)
+
+    def _job_cancelled(self, what: str) -> None:
+        self._restore_previous()
+        self.statusBar().showMessage(f"{what}: cancelled", 8000)
+        self.load_finished.emit(False)
+
+    def _restore_previous(self) -> None:
+        if self._preview_shown and self._previous is not None:
+            volume, window = self._previous
+            self.viewer.set_volume(volume, window=window if volume is not None else None)
+        self._preview_shown = False
+
+    def cancel_job(self) -> None:
+        if self.runner is not None:
+            self.runner.cancel()
+
+    def _load_progress(self, rec: Progress) -> None:
+        if rec.preview is not None and not self._preview_shown:
+            self._preview_shown = True
+            self.viewer.set_volume(rec.preview)
+            self.statusBar().showMessage(f"loading {self._loading_label} ...")
+        elif self._preview_shown:
+            self.viewer.notify_data_updated()
+
+    def _loaded(self, volumes: list[Volume]) -> None:
+        volume = volumes[0]
+        keep = self._preview_shown and self.viewer.volume is not None and self.viewer.volume.same_grid(volume)
+        if keep and self.viewer.volume.array.shape == volume.array.shape:
+            # the preview was this volume filling up: keep the cursor and any window the user chose
+            # (an automatic window is recomputed now that every slice is there)
+            automatic = self.viewer.window_name == "automatic"
+            self.viewer.set_volume(volume, window=None if automatic else self.viewer.window,
+                                   window_name=self.viewer.window_name, keep_cursor=True)
+        else:
+            self.viewer.set_volume(volume)
+        self._preview_shown = False
+        warnings = volume.metadata.get("warnings") or []
+        message = f"opened {self._loading_label}: {volume.shape[2]}x{volume.shape[1]}x{volume.shape[0]}"
+        if volume.is_4d:
+            message += f", {volume.n_frames} frames"
+        if warnings:
+            message += f"  ({len(warnings)} warning{'s' if len(warnings) > 1 else ''}: {warnings[0]})"
+            for w in warnings:
+                log.warning("%s: %s", self._loading_label, w)
+        self.statusBar().showMessage(message, 20000)
+        self._update_title()
+        self.load_finished.emit(True)
+
+    def report_error(self, message: str) -> None:
+        """A user-facing failure: status bar, log, and a non-blocking message box."""
+        self.last_error = message
+        log.error("%s", message)
+        self.statusBar().showMessage(message.splitlines()[0], 20000)
+        if os.environ.get("MEDVISION_NO_DIALOGS"):
+            return
+        box = QMessageBox(QMessageBox.Icon.Warning, "medvision", message.splitlines()[0], parent=self)
+        if "\n" in message:
+            box.setDetailedText(message)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    # ---- drag and drop --------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_path(paths[0])
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent:
+            act = self.recent_menu.addAction(path)
+            act.triggered.connect(lambda _=False, p=path: self.open_path(p))
+            act.setEnabled(os.path.exists(path))
+        if self.settings.recent:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear list", self._clear_recent)
+        else:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def _clear_recent(self) -> None:
+        self.settings.recent = []
+        self.settings.save()
+
+    # ---- view state -----------------------------------------------------------------------
+    def set_layout(self, name: str) -> None:
+        self.views.set_layout(name)
+        self.settings.layout = name
+        self.settings.maximised_pane = self.views.maximised
+
+    def _on_focus_changed(self, _old, new) -> None:
+        for plane, view in self.views.slice_views.items():
+            if new is view:
+                self.views.set_active(plane)
+
+    def _on_volume_changed(self) -> None:
+        self._show_position(self.viewer.cursor, "cursor")
+        self._update_title()
+        self._update_header()
+        self.controls.volume_changed()
+
+    def _on_cursor_changed(self, old) -> None:
+        grid = self.viewer.grid
+        if grid is None:
+            return
+        if self.header_dock.isVisible():
+            vol_old = grid.to_volume_index(np.asarray(old))
+            vol_new = grid.to_volume_index(self.viewer.cursor)
+            if vol_old[2] != vol_new[2]:
+                self._update_header()
+        self._show_position(self.viewer.cursor, "cursor")
+
+    def _update_header(self) -> None:
+        if not self.header_dock.isVisible():
+            return
+        volume, grid = self.viewer.volume, self.viewer.grid
+        sources = volume.metadata.get("slice_sources") if volume is not None else None
+        if not sources:
+            self.header_view.set_source(None, title="no DICOM header (not a DICOM series)")
+            return
+        z = int(grid.to_volume_index(self.viewer.cursor)[2])
+        ref, frame = sources[min(z, len(sources) - 1)]
+        self.header_view.set_source(ref, frame, title=f"slice {z + 1} of {len(sources)}")
+
+    def _show_hover(self, ijk) -> None:
+        if ijk is None:
+            self._show_position(self.viewer.cursor, "cursor")
+        else:
+            self._show_position(ijk, "mouse")
+
+    def _show_position(self, ijk, what: str) -> None:
+        grid, volume = self.viewer.grid, self.viewer.volume
+        if grid is None:
+            self.position_label.setText("")
+            self.value_label.setText("")
+            return
+        vx, vy, vz = grid.to_volume_index(np.asarray(ijk, dtype=int))
+        lps = grid.world(ijk)
+        self.position_label.setText(
+            f"{what}: voxel ({vx}, {vy}, {vz})   LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm")
+        value = grid.value_at(np.asarray(ijk), self.viewer.frame)
+        unit = " HU" if volume.metadata.get("modality") == "CT" and volume.metadata.get("rescale_applied") else ""
+        if value is None:
+            self.value_label.setText("")
+        elif isinstance(value, float):
+            self.value_label.setText(f"value {value:.4g}{unit}")
+        else:
+            self.value_label.setText(f"value {value}{unit}")
+
+    def _update_title(self) -> None:
+        volume = self.viewer.volume
+        if volume is None:
+            self.setWindowTitle("medvision")
+            return
+        meta = volume.metadata
+        parts = [str(meta.get(k)) for k in ("patient_name", "modality", "description") if meta.get(k)]
+        self.setWindowTitle(" - ".join(parts + ["medvision"]) if parts else f"{self._loading_label} - medvision")
+
+    # ---- screenshots, help, closing ---------------------------------------------------------
+    def choose_screenshot(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "medvision.png", "PNG (*.png)")
+        if path:
+            self.save_screenshot(path)
+
+    def save_screenshot(self, path: str) -> bool:
+        """Render the whole window (3D view included) to a PNG, atomically."""
+        image = self.grab().toImage()
+        folder = os.path.dirname(os.path.abspath(path))
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.png")
+        if not image.save(tmp, "PNG"):
+            self.report_error(f"{path}: could not write the screenshot")
+            return False
+        os.replace(tmp, path)
+        return True
+
+    def show_shortcuts(self) -> None:
+        from .slice_view import __doc__ as view_doc
+
+        QMessageBox.information(self, "Keyboard and mouse", view_doc.split("\n\n", 1)[1] + "\n\n"
+                                "I: invert.  Space: cine.  Ctrl+1/2/3: layouts 1x1, 1x3, 2x2.\n"
+                                "Ctrl+O: open a file.  Ctrl+Shift+O: open a folder.  Ctrl+H: DICOM header.")
+
+    def show_about(self) -> None:
+        from .. import __version__
+
+        QMessageBox.about(self, "About medvision", f"medvision {__version__}\nA radiology workstation.")
+
+    def closeEvent(self, event) -> None:
+        if self.runner is not None and self.runner.running:
+            self.runner.cancel()
+        self.settings.layout = self.views.layout_name
+        self.settings.maximised_pane = self.views.maximised
+        self.settings.interpolate = self.viewer.interpolate
+        self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
+        self.settings.window_state = bytes(self.saveState().toBase64()).decode()
+        self.controls.save_settings()
+        self.settings.save()
+        self.log_panel.detach()
+        super().closeEvent(event)
+
+    # ---- 3D view ---------------------------------------------------------------------------
+    def start_view3d(self) -> None:
+        """Create the 3D view (imports VTK): called once the window is on screen."""
+        QTimer.singleShot(0, self._create_view3d)
+
+    def _create_view3d(self) -> None:
+        try:
+            from .view3d import View3D
+
+            view = View3D(self)
+        except Exception as exc:  # noqa: BLE001 - no VTK/OpenGL: the 2D views keep working
+            log.error("the 3D view could not start: %s", exc)
+            label = QLabel(f"3D view unavailable:\n{exc}")
+            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            label.setWordWrap(True)
+            label.setStyleSheet("background: black; color: #c88;")
+            self.views.install_view3d(label)
+            self.view3d_ready.emit()
+            return
+        self.views.install_view3d(view)
+        self.controls.attach_view3d(view)
+        self.view3d_ready.emit()

@@ -1,0 +1,333 @@
+"""A 2D slice view (pyqtgraph): one plane of the :class:`~medvision.ui.viewer.Viewer`'s volume.
+
+Mouse: left click/drag moves the linked crosshair, right drag sets window (horizontal) and level
+(vertical), middle drag pans, wheel scrolls slices, Ctrl+wheel zooms, double click maximises.
+Keys: Up/Down and PageUp/PageDown scroll, Home/End jump, +/- zoom, R resets, C toggles the
+crosshair. Painted over the image: orientation letters, slice number, window, scale bar.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QPainter, QPen
+from PySide6.QtWidgets import QSizePolicy
+
+from ..core.windowing import WindowMapper
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
+
+#: plane colours as in 3D Slicer (axial red, coronal green, sagittal yellow)
+PLANE_COLOURS = {"axial": QColor(230, 80, 80), "coronal": QColor(100, 200, 100), "sagittal": QColor(230, 210, 80)}
+#: in each plane's view: the plane drawn as the vertical and as the horizontal crosshair line
+_CROSS = {"axial": ("sagittal", "coronal"), "coronal": ("sagittal", "axial"), "sagittal": ("coronal", "axial")}
+
+
+class _SliceViewBox(pg.ViewBox):
+    """ViewBox with radiology mouse bindings; reports to its SliceView."""
+
+    def __init__(self, owner: SliceView) -> None:
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False, enableMouse=True)
+        self.owner = owner
+        self._wl_origin = None
+
+    def mouseClickEvent(self, ev) -> None:
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            if ev.double():
+                self.owner.double_clicked.emit(self.owner.plane)
+            else:
+                self.owner._set_cursor_at(self.mapSceneToView(ev.scenePos()))
+        else:
+            ev.ignore()
+
+    def mouseDragEvent(self, ev, axis=None) -> None:
+        button = ev.button()
+        if button == Qt.MouseButton.LeftButton:
+            ev.accept()
+            self.owner._set_cursor_at(self.mapSceneToView(ev.scenePos()))
+        elif button == Qt.MouseButton.RightButton:
+            ev.accept()
+            if ev.isStart():
+                self._wl_origin = self.owner.viewer.window
+            if self._wl_origin is not None:
+                delta = ev.screenPos() - ev.buttonDownScreenPos()
+                self.owner._drag_window(self._wl_origin, delta.x(), delta.y())
+            if ev.isFinish():
+                self._wl_origin = None
+        elif button == Qt.MouseButton.MiddleButton:
+            ev.accept()
+            tr = self.mapToView(ev.pos()) - self.mapToView(ev.lastPos())
+            self.translateBy(x=-tr.x(), y=-tr.y())
+        else:
+            ev.ignore()
+
+    def wheelEvent(self, ev, axis=None) -> None:
+        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            super().wheelEvent(ev, axis)
+            self.owner.viewport().update()
+            return
+        ev.accept()
+        steps = self.owner._wheel_steps(ev.delta())
+        if steps:
+            self.owner.viewer.move_slice(self.owner.plane, steps)
+
+
+class SliceView(pg.GraphicsView):
+    """One plane (``"axial"``, ``"coronal"`` or ``"sagittal"``) of a Viewer."""
+
+    double_clicked = Signal(str)
+    hovered = Signal(object)  # display index (np.ndarray of floats) under the mouse, or None
+    painted = Signal()
+
+    def __init__(self, viewer, plane: str, parent=None) -> None:
+        super().__init__(parent, background="k")
+        self.viewer = viewer
+        self.plane = plane
+        self.mapper = WindowMapper()
+        self.show_crosshair = True
+        self.show_annotations = True
+        self.last_paint = 0.0
+        self._wheel_rest = 0
+        self._shown_slice: int | None = None
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMinimumSize(120, 120)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setMouseTracking(True)
+        # the painted annotations (slice number, window) change with the scene: repaint it whole,
+        # in one pass per change (minimal updates would paint twice: items, then annotations)
+        self.setViewportUpdateMode(pg.QtWidgets.QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+
+        self.vb = _SliceViewBox(self)
+        self.setCentralItem(self.vb)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.vb.addItem(self.image)
+        self.overlays: list[pg.ImageItem] = []
+        vertical, horizontal = _CROSS[plane]
+        self.vline = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(PLANE_COLOURS[vertical], width=1))
+        self.hline = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(PLANE_COLOURS[horizontal], width=1))
+        for line in (self.vline, self.hline):
+            line.setZValue(20)
+            self.vb.addItem(line, ignoreBounds=True)
+        self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+        viewer.volume_changed.connect(self._on_volume_changed)
+        viewer.cursor_changed.connect(self._on_cursor_changed)
+        viewer.window_changed.connect(self.refresh_image)
+        viewer.display_changed.connect(self._on_display_changed)
+        viewer.data_updated.connect(self.refresh_image)
+        self._on_volume_changed()
+
+    # ---- rendering ------------------------------------------------------------------------
+    def _on_volume_changed(self) -> None:
+        grid = self.viewer.grid
+        self._shown_slice = None
+        for item in self.overlays:
+            self.vb.removeItem(item)
+        self.overlays = []
+        if grid is None:
+            self.image.clear()
+            self.vline.hide()
+            self.hline.hide()
+            self.viewport().update()
+            return
+        self.refresh_image()
+        if not self.viewer.kept_grid:
+            self.reset_view()
+
+    def _on_display_changed(self) -> None:
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.viewer.interpolate)
+        self.refresh_image()
+
+    def _on_cursor_changed(self, old) -> None:
+        grid = self.viewer.grid
+        if grid is None:
+            return
+        if self.viewer.cursor[grid.slice_axis(self.plane)] != self._shown_slice:
+            self.refresh_image()
+        else:
+            self._place_crosshair()
+
+    def image_rect(self) -> QRectF:
+        grid = self.viewer.grid
+        rows, cols = grid.image_shape(self.plane)
+        rh, cw = grid.pixel_size(self.plane)
+        return QRectF(0, 0, cols * cw, rows * rh)
+
+    def refresh_image(self) -> None:
+        """Re-render this view's slice (image and overlays) and crosshair."""
+        viewer, grid = self.viewer, self.viewer.grid
+        if grid is None:
+            return
+        index = int(viewer.cursor[grid.slice_axis(self.plane)])
+        data = viewer.frame_array()
+        grey = self.mapper.map(grid.image(self.plane, index, data), viewer.window, viewer.invert)
+        rect = self.image_rect()
+        self.image.setImage(grey, autoLevels=False, levels=(0, 255))
+        self.image.setRect(rect)
+        self._refresh_overlays(index, rect)
+        self._shown_slice = index
+        self._place_crosshair()
+
+    def _refresh_overlays(self, index: int, rect: QRectF) -> None:
+        layers = [la for la in self.viewer.layers if la.visible]
+        while len(self.overlays) < len(layers):
+            item = pg.ImageItem(axisOrder="row-major")
+            item.setZValue(10)
+            self.vb.addItem(item)
+            self.overlays.append(item)
+        for item, layer in zip(self.overlays, layers, strict=False):
+            labels = np.ascontiguousarray(self.viewer.grid.image(self.plane, index, layer.array))
+            item.setImage(labels, lut=layer.lut, levels=(0, len(layer.lut) - 1), autoLevels=False)
+            item.setRect(rect)
+            item.setOpacity(layer.opacity)
+            item.show()
+        for item in self.overlays[len(layers):]:
+            item.hide()
+
+    def _place_crosshair(self) -> None:
+        grid = self.viewer.grid
+        point = grid.to_screen(self.plane, self.viewer.cursor)
+        rh, cw = grid.pixel_size(self.plane)
+        self.vline.setPos((point.col + 0.5) * cw)
+        self.hline.setPos((point.row + 0.5) * rh)
+        self.vline.setVisible(self.show_crosshair)
+        self.hline.setVisible(self.show_crosshair)
+
+    def reset_view(self) -> None:
+        """Fit the whole slice in the view."""
+        if self.viewer.grid is not None:
+            self.vb.setRange(rect=self.image_rect(), padding=0.02)
+            self.viewport().update()
+
+    def zoom(self, factor: float) -> None:
+        self.vb.scaleBy((1 / factor, 1 / factor))
+        self.viewport().update()
+
+    # ---- mouse ----------------------------------------------------------------------------
+    def _screen_index(self, pos: QPointF):
+        grid = self.viewer.grid
+        rh, cw = grid.pixel_size(self.plane)
+        row, col = pos.y() / rh - 0.5, pos.x() / cw - 0.5
+        slice_index = self.viewer.cursor[grid.slice_axis(self.plane)]
+        return grid.from_screen(self.plane, slice_index, row, col)
+
+    def _set_cursor_at(self, pos: QPointF) -> None:
+        if self.viewer.grid is not None:
+            self.viewer.set_cursor(self._screen_index(pos))
+
+    def _on_mouse_moved(self, scene_pos) -> None:
+        if self.viewer.grid is None:
+            return
+        ijk = self._screen_index(self.vb.mapSceneToView(scene_pos))
+        inside = np.all(ijk > -0.5) and np.all(ijk < np.asarray(self.viewer.grid.shape_xyz) - 0.5)
+        self.hovered.emit(np.rint(ijk).astype(int) if inside else None)
+
+    def _drag_window(self, origin, dx: float, dy: float) -> None:
+        # horizontal: width; vertical: level (drag up = brighter image = lower level)
+        scale = max(origin.width, 1.0) / 300.0
+        self.viewer.set_window(origin.dragged(d_center=dy * scale, d_width=dx * scale * 2), "custom")
+
+    def _wheel_steps(self, delta: int) -> int:
+        self._wheel_rest += delta
+        steps = int(self._wheel_rest / 120)
+        self._wheel_rest -= steps * 120
+        return steps
+
+    def keyPressEvent(self, ev) -> None:
+        grid = self.viewer.grid
+        key = ev.key()
+        if grid is None:
+            return super().keyPressEvent(ev)
+        page = max(1, grid.n_slices(self.plane) // 10)
+        moves = {Qt.Key.Key_Up: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_PageUp: page, Qt.Key.Key_PageDown: -page}
+        if key in moves:
+            self.viewer.move_slice(self.plane, moves[key])
+        elif key == Qt.Key.Key_Home:
+            self.viewer.set_slice(self.plane, grid.n_slices(self.plane) - 1)
+        elif key == Qt.Key.Key_End:
+            self.viewer.set_slice(self.plane, 0)
+        elif key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
+            self.zoom(1.25)
+        elif key == Qt.Key.Key_Minus:
+            self.zoom(0.8)
+        elif key == Qt.Key.Key_R:
+            self.reset_view()
+        elif key == Qt.Key.Key_C:
+            self.show_crosshair = not self.show_crosshair
+            self._place_crosshair()
+        else:
+            super().keyPressEvent(ev)
+
+    # ---- painting -------------------------------------------------------------------------
+    def paintEvent(self, ev) -> None:
+        super().paintEvent(ev)
+        self.last_paint = time.perf_counter()
+        self.painted.emit()
+
+    def drawForeground(self, painter: QPainter, rect) -> None:
+        grid = self.viewer.grid
+        if grid is None or not self.show_annotations:
+            return
+        painter.save()
+        painter.resetTransform()
+        w, h = self.viewport().width(), self.viewport().height()
+        font = QFont(self.font())
+        font.setPointSizeF(max(8.0, font.pointSizeF()))
+        painter.setFont(font)
+        fm = painter.fontMetrics()
+        labels = grid.edge_labels(self.plane)
+        painter.setPen(QColor(255, 220, 120))
+        painter.drawText(QRectF(4, 0, w - 8, h), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                         labels["left"])
+        painter.drawText(QRectF(4, 0, w - 8, h), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
+                         labels["right"])
+        painter.drawText(QRectF(0, 2, w, h - 4), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop,
+                         labels["top"])
+        painter.drawText(QRectF(0, 2, w, h - 4), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom,
+                         labels["bottom"])
+        viewer = self.viewer
+        index = int(viewer.cursor[grid.slice_axis(self.plane)])
+        lines = [self.plane.capitalize(), f"Im {index + 1}/{grid.n_slices(self.plane)}"]
+        if viewer.volume.is_4d:
+            lines.append(f"Frame {viewer.frame + 1}/{viewer.volume.n_frames}")
+        if grid.obliquity_deg > 1.0:
+            lines.append(f"oblique {grid.obliquity_deg:.0f}\N{DEGREE SIGN}")
+        painter.setPen(PLANE_COLOURS[self.plane])
+        painter.drawText(6, 4 + fm.ascent(), lines[0])
+        painter.setPen(QColor(230, 230, 230))
+        for i, line in enumerate(lines[1:], start=1):
+            painter.drawText(6, 4 + fm.ascent() + i * fm.height(), line)
+        win = viewer.window
+        wl = f"W {win.width:.0f}  L {win.center:.0f}" + (f"  ({viewer.window_name})" if viewer.window_name else "")
+        if viewer.invert:
+            wl += "  inverted"
+        painter.drawText(6, h - 6 - fm.descent(), wl)
+        self._draw_scale_bar(painter, w, h, fm)
+        painter.restore()
+
+    def _draw_scale_bar(self, painter: QPainter, w: int, h: int, fm) -> None:
+        px_per_mm = self.vb.viewPixelSize()[0]
+        if not px_per_mm or not math.isfinite(px_per_mm):
+            return
+        px_per_mm = 1.0 / px_per_mm
+        target_mm = (w * 0.2) / px_per_mm
+        if target_mm <= 0:
+            return
+        exp = 10 ** math.floor(math.log10(target_mm))
+        length_mm = max(m * exp for m in (1, 2, 5) if m * exp <= target_mm) if target_mm >= exp else exp
+        length_px = length_mm * px_per_mm
+        x1 = w - 12
+        x0 = x1 - length_px
+        y = h - 10 - fm.height()
+        painter.setPen(QPen(QColor(230, 230, 230), 2))
+        painter.drawLine(QPointF(x0, y), QPointF(x1, y))
+        painter.drawLine(QPointF(x0, y - 4), QPointF(x0, y + 4))
+        painter.drawLine(QPointF(x1, y - 4), QPointF(x1, y + 4))
+        text = f"{length_mm:g} mm" if length_mm < 10 else f"{length_mm / 10:g} cm"
+        painter.drawText(QRectF(x0 - 40, y + 3, length_px + 40, fm.height() + 4),
+                         Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, text)

@@ -1,0 +1,516 @@
+"""The 3D view: VTK volume rendering of the current volume, painted as an image into a QWidget.
+
+VTK renders into an offscreen window (EGL without X, GLX on an X display) sized to the widget;
+each frame is read back into a QImage and painted in ``paintEvent``. No QVTKRenderWindowInteractor:
+this works under a real display and under ``QT_QPA_PLATFORM=offscreen`` alike.
+
+Mouse: left drag rotates, right drag or wheel zooms, middle drag pans (at reduced quality while
+dragging), double click maximises the pane (``double_clicked``). Key R resets the camera.
+The world is LPS millimetres; the default camera looks at the patient from anterior, superior up,
+so the patient's right is on the screen's left (as 3D Slicer's anterior view).
+
+Importing this module imports VTK: the main window imports it once it is on screen.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRect, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QPainter
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from ..core.volume import Volume
+from . import vtk_support
+from .jobs import JobRunner, run_in_thread
+from .vtk_support import (
+    CT_PRESETS,
+    DEFAULT_MAX_DIM,
+    DRAG_LEVELS,
+    STILL_LEVELS,
+    VIEWS,
+    PreparedVolume,
+    Scene,
+    adapt_level,
+    apply_preset,
+    default_preset,
+    mr_presets,
+    needs_worker,
+    prepare_job,
+    prepare_volume,
+    presets_for,
+    view_letters,
+)
+
+log = logging.getLogger(__name__)
+log.info("VTK modules imported in %.0f ms", vtk_support.IMPORT_SECONDS * 1000)
+
+_CT_NAMES = [p.name for p in CT_PRESETS]
+_ALL_PRESETS = _CT_NAMES + [p.name for p in mr_presets(0.0, 1.0)]
+
+
+class View3D(QWidget):
+    """Volume rendering of one 3D :class:`Volume` in LPS world space.
+
+    Signals: ``status(str)`` for messages, ``double_clicked()``, ``preset_changed(str)``, and
+    ``ready()`` once a volume passed to :meth:`set_volume` (or ``None``) is in the scene.
+    """
+
+    status = Signal(str)
+    double_clicked = Signal()
+    preset_changed = Signal(str)
+    ready = Signal()
+
+    def __init__(self, parent: QWidget | None = None, *, max_dim: int = DEFAULT_MAX_DIM) -> None:
+        super().__init__(parent)
+        self.max_dim = max_dim
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMinimumSize(64, 64)
+        self._scene: Scene | None = None
+        self._error: str | None = None
+        self._prepared: PreparedVolume | None = None
+        self._runner: JobRunner | None = None
+        self._token = 0
+        self._grid: tuple | None = None  # shape and affine of the last volume set
+        self._preset = ""
+        self._wanted_presets: dict[bool, str] = {}  # the caller's choice for CT (True) and other modalities
+        self._view = "A"
+        self._fit_pending = True
+        self._camera_untouched = True  # the camera refits on resizes until the user moves it
+        self._cursor: np.ndarray | None = None
+        self._frame: QImage | None = None
+        self._dirty = True
+        self._drag: tuple[Qt.MouseButton, QPointF] | None = None
+        #: frame-time budgets (ms) that set the quality level; None: always the finest level
+        self.still_budget_ms: float | None = 500.0
+        self.drag_budget_ms: float | None = 90.0
+        self._still_level = 0
+        self._drag_level = 1
+        self._adapt_next = False  # the first frame after a new volume or preset uploads/compiles: not timed
+        self._resize_timer = QTimer(self, singleShot=True, interval=200)
+        self._resize_timer.timeout.connect(self._request_render)
+        # crosshair moves (many per second while the user drags in a slice view) are coalesced: a
+        # quick frame once they pause, a full-quality frame once they stop
+        self._quick_next = False
+        self._cursor_timer = QTimer(self, singleShot=True, interval=150)
+        self._cursor_timer.timeout.connect(self._quick_render)
+        self._settle_timer = QTimer(self, singleShot=True, interval=800)
+        self._settle_timer.timeout.connect(self._request_render)
+        self.last_frame_ms = 0.0
+        self.last_frame_interactive = False
+        try:
+            self._scene = Scene()
+            log.info("3D view renders with %s", self._scene.window_class)
+            scene = self._scene
+            self.destroyed.connect(lambda *_: scene.close())  # free the GL context and textures now
+        except Exception as exc:  # noqa: BLE001 - no OpenGL: say so in the pane, keep the window alive
+            self._fail(str(exc) or type(exc).__name__)
+
+    # ---- state --------------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        """False when no OpenGL context could be made (the pane then shows why)."""
+        return self._scene is not None
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    @property
+    def prepared(self) -> PreparedVolume | None:
+        """The grid being rendered (after downsampling and reorientation), or None."""
+        return self._prepared
+
+    @property
+    def is_preparing(self) -> bool:
+        return self._runner is not None
+
+    @property
+    def preset(self) -> str:
+        return self._preset
+
+    @property
+    def view_direction(self) -> str:
+        return self._view
+
+    @property
+    def camera(self):
+        """The vtkCamera (for tests and the main window's state; change it through the methods)."""
+        return self._scene.camera if self._scene is not None else None
+
+    def _fail(self, reason: str) -> None:
+        self._error = f"3D rendering unavailable: {reason}"
+        log.error("%s", self._error)
+        self.status.emit(self._error)
+        self._scene = None
+        self.update()
+
+    # ---- volume -------------------------------------------------------------------------
+    def set_volume(self, volume: Volume | None) -> None:
+        """Show ``volume`` (3D; a 4D volume shows its first frame), or nothing for None.
+
+        Large volumes are block-averaged down to ``max_dim`` voxels per axis on a worker thread; the
+        view renders when they are ready (``ready`` is emitted then).
+        """
+        self._token += 1
+        if self._runner is not None:
+            self._runner.cancel()
+            self._runner = None
+        grid = None if volume is None else (volume.shape, volume.affine.round(4).tobytes())
+        same_grid = grid is not None and grid == self._grid
+        self._grid = grid
+        if not same_grid:  # another frame of the same series stays on screen until the next is ready
+            self._install(None, announce=volume is None)
+        if volume is None or self._scene is None:
+            return
+        token = self._token
+        if needs_worker(volume):
+            self.status.emit("Preparing the 3D view ...")
+            self._runner = run_in_thread(
+                prepare_job(volume, self.max_dim), parent=self, name="3D view preparation",
+                on_finished=lambda prepared: self._on_prepared(token, prepared, same_grid),
+                on_failed=lambda exc: self._on_prepare_failed(token, exc))
+            self.update()
+            return
+        try:
+            prepared = prepare_volume(volume, self.max_dim)
+        except (ValueError, MemoryError) as exc:
+            self._on_prepare_failed(token, exc)
+            return
+        self._install(prepared, keep_camera=same_grid)
+
+    def _on_prepared(self, token: int, prepared: PreparedVolume, same_grid: bool) -> None:
+        if token != self._token:
+            return
+        self._runner = None
+        self._install(prepared, keep_camera=same_grid)
+
+    def _on_prepare_failed(self, token: int, exc: BaseException) -> None:
+        if token != self._token:
+            return
+        self._runner = None
+        message = f"3D view: cannot show this volume: {exc}"
+        log.warning("%s", message)
+        self.status.emit(message)
+        self.update()
+
+    def _install(self, prepared: PreparedVolume | None, *, announce: bool = True, keep_camera: bool = False) -> None:
+        self._prepared = prepared
+        if self._scene is None:
+            return
+        self._scene.set_volume(prepared)
+        self._adapt_next = False
+        if prepared is not None:
+            names = [p.name for p in presets_for(prepared)]
+            wanted = self._wanted_presets.get(prepared.modality == "CT")
+            name = wanted if wanted in names else default_preset(prepared)
+            self._apply_preset(name)
+            self._scene.set_cursor(self._cursor)
+            if not keep_camera:
+                self._fit_pending = True
+            if prepared.factors != (1, 1, 1) and not keep_camera:
+                src = "x".join(str(n) for n in prepared.source_shape[::-1])
+                dst = "x".join(str(n) for n in prepared.array.shape[::-1])
+                self.status.emit(f"3D view: {src} voxels shown at {dst} for interactivity")
+        self._request_render()
+        if announce:
+            self.ready.emit()
+
+    # ---- presets -------------------------------------------------------------------------
+    def presets(self) -> list[str]:
+        """Preset names for the current volume's modality (CT's in HU; "MR ..." otherwise)."""
+        return [p.name for p in presets_for(self._prepared)]
+
+    def set_preset(self, name: str) -> None:
+        """Choose a transfer function by name; later volumes of the same kind (CT or not) keep it."""
+        allowed = self.presets() if self._prepared is not None else _ALL_PRESETS
+        if name not in allowed:
+            raise ValueError(f"unknown 3D preset {name!r}; choose one of: {', '.join(allowed)}")
+        self._wanted_presets[name in _CT_NAMES] = name
+        if self._prepared is not None:
+            self._apply_preset(name)
+            self._request_render()
+
+    def _apply_preset(self, name: str) -> None:
+        assert self._scene is not None
+        preset = next(p for p in presets_for(self._prepared) if p.name == name)
+        apply_preset(preset, self._scene.property, self._scene.mapper)
+        self._adapt_next = False  # the next frame compiles shaders
+        if name != self._preset:
+            self._preset = name
+            self.preset_changed.emit(name)
+
+    # ---- camera -----------------------------------------------------------------------------
+    def reset_camera(self) -> None:
+        """The default view: from anterior, superior up, the whole volume in the frame."""
+        self.set_view("A")
+
+    def set_view(self, direction: str) -> None:
+        """Look at the patient from side ``direction`` (one of A, P, L, R, S, I), volume fitted."""
+        key = direction.strip().upper()
+        if key not in VIEWS:
+            raise ValueError(f"unknown view direction {direction!r}; use one of {', '.join(VIEWS)}")
+        self._view = key
+        self._fit_pending = True
+        self._camera_untouched = True
+        self._request_render()
+
+    def _fit_camera(self, aspect: float) -> None:
+        """Put the camera on the current view side so the volume's box just fills the frame."""
+        assert self._scene is not None and self._prepared is not None
+        side, up = (np.asarray(v, dtype=float) for v in VIEWS[self._view])
+        corners = self._prepared.corners()
+        centre = corners.mean(axis=0)
+        rel = corners - centre
+        right = np.cross(-side, up)
+        half_w, half_h, half_d = (float(np.abs(rel @ v).max()) for v in (right, up, side))
+        camera = self._scene.camera
+        aspect = max(aspect, 1e-3)
+        t = math.tan(math.radians(camera.GetViewAngle() / 2))
+        distance = 1.08 * max(half_h / t, half_w / (t * aspect), 1.0) + half_d
+        camera.SetParallelScale(1.08 * max(half_h, half_w / aspect, 1.0))
+        camera.SetFocalPoint(*centre)
+        camera.SetPosition(*(centre + side * distance))
+        camera.SetViewUp(*up)
+        camera.OrthogonalizeViewUp()
+
+    def set_parallel_projection(self, parallel: bool) -> None:
+        """Orthographic (True) or perspective (False, the default) projection; the view refits."""
+        if self._scene is None:
+            return
+        self._scene.camera.SetParallelProjection(bool(parallel))
+        self._fit_pending = True
+        self._camera_untouched = True
+        self._request_render()
+
+    def set_cursor(self, lps: np.ndarray | None) -> None:
+        """Show the linked crosshair point (LPS mm) as three short axis lines; None hides it."""
+        self._cursor = None if lps is None else np.asarray(lps, dtype=float).reshape(3).copy()
+        if self._scene is not None:
+            self._scene.set_cursor(self._cursor)
+            self._dirty = True
+            self._settle_timer.stop()
+            self._cursor_timer.start()
+
+    def screen_axes(self) -> tuple[np.ndarray, np.ndarray]:
+        """LPS unit vectors pointing to the screen's right and up for the current camera."""
+        camera = self._scene.camera
+        up = np.asarray(camera.GetViewUp(), dtype=float)
+        right = np.cross(np.asarray(camera.GetDirectionOfProjection(), dtype=float), up)
+        return right / np.linalg.norm(right), up / np.linalg.norm(up)
+
+    # ---- rendering --------------------------------------------------------------------------
+    def _request_render(self) -> None:
+        self._dirty = True
+        self.update()
+
+    def _quick_render(self) -> None:
+        self._quick_next = True
+        self._request_render()
+        self._settle_timer.start()
+
+    def _pixel_size(self) -> tuple[int, int, float]:
+        dpr = self.devicePixelRatioF()
+        return max(1, round(self.width() * dpr)), max(1, round(self.height() * dpr)), dpr
+
+    def _render_frame(self, *, interactive: bool = False) -> None:
+        """Render a frame: at a drag quality level when ``interactive`` or dragging."""
+        scene = self._scene
+        if scene is None:
+            return
+        width, height, dpr = self._pixel_size()
+        if self._fit_pending and self._prepared is not None:
+            self._fit_camera(width / height)
+            self._fit_pending = False
+        interactive = interactive or self._drag is not None
+        if self.still_budget_ms is None:
+            self._still_level = 0
+        levels, index = (DRAG_LEVELS, self._drag_level) if interactive else (STILL_LEVELS, self._still_level)
+        scene.set_quality(*levels[index])
+        n_errors = len(scene.errors)
+        start = time.perf_counter()
+        pixels = scene.render(width, height)
+        self.last_frame_ms = (time.perf_counter() - start) * 1000
+        self.last_frame_interactive = interactive
+        if len(scene.errors) > n_errors:
+            self.status.emit(f"3D rendering problem: {scene.errors[-1]}")
+        if self._adapt_next and self._prepared is not None:
+            if interactive:
+                self._drag_level = adapt_level(levels, index, self.last_frame_ms, self.drag_budget_ms)
+            else:
+                self._still_level = adapt_level(levels, index, self.last_frame_ms, self.still_budget_ms)
+        self._adapt_next = self._prepared is not None
+        image = QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+        image.setDevicePixelRatio(dpr)
+        self._frame = image
+        self._dirty = False
+
+    def render_image(self, *, overlay: bool = True) -> QImage:
+        """The current frame at the widget's size (device pixels), with the overlay text unless
+        ``overlay`` is False; renders first when the frame is out of date."""
+        width, height, dpr = self._pixel_size()
+        if self._scene is not None and (self._dirty or self._frame is None or self._frame.size().toTuple()
+                                         != (width, height)):
+            self._render_frame()
+        image = QImage(width, height, QImage.Format.Format_RGB32)
+        image.setDevicePixelRatio(dpr)
+        painter = QPainter(image)
+        self._paint(painter, overlay=overlay)
+        painter.end()
+        return image
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self._scene is not None and self._dirty:
+            self._render_frame(interactive=self._resize_timer.isActive() or self._quick_next)
+            self._quick_next = False
+        painter = QPainter(self)
+        self._paint(painter, overlay=True)
+        painter.end()
+
+    def _paint(self, painter: QPainter, *, overlay: bool) -> None:
+        rect = QRect(0, 0, self.width(), self.height())
+        painter.fillRect(rect, QColor(0, 0, 0))
+        font = QFont(painter.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.9))
+        painter.setFont(font)
+        if self._error is not None:
+            painter.setPen(QColor(220, 140, 140))
+            painter.drawText(rect.adjusted(12, 12, -12, -12),
+                             int(Qt.AlignmentFlag.AlignCenter) | int(Qt.TextFlag.TextWordWrap), self._error)
+            return
+        if self._frame is not None:
+            painter.drawImage(rect, self._frame)
+        if not overlay:
+            return
+        painter.setPen(QColor(230, 230, 230))
+        if self._runner is not None:
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "Preparing the 3D view ...")
+        if self._prepared is None or self._scene is None:
+            return
+        margin = 6
+        inner = rect.adjusted(margin, margin, -margin, -margin)
+        painter.drawText(inner, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop), self._preset)
+        right, up = self.screen_axes()
+        painter.setPen(QColor(240, 200, 90))
+        for vector, align in ((right, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
+                              (-right, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                              (up, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter),
+                              (-up, Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter)):
+            painter.drawText(inner, int(align), view_letters(vector))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self._drag is None and self._camera_untouched:
+            self._fit_pending = True
+        if self.isVisible():  # a splitter or layout change: fast frames until it settles
+            self._resize_timer.start()
+        self._request_render()
+        super().resizeEvent(event)
+
+    # ---- interaction --------------------------------------------------------------------------
+    def _interactive(self) -> bool:
+        return self._scene is not None and self._prepared is not None
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if not self._interactive() or self._drag is not None:
+            event.ignore()
+            return
+        if self._fit_pending:  # place the camera before the first move
+            width, height, _ = self._pixel_size()
+            self._fit_camera(width / height)
+            self._fit_pending = False
+        self._drag = (event.button(), event.position())
+        self._camera_untouched = False
+        event.accept()
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self._drag is None:
+            event.ignore()
+            return
+        button, last = self._drag
+        pos = event.position()
+        dx, dy = pos.x() - last.x(), pos.y() - last.y()
+        self._drag = (button, pos)
+        if button == Qt.MouseButton.LeftButton:
+            self.rotate(dx, dy)
+        elif button == Qt.MouseButton.RightButton:
+            self.zoom(1.1 ** (-20.0 * dy / max(self.height(), 1)))
+        elif button == Qt.MouseButton.MiddleButton:
+            self.pan(dx, dy)
+        event.accept()
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self._drag is None or event.button() != self._drag[0]:
+            event.ignore()
+            return
+        self._drag = None
+        self._request_render()  # full quality
+        event.accept()
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self._drag = None
+        self.double_clicked.emit()
+        event.accept()
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if not self._interactive():
+            event.ignore()
+            return
+        self.zoom(1.1 ** (event.angleDelta().y() / 120.0))
+        event.accept()
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if event.key() == Qt.Key.Key_R and not event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
+            self.reset_camera()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def rotate(self, dx: float, dy: float) -> None:
+        """Trackball rotation for a drag of (dx, dy) widget pixels (x right, y down)."""
+        if not self._interactive():
+            return
+        camera = self._scene.camera
+        camera.Azimuth(-200.0 * dx / max(self.width(), 1))
+        camera.Elevation(200.0 * dy / max(self.height(), 1))
+        camera.OrthogonalizeViewUp()
+        self._camera_untouched = False
+        self._request_render()
+
+    def zoom(self, factor: float) -> None:
+        """Move the camera towards the focal point (``factor`` > 1 magnifies)."""
+        if not self._interactive() or factor <= 0:
+            return
+        camera = self._scene.camera
+        if camera.GetParallelProjection():
+            camera.Zoom(factor)
+        else:
+            camera.Dolly(factor)
+        self._camera_untouched = False
+        self._request_render()
+
+    def pan(self, dx: float, dy: float) -> None:
+        """Move the scene with the mouse by (dx, dy) widget pixels."""
+        if not self._interactive():
+            return
+        camera = self._scene.camera
+        right, up = self.screen_axes()
+        if camera.GetParallelProjection():
+            height_mm = 2 * camera.GetParallelScale()
+        else:
+            height_mm = 2 * camera.GetDistance() * math.tan(math.radians(camera.GetViewAngle() / 2))
+        shift = (-dx * right + dy * up) * height_mm / max(self.height(), 1)
+        camera.SetFocalPoint(*(np.asarray(camera.GetFocalPoint()) + shift))
+        camera.SetPosition(*(np.asarray(camera.GetPosition()) + shift))
+        self._camera_untouched = False
+        self._request_render()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self._runner is not None:
+            self._runner.cancel()
+            self._runner = None
+        super().closeEvent(event)

@@ -1,0 +1,154 @@
+"""What the views show, in one observable object: the volume, the linked cursor, the window.
+
+The slice views, the 3D view, the status bar and the header viewer all subscribe to a
+:class:`Viewer`; a click in one view sets the cursor here and the others follow.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from ..core.display import DisplayGrid
+from ..core.volume import Volume
+from ..core.windowing import Window, initial_window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Layer:
+    """An overlay on the volume's grid: integer ``array`` ``(z, y, x)`` coloured by ``lut``
+    (``(N, 4)`` uint8 RGBA, entry 0 normally transparent)."""
+
+    name: str
+    array: np.ndarray
+    lut: np.ndarray
+    opacity: float = 0.5
+    visible: bool = True
+
+
+class Viewer(QObject):
+    """The shared view state. Cursor positions are whole display indices (x, y, z); see
+    :class:`medvision.core.display.DisplayGrid`."""
+
+    volume_changed = Signal()
+    cursor_changed = Signal(object)  # the previous cursor (np.ndarray) so views know what moved
+    window_changed = Signal()
+    display_changed = Signal()  # invert, interpolation, frame, layers
+    data_updated = Signal()  # voxels changed in place (a volume still loading)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.volume: Volume | None = None
+        self.grid: DisplayGrid | None = None
+        self.cursor = np.zeros(3, dtype=int)
+        self.frame = 0
+        self.window = Window(0, 1)
+        self.window_name = ""
+        self.invert = False
+        self.interpolate = False
+        self.layers: list[Layer] = []
+        #: True when the last set_volume kept the grid and cursor (a reload): views keep their zoom
+        self.kept_grid = False
+
+    # ---- volume ---------------------------------------------------------------------------
+    def set_volume(self, volume: Volume | None, *, window: Window | None = None, window_name: str = "custom",
+                   keep_cursor: bool = False) -> None:
+        old_grid = self.grid
+        self.kept_grid = False
+        self.volume = volume
+        self.grid = DisplayGrid(volume) if volume is not None else None
+        self.layers = []
+        self.frame = 0
+        if volume is not None:
+            assert self.grid is not None
+            self.kept_grid = bool(keep_cursor and old_grid is not None
+                                  and np.allclose(old_grid.affine, self.grid.affine)
+                                  and old_grid.shape_xyz == self.grid.shape_xyz)
+            if not self.kept_grid:
+                self.cursor = np.asarray(self.grid.shape_xyz) // 2
+            if window is not None:
+                self.window, self.window_name = window, window_name
+            else:
+                self.window, self.window_name = initial_window(self.frame_array(), volume.metadata)
+            self.invert = volume.metadata.get("photometric") == "MONOCHROME1"
+        self.volume_changed.emit()
+
+    def frame_array(self) -> np.ndarray:
+        """The 3D array (on the volume's grid) of the current frame."""
+        assert self.volume is not None
+        return self.volume.array[self.frame] if self.volume.is_4d else self.volume.array
+
+    def frame_volume(self) -> Volume | None:
+        if self.volume is None:
+            return None
+        return self.volume.frame(self.frame) if self.volume.is_4d else self.volume
+
+    def set_frame(self, t: int) -> None:
+        if self.volume is None or not 0 <= t < self.volume.n_frames or t == self.frame:
+            return
+        self.frame = t
+        self.display_changed.emit()
+
+    def notify_data_updated(self) -> None:
+        self.data_updated.emit()
+
+    # ---- cursor ---------------------------------------------------------------------------
+    def set_cursor(self, ijk) -> None:
+        if self.grid is None:
+            return
+        new = self.grid.clamp(ijk)
+        if np.array_equal(new, self.cursor):
+            return
+        old, self.cursor = self.cursor, new
+        self.cursor_changed.emit(old)
+
+    def move_slice(self, plane: str, steps: int) -> None:
+        """Move the slice of ``plane`` by ``steps`` (positive: towards the higher display index
+        of its axis, i.e. left, posterior or superior)."""
+        if self.grid is None:
+            return
+        ijk = self.cursor.copy()
+        ijk[self.grid.slice_axis(plane)] += steps
+        self.set_cursor(ijk)
+
+    def set_slice(self, plane: str, index: int) -> None:
+        if self.grid is None:
+            return
+        ijk = self.cursor.copy()
+        ijk[self.grid.slice_axis(plane)] = index
+        self.set_cursor(ijk)
+
+    def cursor_world(self) -> np.ndarray | None:
+        return None if self.grid is None else self.grid.world(self.cursor)
+
+    # ---- display --------------------------------------------------------------------------
+    def set_window(self, window: Window, name: str = "custom") -> None:
+        if window == self.window and name == self.window_name:
+            return
+        self.window, self.window_name = window, name
+        self.window_changed.emit()
+
+    def set_invert(self, on: bool) -> None:
+        if on != self.invert:
+            self.invert = on
+            self.window_changed.emit()
+
+    def set_interpolate(self, on: bool) -> None:
+        if on != self.interpolate:
+            self.interpolate = on
+            self.display_changed.emit()
+
+    def add_layer(self, layer: Layer) -> None:
+        if self.volume is None or layer.array.shape != self.volume.shape:
+            raise ValueError("an overlay must lie on the volume's grid")
+        self.layers.append(layer)
+        self.display_changed.emit()
+
+    def remove_layer(self, name: str) -> None:
+        self.layers = [la for la in self.layers if la.name != name]
+        self.display_changed.emit()

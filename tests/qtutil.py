@@ -1,0 +1,39 @@
+"""Helpers for widget tests: real mouse events sent to a widget (pyqtgraph sees them as a user's)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QMouseEvent, QWheelEvent
+from PySide6.QtWidgets import QApplication, QWidget
+
+
+def _mouse(widget: QWidget, kind, pos: QPoint, button, buttons, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
+    local = QPointF(pos)
+    event = QMouseEvent(kind, local, QPointF(widget.mapToGlobal(pos)), button, buttons, modifiers)
+    QApplication.sendEvent(widget, event)
+
+
+def click(widget: QWidget, pos: QPoint, button=Qt.MouseButton.LeftButton, double: bool = False) -> None:
+    _mouse(widget, QMouseEvent.Type.MouseButtonPress, pos, button, button)
+    _mouse(widget, QMouseEvent.Type.MouseButtonRelease, pos, button, Qt.MouseButton.NoButton)
+    if double:
+        _mouse(widget, QMouseEvent.Type.MouseButtonDblClick, pos, button, button)
+        _mouse(widget, QMouseEvent.Type.MouseButtonRelease, pos, button, Qt.MouseButton.NoButton)
+    QApplication.processEvents()
+
+
+def drag(widget: QWidget, start: QPoint, end: QPoint, button=Qt.MouseButton.LeftButton, steps: int = 8) -> None:
+    _mouse(widget, QMouseEvent.Type.MouseButtonPress, start, button, button)
+    for i in range(1, steps + 1):
+        p = QPoint(start.x() + (end.x() - start.x()) * i // steps, start.y() + (end.y() - start.y()) * i // steps)
+        _mouse(widget, QMouseEvent.Type.MouseMove, p, Qt.MouseButton.NoButton, button)
+        QApplication.processEvents()
+    _mouse(widget, QMouseEvent.Type.MouseButtonRelease, end, button, Qt.MouseButton.NoButton)
+    QApplication.processEvents()
+
+
+def wheel(widget: QWidget, pos: QPoint, notches: int = 1, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
+    event = QWheelEvent(QPointF(pos), QPointF(widget.mapToGlobal(pos)), QPoint(0, 0), QPoint(0, 120 * notches),
+                        Qt.MouseButton.NoButton, modifiers, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+    QApplication.processEvents()
