@@ -19,7 +19,8 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # reference programs the tests compare against.
 debs=(libgl1 libegl1 libglib2.0-0 libfontconfig1 libxkbcommon0 libxkbcommon-x11-0 libdbus-1-3
       libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
-      libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxrender1 libxi6 libsm6 libice6)
+      libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxrender1 libxi6 libsm6 libice6
+      libgl1-mesa-dri libglx-mesa0 libegl-mesa0 fonts-dejavu-core)  # Mesa: OpenGL without a GPU driver
 if [[ $DEV == 1 ]]; then
     debs+=(xvfb xauth dcm2niix dicom3tools dcmtk)
 fi

@@ -224,3 +224,36 @@ def test_settings_survive_a_corrupt_file(qtbot):
                                '{"x": [40, 400], "bad": [1, -5]}}')
     s = Settings.load()
     assert s.layout == "1x1" and s.recent == ["/a"] and s.cine_fps == 24 and s.window_presets == {"x": [40.0, 400.0]}
+
+
+def test_3d_view_follows_the_volume_and_its_presets(qtbot, window, tmp_path):
+    with qtbot.waitSignal(window.view3d_ready, timeout=60_000):
+        window.start_view3d()
+    view = window.views.view3d
+    assert type(view).__name__ == "View3D"
+    assert _open(qtbot, window, SAMPLE_CT)
+    qtbot.waitUntil(lambda: window.controls.preset3d_combo.count() > 0, timeout=30_000)
+    combo = window.controls.preset3d_combo
+    assert combo.currentText() == view.preset == "CT bone"
+    combo.activated.emit(combo.findText("CT lung"))
+    assert view.preset == "CT lung" and window.settings.preset_3d == "CT lung"
+    write_series(tmp_path / "mr", 10, modality="MR", slope=None, intercept=None)
+    assert _open(qtbot, window, tmp_path / "mr")
+    qtbot.waitUntil(lambda: combo.findText("MR default") >= 0, timeout=30_000)
+    assert combo.currentText() == view.preset
+    # the cursor reaches the 3D view in patient coordinates
+    window.viewer.set_cursor([1, 2, 3])
+    np.testing.assert_allclose(view._cursor, window.viewer.grid.world([1, 2, 3]))
+
+
+def test_opening_another_study_while_one_loads_replaces_it(qtbot, window, tmp_path):
+    write_series(tmp_path / "big", 300, rows=256, cols=256)
+    results = []
+    window.load_finished.connect(results.append)
+    window.open_path(str(tmp_path / "big"))
+    with qtbot.waitSignal(window.load_finished, timeout=60_000):
+        window.open_path(str(SAMPLE_CT))
+    qtbot.wait(300)
+    assert results == [True]  # the replaced job ends silently
+    assert window.viewer.volume.shape == (20, 512, 512)
+    assert not window.progress.isVisible()

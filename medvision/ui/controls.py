@@ -249,6 +249,9 @@ class ViewControls:
 
     def attach_view3d(self, view) -> None:
         self.view3d = view
+        view.ready.connect(self._fill_presets3d)
+        view.preset_changed.connect(lambda name: self.preset3d_combo.findText(name) >= 0
+                                    and self.preset3d_combo.setCurrentText(name))
         self.viewer.cursor_changed.connect(lambda _old: self._cursor_3d())
         self.viewer.display_changed.connect(self._frame_3d)
         self._update_view3d()
@@ -261,17 +264,23 @@ class ViewControls:
             return  # still loading: render once it is complete
         self._frame_shown_3d = self.viewer.frame
         view.set_volume(self.viewer.frame_volume())
-        names = view.presets() if volume is not None else []
-        self.preset3d_combo.clear()
-        self.preset3d_combo.addItems(names)
-        self.preset3d_combo.setEnabled(bool(names))
-        wanted = self.window.settings.preset_3d
-        if wanted in names:
-            view.set_preset(wanted)
-        current = getattr(view, "preset", None) or getattr(view, "current_preset", None)
-        if isinstance(current, str) and current in names:
-            self.preset3d_combo.setCurrentText(current)
+        self._fill_presets3d()  # again on `ready` when a large volume is prepared on a worker
         self._cursor_3d()
+
+    def _fill_presets3d(self) -> None:
+        view = self.view3d
+        names = view.presets() if self.viewer.volume is not None else []
+        combo = self.preset3d_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(names)
+        combo.setEnabled(bool(names))
+        wanted = self.window.settings.preset_3d
+        if wanted in names and view.preset != wanted:
+            view.set_preset(wanted)
+        if view.preset in names:
+            combo.setCurrentText(view.preset)
+        combo.blockSignals(False)
 
     def _frame_3d(self) -> None:
         if self.view3d is not None and self.viewer.volume is not None and \

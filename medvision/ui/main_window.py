@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import sys
+import time
 
 import numpy as np
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
@@ -52,6 +55,8 @@ class MainWindow(QMainWindow):
         self._loading_label = ""
         self._preview_shown = False
         self._previous: tuple[Volume | None, object] | None = None
+        self._shown_once = False
+        self._last_preview_refresh = 0.0
         self.setWindowTitle("medvision")
         self.setAcceptDrops(True)
         self.resize(1500, 950)
@@ -76,6 +81,18 @@ class MainWindow(QMainWindow):
         if self.settings.window_state:
             self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()))
         self._update_title()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._shown_once:
+            self._shown_once = True
+            # Everything made so far (Qt wrappers, modules, widgets) lives as long as the window:
+            # take it out of the cyclic garbage collector's full passes, which otherwise stall the
+            # event loop for tens of milliseconds while a series loads in the background.
+            gc.collect()
+            gc.freeze()
+            # background jobs run Python threads too: hand the GIL back to the event loop sooner
+            sys.setswitchinterval(0.001)
 
     # ---- construction ---------------------------------------------------------------------
     def _build_docks(self) -> None:
@@ -236,12 +253,17 @@ class MainWindow(QMainWindow):
         if self.runner is not None and self.runner.running:
             self.runner.cancel()
         runner = JobRunner(job, name=what, parent=self)
-        runner.progress.connect(lambda rec: self._show_progress(what, rec))
+
+        def current(handler):  # a job replaced by a newer one is ignored when it ends
+            return lambda *args: (runner is self.runner and not self._job_done(runner)
+                                  and handler(*args))
+
+        runner.progress.connect(lambda rec: runner is self.runner and self._show_progress(what, rec))
         if on_progress is not None:
-            runner.progress.connect(on_progress)
-        runner.finished.connect(lambda result: self._job_done(runner) or on_finished(result))
-        runner.failed.connect(lambda exc: self._job_done(runner) or self._job_failed(what, exc))
-        runner.cancelled.connect(lambda: self._job_done(runner) or self._job_cancelled(what))
+            runner.progress.connect(lambda rec: runner is self.runner and on_progress(rec))
+        runner.finished.connect(current(on_finished))
+        runner.failed.connect(current(lambda exc: self._job_failed(what, exc)))
+        runner.cancelled.connect(current(lambda: self._job_cancelled(what)))
         self.runner = runner
         self.progress.setRange(0, 0)
         self.progress.setFormat(what)
@@ -260,7 +282,8 @@ class MainWindow(QMainWindow):
         self.progress.setFormat(f"{rec.stage} %v/%m" if rec.total else rec.stage)
 
     def _job_done(self, runner: JobRunner) -> None:
-        if runner is self.runner:
+        """Hide the progress bar when ``runner`` (the current job) ended; returns None."""
+        if runner is self.runner and not runner.running:
             self.progress.hide()
             self.cancel_button.hide()
 
@@ -289,7 +312,10 @@ class MainWindow(QMainWindow):
             self._preview_shown = True
             self.viewer.set_volume(rec.preview)
             self.statusBar().showMessage(f"loading {self._loading_label} ...")
-        elif self._preview_shown:
+        elif self._preview_shown and time.monotonic() - self._last_preview_refresh > 0.25:
+            # the views redraw what has been decoded so far, a few times a second (not on every
+            # record: on a small machine that would take the event loop's time from the user)
+            self._last_preview_refresh = time.monotonic()
             self.viewer.notify_data_updated()
 
     def _loaded(self, volumes: list[Volume]) -> None:

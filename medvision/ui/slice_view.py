@@ -98,9 +98,6 @@ class SliceView(pg.GraphicsView):
         self.setMinimumSize(120, 120)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMouseTracking(True)
-        # the painted annotations (slice number, window) change with the scene: repaint it whole,
-        # in one pass per change (minimal updates would paint twice: items, then annotations)
-        self.setViewportUpdateMode(pg.QtWidgets.QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
 
         self.vb = _SliceViewBox(self)
         self.setCentralItem(self.vb)
@@ -172,6 +169,9 @@ class SliceView(pg.GraphicsView):
         self._refresh_overlays(index, rect)
         self._shown_slice = index
         self._place_crosshair()
+        # the painted annotations (slice number, window) change too: the whole view repaints, in
+        # the same pass as the changed items (a separate viewport update would paint twice)
+        self.scene().update()
 
     def _refresh_overlays(self, index: int, rect: QRectF) -> None:
         layers = [la for la in self.viewer.layers if la.visible]

@@ -262,7 +262,9 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
                 out[t2, z2] = target
             return None, places
 
-        with ThreadPoolExecutor(max_workers=min(8, 2 * default_workers())) as ex:
+        # reads from the page cache are memory copies: one thread per core is enough, and leaves a
+        # GUI's event loop its share of a small machine
+        with ThreadPoolExecutor(max_workers=min(8, max(2, default_workers()))) as ex:
             for i, (err, places) in enumerate(ex.map(read_one, items, chunksize=16)):
                 done += len(places)
                 if err:
