@@ -184,3 +184,27 @@ def test_sagittal_acquisition_lands_in_the_same_views(qtbot, tmp_path, shared_da
         assert viewer.grid.edge_labels("sagittal") == {"left": "A", "right": "P", "top": "S", "bottom": "I"}
     for plane in ("axial", "coronal", "sagittal"):
         np.testing.assert_array_equal(images["source"][plane], images["sagittal"][plane])
+
+
+def test_oblique_dicom_acquisition_goes_to_its_closest_planes(qtbot, tmp_path):
+    """An axial series tilted 20 degrees about the left-right axis: shown as axial, labelled with its
+    true directions, and flagged as oblique."""
+    from .dicomgen import write_series
+
+    c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
+    write_series(tmp_path / "obl", 12, rows=32, cols=24, iop=(1, 0, 0, 0, c, s))
+    vol = load(tmp_path / "obl")
+    viewer = Viewer()
+    view = SliceView(viewer, "axial")
+    qtbot.addWidget(view)
+    viewer.set_volume(vol)
+    grid = viewer.grid
+    assert grid.obliquity_deg == pytest.approx(20, abs=0.01)
+    assert grid.n_slices("axial") == 12 and grid.image_shape("axial") == (32, 24)
+    labels = grid.edge_labels("axial")
+    assert labels["left"] == "R" and labels["right"] == "L"
+    assert labels["top"] == "AI" and labels["bottom"] == "PS"
+    # the voxel under the crosshair is where the status bar says it is
+    viewer.set_cursor([5, 7, 3])
+    x, y, z = grid.to_volume_index(viewer.cursor)
+    np.testing.assert_allclose(vol.index_to_world([x, y, z]), grid.world(viewer.cursor), atol=1e-6)

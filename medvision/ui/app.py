@@ -77,10 +77,10 @@ def _arrange_screenshot(app, window, out: str, status: dict, expect_data: bool, 
     """Save the window to ``out`` once the data is loaded and the 3D view has rendered, then quit."""
     from PySide6.QtCore import QTimer
 
-    state = {"loaded": not expect_data, "ok": True, "view3d": False}
+    state = {"loaded": not expect_data, "ok": True, "view3d": False, "shooting": False}
 
     def maybe_shoot() -> None:
-        if not state["loaded"]:
+        if not state["loaded"] or state["shooting"]:
             return
         needs_3d = "3d" in window.views.visible_panes() or window.views.layout_name == "2x2"
         if needs_3d and not state["view3d"]:
@@ -89,6 +89,7 @@ def _arrange_screenshot(app, window, out: str, status: dict, expect_data: bool, 
         if needs_3d and view is not None and getattr(view, "is_preparing", False):
             QTimer.singleShot(100, maybe_shoot)
             return
+        state["shooting"] = True
         QTimer.singleShot(200, shoot)
 
     def shoot() -> None:

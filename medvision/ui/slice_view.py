@@ -271,7 +271,17 @@ class SliceView(pg.GraphicsView):
 
     def drawForeground(self, painter: QPainter, rect) -> None:
         grid = self.viewer.grid
-        if grid is None or not self.show_annotations:
+        if grid is None:
+            if self.plane == "axial":  # an empty window says how to fill it
+                painter.save()
+                painter.resetTransform()
+                painter.setPen(QColor(150, 150, 150))
+                painter.drawText(QRectF(0, 0, self.viewport().width(), self.viewport().height()),
+                                 Qt.AlignmentFlag.AlignCenter,
+                                 "Open a study: File \N{RIGHTWARDS ARROW} Open, or drop a folder or file here")
+                painter.restore()
+            return
+        if not self.show_annotations:
             return
         painter.save()
         painter.resetTransform()
