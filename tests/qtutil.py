@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication, QWidget
@@ -23,8 +25,11 @@ def click(widget: QWidget, pos: QPoint, button=Qt.MouseButton.LeftButton, double
 
 
 def drag(widget: QWidget, start: QPoint, end: QPoint, button=Qt.MouseButton.LeftButton, steps: int = 8) -> None:
+    """A drag at a human pace: pyqtgraph drops mouse moves less than 10 ms apart (its mouseRateLimit),
+    so moves sent back to back on a fast machine would never start a drag."""
     _mouse(widget, QMouseEvent.Type.MouseButtonPress, start, button, button)
     for i in range(1, steps + 1):
+        time.sleep(0.012)
         p = QPoint(start.x() + (end.x() - start.x()) * i // steps, start.y() + (end.y() - start.y()) * i // steps)
         _mouse(widget, QMouseEvent.Type.MouseMove, p, Qt.MouseButton.NoButton, button)
         QApplication.processEvents()
