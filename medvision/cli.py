@@ -201,8 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.started = started
     quiet_level = logging.ERROR if first in ("info", "convert") else logging.WARNING
-    logging.basicConfig(level=logging.INFO if args.verbose else quiet_level,
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if args.verbose else quiet_level
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        # the window's log panel listens at INFO; the terminal shows only what was asked for
+        handler.setLevel(level)
     if not hasattr(args, "func"):
         parser.print_help()
         return 0

@@ -128,3 +128,22 @@ def test_auto_window_ignores_background_and_initial_window():
     assert initial_window(ct, {"modality": "CT", "window_center": 40.0, "window_width": 350.0}) == \
         (Window(40.0, 350.0), "DICOM")
     assert CT_PRESETS["CT lung"].low == pytest.approx(-1350)
+
+
+def test_auto_window_of_a_two_valued_image_shows_both_values():
+    page = np.zeros((1, 40, 60), np.uint16)
+    page[0, 10:30, 5:50] = 4095  # a scanned document, a mask: two values only
+    w = auto_window(page)
+    assert w.low <= 0 and w.high >= 4095
+
+
+def test_ct_is_recognised_from_hounsfield_units():
+    from medvision.core.windowing import looks_like_ct
+
+    rng = np.random.default_rng(3)
+    ct = np.full((10, 64, 64), -1000, np.int16)
+    ct[:, 12:52, 12:52] = rng.normal(40, 30, (10, 40, 40)).astype(np.int16)  # a body in air
+    assert looks_like_ct(ct)
+    assert not looks_like_ct(np.clip(ct + 1000, 0, None).astype(np.uint16))  # MR-like: no air at -1000
+    zscored = (ct - ct.mean()) / ct.std()
+    assert not looks_like_ct(zscored.astype(np.float32))

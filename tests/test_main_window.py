@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import numpy as np
+import pydicom
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
+from medvision.core.jobs import Progress
+from medvision.core.volume import Volume
 from medvision.core.windowing import CT_PRESETS
 from medvision.io import load, save
 from medvision.ui.main_window import MainWindow
@@ -68,8 +72,18 @@ def test_open_nifti_and_status_bar_shows_position_and_hu(qtbot, window, tmp_path
     assert f"voxel ({x}, {y}, {z})" in text and "LPS" in text
     lps = grid.world([100, 200, 5])
     assert f"{lps[0]:.1f}" in text
-    # a NIfTI file does not say it is CT, so the value is not called HU
-    assert window.value_label.text() == f"value {int(ct.array[z, y, x])}"
+    # a NIfTI file does not say it is CT, but its values are Hounsfield units: it opens as CT
+    assert window.value_label.text() == f"value {int(ct.array[z, y, x])} HU"
+    presets = [window.controls.preset_combo.itemText(i) for i in range(window.controls.preset_combo.count())]
+    assert "CT brain" in presets and "CT lung" in presets
+    assert window.viewer.window_name == "CT abdomen"
+    # an MR-like image in NIfTI (background 0, tissue in arbitrary units) is not taken for CT
+    mr = np.zeros((12, 64, 64), np.int16)
+    mr[2:10, 8:56, 8:56] = np.random.default_rng(0).integers(80, 700, (8, 48, 48))
+    save(Volume(mr, np.diag([1.2, 1.2, 3.0, 1.0])), tmp_path / "mr.nii.gz")
+    assert _open(qtbot, window, tmp_path / "mr.nii.gz")
+    assert window.viewer.volume.metadata.get("modality") is None
+    assert not window.value_label.text().endswith("HU") and window.viewer.window_name == "automatic"
 
 
 def test_bad_input_gives_a_message_and_keeps_the_open_study(qtbot, window, tmp_path):
@@ -110,6 +124,117 @@ def test_first_slice_shows_while_the_series_loads(qtbot, window, tmp_path):
     assert window.viewer.cursor[2] == 60
 
 
+def _held_load(volume, release):
+    """A load job that shows ``volume`` half-decoded, then waits for ``release`` (a threading.Event)."""
+    preview = Volume(np.zeros_like(volume.array), volume.affine, None, dict(volume.metadata, partial=True))
+    preview.array[volume.shape[0] // 2] = volume.array[volume.shape[0] // 2]
+    yield Progress("decoding", 1, volume.shape[0], preview=preview)
+    while not release.wait(0.02):
+        yield Progress("decoding", 1, volume.shape[0])
+    return [volume]
+
+
+def test_cancelling_a_load_that_replaced_another_restores_the_last_complete_volume(qtbot, window):
+    assert _open(qtbot, window, SAMPLE_CT)
+    complete = window.viewer.volume
+    other = Volume(complete.array[:, ::2, ::2].copy(), complete.affine @ np.diag([2, 2, 1, 1]), None,
+                   {"modality": "CT"})
+    release = threading.Event()
+    try:
+        window._start_load(_held_load(other, release), "first")
+        qtbot.waitUntil(lambda: window.viewer.volume.metadata.get("partial", False))
+        # the user opens something else while the first is still loading, then cancels it
+        window._start_load(_held_load(other, release), "second")
+        qtbot.waitUntil(lambda: window.viewer.volume.metadata.get("partial", False)
+                        and window.viewer.volume is not complete)
+        with qtbot.waitSignal(window.load_finished, timeout=10_000) as sig:
+            window.cancel_job()
+        assert sig.args == [False]
+        assert window.viewer.volume is complete  # not the first load's half-decoded preview
+        assert window.viewer.window_name == "DICOM"
+    finally:
+        release.set()
+
+
+def test_a_preview_gets_a_window_from_its_decoded_slices_and_values_update(qtbot, window, tmp_path):
+    mr = np.zeros((30, 64, 64), np.int16)
+    mr[:, 8:56, 8:56] = np.random.default_rng(1).integers(200, 900, (30, 48, 48))
+    volume = Volume(mr, np.diag([1.0, 1.0, 2.0, 1.0]), None, {"modality": "MR"})
+    release = threading.Event()
+    try:
+        window._start_load(_held_load(volume, release), "mr")
+        qtbot.waitUntil(lambda: window.viewer.volume is not None and window.viewer.volume.metadata.get("partial"))
+        win = window.viewer.window
+        assert window.viewer.window_name == "automatic" and 300 < win.center < 800 and win.width > 300
+        assert not window.warning_button.isVisible()
+        with qtbot.waitSignal(window.load_finished, timeout=10_000):
+            release.set()
+        z = window.viewer.grid.to_volume_index(window.viewer.cursor)
+        assert window.value_label.text() == f"value {mr[z[2], z[1], z[0]]}"
+    finally:
+        release.set()
+
+
+def test_several_dropped_dicom_files_open_as_one_set_and_one_file_opens_its_series(qtbot, window, tmp_path):
+    paths = sorted(write_series(tmp_path / "s", 12, shuffle=False))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths[3:8]])
+    event = QDropEvent(QPointF(300, 300), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.load_finished, timeout=60_000) as sig:
+        window.dropEvent(event)
+    assert sig.args == [True] and window.viewer.volume.shape[0] == 5  # the five files dropped
+    # one file of a series: the series it belongs to opens, from the files beside it
+    for k, other in enumerate(write_series(tmp_path / "o", 4, rows=16, cols=16)):
+        other.rename(tmp_path / "s" / f"other{k}.dcm")  # another series in the same folder
+    assert _open(qtbot, window, paths[0])
+    assert window.viewer.volume.shape == (12, 24, 20)
+    # its instance number is shown with the slice and in the header's title
+    window.header_dock.show()
+    qtbot.waitUntil(window.header_dock.isVisible)
+    ref, frame, instance = window.viewer.slice_source()
+    assert instance == pydicom.dcmread(ref.path, stop_before_pixels=True).InstanceNumber
+    assert f"Im {instance}" in window.header_view.title_label.text()
+
+
+def test_irregular_spacing_warning_stays_and_offers_resampling(qtbot, window, tmp_path):
+    positions = [np.array([0.0, 0.0, z]) for z in (0, 2, 4, 6, 10, 12, 14, 16)]
+    write_series(tmp_path / "gap", 8, positions=positions)
+    assert _open(qtbot, window, tmp_path / "gap")
+    assert window.viewer.volume.shape[0] == 8
+    assert window.warning_button.isVisibleTo(window) and "1 warning" in window.warning_button.text()
+    assert "non-uniform slice spacing" in window.warning_button.toolTip()
+    window.show_warnings()
+    box = window.last_warning_box
+    resample = next(b for b in box.buttons() if b.text() == "Resample to regular spacing")
+    with qtbot.waitSignal(window.load_finished, timeout=60_000) as sig:
+        resample.click()
+    assert sig.args == [True]
+    volume = window.viewer.volume
+    assert volume.shape[0] == 9 and abs(volume.spacing[2] - 2.0) < 1e-6  # 0..16 mm every 2 mm
+    assert "resampled" in window.warning_button.toolTip()
+
+
+def test_a_single_image_without_geometry_fills_the_window_without_invented_labels(qtbot, window, tmp_path):
+    window.set_layout("2x2")
+    # a secondary-capture-like image: no orientation, no position, no pixel spacing
+    path = write_series(tmp_path / "sc", 1, rows=40, cols=50, modality="MR", slope=None, intercept=None)[0]
+    ds = pydicom.dcmread(path)
+    for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
+        delattr(ds, keyword)
+    ds.save_as(path)
+    assert _open(qtbot, window, path)
+    meta = window.viewer.volume.metadata
+    assert meta["orientation_known"] is False and meta["spacing_known"] is False
+    assert window.views.layout_name == "1x1" and window.views.visible_panes() == ["axial"]
+    assert "no patient position" in window.position_label.text() and "LPS" not in window.position_label.text()
+    window.views.slice_views["axial"].grab()  # paints without labels or ruler
+    assert window.views.chosen_layout == "2x2"
+    # the next volume gets the layout back
+    assert _open(qtbot, window, SAMPLE_CT)
+    assert window.views.layout_name == "2x2"
+
+
 def test_layouts_maximise_and_persist(qtbot, window):
     views = window.views
     window.set_layout("1x3")
@@ -121,6 +246,7 @@ def test_layouts_maximise_and_persist(qtbot, window):
     views.toggle_maximised("coronal")
     assert views.layout_name == "2x2"
     window.set_layout("1x3")
+    views.toggle_maximised("sagittal")  # closed with a view maximised: the layout under it is kept
     window.close()
     assert Settings.load().layout == "1x3"
     again = MainWindow(Settings.load())
@@ -210,9 +336,16 @@ def test_4d_series_has_a_frame_slider(qtbot, window, tmp_path):
     assert slider.maximum() == 4
     axial = window.views.slice_views["axial"]
     first = axial.image.image.copy()
+    window.header_dock.show()
+    qtbot.waitUntil(window.header_dock.isVisible)
+    ref0 = window.header_view.current_ref()
     slider.setValue(3)
     assert window.viewer.frame == 3
     assert not np.array_equal(first, axial.image.image)
+    # the header is the one of the image in this frame
+    ref3 = window.header_view.current_ref()
+    assert ref3 != ref0 and pydicom.dcmread(ref3.path).TemporalPositionIdentifier == 4
+    assert "frame 4/5" in window.header_view.title_label.text()
 
 
 def test_settings_survive_a_corrupt_file(qtbot):

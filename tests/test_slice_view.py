@@ -106,6 +106,24 @@ def test_wheel_and_keys_scroll_slices(views, qtbot):
     assert viewer.cursor[2] == 0  # clamped at the first slice
 
 
+def test_next_slice_goes_superior_anterior_right_as_in_slicer(views, qtbot):
+    viewer, v = views
+    for plane, axis, sign in (("axial", 2, +1), ("coronal", 1, -1), ("sagittal", 0, -1)):
+        view = v[plane]
+        centre = QPoint(view.viewport().width() // 2, view.viewport().height() // 2)
+        before = viewer.cursor_world()
+        wheel(view.viewport(), centre, 1)  # wheel forward
+        moved = viewer.cursor_world() - before
+        # LPS: superior is +z, anterior is -y, right is -x
+        assert moved[axis] * sign > 0 and np.count_nonzero(np.abs(moved) > 1e-6) == 1, plane
+        view.setFocus()
+        before = viewer.cursor_world()
+        qtbot.keyClick(view, Qt.Key.Key_Right)
+        assert (viewer.cursor_world() - before)[axis] * sign > 0, plane
+        qtbot.keyClick(view, Qt.Key.Key_Left)
+        assert np.allclose(viewer.cursor_world(), before), plane
+
+
 def test_right_drag_sets_window_middle_drag_pans_ctrl_wheel_zooms(views):
     viewer, v = views
     axial = v["axial"]

@@ -114,6 +114,11 @@ class DisplayGrid:
     def slice_axis(self, plane: str) -> int:
         return _SLICE_AXIS[plane]
 
+    @property
+    def acquisition_plane(self) -> str:
+        """The view whose slices are the volume's own slices (its third index axis)."""
+        return next(p for p, axis in _SLICE_AXIS.items() if self.perm[axis] == 2)
+
     def n_slices(self, plane: str) -> int:
         return self.shape_xyz[_SLICE_AXIS[plane]]
 

@@ -55,13 +55,29 @@ def auto_window(array: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5)
     values = _sample(array)
     if values.size == 0:
         return Window(0.0, 1.0)
-    lo_all = values.min()
+    lo_all, hi_all = float(values.min()), float(values.max())
     if np.count_nonzero(values == lo_all) > 0.2 * values.size and np.any(values != lo_all):
         values = values[values != lo_all]
     lo, hi = np.percentile(values.astype(np.float64), [low_pct, high_pct])
+    if hi <= lo:  # (nearly) two-valued, e.g. a mask or a scanned document: show both values
+        lo, hi = lo_all, hi_all
     if hi <= lo:
         hi = lo + 1.0
     return Window(float((lo + hi) / 2), float(hi - lo))
+
+
+def looks_like_ct(array: np.ndarray) -> bool:
+    """True when the intensities look like Hounsfield units: air at about -1000 HU makes up a
+    visible part of the image and the rest reaches soft tissue. For image files that carry no
+    modality (NIfTI, NRRD, MetaImage); MR, PET and normalised data do not pass."""
+    if array.dtype.kind not in "iuf" or array.size == 0:
+        return False
+    values = _sample(array, 500_000)
+    if values.size == 0 or float(values.min()) > -900:
+        return False
+    air = np.count_nonzero((values >= -1100) & (values <= -900)) / values.size
+    tissue = np.count_nonzero((values >= -200) & (values <= 3000)) / values.size
+    return air > 0.02 and tissue > 0.05
 
 
 def initial_window(array: np.ndarray, metadata: dict) -> tuple[Window, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ..core.volume import Volume
+from ..core.windowing import looks_like_ct
 from .errors import MedvisionIOError, UnsupportedDataError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ def read_volume(path: str | os.PathLike) -> Volume:
     except ValueError as exc:
         raise UnsupportedDataError(f"{path}: {exc}") from exc
     volume.metadata.setdefault("warnings", [])
+    if not volume.metadata.get("modality") and looks_like_ct(volume.array):
+        # the file says nothing about the modality, but its values are Hounsfield units: treat it
+        # as CT (CT window presets, HU readout, CT 3D presets) and say why
+        volume.metadata.update(modality="CT", modality_guessed=True, rescale_applied=True)
+        log.info("%s: treated as CT (its values look like Hounsfield units)", os.path.basename(path))
     return volume
 
 

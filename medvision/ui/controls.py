@@ -242,8 +242,8 @@ class ViewControls:
             self.frame_slider.setRange(0, volume.n_frames - 1)
             self.frame_slider.setValue(self.viewer.frame)
             self.frame_slider.blockSignals(False)
-        if volume is None:
-            self.set_cine(False)
+        if volume is None or not self.viewer.kept_grid:
+            self.set_cine(False)  # a new study does not start playing
         self._sync_toggles()
         self._update_view3d()
 

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QStyle,
     QToolButton,
     QWidget,
 )
@@ -54,7 +55,10 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self._loading_label = ""
         self._preview_shown = False
-        self._previous: tuple[Volume | None, object] | None = None
+        self._previous: tuple[Volume | None, object, str] | None = None
+        self._shown_frame = 0
+        self._auto_maximised = False
+        self._reload_regular = None  # reloads the DICOM series last opened, resampled to regular spacing
         self._shown_once = False
         self._last_preview_refresh = 0.0
         self.setWindowTitle("medvision")
@@ -73,6 +77,8 @@ class MainWindow(QMainWindow):
         self.viewer.set_interpolate(self.settings.interpolate)
         self.viewer.cursor_changed.connect(self._on_cursor_changed)
         self.viewer.volume_changed.connect(self._on_volume_changed)
+        self.viewer.data_updated.connect(lambda: self._show_position(self.viewer.cursor, "cursor"))
+        self.viewer.display_changed.connect(self._on_display_changed)
         for view in self.views.slice_views.values():
             view.hovered.connect(self._show_hover)
         QApplication.instance().focusChanged.connect(self._on_focus_changed)
@@ -86,6 +92,8 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._shown_once:
             self._shown_once = True
+            if not self.settings.window_state and not self.browser_dock.isFloating():
+                self.resizeDocks([self.browser_dock], [380], Qt.Orientation.Horizontal)
             # Everything made so far (Qt wrappers, modules, widgets) lives as long as the window:
             # take it out of the cyclic garbage collector's full passes, which otherwise stall the
             # event loop for tens of milliseconds while a series loads in the background.
@@ -105,10 +113,18 @@ class MainWindow(QMainWindow):
         self.header_dock = self._dock("DICOM header", self.header_view, Qt.DockWidgetArea.RightDockWidgetArea,
                                       "header")
         self.header_dock.hide()
-        self.header_dock.visibilityChanged.connect(lambda visible: visible and self._update_header())
+        self.header_dock.visibilityChanged.connect(self._header_visibility)
         self.log_panel = LogPanel(self)
         self.log_dock = self._dock("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea, "log")
         self.log_dock.hide()
+
+    def _header_visibility(self, visible: bool) -> None:
+        if not visible:
+            return
+        if self.header_dock.width() < 520 and not self.header_dock.isFloating():
+            # wide enough for tag, name, VR and the start of the value
+            self.resizeDocks([self.header_dock], [560], Qt.Orientation.Horizontal)
+        self._update_header()
 
     def _dock(self, title: str, widget: QWidget, area, name: str) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -129,7 +145,13 @@ class MainWindow(QMainWindow):
         self.cancel_button = QToolButton()
         self.cancel_button.setText("Cancel")
         self.cancel_button.clicked.connect(self.cancel_job)
-        for w in (self.position_label, self.value_label):
+        self.warning_button = QToolButton()
+        self.warning_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning))
+        self.warning_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.warning_button.setAutoRaise(True)
+        self.warning_button.clicked.connect(self.show_warnings)
+        self.warning_button.hide()
+        for w in (self.warning_button, self.position_label, self.value_label):
             bar.addPermanentWidget(w)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.cancel_button)
@@ -198,28 +220,69 @@ class MainWindow(QMainWindow):
 
     def open_path(self, path: str, series: str | None = None) -> None:
         """Open a DICOM folder/zip/DICOMDIR (scanned into the browser; its image series opens), a
-        DICOM file, or a NIfTI/NRRD/MetaImage file."""
+        DICOM file (with the rest of its series from the same folder), or a NIfTI/NRRD/MetaImage file."""
+        self.open_paths([path], series)
+
+    def open_paths(self, paths: list[str], series: str | None = None) -> None:
+        """Open what was dropped or chosen together: DICOM files and folders are scanned as one set
+        and its largest image series opens; of several image files, the first opens."""
         from ..io.api import _is_dicom_collection, load_job
+        from ..io.dicom.files import has_dicom_preamble
         from ..io.volumes import is_volume_file
 
-        path = os.path.abspath(os.path.expanduser(path))
-        if not os.path.exists(path):
-            self.report_error(f"{path}: no such file or folder")
-            return
-        self.settings.add_recent(path)
-        self.settings.last_dir = path if os.path.isdir(path) else os.path.dirname(path)
+        paths = [os.path.abspath(os.path.expanduser(p)) for p in paths]
+        missing = [p for p in paths if not os.path.exists(p)]
+        paths = [p for p in paths if os.path.exists(p)]
+        if missing:
+            self.report_error(f"{missing[0]}: no such file or folder"
+                              + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""))
+            if not paths:
+                self.load_finished.emit(False)
+                return
+        first = paths[0]
+        self.settings.add_recent(first if len(paths) == 1 else os.path.commonpath(paths))
+        self.settings.last_dir = os.path.dirname(first)
         self.settings.save()
-        if os.path.isfile(path) and (is_volume_file(path) or not _is_dicom_collection(path)):
-            self._start_load(load_job(path), os.path.basename(path))
+        volume_files = [p for p in paths if os.path.isfile(p) and is_volume_file(p)]
+        if volume_files:
+            if len(paths) > 1:
+                log.info("%d items opened together; showing %s (one image at a time)", len(paths), volume_files[0])
+            self.browser.tree.clearSelection()  # the series list no longer shows what is open
+            self._start_load(load_job(volume_files[0]), os.path.basename(volume_files[0]))
             return
-        self._start(self.index.scan(path), f"scanning {os.path.basename(path)}",
+        if len(paths) == 1 and os.path.isfile(first) and not _is_dicom_collection(first):
+            if not has_dicom_preamble(first):
+                # not a Part 10 file: read it alone, which explains what it is if it cannot be read
+                self._start_load(load_job(first), os.path.basename(first))
+                return
+            # one DICOM file: its series is the files beside it that share its Series Instance UID
+            folder = os.path.dirname(first)
+            with os.scandir(folder) as entries:
+                siblings = sorted(e.path for e in entries if e.is_file() and not e.name.startswith("."))
+            if len(siblings) > 20000:  # not a series folder: do not read a huge folder's headers
+                siblings = [first]
+            self._start(self.index.scan(siblings), f"scanning {os.path.basename(folder)}",
+                        lambda result: self._scanned(result, series, member=first))
+            return
+        self._start(self.index.scan(paths if len(paths) > 1 else first),
+                    f"scanning {os.path.basename(first) if len(paths) == 1 else f'{len(paths)} items'}",
                     lambda result: self._scanned(result, series))
 
-    def _scanned(self, result: ScanResult, series: str | None) -> None:
+    def _scanned(self, result: ScanResult, series: str | None, member: str | None = None) -> None:
         from ..io.api import choose_series
         from ..io.errors import MultipleSeriesError
 
         self.browser.refresh()
+        if member is not None:
+            owner = [s for s in result.all_series() if any(f.path == member for f in s.files)]
+            if owner and owner[0].kind == "image":
+                self.browser_dock.show()
+                self.open_series(owner[0])
+                return
+            if owner:
+                self.report_error(f"{member}: a {owner[0].kind} object, not an image")
+                self.load_finished.emit(False)
+                return
         try:
             chosen = choose_series(result, series)
         except MultipleSeriesError as exc:
@@ -239,14 +302,20 @@ class MainWindow(QMainWindow):
 
         if series.kind != "image":
             self.report_error(f"{series.label()} is a {series.kind} object, not an image series")
+            self.load_finished.emit(False)
             return
         self.browser.select_series(series.key)
-        self._start_load(load_series_job(series.files), series.label())
+        self._start_load(load_series_job(series.files), series.label(),
+                         reload_regular=lambda: self._start_load(load_series_job(series.files, regularize=True),
+                                                                 series.label()))
 
-    def _start_load(self, job, label: str) -> None:
+    def _start_load(self, job, label: str, reload_regular=None) -> None:
         self._loading_label = label
-        self._preview_shown = False
-        self._previous = (self.viewer.volume, self.viewer.window)
+        self._reload_regular = reload_regular
+        if not self._preview_shown:
+            # what to go back to if this load fails or is cancelled: the last complete volume
+            # (when a load replaces another still loading, its half-decoded preview is not kept)
+            self._previous = (self.viewer.volume, self.viewer.window, self.viewer.window_name)
         self._start(job, f"loading {label}", self._loaded, on_progress=self._load_progress)
 
     def _start(self, job, what: str, on_finished, on_progress=None) -> None:
@@ -299,8 +368,8 @@ class MainWindow(QMainWindow):
 
     def _restore_previous(self) -> None:
         if self._preview_shown and self._previous is not None:
-            volume, window = self._previous
-            self.viewer.set_volume(volume, window=window if volume is not None else None)
+            volume, window, name = self._previous
+            self.viewer.set_volume(volume, window=window if volume is not None else None, window_name=name)
         self._preview_shown = False
 
     def cancel_job(self) -> None:
@@ -309,7 +378,9 @@ class MainWindow(QMainWindow):
 
     def _load_progress(self, rec: Progress) -> None:
         if rec.preview is not None and not self._preview_shown:
+            # the first decoded slices (the middle ones) are there: show the volume filling up
             self._preview_shown = True
+            self._last_preview_refresh = time.monotonic()
             self.viewer.set_volume(rec.preview)
             self.statusBar().showMessage(f"loading {self._loading_label} ...")
         elif self._preview_shown and time.monotonic() - self._last_preview_refresh > 0.25:
@@ -342,6 +413,39 @@ class MainWindow(QMainWindow):
         self._update_title()
         self.load_finished.emit(True)
 
+    def _show_warning_button(self) -> None:
+        volume = self.viewer.volume
+        warnings = (volume.metadata.get("warnings") or []) if volume is not None else []
+        if not warnings or volume.metadata.get("partial"):
+            self.warning_button.hide()
+            return
+        self.warning_button.setText(f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}")
+        self.warning_button.setToolTip("\n".join(warnings))
+        self.warning_button.show()
+
+    def show_warnings(self) -> None:
+        """What the loader noticed about the data on screen (spacing, tilt, missing tags ...); a
+        series with irregular slice spacing can be resampled onto a regular grid from here."""
+        volume = self.viewer.volume
+        warnings = (volume.metadata.get("warnings") or []) if volume is not None else []
+        if not warnings:
+            return
+        irregular = any(w.startswith("non-uniform slice spacing") and "resampled" not in w for w in warnings)
+        box = QMessageBox(QMessageBox.Icon.Warning, "medvision",
+                          f"{self._loading_label}: what the loader noticed", parent=self)
+        box.setInformativeText("\n\n".join(warnings))
+        resample = None
+        if irregular and self._reload_regular is not None:
+            resample = box.addButton("Resample to regular spacing", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Close)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        if resample is not None:
+            resample.clicked.connect(self._reload_regular)
+        if os.environ.get("MEDVISION_NO_DIALOGS"):
+            self.last_warning_box = box
+            return
+        box.open()
+
     def report_error(self, message: str) -> None:
         """A user-facing failure: status bar, log, and a non-blocking message box."""
         self.last_error = message
@@ -364,7 +468,7 @@ class MainWindow(QMainWindow):
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
             event.acceptProposedAction()
-            self.open_path(paths[0])
+            self.open_paths(paths)
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -384,6 +488,7 @@ class MainWindow(QMainWindow):
 
     # ---- view state -----------------------------------------------------------------------
     def set_layout(self, name: str) -> None:
+        self._auto_maximised = False
         self.views.set_layout(name)
         self.settings.layout = name
         self.settings.maximised_pane = self.views.maximised
@@ -394,33 +499,55 @@ class MainWindow(QMainWindow):
                 self.views.set_active(plane)
 
     def _on_volume_changed(self) -> None:
+        self._shown_frame = self.viewer.frame
+        self._show_warning_button()
+        self._fit_layout()
         self._show_position(self.viewer.cursor, "cursor")
         self._update_title()
         self._update_header()
         self.controls.volume_changed()
 
     def _on_cursor_changed(self, old) -> None:
-        grid = self.viewer.grid
-        if grid is None:
+        if self.viewer.grid is None:
             return
-        if self.header_dock.isVisible():
-            vol_old = grid.to_volume_index(np.asarray(old))
-            vol_new = grid.to_volume_index(self.viewer.cursor)
-            if vol_old[2] != vol_new[2]:
-                self._update_header()
+        if self.header_dock.isVisible() and self.viewer.slice_source(old) != self.viewer.slice_source():
+            self._update_header()
         self._show_position(self.viewer.cursor, "cursor")
+
+    def _fit_layout(self) -> None:
+        """A single image (radiograph, ultrasound frame, one slice) fills the window; the layout
+        chosen comes back with the next volume."""
+        volume, views = self.viewer.volume, self.views
+        single = volume is not None and volume.shape[-3] == 1
+        if single and views.layout_name != "1x1":
+            views.toggle_maximised(self.viewer.grid.acquisition_plane)
+            self._auto_maximised = True
+        elif not single and self._auto_maximised:
+            self._auto_maximised = False
+            if views.layout_name == "1x1" and views.chosen_layout != "1x1":
+                views.toggle_maximised(views.maximised)
+
+    def _on_display_changed(self) -> None:
+        if self.viewer.volume is not None and self.viewer.volume.is_4d and self.viewer.frame != self._shown_frame:
+            self._shown_frame = self.viewer.frame  # a new 4D frame: its own images and values
+            self._update_header()
+            self._show_position(self.viewer.cursor, "cursor")
 
     def _update_header(self) -> None:
         if not self.header_dock.isVisible():
             return
-        volume, grid = self.viewer.volume, self.viewer.grid
-        sources = volume.metadata.get("slice_sources") if volume is not None else None
-        if not sources:
+        source = self.viewer.slice_source()
+        if source is None:
             self.header_view.set_source(None, title="no DICOM header (not a DICOM series)")
             return
-        z = int(grid.to_volume_index(self.viewer.cursor)[2])
-        ref, frame = sources[min(z, len(sources) - 1)]
-        self.header_view.set_source(ref, frame, title=f"slice {z + 1} of {len(sources)}")
+        ref, frame, instance = source
+        grid = self.viewer.grid
+        plane = grid.acquisition_plane
+        k = int(self.viewer.cursor[grid.slice_axis(plane)]) + 1
+        parts = [f"Im {instance}" if instance is not None else "", f"{plane} {k}/{grid.n_slices(plane)}"]
+        if self.viewer.volume.is_4d:
+            parts.append(f"frame {self.viewer.frame + 1}/{self.viewer.volume.n_frames}")
+        self.header_view.set_source(ref, frame, title=", ".join(p for p in parts if p))
 
     def _show_hover(self, ijk) -> None:
         if ijk is None:
@@ -436,8 +563,9 @@ class MainWindow(QMainWindow):
             return
         vx, vy, vz = grid.to_volume_index(np.asarray(ijk, dtype=int))
         lps = grid.world(ijk)
-        self.position_label.setText(
-            f"{what}: voxel ({vx}, {vy}, {vz})   LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm")
+        where = (f"   LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm"
+                 if volume.metadata.get("orientation_known", True) else "   (no patient position in the file)")
+        self.position_label.setText(f"{what}: voxel ({vx}, {vy}, {vz}){where}")
         value = grid.value_at(np.asarray(ijk), self.viewer.frame)
         unit = " HU" if volume.metadata.get("modality") == "CT" and volume.metadata.get("rescale_applied") else ""
         if value is None:
@@ -488,7 +616,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         if self.runner is not None and self.runner.running:
             self.runner.cancel()
-        self.settings.layout = self.views.layout_name
+        self.settings.layout = self.views.chosen_layout
         self.settings.maximised_pane = self.views.maximised
         self.settings.interpolate = self.viewer.interpolate
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()

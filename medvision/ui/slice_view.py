@@ -27,6 +27,11 @@ PLANE_COLOURS = {"axial": QColor(230, 80, 80), "coronal": QColor(100, 200, 100),
 _CROSS = {"axial": ("sagittal", "coronal"), "coronal": ("sagittal", "axial"), "sagittal": ("coronal", "axial")}
 
 
+#: the display-index direction of the "next" slice per view (display indices grow towards left,
+#: posterior and superior; the next slice is superior, anterior, right, as in 3D Slicer)
+NEXT_SLICE = {"axial": 1, "coronal": -1, "sagittal": -1}
+
+
 class _SliceViewBox(pg.ViewBox):
     """ViewBox with radiology mouse bindings; reports to its SliceView."""
 
@@ -74,7 +79,7 @@ class _SliceViewBox(pg.ViewBox):
         ev.accept()
         steps = self.owner._wheel_steps(ev.delta())
         if steps:
-            self.owner.viewer.move_slice(self.owner.plane, steps)
+            self.owner.next_slice(steps)
 
 
 class SliceView(pg.GraphicsView):
@@ -232,6 +237,15 @@ class SliceView(pg.GraphicsView):
         scale = max(origin.width, 1.0) / 300.0
         self.viewer.set_window(origin.dragged(d_center=dy * scale, d_width=dx * scale * 2), "custom")
 
+    def next_slice(self, steps: int = 1) -> None:
+        """Move ``steps`` slices on (negative: back), as 3D Slicer does: towards superior in axial,
+        anterior in coronal, right in sagittal (wheel forward, Up, Right, Page Up)."""
+        self.viewer.move_slice(self.plane, steps * NEXT_SLICE[self.plane])
+
+    def leaveEvent(self, ev) -> None:
+        super().leaveEvent(ev)
+        self.hovered.emit(None)  # the status bar goes back to the cursor's position and value
+
     def _wheel_steps(self, delta: int) -> int:
         self._wheel_rest += delta
         steps = int(self._wheel_rest / 120)
@@ -244,13 +258,15 @@ class SliceView(pg.GraphicsView):
         if grid is None:
             return super().keyPressEvent(ev)
         page = max(1, grid.n_slices(self.plane) // 10)
-        moves = {Qt.Key.Key_Up: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_PageUp: page, Qt.Key.Key_PageDown: -page}
+        moves = {Qt.Key.Key_Up: 1, Qt.Key.Key_Right: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_Left: -1,
+                 Qt.Key.Key_PageUp: page, Qt.Key.Key_PageDown: -page}
+        last = grid.n_slices(self.plane) - 1
         if key in moves:
-            self.viewer.move_slice(self.plane, moves[key])
-        elif key == Qt.Key.Key_Home:
-            self.viewer.set_slice(self.plane, grid.n_slices(self.plane) - 1)
+            self.next_slice(moves[key])
+        elif key == Qt.Key.Key_Home:  # the last slice in the "next" direction (superior, anterior, right)
+            self.viewer.set_slice(self.plane, last if NEXT_SLICE[self.plane] > 0 else 0)
         elif key == Qt.Key.Key_End:
-            self.viewer.set_slice(self.plane, 0)
+            self.viewer.set_slice(self.plane, 0 if NEXT_SLICE[self.plane] > 0 else last)
         elif key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
             self.zoom(1.25)
         elif key == Qt.Key.Key_Minus:
@@ -290,34 +306,44 @@ class SliceView(pg.GraphicsView):
         font.setPointSizeF(max(8.0, font.pointSizeF()))
         painter.setFont(font)
         fm = painter.fontMetrics()
-        labels = grid.edge_labels(self.plane)
-        painter.setPen(QColor(255, 220, 120))
-        painter.drawText(QRectF(4, 0, w - 8, h), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
-                         labels["left"])
-        painter.drawText(QRectF(4, 0, w - 8, h), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
-                         labels["right"])
-        painter.drawText(QRectF(0, 2, w, h - 4), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop,
-                         labels["top"])
-        painter.drawText(QRectF(0, 2, w, h - 4), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom,
-                         labels["bottom"])
+        meta = self.viewer.volume.metadata
+        compact = w < 260 or h < 200  # a small pane: the essentials only, nothing overlapping
+        if meta.get("orientation_known", True):  # files without an orientation get no invented labels
+            labels = grid.edge_labels(self.plane)
+            colour = QColor(255, 220, 120)
+            left = Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft
+            right = Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight
+            top = Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop
+            bottom = Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom
+            _text(painter, QRectF(4, 0, w - 8, h), left, labels["left"], colour)
+            _text(painter, QRectF(4, 0, w - 8, h), right, labels["right"], colour)
+            _text(painter, QRectF(0, 2, w, h - 4), top, labels["top"], colour)
+            _text(painter, QRectF(0, 2, w, h - 4), bottom, labels["bottom"], colour)
         viewer = self.viewer
         index = int(viewer.cursor[grid.slice_axis(self.plane)])
-        lines = [self.plane.capitalize(), f"Im {index + 1}/{grid.n_slices(self.plane)}"]
+        position = f"{index + 1}/{grid.n_slices(self.plane)}"
+        source = viewer.slice_source() if self.plane == grid.acquisition_plane else None
+        if source is not None and source[2] is not None:
+            position = f"Im {source[2]}  ({position})"  # the image's InstanceNumber, as PACS shows it
+        lines = [self.plane.capitalize(), position]
         if viewer.volume.is_4d:
             lines.append(f"Frame {viewer.frame + 1}/{viewer.volume.n_frames}")
-        if grid.obliquity_deg > 1.0:
+        if grid.obliquity_deg > 1.0 and meta.get("orientation_known", True):
             lines.append(f"oblique {grid.obliquity_deg:.0f}\N{DEGREE SIGN}")
-        painter.setPen(PLANE_COLOURS[self.plane])
-        painter.drawText(6, 4 + fm.ascent(), lines[0])
-        painter.setPen(QColor(230, 230, 230))
-        for i, line in enumerate(lines[1:], start=1):
-            painter.drawText(6, 4 + fm.ascent() + i * fm.height(), line)
-        win = viewer.window
-        wl = f"W {win.width:.0f}  L {win.center:.0f}" + (f"  ({viewer.window_name})" if viewer.window_name else "")
-        if viewer.invert:
-            wl += "  inverted"
-        painter.drawText(6, h - 6 - fm.descent(), wl)
-        self._draw_scale_bar(painter, w, h, fm)
+        if compact:
+            lines = lines[:2]
+        grey = QColor(230, 230, 230)
+        for i, line in enumerate(lines):
+            _text(painter, QPointF(6, 4 + fm.ascent() + i * fm.height()), None, line,
+                  PLANE_COLOURS[self.plane] if i == 0 else grey)
+        if not compact:
+            win = viewer.window
+            wl = f"W {win.width:.0f}  L {win.center:.0f}" + (f"  ({viewer.window_name})" if viewer.window_name else "")
+            if viewer.invert:
+                wl += "  inverted"
+            _text(painter, QPointF(6, h - 6 - fm.descent()), None, wl, grey)
+            if meta.get("spacing_known", True):  # no ruler from an invented pixel size
+                self._draw_scale_bar(painter, w, h, fm)
         painter.restore()
 
     def _draw_scale_bar(self, painter: QPainter, w: int, h: int, fm) -> None:
@@ -334,10 +360,24 @@ class SliceView(pg.GraphicsView):
         x1 = w - 12
         x0 = x1 - length_px
         y = h - 10 - fm.height()
-        painter.setPen(QPen(QColor(230, 230, 230), 2))
-        painter.drawLine(QPointF(x0, y), QPointF(x1, y))
-        painter.drawLine(QPointF(x0, y - 4), QPointF(x0, y + 4))
-        painter.drawLine(QPointF(x1, y - 4), QPointF(x1, y + 4))
+        for colour, d in ((QColor(0, 0, 0, 200), 1.0), (QColor(230, 230, 230), 0.0)):  # shadow, then bar
+            painter.setPen(QPen(colour, 2))
+            painter.drawLine(QPointF(x0 + d, y + d), QPointF(x1 + d, y + d))
+            painter.drawLine(QPointF(x0 + d, y - 4 + d), QPointF(x0 + d, y + 4 + d))
+            painter.drawLine(QPointF(x1 + d, y - 4 + d), QPointF(x1 + d, y + 4 + d))
         text = f"{length_mm:g} mm" if length_mm < 10 else f"{length_mm / 10:g} cm"
-        painter.drawText(QRectF(x0 - 40, y + 3, length_px + 40, fm.height() + 4),
-                         Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, text)
+        _text(painter, QRectF(x0 - 40, y + 3, length_px + 40, fm.height() + 4),
+              Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, text, QColor(230, 230, 230))
+
+
+_SHADOW = QColor(0, 0, 0, 220)
+
+
+def _text(painter: QPainter, where, flags, text: str, colour: QColor) -> None:
+    """Overlay text with a dark shadow, readable on bright anatomy (bone, contrast) as on air."""
+    for pen, d in ((_SHADOW, 1.0), (colour, 0.0)):
+        painter.setPen(pen)
+        if flags is None:
+            painter.drawText(where + QPointF(d, d), text)
+        else:
+            painter.drawText(where.translated(d, d), flags, text)

@@ -74,7 +74,11 @@ class Viewer(QObject):
             if window is not None:
                 self.window, self.window_name = window, window_name
             else:
-                self.window, self.window_name = initial_window(self.frame_array(), volume.metadata)
+                sample = self.frame_array()
+                if volume.metadata.get("partial"):
+                    # a volume still loading: only its middle slices are decoded yet
+                    sample = sample[sample.shape[0] // 2]
+                self.window, self.window_name = initial_window(sample, volume.metadata)
             self.invert = volume.metadata.get("photometric") == "MONOCHROME1"
         self.volume_changed.emit()
 
@@ -87,6 +91,19 @@ class Viewer(QObject):
         if self.volume is None:
             return None
         return self.volume.frame(self.frame) if self.volume.is_4d else self.volume
+
+    def slice_source(self, ijk=None) -> tuple | None:
+        """``(FileRef, frame in file, instance number)`` of the DICOM image holding the slice at
+        ``ijk`` (default: the cursor) in the current frame, or None for non-DICOM volumes."""
+        if self.volume is None or self.grid is None:
+            return None
+        meta = self.volume.metadata
+        sources = meta.get("frame_slice_sources")
+        sources = sources[self.frame] if sources else meta.get("slice_sources")
+        if not sources:
+            return None
+        z = int(self.grid.to_volume_index(self.cursor if ijk is None else np.asarray(ijk))[2])
+        return sources[min(max(z, 0), len(sources) - 1)]
 
     def set_frame(self, t: int) -> None:
         if self.volume is None or not 0 <= t < self.volume.n_frames or t == self.frame:

@@ -97,6 +97,11 @@ class ViewsArea(QWidget):
             self._before_maximise = previous if previous != "1x1" else None
         self.set_active(pane)
 
+    @property
+    def chosen_layout(self) -> str:
+        """The layout the user works in: the one before a view was maximised (what is saved)."""
+        return self._before_maximise or self.layout_name
+
     def set_active(self, pane: str) -> None:
         if pane in self.slice_views and pane != self.active:
             self.active = pane

@@ -50,6 +50,10 @@ class StackPlan:
     # positions along the normal when slices are to be resampled onto a regular grid
     resample_from: np.ndarray | None = None
     resample_to: np.ndarray | None = None
+    # False when the files do not say how the image lies in the patient (no ImageOrientationPatient:
+    # US, CR, secondary captures) or how big a pixel is (no spacing at all): no L/R labels, no ruler
+    orientation_known: bool = True
+    spacing_known: bool = True
 
     @property
     def n_frames(self) -> int:
@@ -163,7 +167,8 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
         col_cos = col_cos / np.linalg.norm(col_cos)
     normal = np.cross(row_cos, col_cos)
 
-    plan = StackPlan(frames=[], affine=np.eye(4), rows=rows, cols=cols, warnings=warnings)
+    plan = StackPlan(frames=[], affine=np.eye(4), rows=rows, cols=cols, warnings=warnings,
+                     orientation_known=f0.iop is not None, spacing_known=f0.pixel_spacing is not None)
     if not have_geometry:
         missing = "ImageOrientationPatient" if f0.iop is None else "ImagePositionPatient"
         warnings.append(f"{missing} missing: slices ordered by instance number, positions are not reliable")
@@ -229,7 +234,8 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
             warnings.append(text + f"; resampled onto a regular {step:.3g} mm grid ({n_out} slices, linear)")
         else:
             warnings.append(text + "; the volume uses the mean spacing, so positions between the "
-                                   "irregular slices are approximate (load with regularize=True to resample)")
+                                   "irregular slices are approximate (resample it: the warning button in the "
+                                   "status bar, or --regularize on the command line)")
     _set_affine(plan, row_cos, col_cos, slice_vec, ipps[0], spacing)
     return plan
 

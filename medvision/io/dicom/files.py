@@ -104,7 +104,19 @@ def _dcmread(ref: FileRef, headers_only: bool, force: bool) -> Dataset:
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    # pydicom's advice to the programmer ("Use force=True ...") means nothing to a user
+    first = (text[0] if text else type(exc).__name__).replace(" Use force=True to force reading.", "")
+    return first[:200]
+
+
+def has_dicom_preamble(path: str | os.PathLike) -> bool:
+    """True when the file starts with the DICOM Part 10 preamble ("DICM" at byte 128)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
 
 
 def looks_like_dicom_name(name: str) -> bool:

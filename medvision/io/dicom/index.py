@@ -12,7 +12,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -395,15 +395,22 @@ class DicomIndex:
         log.info("forgot %d indexed files under %s", dropped, ", ".join(str(p) for p in paths[:3]))
         return dropped
 
-    def scan(self, path: str | os.PathLike, *, workers: int | None = None) -> Job[ScanResult]:
-        """Scan a folder tree, a zip, a DICOMDIR or one file; yields progress, returns a ScanResult."""
-        path = os.path.abspath(os.fspath(path))
+    def scan(self, path: str | os.PathLike | Sequence[str | os.PathLike], *,
+             workers: int | None = None) -> Job[ScanResult]:
+        """Scan a folder tree, a zip, a DICOMDIR or one file, or a set of these (a list: files
+        dropped together); yields progress, returns a ScanResult."""
+        sources = ([os.path.abspath(os.fspath(p)) for p in path] if isinstance(path, (list, tuple))
+                   else [os.path.abspath(os.fspath(path))])
+        if not sources:
+            raise ValueError("nothing to scan")
+        path = sources[0] if len(sources) == 1 else os.path.commonpath(sources)
         yield Progress("listing files", 0, 0, path)
         found: list[FoundFile] = []
-        for f in iter_source(path):
-            found.append(f)
-            if len(found) % 2000 == 0:
-                yield Progress("listing files", len(found), 0, path)
+        for source in sources:
+            for f in iter_source(source):
+                found.append(f)
+                if len(found) % 2000 == 0:
+                    yield Progress("listing files", len(found), 0, path)
         is_dicomdir = os.path.isfile(path) and os.path.basename(path).upper() == "DICOMDIR"
         base = os.path.dirname(path) if is_dicomdir else path
         cached = self._rows_under(base)
@@ -416,7 +423,8 @@ class DicomIndex:
                 rows.append(row)
             else:
                 todo.append(f)
-        removed = [k for k in cached if k not in found_keys and os.path.isdir(path)]
+        # files gone from a scanned folder leave the index (only when one whole folder was scanned)
+        removed = [k for k in cached if k not in found_keys and len(sources) == 1 and os.path.isdir(path)]
         new_records: list[dict] = []
         if todo:
             done = 0

@@ -227,7 +227,11 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
     if plan.resample_to is None:
         preview = Volume(out if n_t > 1 else out[0], plan.affine, meta.get("frame_of_reference_uid"),
                          {k: v for k, v in meta.items() if k != "frame_of_reference_uid"} | {"partial": True})
-    yield Progress("decoding", 0, total, preview=preview)
+    yield Progress("decoding", 0, total)
+    pending = [preview]
+
+    def first_preview():  # the partial volume goes with the first record after slices were decoded
+        return pending.pop() if pending else None
 
     def from_middle(z: int) -> float:  # decode the middle slices first: a viewer opens there
         return abs(z - (n_z - 1) / 2)
@@ -272,7 +276,7 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
                     for t, z, _f in places:
                         out[t, z] = 0
                 if i % 32 == 0:
-                    yield Progress("decoding", done, total)
+                    yield Progress("decoding", done, total, preview=first_preview())
     else:
         by_file: dict[FileRef, list[int]] = defaultdict(list)
         pixel_of: dict[FileRef, object] = {}
@@ -308,7 +312,7 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
                         else:
                             _apply_lut(tile, f, out[t, z])
                         done += 1
-            yield Progress("decoding", done, total)
+            yield Progress("decoding", done, total, preview=first_preview())
     if failed:
         if len(failed) == len(dest):
             raise PixelDataError("no image in the series could be decoded:\n  " + "\n  ".join(failed[:10]))
@@ -345,9 +349,17 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
         metadata["tilt_corrected"] = plan.slice_shifts is not None
     if plan.label:
         metadata["stack"] = plan.label
+    if not plan.orientation_known:
+        metadata["orientation_known"] = False
+    if not plan.spacing_known:
+        metadata["spacing_known"] = False
     if plan.resample_to is None:
-        # the file (and frame in it) of every slice of frame 0: a header viewer shows the slice's own
-        metadata["slice_sources"] = [(f.ref, f.index) for f in plan.frames[0]]
+        # the file, frame in it and instance number of every slice (of frame 0; of each frame in
+        # frame_slice_sources for 4D): a header viewer shows the slice's own header
+        per_frame = [[(f.ref, f.index, f.instance) for f in frames] for frames in plan.frames]
+        metadata["slice_sources"] = per_frame[0]
+        if n_t > 1:
+            metadata["frame_slice_sources"] = per_frame
     if n_t > 1:
         metadata["frame_axis"] = plan.frame_axis
         if plan.frame_values is not None:
