@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy
 
 from ..core.windowing import WindowMapper
@@ -96,6 +96,8 @@ class SliceView(pg.GraphicsView):
         self.mapper = WindowMapper()
         self.show_crosshair = True
         self.show_annotations = True
+        self._annotation_key: tuple | None = None
+        self._annotation_image: QImage | None = None
         self.last_paint = 0.0
         self._wheel_rest = 0
         self._shown_slice: int | None = None
@@ -128,6 +130,7 @@ class SliceView(pg.GraphicsView):
     def _on_volume_changed(self) -> None:
         grid = self.viewer.grid
         self._shown_slice = None
+        self._annotation_key = None
         for item in self.overlays:
             self.vb.removeItem(item)
         self.overlays = []
@@ -299,9 +302,31 @@ class SliceView(pg.GraphicsView):
             return
         if not self.show_annotations:
             return
+        # The annotations are painted once into an image and reused while they do not change: a
+        # crosshair moved from another view repaints this one, and its text is the same
+        viewer = self.viewer
+        w, h = self.viewport().width(), self.viewport().height()
+        dpr = self.viewport().devicePixelRatioF()
+        key = (w, h, dpr, id(viewer.volume), id(grid), int(viewer.cursor[grid.slice_axis(self.plane)]),
+               viewer.frame, viewer.window, viewer.window_name, viewer.invert,
+               round(float(self.vb.viewPixelSize()[0]), 9), self.font().key())
+        if key != self._annotation_key or self._annotation_image is None:
+            image = QImage(max(1, round(w * dpr)), max(1, round(h * dpr)), QImage.Format.Format_ARGB32_Premultiplied)
+            image.setDevicePixelRatio(dpr)
+            image.fill(Qt.GlobalColor.transparent)
+            target = QPainter(image)
+            target.setRenderHint(QPainter.RenderHint.TextAntialiasing)
+            self._paint_annotations(target, grid, w, h)
+            target.end()
+            self._annotation_image, self._annotation_key = image, key
         painter.save()
         painter.resetTransform()
-        w, h = self.viewport().width(), self.viewport().height()
+        painter.drawImage(0, 0, self._annotation_image)
+        painter.restore()
+
+    def _paint_annotations(self, painter: QPainter, grid, w: int, h: int) -> None:
+        """Orientation labels, slice number, frame, window and scale bar, in viewport pixels."""
+        painter.save()
         font = QFont(self.font())
         font.setPointSizeF(max(8.0, font.pointSizeF()))
         painter.setFont(font)
