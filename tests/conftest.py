@@ -13,6 +13,7 @@ os.environ.setdefault("MEDVISION_NO_DIALOGS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MEDVISION_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SAMPLE_CT = ROOT / "resources" / "sample" / "ct_abdomen_siemens_j2k"
+SAMPLE_LABELS = ROOT / "resources" / "sample" / "ct_abdomen_siemens_j2k.totalseg_labels.nii.gz"
 
 
 @pytest.fixture(autouse=True)
