@@ -102,10 +102,72 @@ def _cmd_info(args) -> int:
     return 0 if result.patients else 1
 
 
+def _load_reference(path: str, series, quiet: bool):
+    from .io import load_job
+
+    return _run(load_job(path, series=series), quiet)[0]
+
+
+def _find_referenced_series(seg_path: Path, quiet: bool):
+    """The image series a SEG references, looked for in the SEG's own folder (and below it)."""
+    import pydicom
+
+    from .io.dicom.index import DicomIndex
+
+    ds = pydicom.dcmread(seg_path, stop_before_pixels=True)
+    wanted = {str(item.SeriesInstanceUID) for item in getattr(ds, "ReferencedSeriesSequence", [])}
+    if not wanted:
+        return None
+    index = DicomIndex()
+    try:
+        folder = seg_path.parent
+        result = _run(index.scan(folder), True)
+        for s in result.all_series(images_only=True):
+            if s.uid in wanted:
+                return _load_reference(str(folder), s.uid, quiet)
+    finally:
+        index.close()
+    return None
+
+
+def _cmd_convert_labels(args) -> int:
+    from .io.labels import load_labels, save_labels
+    from .io.seg import is_seg, read_seg, write_seg
+    from .io.volumes import is_volume_file
+
+    src, out = Path(args.path), Path(args.output)
+    reference = _load_reference(args.reference, args.series, args.quiet) if args.reference else None
+    if is_seg(src):
+        if reference is None:
+            reference = _find_referenced_series(src, args.quiet)
+            if reference is None:
+                print(f"note: the series {src.name} references was not found beside it; the labels keep the "
+                      "SEG's own grid (give it with --reference)", file=sys.stderr)
+        labels = read_seg(src, reference)
+    elif is_volume_file(src):
+        labels = load_labels(src, reference)
+    else:
+        raise SystemExit(f"medvision: {src} is neither a DICOM SEG nor a NIfTI/NRRD/MHA label file")
+    if out.suffix.lower() == ".dcm":
+        if reference is None:
+            raise SystemExit("medvision: writing a DICOM SEG needs the image series it refers to: --reference SERIES")
+        write_seg(labels, reference, out, series_description=args.description or "Labels")
+    else:
+        save_labels(labels, out)
+    placed = f", {labels.placement} onto the reference" if reference is not None else ""
+    print(f"wrote {out}: {len(labels.present_values())} labels, {labels.shape[2]}x{labels.shape[1]}x"
+          f"{labels.shape[0]}{placed}")
+    return 0
+
+
 def _cmd_convert(args) -> int:
     from .io import load_job, save
+    from .io.seg import is_seg
     from .io.volumes import suffix_of
 
+    if args.reference or Path(args.output).suffix.lower() == ".dcm" or (
+            os.path.isfile(args.path) and is_seg(args.path)):
+        return _cmd_convert_labels(args)
     volumes = _run(load_job(args.path, series=args.series, stack=None if args.stack is None else args.stack,
                             regularize=args.regularize, correct_tilt=not args.keep_tilt), args.quiet)
     out = Path(args.output)
@@ -148,15 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("convert", help="convert DICOM to NIfTI/NRRD/MHA, or between volume formats")
-    p.add_argument("path", help="DICOM folder, zip, DICOMDIR or file; or a NIfTI/NRRD/MHA file")
-    p.add_argument("-o", "--output", required=True, help="output file: .nii.gz, .nii, .nrrd, .mha, .mhd")
+    p = sub.add_parser("convert", help="convert DICOM to NIfTI/NRRD/MHA, between volume formats, or labels "
+                                       "to and from DICOM SEG")
+    p.add_argument("path", help="DICOM folder, zip, DICOMDIR or file; a NIfTI/NRRD/MHA file; or a DICOM SEG")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file: .nii.gz, .nii, .nrrd, .mha, .mhd; .dcm writes labels as a DICOM SEG")
     p.add_argument("--series", help="series to convert when PATH holds several: UID, series number or @N from `info`")
     p.add_argument("--stack", type=int, default=None,
                    help="only this stack of a series that splits (0 = largest); default: every stack, "
                         "numbered _1, _2, ...")
     p.add_argument("--regularize", action="store_true", help="resample non-uniform slice spacing onto a regular grid")
     p.add_argument("--keep-tilt", action="store_true", help="keep gantry tilt as a sheared grid (no correction)")
+    p.add_argument("--reference", metavar="SERIES",
+                   help="labels: the image series (folder, zip, file) they lie on; needed to write a DICOM SEG "
+                        "(-o OUT.dcm), and places labels read from a SEG or a volume file onto its grid")
+    p.add_argument("--description", help="labels: the SEG's series description (default Labels)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_convert)
 

@@ -189,6 +189,8 @@ class LabelMap:
         self.affine = np.asarray(affine, dtype=np.float64)
         self.table = table if table is not None else LabelTable.default_for(np.unique(self.array))
         self.name = name
+        #: how the labels reached this grid when read from a file ("same grid", "resampled", ...)
+        self.placement = ""
 
     @classmethod
     def empty_like(cls, volume, table: LabelTable | None = None, name: str = "Labels") -> LabelMap:

@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,11 @@ def _digest(*parts: str) -> str:
 
 
 def _header_records(found: list[FoundFile]) -> list[dict]:
-    return [header_record(f) for f in found]
+    # pydicom warns about every odd file it is shown (non-DICOM files in a scanned tree, bad VRs);
+    # the index records what it could not read, so the warnings are noise on a terminal
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [header_record(f) for f in found]
 
 
 # ---- the tree a series browser shows ------------------------------------------------------

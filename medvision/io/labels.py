@@ -1,0 +1,150 @@
+"""Label maps in files: NIfTI/NRRD plus a JSON label table, ITK-SNAP label descriptions, and
+placing labels made on another grid onto an image's grid.
+
+``save_labels(lm, "case.nii.gz")`` writes ``case.nii.gz`` and ``case.labels.json`` (names, colours,
+lock and visibility, terminology codes), each atomically. ``load_labels`` reads the JSON beside the
+file when there is one, else an ITK-SNAP ``.label`` file of the same name, else names the values.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.labels import LabelMap, LabelTable
+from ..core.volume import Volume
+from .errors import MedvisionIOError, UnsupportedDataError
+from .volumes import read_volume, suffix_of, write_volume
+
+__all__ = ["save_labels", "load_labels", "table_path_for", "read_itksnap_labels", "write_text_atomic",
+           "onto_grid"]
+
+log = logging.getLogger(__name__)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def table_path_for(path: str | os.PathLike) -> Path:
+    """``case.nii.gz`` -> ``case.labels.json`` (beside it)."""
+    path = Path(path)
+    stem = path.name[: -len(suffix_of(path))] if suffix_of(path) else path.stem
+    return path.with_name(stem + ".labels.json")
+
+
+def save_labels(labels: LabelMap, path: str | os.PathLike, *, compress: bool = True) -> Path:
+    """Write the label array (NIfTI/NRRD/MHA by suffix) and its JSON table beside it."""
+    path = Path(path)
+    volume = Volume(labels.array, labels.affine, None, {})
+    write_volume(volume, path, compress=compress)
+    write_text_atomic(table_path_for(path), labels.table.to_json())
+    return path
+
+
+_ITKSNAP_LINE = re.compile(r'^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+(\d)\s+(\d)\s+"(.*)"\s*$')
+
+
+def read_itksnap_labels(path: str | os.PathLike) -> LabelTable:
+    """An ITK-SNAP label description file (``IDX R G B A VIS MSH "LABEL"`` lines)."""
+    table = LabelTable()
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        m = _ITKSNAP_LINE.match(line)
+        if not m:
+            raise MedvisionIOError(f"{path}: not an ITK-SNAP label description line: {line.strip()[:80]!r}")
+        value = int(m.group(1))
+        if value == 0:
+            continue
+        alpha = int(round(float(m.group(5)) * 255))
+        table.add(m.group(8), (int(m.group(2)), int(m.group(3)), int(m.group(4)), alpha), value=value,
+                  visible=m.group(6) == "1")
+    return table
+
+
+def _find_table(path: Path) -> LabelTable | None:
+    json_path = table_path_for(path)
+    if json_path.exists():
+        try:
+            return LabelTable.from_json(json_path.read_text(encoding="utf-8"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MedvisionIOError(f"{json_path}: not a label table ({exc})") from exc
+    stem = json_path.name[: -len(".labels.json")]
+    for candidate in (path.with_name(stem + ".label"), path.with_name(stem + ".txt")):
+        if candidate.exists():
+            try:
+                return read_itksnap_labels(candidate)
+            except MedvisionIOError:
+                continue
+    return None
+
+
+def onto_grid(array: np.ndarray, affine: np.ndarray, reference: Volume) -> tuple[np.ndarray, str]:
+    """Labels ``(array, affine)`` placed on ``reference``'s grid: as they are when the grids match,
+    reoriented (exact) when they are the same grid stored another way, else resampled by nearest
+    neighbour. Returns the array and how it was placed ("same grid", "reoriented", "resampled")."""
+    source = Volume(array, affine, None, {})
+    if source.same_grid(reference):
+        return array, "same grid"
+    if reference.is_orthogonal() and source.is_orthogonal():
+        turned = source.reoriented(reference.orientation)
+        if turned.same_grid(reference):
+            return turned.array, "reoriented"
+    ref_image = reference.frame(0).to_sitk() if reference.is_4d else reference.to_sitk()
+    out = sitk.Resample(source.to_sitk(), ref_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                        sitk.sitkUInt16 if array.dtype == np.uint16 else sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(out), "resampled"
+
+
+def load_labels(path: str | os.PathLike, reference: Volume | None = None,
+                table: LabelTable | None = None) -> LabelMap:
+    """Read a label file; with ``reference``, the labels come back on its grid (see
+    :func:`onto_grid`; a resampling is logged and recorded in ``lm.placement``)."""
+    path = Path(path)
+    volume = read_volume(path)
+    if volume.is_4d:
+        raise UnsupportedDataError(f"{path}: a 4D image is not a label map")
+    array = volume.array
+    if array.dtype.kind == "f":
+        if not np.array_equal(array, np.round(array)):
+            raise UnsupportedDataError(f"{path}: holds non-integer values; a label map holds whole numbers "
+                                       "(is this a probability map or an image?)")
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "iub":
+        raise UnsupportedDataError(f"{path}: {array.dtype} data is not a label map")
+    if array.size and (array.min() < 0 or array.max() > 65535):
+        raise UnsupportedDataError(f"{path}: values {array.min()}..{array.max()} are outside 0..65535")
+    array = array.astype(np.uint8 if array.max(initial=0) <= 255 else np.uint16)
+    affine = volume.affine
+    placement = "as stored"
+    if reference is not None:
+        array, placement = onto_grid(array, affine, reference)
+        affine = reference.affine
+        if placement == "resampled":
+            log.warning("%s: labels were on another grid and were resampled (nearest neighbour) onto the image", path)
+    table = table or _find_table(path) or LabelTable.default_for(np.unique(array))
+    for v in np.unique(array):  # values present but missing from the table still get a row
+        if v and int(v) not in table:
+            table.add(value=int(v))
+    lm = LabelMap(array, affine, table, name=path.name)
+    lm.placement = placement
+    return lm
