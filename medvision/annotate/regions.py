@@ -95,7 +95,7 @@ def grow_connected(image: np.ndarray, seeds_zyx, low: float, high: float) -> np.
     img = sitk.GetImageFromArray(image)
     out = sitk.ConnectedThreshold(img, seedList=_seeds_xyz(seeds_zyx, image.shape), lower=float(low),
                                   upper=float(high), replaceValue=1)
-    return sitk.GetArrayFromImage(out).astype(bool)
+    return sitk.GetArrayFromImage(out).view(bool)  # uint8 0/1: read as bool without another copy
 
 
 def grow_confidence(image: np.ndarray, seeds_zyx, multiplier: float = 2.5, iterations: int = 3,

@@ -1,0 +1,176 @@
+"""Annotation benchmark: brush dab latency, region growing, undo history memory.
+
+On a 512x512x600 int16 CT (the bundled real CT tiled along z, on an isotropic 0.98 mm grid so that
+a radius of 10 voxels is the same on every axis) with a uint8 label map:
+
+* brush dab (one ``Stroke.dab``: mask, rules, change recorded for undo), 2D radius 10 px and 3D
+  radius 10 voxels, p50/p95; baseline: the bare numpy write of the same disk/ball into the array
+  (no rules, no undo), measured in the same run;
+* region growing (connected threshold from a seed in the liver) on 512x512x300; baseline:
+  SimpleITK's ConnectedThreshold called directly on the same array;
+* undo history after 200 brush strokes (20 dabs each, 2D and 3D mixed): bytes held by the history,
+  and the process's resident memory growth.
+
+    python benchmarks/bench_annotate.py
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+
+def pct(values, q):
+    return round(float(np.percentile(np.asarray(values) * 1000, q)), 3)
+
+
+def summary(values) -> dict:
+    return {"p50_ms": pct(values, 50), "p95_ms": pct(values, 95), "max_ms": pct(values, 100), "n": len(values)}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def big_ct(slices: int):
+    from medvision.io import load
+
+    ct = load(ROOT / "resources" / "sample" / "ct_abdomen_siemens_j2k")
+    reps = -(-slices // ct.shape[0])
+    affine = ct.affine.copy()
+    affine[:3, 2] *= ct.spacing[0] / ct.spacing[2]  # isotropic voxels: "radius 10 voxels" means it on every axis
+    return np.ascontiguousarray(np.tile(ct.array, (reps, 1, 1))[:slices]), affine
+
+
+def bench_dabs(image, affine, n: int = 300) -> dict:
+    from medvision.annotate.brush import BrushShape, Stroke, brush_mask
+    from medvision.annotate.rules import EditRules, spacing_zyx
+    from medvision.core.edits import History
+    from medvision.core.labels import LabelMap
+
+    spacing = spacing_zyx(affine)
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, shape in (("2d_radius_10px", BrushShape(10 * spacing[2], axis=0)),
+                        ("3d_radius_10vox", BrushShape(10 * spacing[2], axis=None))):
+        labels = LabelMap(np.zeros(image.shape, np.uint8), affine)
+        labels.table.add("lesion")
+        history = History(labels)
+        rules = EditRules(intensity=(-200, 400))
+        centres = [(int(rng.integers(20, image.shape[0] - 20)), int(rng.integers(40, 470)), int(rng.integers(40, 470)))
+                   for _ in range(n)]
+        times = []
+        for i in range(0, n, 20):  # strokes of 20 dabs
+            stroke = Stroke(history, labels, shape, 1, rules=rules, image=image)
+            z, y, x = centres[i]
+            for k in range(20):
+                t0 = time.perf_counter()
+                stroke.dab((z, y + k, x + k))
+                times.append(time.perf_counter() - t0)
+            stroke.finish()
+        base = []
+        array = np.zeros(image.shape, np.uint8)
+        for i in range(0, n, 20):
+            z, y, x = centres[i]
+            for k in range(20):
+                t0 = time.perf_counter()
+                box, mask = brush_mask((z, y + k, x + k), shape, spacing)
+                array[box][mask] = 1
+                base.append(time.perf_counter() - t0)
+        out[name] = {"medvision": summary(times), "baseline_numpy_write": summary(base),
+                     "ratio_p95": round(pct(times, 95) / pct(base, 95), 2)}
+    return out
+
+
+def bench_grow(image, affine) -> dict:
+    import SimpleITK as sitk
+
+    from medvision.annotate.regions import grow_connected
+
+    sub = np.ascontiguousarray(image[:300])
+    seed = (10, 297, 158)  # in the liver of the sample CT (slice 10 of each 20-slice tile)
+    runs, base = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        mask = grow_connected(sub, [seed], 60, 130)
+        runs.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ref = sitk.GetArrayFromImage(sitk.ConnectedThreshold(sitk.GetImageFromArray(sub), seedList=[seed[::-1]],
+                                                             lower=60, upper=130, replaceValue=1))
+        base.append(time.perf_counter() - t0)
+    assert np.array_equal(mask, ref.astype(bool))
+    return {"volume": "512x512x300 int16", "voxels_grown": int(mask.sum()), "medvision_s": round(min(runs), 3),
+            "baseline_sitk_s": round(min(base), 3), "ratio": round(min(runs) / min(base), 2)}
+
+
+def bench_history(image, affine, strokes: int = 200) -> dict:
+    from medvision.annotate.brush import BrushShape, Stroke
+    from medvision.annotate.rules import spacing_zyx
+    from medvision.core.edits import History
+    from medvision.core.labels import LabelMap
+
+    spacing = spacing_zyx(affine)
+    labels = LabelMap(np.zeros(image.shape, np.uint8), affine)
+    labels.table.add("a")
+    labels.table.add("b")
+    history = History(labels)
+    rng = np.random.default_rng(1)
+    before = rss_mb()
+    t0 = time.perf_counter()
+    for s in range(strokes):
+        shape = BrushShape(float(rng.uniform(3, 15)), axis=None if s % 4 == 0 else int(rng.integers(0, 3)))
+        stroke = Stroke(history, labels, shape, 1 + s % 2)
+        z, y, x = int(rng.integers(0, image.shape[0])), int(rng.integers(0, 512)), int(rng.integers(0, 512))
+        for _ in range(20):
+            y, x = int(np.clip(y + rng.integers(-8, 9), 0, 511)), int(np.clip(x + rng.integers(-8, 9), 0, 511))
+            stroke.dab((z, y, x))
+        stroke.finish()
+    elapsed = time.perf_counter() - t0
+    return {"strokes": strokes, "undo_steps": len(history.undo_stack), "history_mb": round(history.nbytes / 2**20, 2),
+            "rss_growth_mb": round(rss_mb() - before, 1), "label_map_mb": round(labels.array.nbytes / 2**20, 1),
+            "target": "< 1024 MB", "seconds": round(elapsed, 2), "spacing_mm": [round(float(s), 3) for s in spacing]}
+
+
+def main() -> None:
+    image, affine = big_ct(600)
+    result = {"machine_cpus": __import__("os").cpu_count()}
+    print("== brush dabs (512x512x600)", flush=True)
+    result["dab"] = bench_dabs(image, affine)
+    print(json.dumps(result["dab"], indent=1), flush=True)
+    print("== region growing (512x512x300)", flush=True)
+    result["grow"] = bench_grow(image, affine)
+    print(json.dumps(result["grow"], indent=1), flush=True)
+    print("== undo history after 200 strokes (512x512x600)", flush=True)
+    result["history"] = bench_history(image, affine)
+    print(json.dumps(result["history"], indent=1), flush=True)
+    d2, d3, g, h = result["dab"]["2d_radius_10px"], result["dab"]["3d_radius_10vox"], result["grow"], result["history"]
+    print("\n== summary (targets in brackets)")
+    print(f"brush dab 2D r=10 px   p50 {d2['medvision']['p50_ms']:.3f} ms  p95 {d2['medvision']['p95_ms']:.3f} ms [<5]"
+          f"   baseline numpy p95 {d2['baseline_numpy_write']['p95_ms']:.3f} ms  ratio {d2['ratio_p95']}")
+    print(f"brush dab 3D r=10 vox  p50 {d3['medvision']['p50_ms']:.3f} ms  p95 {d3['medvision']['p95_ms']:.3f} ms [<15]"
+          f"   baseline numpy p95 {d3['baseline_numpy_write']['p95_ms']:.3f} ms  ratio {d3['ratio_p95']}")
+    print(f"region growing 512x512x300: {g['medvision_s']} s [<1]   baseline SimpleITK {g['baseline_sitk_s']} s"
+          f"  ratio {g['ratio']}")
+    print(f"undo history after {h['strokes']} strokes: {h['history_mb']} MB held, process grew {h['rss_growth_mb']} MB"
+          f" [<1024] (label map itself {h['label_map_mb']} MB)")
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
+    (out / "annotate.json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {out / 'annotate.json'}")
+
+
+if __name__ == "__main__":
+    main()
