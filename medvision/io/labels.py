@@ -51,11 +51,12 @@ def table_path_for(path: str | os.PathLike) -> Path:
     return path.with_name(stem + ".labels.json")
 
 
-def save_labels(labels: LabelMap, path: str | os.PathLike, *, compress: bool = True) -> Path:
-    """Write the label array (NIfTI/NRRD/MHA by suffix) and its JSON table beside it."""
+def save_labels(labels: LabelMap, path: str | os.PathLike, *, compress: bool = True, fast: bool = False) -> Path:
+    """Write the label array (NIfTI/NRRD/MHA by suffix) and its JSON table beside it, each
+    atomically. ``fast``: the quickest compression (autosave)."""
     path = Path(path)
     volume = Volume(labels.array, labels.affine, None, {})
-    write_volume(volume, path, compress=compress)
+    write_volume(volume, path, compress=compress, level=1 if fast else -1)
     write_text_atomic(table_path_for(path), labels.table.to_json())
     return path
 

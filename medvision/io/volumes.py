@@ -60,8 +60,9 @@ def read_volume(path: str | os.PathLike) -> Volume:
     return volume
 
 
-def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True) -> Path:
-    """Write a Volume (3D or 4D) atomically; the format follows the file name."""
+def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True, level: int = -1) -> Path:
+    """Write a Volume (3D or 4D) atomically; the format follows the file name. ``level``: the
+    compression level (1 fastest .. 9 smallest; -1 the writer's default)."""
     path = Path(path)
     suffix = suffix_of(path)
     if suffix not in WRITE_SUFFIXES:
@@ -76,7 +77,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
     tmpdir = tempfile.mkdtemp(prefix=".medvision-", dir=path.parent)
     try:
         tmp = Path(tmpdir) / path.name
-        sitk.WriteImage(image, str(tmp), useCompression=use_compression)
+        sitk.WriteImage(image, str(tmp), useCompression=use_compression, compressionLevel=level)
         # a header/data pair: move the data files first, the header last
         for part in sorted(Path(tmpdir).iterdir(), key=lambda p: p.name == path.name):
             os.replace(part, path.parent / part.name)
