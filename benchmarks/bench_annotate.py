@@ -27,14 +27,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
-
-def pct(values, q):
-    return round(float(np.percentile(np.asarray(values) * 1000, q)), 3)
+import bench_viewer  # noqa: E402 - shared helpers: percentiles, the tiled real CT
 
 
 def summary(values) -> dict:
-    return {"p50_ms": pct(values, 50), "p95_ms": pct(values, 95), "max_ms": pct(values, 100), "n": len(values)}
+    return bench_viewer.summary(values, digits=3)  # sub-millisecond figures: one more digit
 
 
 def rss_mb() -> float:
@@ -46,13 +45,10 @@ def rss_mb() -> float:
 
 
 def big_ct(slices: int):
-    from medvision.io import load
-
-    ct = load(ROOT / "resources" / "sample" / "ct_abdomen_siemens_j2k")
-    reps = -(-slices // ct.shape[0])
-    affine = ct.affine.copy()
-    affine[:3, 2] *= ct.spacing[0] / ct.spacing[2]  # isotropic voxels: "radius 10 voxels" means it on every axis
-    return np.ascontiguousarray(np.tile(ct.array, (reps, 1, 1))[:slices]), affine
+    volume = bench_viewer.big_ct(slices)
+    affine = volume.affine.copy()
+    affine[:3, 2] *= volume.spacing[0] / volume.spacing[2]  # isotropic: "radius 10 voxels" on every axis
+    return volume.array, affine
 
 
 def bench_dabs(image, affine, n: int = 300) -> dict:
@@ -72,13 +68,13 @@ def bench_dabs(image, affine, n: int = 300) -> dict:
         rules = EditRules(intensity=(-200, 400))
         centres = [(int(rng.integers(20, image.shape[0] - 20)), int(rng.integers(40, 470)), int(rng.integers(40, 470)))
                    for _ in range(n)]
-        times = []
+        times, changed = [], 0
         for i in range(0, n, 20):  # strokes of 20 dabs
             stroke = Stroke(history, labels, shape, 1, rules=rules, image=image)
             z, y, x = centres[i]
             for k in range(20):
                 t0 = time.perf_counter()
-                stroke.dab((z, y + k, x + k))
+                changed += stroke.dab((z, y + k, x + k)) is not None
                 times.append(time.perf_counter() - t0)
             stroke.finish()
         base = []
@@ -90,8 +86,9 @@ def bench_dabs(image, affine, n: int = 300) -> dict:
                 box, mask = brush_mask((z, y + k, x + k), shape, spacing)
                 array[box][mask] = 1
                 base.append(time.perf_counter() - t0)
-        out[name] = {"medvision": summary(times), "baseline_numpy_write": summary(base),
-                     "ratio_p95": round(pct(times, 95) / pct(base, 95), 2)}
+        out[name] = {"medvision": summary(times), "dabs_that_changed_voxels": changed,
+                     "baseline_numpy_write": summary(base),
+                     "ratio_p95": round(bench_viewer.pct(times, 95) / bench_viewer.pct(base, 95), 2)}
     return out
 
 

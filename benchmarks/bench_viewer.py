@@ -42,9 +42,9 @@ def pct(values, q) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
 
-def summary(values) -> dict:
-    return {"p50_ms": round(pct(values, 50), 2), "p95_ms": round(pct(values, 95), 2),
-            "max_ms": round(pct(values, 100), 2), "n": len(values)}
+def summary(values, digits: int = 2) -> dict:
+    return {"p50_ms": round(pct(values, 50), digits), "p95_ms": round(pct(values, 95), digits),
+            "max_ms": round(pct(values, 100), digits), "n": len(values)}
 
 
 # ---- 1 + 2: scroll and crosshair in the real window ---------------------------------------------

@@ -130,14 +130,14 @@ def _find_referenced_series(seg_path: Path, quiet: bool):
     return None
 
 
-def _cmd_convert_labels(args) -> int:
+def _cmd_convert_labels(args, source_is_seg: bool) -> int:
     from .io.labels import load_labels, save_labels
-    from .io.seg import is_seg, read_seg, write_seg
+    from .io.seg import read_seg, write_seg
     from .io.volumes import is_volume_file
 
     src, out = Path(args.path), Path(args.output)
     reference = _load_reference(args.reference, args.series, args.quiet) if args.reference else None
-    if is_seg(src):
+    if source_is_seg:
         if reference is None:
             reference = _find_referenced_series(src, args.quiet)
             if reference is None:
@@ -165,9 +165,9 @@ def _cmd_convert(args) -> int:
     from .io.seg import is_seg
     from .io.volumes import suffix_of
 
-    if args.reference or Path(args.output).suffix.lower() == ".dcm" or (
-            os.path.isfile(args.path) and is_seg(args.path)):
-        return _cmd_convert_labels(args)
+    source_is_seg = os.path.isfile(args.path) and is_seg(args.path)
+    if args.reference or source_is_seg or Path(args.output).suffix.lower() == ".dcm":
+        return _cmd_convert_labels(args, source_is_seg)
     volumes = _run(load_job(args.path, series=args.series, stack=None if args.stack is None else args.stack,
                             regularize=args.regularize, correct_tilt=not args.keep_tilt), args.quiet)
     out = Path(args.output)

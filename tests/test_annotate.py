@@ -238,6 +238,9 @@ def test_islands_on_real_labels(labels, totalseg):
     sizes = np.bincount(ids.ravel())[1:]
     # add a small island of spleen far away
     labels.array[0, 5:8, 5:8] = SPLEEN
+    labels.table[SPLEEN].locked = True  # a locked label is not cleaned up
+    assert not regions.keep_largest_island(history, labels, SPLEEN) and labels.array[0, 6, 6] == SPLEEN
+    labels.table[SPLEEN].locked = False
     assert regions.keep_largest_island(history, labels, SPLEEN)
     assert np.count_nonzero(labels.array == SPLEEN) == sizes.max()
     assert not labels.array[0, 5:8, 5:8].any()

@@ -57,17 +57,16 @@ def set_label_mask(history: History, labels: LabelMap, value: int, new_mask: np.
     """Make label ``value`` exactly ``new_mask`` inside ``box``: voxels added become ``value`` (where
     the rules allow), voxels dropped become background. One undo step."""
     rules = rules or EditRules()
+    if rules.respect_locks and value in labels.table and labels.table[value].locked:
+        return False  # a locked label neither grows nor shrinks
     current = labels.array[box]
     old = current == value
     add = new_mask & ~old
     drop = old & ~new_mask
     if not add.any() and not drop.any():
         return False
-    ok = allowed(labels, box, EditRules(inside=None, intensity=rules.intensity, respect_locks=rules.respect_locks))
-    if rules.inside is not None:  # growing may only take voxels of the masking label
-        ok_add = ok & (current == rules.inside)
-    else:
-        ok_add = ok
+    # voxels added must be free to change: not locked, and inside the masking label if one is set
+    ok_add = allowed(labels, box, EditRules(inside=rules.inside, respect_locks=rules.respect_locks))
     new = current.copy()
     new[add & ok_add] = value
     new[drop] = 0

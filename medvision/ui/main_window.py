@@ -55,7 +55,8 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self._loading_label = ""
         self._preview_shown = False
-        self._previous: tuple[Volume | None, object, str] | None = None
+        # what a failed or cancelled load goes back to: (volume, window, window name, reload_regular)
+        self._previous: tuple | None = None
         self._shown_frame = 0
         self._auto_maximised = False
         self._reload_regular = None  # reloads the DICOM series last opened, resampled to regular spacing
@@ -311,11 +312,12 @@ class MainWindow(QMainWindow):
 
     def _start_load(self, job, label: str, reload_regular=None) -> None:
         self._loading_label = label
-        self._reload_regular = reload_regular
         if not self._preview_shown:
             # what to go back to if this load fails or is cancelled: the last complete volume
             # (when a load replaces another still loading, its half-decoded preview is not kept)
-            self._previous = (self.viewer.volume, self.viewer.window, self.viewer.window_name)
+            self._previous = (self.viewer.volume, self.viewer.window, self.viewer.window_name,
+                              self._reload_regular)
+        self._reload_regular = reload_regular
         self._start(job, f"loading {label}", self._loaded, on_progress=self._load_progress)
 
     def _start(self, job, what: str, on_finished, on_progress=None) -> None:
@@ -368,7 +370,7 @@ class MainWindow(QMainWindow):
 
     def _restore_previous(self) -> None:
         if self._preview_shown and self._previous is not None:
-            volume, window, name = self._previous
+            volume, window, name, self._reload_regular = self._previous
             self.viewer.set_volume(volume, window=window if volume is not None else None, window_name=name)
         self._preview_shown = False
 
@@ -413,10 +415,16 @@ class MainWindow(QMainWindow):
         self._update_title()
         self.load_finished.emit(True)
 
-    def _show_warning_button(self) -> None:
+    def _warnings(self) -> list[str]:
+        """What the loader noticed about the complete volume on screen."""
         volume = self.viewer.volume
-        warnings = (volume.metadata.get("warnings") or []) if volume is not None else []
-        if not warnings or volume.metadata.get("partial"):
+        if volume is None or volume.metadata.get("partial"):
+            return []
+        return list(volume.metadata.get("warnings") or [])
+
+    def _show_warning_button(self) -> None:
+        warnings = self._warnings()
+        if not warnings:
             self.warning_button.hide()
             return
         self.warning_button.setText(f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}")
@@ -426,8 +434,7 @@ class MainWindow(QMainWindow):
     def show_warnings(self) -> None:
         """What the loader noticed about the data on screen (spacing, tilt, missing tags ...); a
         series with irregular slice spacing can be resampled onto a regular grid from here."""
-        volume = self.viewer.volume
-        warnings = (volume.metadata.get("warnings") or []) if volume is not None else []
+        warnings = self._warnings()
         if not warnings:
             return
         irregular = any(w.startswith("non-uniform slice spacing") and "resampled" not in w for w in warnings)
