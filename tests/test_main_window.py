@@ -197,6 +197,27 @@ def test_several_dropped_dicom_files_open_as_one_set_and_one_file_opens_its_seri
     assert f"Im {instance}" in window.header_view.title_label.text()
 
 
+def test_a_series_whose_indexed_copy_was_deleted_loads_from_the_copy_left(qtbot, window, tmp_path):
+    import shutil
+
+    write_series(tmp_path / "a" / "s", 10)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the same study copied to another folder
+    assert _open(qtbot, window, tmp_path)
+    shutil.rmtree(tmp_path / "a")  # one copy removed after it was indexed
+    [series] = window.index.contents().all_series(images_only=True)
+    assert len(series.files) == 20
+    with qtbot.waitSignal(window.load_finished, timeout=60_000) as sig:
+        window.open_series(series)
+    assert sig.args == [True] and window.viewer.volume.shape[0] == 10
+    assert not window.viewer.volume.metadata.get("warnings")  # nothing "damaged": the gone files are skipped
+    [series] = window.index.contents().all_series(images_only=True)
+    assert len(series.files) == 10  # and forgotten
+    shutil.rmtree(tmp_path / "b")
+    with qtbot.waitSignal(window.load_finished, timeout=60_000) as sig:
+        window.open_series(series)
+    assert sig.args == [False] and "gone" in window.last_error
+
+
 def test_irregular_spacing_warning_stays_and_offers_resampling(qtbot, window, tmp_path):
     positions = [np.array([0.0, 0.0, z]) for z in (0, 2, 4, 6, 10, 12, 14, 16)]
     write_series(tmp_path / "gap", 8, positions=positions)

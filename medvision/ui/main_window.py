@@ -305,9 +305,22 @@ class MainWindow(QMainWindow):
             self.report_error(f"{series.label()} is a {series.kind} object, not an image series")
             self.load_finished.emit(False)
             return
+        # files indexed earlier may have been moved or deleted since (a copied study removed): the
+        # index forgets them, and the series loads from the files that are still there
+        gone = [ref for ref in series.files if not os.path.exists(ref.path)]
+        files = [ref for ref in series.files if os.path.exists(ref.path)] if gone else series.files
+        if gone:
+            self.index.forget(*gone)
+            self.browser.refresh()
+            log.info("%s: %d indexed files are gone and were forgotten", series.label(), len(gone))
+            if not files:
+                self.report_error(f"{series.label()}: its files are gone (moved or deleted since they were "
+                                  "indexed); open the folder where they are now")
+                self.load_finished.emit(False)
+                return
         self.browser.select_series(series.key)
-        self._start_load(load_series_job(series.files), series.label(),
-                         reload_regular=lambda: self._start_load(load_series_job(series.files, regularize=True),
+        self._start_load(load_series_job(files), series.label(),
+                         reload_regular=lambda: self._start_load(load_series_job(files, regularize=True),
                                                                  series.label()))
 
     def _start_load(self, job, label: str, reload_regular=None) -> None:
