@@ -108,14 +108,19 @@ def _load_reference(path: str, series, quiet: bool):
     return _run(load_job(path, series=series), quiet)[0]
 
 
-def _find_referenced_series(seg_path: Path, quiet: bool):
-    """The image series a SEG references, looked for in the SEG's own folder (and below it)."""
-    import pydicom
-
+def _find_referenced_series(seg_path: Path, quiet: bool, rtstruct: bool = False):
+    """The image series a SEG (or an RTSTRUCT) references, looked for in its own folder (and below it)."""
     from .io.dicom.index import DicomIndex
 
-    ds = pydicom.dcmread(seg_path, stop_before_pixels=True)
-    wanted = {str(item.SeriesInstanceUID) for item in getattr(ds, "ReferencedSeriesSequence", [])}
+    if rtstruct:
+        from .io.rtstruct import referenced_series_uids
+
+        wanted = set(referenced_series_uids(seg_path))
+    else:
+        import pydicom
+
+        ds = pydicom.dcmread(seg_path, stop_before_pixels=True)
+        wanted = {str(item.SeriesInstanceUID) for item in getattr(ds, "ReferencedSeriesSequence", [])}
     if not wanted:
         return None
     index = DicomIndex()
@@ -130,8 +135,9 @@ def _find_referenced_series(seg_path: Path, quiet: bool):
     return None
 
 
-def _cmd_convert_labels(args, source_is_seg: bool) -> int:
+def _cmd_convert_labels(args, source_is_seg: bool, source_is_rtstruct: bool = False) -> int:
     from .io.labels import load_labels, save_labels
+    from .io.rtstruct import read_rtstruct
     from .io.seg import read_seg, write_seg
     from .io.volumes import is_volume_file
 
@@ -144,10 +150,17 @@ def _cmd_convert_labels(args, source_is_seg: bool) -> int:
                 print(f"note: the series {src.name} references was not found beside it; the labels keep the "
                       "SEG's own grid (give it with --reference)", file=sys.stderr)
         labels = read_seg(src, reference)
+    elif source_is_rtstruct:
+        if reference is None:
+            reference = _find_referenced_series(src, args.quiet, rtstruct=True)
+            if reference is None:
+                raise SystemExit(f"medvision: {src.name} is an RT structure set (contours, not voxels): the series "
+                                 "it was drawn on was not found beside it; give it with --reference SERIES")
+        labels = read_rtstruct(src, reference)
     elif is_volume_file(src):
         labels = load_labels(src, reference)
     else:
-        raise SystemExit(f"medvision: {src} is neither a DICOM SEG nor a NIfTI/NRRD/MHA label file")
+        raise SystemExit(f"medvision: {src} is neither a DICOM SEG or RTSTRUCT nor a NIfTI/NRRD/MHA label file")
     if out.suffix.lower() == ".dcm":
         if reference is None:
             raise SystemExit("medvision: writing a DICOM SEG needs the image series it refers to: --reference SERIES")
@@ -157,17 +170,21 @@ def _cmd_convert_labels(args, source_is_seg: bool) -> int:
     placed = f", {labels.placement} onto the reference" if reference is not None else ""
     print(f"wrote {out}: {len(labels.present_values())} labels, {labels.shape[2]}x{labels.shape[1]}x"
           f"{labels.shape[0]}{placed}")
+    for w in labels.metadata.get("warnings", []):
+        print(f"  warning: {w}", file=sys.stderr)
     return 0
 
 
 def _cmd_convert(args) -> int:
     from .io import load_job, save
+    from .io.rtstruct import is_rtstruct
     from .io.seg import is_seg
     from .io.volumes import suffix_of
 
     source_is_seg = os.path.isfile(args.path) and is_seg(args.path)
-    if args.reference or source_is_seg or Path(args.output).suffix.lower() == ".dcm":
-        return _cmd_convert_labels(args, source_is_seg)
+    source_is_rtstruct = not source_is_seg and os.path.isfile(args.path) and is_rtstruct(args.path)
+    if args.reference or source_is_seg or source_is_rtstruct or Path(args.output).suffix.lower() == ".dcm":
+        return _cmd_convert_labels(args, source_is_seg, source_is_rtstruct)
     volumes = _run(load_job(args.path, series=args.series, stack=None if args.stack is None else args.stack,
                             regularize=args.regularize, correct_tilt=not args.keep_tilt), args.quiet)
     out = Path(args.output)
@@ -210,9 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("convert", help="convert DICOM to NIfTI/NRRD/MHA, between volume formats, or labels "
-                                       "to and from DICOM SEG")
-    p.add_argument("path", help="DICOM folder, zip, DICOMDIR or file; a NIfTI/NRRD/MHA file; or a DICOM SEG")
+    p = sub.add_parser("convert", help="convert DICOM to NIfTI/NRRD/MHA, between volume formats, labels "
+                                       "to and from DICOM SEG, or a DICOM RTSTRUCT to labels")
+    p.add_argument("path", help="DICOM folder, zip, DICOMDIR or file; a NIfTI/NRRD/MHA file; a DICOM SEG or "
+                                "RTSTRUCT")
     p.add_argument("-o", "--output", required=True,
                    help="output file: .nii.gz, .nii, .nrrd, .mha, .mhd; .dcm writes labels as a DICOM SEG")
     p.add_argument("--series", help="series to convert when PATH holds several: UID, series number or @N from `info`")
@@ -223,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-tilt", action="store_true", help="keep gantry tilt as a sheared grid (no correction)")
     p.add_argument("--reference", metavar="SERIES",
                    help="labels: the image series (folder, zip, file) they lie on; needed to write a DICOM SEG "
-                        "(-o OUT.dcm), and places labels read from a SEG or a volume file onto its grid")
+                        "(-o OUT.dcm), and places labels read from a SEG, an RTSTRUCT or a volume file onto its "
+                        "grid (a SEG's or RTSTRUCT's series is otherwise looked for beside it)")
     p.add_argument("--description", help="labels: the SEG's series description (default Labels)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_convert)

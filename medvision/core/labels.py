@@ -191,6 +191,8 @@ class LabelMap:
         self.name = name
         #: how the labels reached this grid when read from a file ("same grid", "resampled", ...)
         self.placement = ""
+        #: what a reader has to say about them (``warnings``: a list of lines for the user, ...)
+        self.metadata: dict[str, Any] = {}
 
     @classmethod
     def empty_like(cls, volume, table: LabelTable | None = None, name: str = "Labels") -> LabelMap:
@@ -216,7 +218,9 @@ class LabelMap:
         return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
 
     def copy(self) -> LabelMap:
-        return LabelMap(self.array.copy(), self.affine.copy(), self.table.copy(), self.name)
+        out = LabelMap(self.array.copy(), self.affine.copy(), self.table.copy(), self.name)
+        out.metadata = dict(self.metadata)
+        return out
 
     def __repr__(self) -> str:
         return f"LabelMap({self.name!r}, shape={self.shape}, {len(self.table)} labels, dtype={self.array.dtype})"

@@ -119,8 +119,22 @@ def onto_grid(array: np.ndarray, affine: np.ndarray, reference: Volume) -> tuple
 def load_labels(path: str | os.PathLike, reference: Volume | None = None,
                 table: LabelTable | None = None) -> LabelMap:
     """Read a label file; with ``reference``, the labels come back on its grid (see
-    :func:`onto_grid`; a resampling is logged and recorded in ``lm.placement``)."""
+    :func:`onto_grid`; a resampling is logged and recorded in ``lm.placement``).
+
+    DICOM SEG and RTSTRUCT files are read too (an RTSTRUCT needs ``reference``: the series its
+    contours were drawn on)."""
     path = Path(path)
+    if path.is_file() and path.suffix.lower() not in (".gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        from .rtstruct import is_rtstruct, read_rtstruct
+        from .seg import is_seg, read_seg
+
+        if is_seg(path):
+            return read_seg(path, reference)
+        if is_rtstruct(path):
+            if reference is None:
+                raise UnsupportedDataError(f"{path}: an RT structure set is read onto the image series it was "
+                                           "drawn on: open that series first")
+            return read_rtstruct(path, reference)
     volume = read_volume(path)
     if volume.is_4d:
         raise UnsupportedDataError(f"{path}: a 4D image is not a label map")
