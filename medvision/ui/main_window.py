@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from ..core.jobs import Progress
 from ..core.volume import Volume
 from ..io.dicom.index import DicomIndex, ScanResult, SeriesInfo
+from .annotating import AnnotationControls
 from .controls import ViewControls
 from .header_view import DicomHeaderView
 from .jobs import JobRunner
@@ -69,6 +70,10 @@ class MainWindow(QMainWindow):
         self.views = ViewsArea(self.viewer, self)
         self.setCentralWidget(self.views)
         self._build_docks()
+        self.annotating = AnnotationControls(self)
+        self.annotating.build_docks()
+        self.load_finished.connect(self.annotating.after_load)
+        self._loading_source: tuple[str, str | None] | None = None
         self._build_status_bar()
         self.controls = ViewControls(self)
         self.controls.build()
@@ -102,6 +107,7 @@ class MainWindow(QMainWindow):
             gc.freeze()
             # background jobs run Python threads too: hand the GIL back to the event loop sooner
             sys.setswitchinterval(0.001)
+            QTimer.singleShot(0, self.annotating.offer_recovery)
 
     # ---- construction ---------------------------------------------------------------------
     def _build_docks(self) -> None:
@@ -190,6 +196,8 @@ class MainWindow(QMainWindow):
             view_menu.addAction(dock.toggleViewAction())
         self.header_dock.toggleViewAction().setShortcut("Ctrl+H")
 
+        self.annotating.build_menus(menu, file_menu, view_menu)
+
         window_menu = menu.addMenu("&Window")
         self.controls.fill_window_menu(window_menu)
 
@@ -249,12 +257,13 @@ class MainWindow(QMainWindow):
             if len(paths) > 1:
                 log.info("%d items opened together; showing %s (one image at a time)", len(paths), volume_files[0])
             self.browser.tree.clearSelection()  # the series list no longer shows what is open
-            self._start_load(load_job(volume_files[0]), os.path.basename(volume_files[0]))
+            self._start_load(load_job(volume_files[0]), os.path.basename(volume_files[0]),
+                             source=(volume_files[0], None))
             return
         if len(paths) == 1 and os.path.isfile(first) and not _is_dicom_collection(first):
             if not has_dicom_preamble(first):
                 # not a Part 10 file: read it alone, which explains what it is if it cannot be read
-                self._start_load(load_job(first), os.path.basename(first))
+                self._start_load(load_job(first), os.path.basename(first), source=(first, None))
                 return
             # one DICOM file: its series is the files beside it that share its Series Instance UID
             folder = os.path.dirname(first)
@@ -319,12 +328,19 @@ class MainWindow(QMainWindow):
                 self.load_finished.emit(False)
                 return
         self.browser.select_series(series.key)
-        self._start_load(load_series_job(files), series.label(),
+        folders = {os.path.dirname(ref.path) for ref in files}
+        source = (folders.pop() if len(folders) == 1 else os.path.commonpath(list(folders)), series.uid or None)
+        self._start_load(load_series_job(files), series.label(), source=source,
                          reload_regular=lambda: self._start_load(load_series_job(files, regularize=True),
-                                                                 series.label()))
+                                                                 series.label(), source=source))
 
-    def _start_load(self, job, label: str, reload_regular=None) -> None:
+    def _start_load(self, job, label: str, reload_regular=None, source: tuple[str, str | None] | None = None) -> None:
+        if not self.annotating.confirm_discard("open another image"):
+            job.close()
+            self.load_finished.emit(False)
+            return
         self._loading_label = label
+        self._loading_source = source
         if not self._preview_shown:
             # what to go back to if this load fails or is cancelled: the last complete volume
             # (when a load replaces another still loading, its half-decoded preview is not kept)
@@ -415,6 +431,7 @@ class MainWindow(QMainWindow):
                                    window_name=self.viewer.window_name, keep_cursor=True)
         else:
             self.viewer.set_volume(volume)
+        self.annotating.annotation.source = self._loading_source
         self._preview_shown = False
         warnings = volume.metadata.get("warnings") or []
         message = f"opened {self._loading_label}: {volume.shape[2]}x{volume.shape[1]}x{volume.shape[0]}"
@@ -602,7 +619,11 @@ class MainWindow(QMainWindow):
             return
         meta = volume.metadata
         parts = [str(meta.get(k)) for k in ("patient_name", "modality", "description") if meta.get(k)]
-        self.setWindowTitle(" - ".join(parts + ["medvision"]) if parts else f"{self._loading_label} - medvision")
+        title = " - ".join(parts + ["medvision"]) if parts else f"{self._loading_label} - medvision"
+        ann = self.annotating.annotation
+        if ann.labels is not None:
+            title = ("* " if ann.dirty else "") + (f"[{ann.case_id}] " if ann.case_id else "") + title
+        self.setWindowTitle(title)
 
     # ---- screenshots, help, closing ---------------------------------------------------------
     def choose_screenshot(self) -> None:
@@ -634,6 +655,9 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About medvision", f"medvision {__version__}\nA radiology workstation.")
 
     def closeEvent(self, event) -> None:
+        if not self.annotating.closing():
+            event.ignore()
+            return
         if self.runner is not None and self.runner.running:
             self.runner.cancel()
         self.settings.layout = self.views.chosen_layout

@@ -39,8 +39,22 @@ class _SliceViewBox(pg.ViewBox):
         super().__init__(lockAspect=True, invertY=True, enableMenu=False, enableMouse=True)
         self.owner = owner
         self._wl_origin = None
+        self._tool_drag = False
+
+    def _tool(self, ev):
+        """The annotation tool when it takes this left-button event (Shift+left is the crosshair)."""
+        tool = self.owner.tool
+        if (tool is None or ev.button() != Qt.MouseButton.LeftButton or self.owner.viewer.grid is None
+                or ev.modifiers() & Qt.KeyboardModifier.ShiftModifier):
+            return None
+        return tool
 
     def mouseClickEvent(self, ev) -> None:
+        tool = self._tool(ev)
+        if tool is not None and tool.click(self.owner, self.owner.index_at(ev.scenePos()), ev.modifiers(),
+                                           ev.double()):
+            ev.accept()
+            return
         if ev.button() == Qt.MouseButton.LeftButton:
             ev.accept()
             if ev.double():
@@ -52,6 +66,17 @@ class _SliceViewBox(pg.ViewBox):
 
     def mouseDragEvent(self, ev, axis=None) -> None:
         button = ev.button()
+        tool = self._tool(ev)
+        if tool is not None:
+            if ev.isStart():
+                self._tool_drag = tool.press(self.owner, self.owner.index_at(ev.buttonDownScenePos()), ev.modifiers())
+            if self._tool_drag:
+                ev.accept()
+                tool.drag(self.owner, self.owner.index_at(ev.scenePos()))
+                if ev.isFinish():
+                    self._tool_drag = False
+                    tool.release(self.owner, self.owner.index_at(ev.scenePos()))
+                return
         if button == Qt.MouseButton.LeftButton:
             ev.accept()
             self.owner._set_cursor_at(self.mapSceneToView(ev.scenePos()))
@@ -72,6 +97,10 @@ class _SliceViewBox(pg.ViewBox):
             ev.ignore()
 
     def wheelEvent(self, ev, axis=None) -> None:
+        tool = self.owner.tool
+        if tool is not None and tool.wheel(self.owner, ev.delta(), ev.modifiers()):
+            ev.accept()
+            return
         if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
             super().wheelEvent(ev, axis)
             self.owner.viewport().update()
@@ -101,6 +130,9 @@ class SliceView(pg.GraphicsView):
         self.last_paint = 0.0
         self._wheel_rest = 0
         self._shown_slice: int | None = None
+        #: the annotation tool taking left-button events, wheel with modifiers and keys (or None)
+        self.tool = None
+        self.mouse_scene_pos: QPointF | None = None
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(120, 120)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -124,6 +156,7 @@ class SliceView(pg.GraphicsView):
         viewer.window_changed.connect(self.refresh_image)
         viewer.display_changed.connect(self._on_display_changed)
         viewer.data_updated.connect(self.refresh_image)
+        viewer.layers_updated.connect(self._on_layers_updated)
         self._on_volume_changed()
 
     # ---- rendering ------------------------------------------------------------------------
@@ -181,6 +214,18 @@ class SliceView(pg.GraphicsView):
         # the same pass as the changed items (a separate viewport update would paint twice)
         self.scene().update()
 
+    def _on_layers_updated(self, box) -> None:
+        grid = self.viewer.grid
+        if grid is None or self._shown_slice is None:
+            return
+        if box is not None:
+            axis = self.viewer.array_axis(self.plane)
+            k = int(self.viewer.array_index(self.viewer.cursor)[axis])
+            if not box[axis].start <= k < box[axis].stop:
+                return  # the change is on other slices
+        self._refresh_overlays(self._shown_slice, self.image_rect())
+        self.scene().update()
+
     def _refresh_overlays(self, index: int, rect: QRectF) -> None:
         layers = [la for la in self.viewer.layers if la.visible]
         while len(self.overlays) < len(layers):
@@ -189,7 +234,12 @@ class SliceView(pg.GraphicsView):
             self.vb.addItem(item)
             self.overlays.append(item)
         for item, layer in zip(self.overlays, layers, strict=False):
-            labels = np.ascontiguousarray(self.viewer.grid.image(self.plane, index, layer.array))
+            if layer.image_fn is not None:
+                labels = np.ascontiguousarray(layer.image_fn(self.plane, index))
+            else:
+                labels = np.ascontiguousarray(self.viewer.grid.image(self.plane, index, layer.array))
+            if layer.outline:
+                labels = _outline(labels)
             item.setImage(labels, lut=layer.lut, levels=(0, len(layer.lut) - 1), autoLevels=False)
             item.setRect(rect)
             item.setOpacity(layer.opacity)
@@ -228,10 +278,32 @@ class SliceView(pg.GraphicsView):
         if self.viewer.grid is not None:
             self.viewer.set_cursor(self._screen_index(pos))
 
+    def index_at(self, scene_pos) -> np.ndarray:
+        """The display index (x, y, z; floats, pixel centres whole) under a scene position."""
+        return self._screen_index(self.vb.mapSceneToView(scene_pos))
+
+    def viewport_point(self, ijk) -> QPointF:
+        """Where the display index ``ijk`` (its in-plane position) lies in viewport pixels."""
+        grid = self.viewer.grid
+        point = grid.to_screen(self.plane, ijk)
+        rh, cw = grid.pixel_size(self.plane)
+        scene = self.vb.mapViewToScene(QPointF((point.col + 0.5) * cw, (point.row + 0.5) * rh))
+        return QPointF(self.mapFromScene(scene))
+
+    def pixels_per_mm(self) -> float:
+        size = self.vb.viewPixelSize()[0]
+        return 1.0 / size if size and math.isfinite(size) else 1.0
+
+    def current_slice(self) -> int:
+        return int(self.viewer.cursor[self.viewer.grid.slice_axis(self.plane)])
+
     def _on_mouse_moved(self, scene_pos) -> None:
         if self.viewer.grid is None:
             return
+        self.mouse_scene_pos = QPointF(scene_pos)
         ijk = self._screen_index(self.vb.mapSceneToView(scene_pos))
+        if self.tool is not None:
+            self.tool.hover(self, ijk)
         inside = np.all(ijk > -0.5) and np.all(ijk < np.asarray(self.viewer.grid.shape_xyz) - 0.5)
         self.hovered.emit(np.rint(ijk).astype(int) if inside else None)
 
@@ -247,6 +319,9 @@ class SliceView(pg.GraphicsView):
 
     def leaveEvent(self, ev) -> None:
         super().leaveEvent(ev)
+        self.mouse_scene_pos = None
+        if self.tool is not None:
+            self.tool.hover(self, None)
         self.hovered.emit(None)  # the status bar goes back to the cursor's position and value
 
     def _wheel_steps(self, delta: int) -> int:
@@ -260,6 +335,8 @@ class SliceView(pg.GraphicsView):
         key = ev.key()
         if grid is None:
             return super().keyPressEvent(ev)
+        if self.tool is not None and self.tool.key(self, ev):
+            return None
         page = max(1, grid.n_slices(self.plane) // 10)
         moves = {Qt.Key.Key_Up: 1, Qt.Key.Key_Right: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_Left: -1,
                  Qt.Key.Key_PageUp: page, Qt.Key.Key_PageDown: -page}
@@ -300,6 +377,15 @@ class SliceView(pg.GraphicsView):
                                  "Open a study: File \N{RIGHTWARDS ARROW} Open, or drop a folder or file here")
                 painter.restore()
             return
+        if self.viewer.decorations or self.tool is not None:
+            painter.save()
+            painter.resetTransform()
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            for item in self.viewer.decorations:
+                item.paint(self, painter)
+            if self.tool is not None:
+                self.tool.paint(self, painter)
+            painter.restore()
         if not self.show_annotations:
             return
         # The annotations are painted once into an image and reused while they do not change: a
@@ -396,6 +482,16 @@ class SliceView(pg.GraphicsView):
 
 
 _SHADOW = QColor(0, 0, 0, 220)
+
+
+def _outline(labels: np.ndarray) -> np.ndarray:
+    """Only the border pixels of each value's regions (a pixel whose 4-neighbour differs)."""
+    edge = np.zeros(labels.shape, bool)
+    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    return np.where(edge, labels, 0)
 
 
 def _text(painter: QPainter, where, flags, text: str, colour: QColor) -> None:

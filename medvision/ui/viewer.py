@@ -7,6 +7,7 @@ The slice views, the 3D view, the status bar and the header viewer all subscribe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,13 +23,19 @@ log = logging.getLogger(__name__)
 @dataclass
 class Layer:
     """An overlay on the volume's grid: integer ``array`` ``(z, y, x)`` coloured by ``lut``
-    (``(N, 4)`` uint8 RGBA, entry 0 normally transparent)."""
+    (``(N, 4)`` uint8 RGBA, entry 0 normally transparent).
+
+    ``outline`` draws only the borders of each value's regions. ``image_fn(plane, index)``, when
+    given, computes the layer's screen image of a slice instead (a live preview, e.g. a
+    threshold); ``array`` is then only its shape's reference."""
 
     name: str
     array: np.ndarray
     lut: np.ndarray
     opacity: float = 0.5
     visible: bool = True
+    outline: bool = False
+    image_fn: Callable[[str, int], np.ndarray] | None = None
 
 
 class Viewer(QObject):
@@ -40,6 +47,8 @@ class Viewer(QObject):
     window_changed = Signal()
     display_changed = Signal()  # invert, interpolation, frame, layers
     data_updated = Signal()  # voxels changed in place (a volume still loading)
+    #: overlay voxels changed: the box ``(z, y, x)`` slices on the volume's grid, or None for all
+    layers_updated = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -52,6 +61,9 @@ class Viewer(QObject):
         self.invert = False
         self.interpolate = False
         self.layers: list[Layer] = []
+        #: things painted over every slice view (measurements, tool previews): objects with a
+        #: ``paint(view, painter)`` method, called in viewport pixels after the view's own text
+        self.decorations: list = []
         #: True when the last set_volume kept the grid and cursor (a reload): views keep their zoom
         self.kept_grid = False
 
@@ -169,3 +181,20 @@ class Viewer(QObject):
     def remove_layer(self, name: str) -> None:
         self.layers = [la for la in self.layers if la.name != name]
         self.display_changed.emit()
+
+    def layer(self, name: str) -> Layer | None:
+        return next((la for la in self.layers if la.name == name), None)
+
+    def notify_layers(self, box=None) -> None:
+        """Overlay voxels (or a layer's colours) changed; ``box``: where, on the volume's grid."""
+        self.layers_updated.emit(box)
+
+    def array_index(self, ijk) -> np.ndarray:
+        """Display index (x, y, z) -> index ``(z, y, x)`` into the volume's arrays (floats stay floats)."""
+        assert self.grid is not None
+        return self.grid.to_volume_index(np.asarray(ijk))[::-1].copy()
+
+    def array_axis(self, plane: str) -> int:
+        """The array axis (0 z, 1 y, 2 x) across which ``plane``'s slices are cut."""
+        assert self.grid is not None
+        return 2 - self.grid.perm[self.grid.slice_axis(plane)]

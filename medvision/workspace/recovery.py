@@ -65,9 +65,10 @@ class RecoverySlot:
     """The autosave slot of one label map being edited in this process."""
 
     def __init__(self, image_source: str, *, target: str | None = None, project: str | None = None,
-                 case: str | None = None, root: Path | None = None) -> None:
+                 case: str | None = None, series: str | None = None, root: Path | None = None) -> None:
         self.dir = (root or recovery_root()) / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.image_source, self.target, self.project, self.case = image_source, target, project, case
+        self.series = series  # the Series Instance UID of a DICOM image source
         self.saved_version: int | None = None
         self.saved_at: float | None = None
 
@@ -76,6 +77,7 @@ class RecoverySlot:
         self.dir.mkdir(parents=True, exist_ok=True)
         save_labels(labels, self.dir / "labels.nii.gz", fast=True)
         state = {"pid": os.getpid(), "pid_started": _start_time(os.getpid()), "image": self.image_source,
+                 "series": self.series,
                  "target": self.target, "project": self.project,
                  "case": self.case, "version": version, "saved_at": time.time(),
                  "saved": time.strftime("%Y-%m-%d %H:%M:%S"), "labels_name": labels.name}
