@@ -8,6 +8,8 @@ a radius of 10 voxels is the same on every axis) with a uint8 label map:
   (no rules, no undo), measured in the same run;
 * region growing (connected threshold from a seed in the liver) on 512x512x300; baseline:
   SimpleITK's ConnectedThreshold called directly on the same array;
+* brush strokes in the real window (offscreen): mouse move to repainted view, against the same
+  drag with the Navigate tool (the crosshair following the mouse in three views);
 * undo history after 200 brush strokes (20 dabs each, 2D and 3D mixed): bytes held by the history,
   and the process's resident memory growth.
 
@@ -17,8 +19,10 @@ a radius of 10 voxels is the same on every axis) with a uint8 label map:
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -141,7 +145,83 @@ def bench_history(image, affine, strokes: int = 200) -> dict:
             "target": "< 1024 MB", "seconds": round(elapsed, 2), "spacing_mm": [round(float(s), 3) for s in spacing]}
 
 
+def bench_brush_ui(slices: int = 300, moves: int = 150) -> dict:
+    """Brush strokes in the real window (offscreen, 2x2 layout): time from a mouse move to the
+    axial view repainted with the new paint. Baseline: the same drag with the Navigate tool (the
+    crosshair follows the mouse and all three views repaint), in the same window and run."""
+    from PySide6.QtCore import QPointF, Qt
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+
+    from medvision.core.volume import Volume
+    from medvision.ui.main_window import MainWindow
+    from medvision.ui.settings import Settings
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ["MEDVISION_NO_DIALOGS"] = "1"
+    os.environ["MEDVISION_HOME"] = tempfile.mkdtemp(prefix="medvision-bench-")  # autosaves go there
+    app = QApplication.instance() or QApplication([])
+    ct = bench_viewer.big_ct(slices)
+    settings = Settings()
+    settings.save = lambda: None
+    window = MainWindow(settings)
+    window.resize(1600, 1000)
+    window.set_layout("2x2")
+    window.show()
+    app.processEvents()
+    window.viewer.set_volume(Volume(ct.array, ct.affine, ct.frame_of_reference_uid, dict(ct.metadata)))
+    for _ in range(20):
+        app.processEvents()
+    panel, ann = window.annotating.panel, window.annotating.annotation
+    axial = window.views.slice_views["axial"]
+    vp = axial.viewport()
+
+    def send(kind, pos, buttons) -> None:
+        glob = QPointF(vp.mapToGlobal(pos.toPoint()))
+        button = Qt.MouseButton.LeftButton if kind != QMouseEvent.Type.MouseMove else Qt.MouseButton.NoButton
+        app.sendEvent(vp, QMouseEvent(kind, pos, glob, button, buttons, Qt.KeyboardModifier.NoModifier))
+
+    def strokes(views) -> list[float]:
+        times = []
+        rng = np.random.default_rng(1)
+        for _stroke in range(moves // 30):
+            y = rng.uniform(0.3, 0.7) * vp.height()
+            x0 = 0.25 * vp.width()
+            send(QMouseEvent.Type.MouseButtonPress, QPointF(x0, y), Qt.MouseButton.LeftButton)
+            for i in range(1, 31):
+                time.sleep(0.012)  # pyqtgraph drops moves less than 10 ms apart
+                pos = QPointF(x0 + i * 0.016 * vp.width(), y + 3 * np.sin(i / 3))
+                t0 = time.perf_counter()
+                send(QMouseEvent.Type.MouseMove, pos, Qt.MouseButton.LeftButton)
+                dt = bench_viewer._wait_painted(app, views, t0)
+                if i > 2:  # the drag starts after a few pixels
+                    times.append(dt)
+            send(QMouseEvent.Type.MouseButtonRelease, pos, Qt.MouseButton.NoButton)
+            app.processEvents()
+        return times
+
+    result = {}
+    panel.set_tool("navigate")
+    result["baseline_crosshair_drag"] = summary(strokes(list(window.views.slice_views.values())))
+    panel.set_tool("paint")
+    tool = panel.tools["paint"]
+    tool.set_radius(10 * float(window.viewer.grid.spacing[0]))  # 10 pixels
+    result["paint_2d_radius_10px"] = summary(strokes([axial]))
+    result["paint_steps_in_history"] = len(ann.history.undo_stack)
+    result["ratio_p95"] = round(result["paint_2d_radius_10px"]["p95_ms"]
+                                / result["baseline_crosshair_drag"]["p95_ms"], 2)
+    result["view_px"] = [vp.width(), vp.height()]
+    ann.discard_recovery()
+    ann.history.version = ann.saved_version  # the window closes without asking
+    window.close()
+    app.processEvents()
+    return result
+
+
 def main() -> None:
+    print("== brush in the window (512x512x300, 2x2 layout)", flush=True)
+    ui = bench_brush_ui()
+    print(json.dumps(ui, indent=1), flush=True)
     image, affine = big_ct(600)
     result = {"machine_cpus": __import__("os").cpu_count()}
     print("== brush dabs (512x512x600)", flush=True)
@@ -163,6 +243,10 @@ def main() -> None:
           f"  ratio {g['ratio']}")
     print(f"undo history after {h['strokes']} strokes: {h['history_mb']} MB held, process grew {h['rss_growth_mb']} MB"
           f" [<1024] (label map itself {h['label_map_mb']} MB)")
+    print(f"brush stroke in the window: move -> repainted p50 {ui['paint_2d_radius_10px']['p50_ms']} ms  p95 "
+          f"{ui['paint_2d_radius_10px']['p95_ms']} ms   baseline crosshair drag p95 "
+          f"{ui['baseline_crosshair_drag']['p95_ms']} ms  ratio {ui['ratio_p95']}")
+    result["brush_ui"] = ui
     out = HERE / "out"
     out.mkdir(exist_ok=True)
     (out / "annotate.json").write_text(json.dumps(result, indent=1))

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QStackedWidget,
@@ -134,6 +135,7 @@ class AnnotationPanel(QWidget):
             self.option_pages[name] = page
             self.options.addWidget(page)
         layout.addWidget(self.options)
+        self._show_options("navigate")
         self.hint = QLabel("")
         self.hint.setWordWrap(True)
         self.hint.setStyleSheet("color: #888;")
@@ -298,7 +300,7 @@ class AnnotationPanel(QWidget):
             view.viewport().update()
         self.tool.activate()
         self.tool_buttons[name].setChecked(True)
-        self.options.setCurrentWidget(self.option_pages[name])
+        self._show_options(name)
         hints = {
             "navigate": "Left: crosshair. Right drag: window. Middle drag: pan. Wheel: slices.",
             "paint": "Drag to paint. Shift+wheel or [ ]: size. Shift+left: crosshair. Ctrl+Z: undo.",
@@ -311,6 +313,14 @@ class AnnotationPanel(QWidget):
         self.hint.setText(hints.get(name, ""))
         if name == "threshold":
             self._sync_options()
+
+    def _show_options(self, name: str) -> None:
+        # the stack takes the height of the page shown, not of its tallest page
+        for page_name, page in self.option_pages.items():
+            policy = QSizePolicy.Policy.Preferred if page_name == name else QSizePolicy.Policy.Ignored
+            page.setSizePolicy(policy, policy)
+        self.options.setCurrentWidget(self.option_pages[name])
+        self.options.adjustSize()
 
     def install_shortcuts(self, window) -> None:
         """Tool keys, active while a slice view has the focus (typing in a field is not stolen)."""
@@ -428,6 +438,10 @@ class AnnotationPanel(QWidget):
             self.tool.deactivate()
             self.tool.activate()
         self.threshold.suggest_range()
+        if not self.range_check.isChecked():  # the paint range starts as the window on screen
+            w = self.viewer.window
+            self.range_low.setValue(w.center - w.width / 2)
+            self.range_high.setValue(w.center + w.width / 2)
         self.label_table.refresh()
         self._sync_enabled()
 
