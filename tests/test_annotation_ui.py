@@ -323,3 +323,54 @@ def test_worklist_case_flow(qtbot, window, tmp_path):
     assert reopened.labels_path(reopened.case(case.id)).exists()
     assert reopened.datalist()["training"][0]["case"] == case.id
     assert not ann.dirty
+
+
+def test_tools_in_coronal_and_sagittal_views_land_on_the_voxels_under_the_mouse(qtbot, ct):
+    window = ct
+    ann, panel = window.annotating.annotation, window.annotating.panel
+    viewer = window.viewer
+    window.set_layout("1x3")
+    QApplication.processEvents()
+    panel.set_tool("paint")
+    panel.tools["paint"].set_radius(0.3)  # one voxel
+    for plane, ijk in (("coronal", [300, 256, 7]), ("sagittal", [256, 200, 13])):
+        view = window.views.slice_views[plane]
+        viewer.set_cursor(ijk)
+        before = int((ann.labels.array > 0).sum()) if ann.labels is not None else 0
+        click(view.viewport(), _point(view, ijk))
+        z, y, x = (int(v) for v in viewer.array_index(ijk))
+        assert ann.labels.array[z, y, x] == 1, plane
+        assert int((ann.labels.array > 0).sum()) == before + 1
+    # a polygon drawn in the sagittal view fills that sagittal slice only
+    panel.set_tool("polygon")
+    view = window.views.slice_views["sagittal"]
+    corners = ([256, 220, 5], [256, 300, 5], [256, 300, 15], [256, 220, 15])
+    for c in corners[:-1]:
+        click(view.viewport(), _point(view, c))
+    click(view.viewport(), _point(view, corners[-1]), double=True)
+    x_index = int(viewer.array_index([256, 0, 0])[2])
+    filled = np.nonzero(ann.labels.array == 1)
+    assert np.count_nonzero(filled[2] == x_index) > 700  # 81 x 11 pixels
+    assert set(filled[2].tolist()) == {x_index, int(viewer.array_index([300, 256, 7])[2])}
+
+
+def test_overlay_outline_opacity_and_screenshot(qtbot, ct, screenshot_dir):
+    window = ct
+    ann, panel = window.annotating.annotation, window.annotating.panel
+    window.set_layout("2x2")
+    ann.set_labels(load_labels(SAMPLE_LABELS, reference=window.viewer.volume), saved=True)
+    panel.style_combo.setCurrentText("Outline")
+    panel.opacity_slider.setValue(90)
+    layer = window.viewer.layer("labels")
+    assert layer.outline and layer.opacity == pytest.approx(0.9)
+    QApplication.processEvents()
+    axial = window.views.slice_views["axial"]
+    shown = axial.overlays[0].image
+    filled = window.viewer.grid.image("axial", axial.current_slice(), ann.labels.array)
+    assert 0 < np.count_nonzero(shown) < 0.5 * np.count_nonzero(filled)  # borders only
+    panel.set_tool("paint")
+    axial.mouse_scene_pos = axial.mapToScene(QPoint(axial.width() // 2, axial.height() // 2))
+    panel.tools["paint"].hover(axial, np.array([256.0, 256.0, 10.0]))
+    assert window.save_screenshot(str(screenshot_dir / "annotation_outline.png"))
+    panel.style_combo.setCurrentText("Fill")
+    assert not layer.outline

@@ -139,6 +139,7 @@ class AnnotationPanel(QWidget):
         self.hint = QLabel("")
         self.hint.setWordWrap(True)
         self.hint.setStyleSheet("color: #888;")
+        self.hint.setMinimumHeight(2 * self.hint.fontMetrics().lineSpacing() + 4)  # two lines, never clipped
         layout.addWidget(self.hint)
         return box
 
