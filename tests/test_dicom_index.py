@@ -121,3 +121,16 @@ def test_blank_uids_quirk_still_loads(shared_data):
     ref = load(shared_data / "dicom" / "ct_abdomen_siemens_j2k")
     # the three files are the first three slices of the repaired series
     assert (v.array == ref.array[:3]).all() or (v.array == ref.array[-3:]).all()
+
+
+def test_a_copy_of_a_study_in_another_folder_counts_its_images_once(tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(SAMPLE_CT, tmp_path / name)
+    index = DicomIndex(tmp_path / "index.sqlite")
+    run_job(index.scan(tmp_path / "a"))
+    result = run_job(index.scan(tmp_path / "b"))
+    (series,) = result.all_series()
+    assert series.instance_count == 20 and series.frames == 20 and len(series.files) == 20
+    (both,) = index.contents().all_series()
+    assert both.instance_count == 20 and both.frames == 20 and len(both.files) == 40
+    assert load(tmp_path).shape == (20, 512, 512)  # the loader reads each image once too

@@ -509,6 +509,8 @@ class SeriesBrowser(QWidget):
             count = f"{n} file{'s' if n != 1 else ''}, {s.frames} frames"
         else:
             count = f"{n} image{'s' if n != 1 else ''}"
+        if len(s.files) > n:  # the same images indexed in more than one folder (a copy)
+            count += f" ({len(s.files)} files)"
         details = s.body_part if image else f"{s.kind}: {KIND_NAMES.get(s.kind, 'non-image object')}"
         size = f"{s.rows} x {s.columns}" if image and s.rows and s.columns else ""
         node = f"series:{s.key}\x1f{s.kind}"

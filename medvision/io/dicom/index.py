@@ -167,10 +167,24 @@ class SeriesInfo:
     columns: int | None = None
     blank_uids: bool = False
     study: StudyInfo | None = field(default=None, repr=False)
+    #: SOP Instance UIDs seen: a study indexed in two folders (a copy) counts its images once
+    sop_uids: set[str] = field(default_factory=set, repr=False)
+    unidentified: int = 0  # files without a SOP Instance UID (each counted)
+
+    def add_file(self, ref: FileRef, sop_uid: str | None, frames: int | None) -> None:
+        self.files.append(ref)
+        if sop_uid and sop_uid in self.sop_uids:
+            return  # another copy of an image already counted (the loader reads it once too)
+        if sop_uid:
+            self.sop_uids.add(sop_uid)
+        else:
+            self.unidentified += 1
+        self.frames += frames or 0
 
     @property
     def instance_count(self) -> int:
-        return len(self.files)
+        """Distinct images (objects) of the series; ``len(files)`` is more where copies were indexed."""
+        return len(self.sop_uids) + self.unidentified
 
     def label(self) -> str:
         num = f"#{self.number} " if self.number is not None else ""
@@ -293,8 +307,7 @@ def build_tree(root: str, rows: list[dict], problems: list[str], files_read: int
                 blank_uids=bool(r["blank_uids"]), study=study)
             study.series.append(s)
             blank_series += bool(r["blank_uids"])
-        s.files.append(FileRef(r["path"], r["member"]))
-        s.frames += r["frames"] or 0
+        s.add_file(FileRef(r["path"], r["member"]), r["sop_uid"], r["frames"])
     for study in studies.values():
         study.series.sort(key=lambda s: (s.kind != "image", s.number if s.number is not None else 1 << 30,
                                          s.description))
@@ -360,7 +373,8 @@ class DicomIndex:
                     f"SELECT min(path), member, {meta} FROM files WHERE status = 'ok' GROUP BY series_key, kind"
                 ).fetchall()
                 files = self._db.execute(
-                    "SELECT series_key, kind, path, member, frames FROM files WHERE status = 'ok' ORDER BY path, member"
+                    "SELECT series_key, kind, path, member, frames, sop_uid FROM files WHERE status = 'ok' "
+                    "ORDER BY path, member"
                 ).fetchall()
                 problems = [r[0] for r in self._db.execute("SELECT error FROM files WHERE status = 'error'")]
                 total = self._db.execute("SELECT count(*) FROM files").fetchone()[0]
@@ -369,11 +383,9 @@ class DicomIndex:
         result = build_tree("", [dict(zip(_COLUMNS, r, strict=True)) for r in firsts], problems, 0)
         by_key = {(s.key, s.kind): s for s in result.all_series()}
         for s in by_key.values():
-            s.files, s.frames = [], 0
-        for key, kind, path, member, frames in files:
-            s = by_key[(key, kind)]
-            s.files.append(FileRef(path, member))
-            s.frames += frames or 0
+            s.files, s.frames, s.sop_uids, s.unidentified = [], 0, set(), 0
+        for key, kind, path, member, frames, sop_uid in files:
+            by_key[(key, kind)].add_file(FileRef(path, member), sop_uid, frames)
         result.files_seen = total
         return result
 
