@@ -374,3 +374,45 @@ def test_overlay_outline_opacity_and_screenshot(qtbot, ct, screenshot_dir):
     assert window.save_screenshot(str(screenshot_dir / "annotation_outline.png"))
     panel.style_combo.setCurrentText("Fill")
     assert not layer.outline
+
+
+def test_closing_with_unsaved_labels_asks(qtbot, ct, monkeypatch, tmp_path):
+    from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+    window = ct
+    ann, panel = window.annotating.annotation, window.annotating.panel
+    view = window.views.slice_views["axial"]
+    panel.set_tool("paint")
+    click(view.viewport(), _point(view, [256, 256, int(window.viewer.cursor[2])]))
+    ann.autosave(wait=True)
+    slot = ann.recovery_dir
+    monkeypatch.delenv("MEDVISION_NO_DIALOGS")
+    answers = []
+    monkeypatch.setattr(QMessageBox, "exec", lambda self: answers.pop(0))
+    # Cancel: the window stays open, the labels and their autosave stay
+    answers.append(QMessageBox.StandardButton.Cancel)
+    assert not window.close()
+    assert window.isVisible() and ann.dirty and slot.exists()
+    # Save: asks where (no file yet), writes it, then closes
+    target = tmp_path / "closing.nii.gz"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    answers.append(QMessageBox.StandardButton.Save)
+    assert window.close()
+    assert target.exists() and not slot.exists()
+    assert np.array_equal(load_labels(target, reference=window.viewer.volume).array, ann.labels.array)
+
+
+def test_discarding_unsaved_labels_removes_their_autosave(qtbot, ct, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    window = ct
+    ann, panel = window.annotating.annotation, window.annotating.panel
+    view = window.views.slice_views["axial"]
+    panel.set_tool("paint")
+    click(view.viewport(), _point(view, [256, 256, int(window.viewer.cursor[2])]))
+    ann.autosave(wait=True)
+    slot = ann.recovery_dir
+    monkeypatch.delenv("MEDVISION_NO_DIALOGS")
+    monkeypatch.setattr(QMessageBox, "exec", lambda self: QMessageBox.StandardButton.Discard)
+    window.annotating.close_labels()
+    assert ann.labels is None and not slot.exists()
