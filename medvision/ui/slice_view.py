@@ -4,6 +4,10 @@ Mouse: left click/drag moves the linked crosshair, right drag sets window (horiz
 (vertical), middle drag pans, wheel scrolls slices, Ctrl+wheel zooms, double click maximises.
 Keys: Up/Down and PageUp/PageDown scroll, Home/End jump, +/- zoom, R resets, C toggles the
 crosshair. Painted over the image: orientation letters, slice number, window, scale bar.
+
+With an annotation tool chosen, the left button is the tool's (Shift+left still moves the
+crosshair). Tools: B paint, E erase, P polygon, T threshold, G grow, K islands, Escape navigate;
+Shift+wheel or [ ] brush size; Ctrl+Z / Ctrl+Shift+Z undo and redo.
 """
 
 from __future__ import annotations
