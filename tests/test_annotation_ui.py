@@ -329,12 +329,13 @@ def test_tools_in_coronal_and_sagittal_views_land_on_the_voxels_under_the_mouse(
     window = ct
     ann, panel = window.annotating.annotation, window.annotating.panel
     viewer = window.viewer
-    window.set_layout("1x3")
-    QApplication.processEvents()
     panel.set_tool("paint")
     panel.tools["paint"].set_radius(0.3)  # one voxel
     for plane, ijk in (("coronal", [300, 256, 7]), ("sagittal", [256, 200, 13])):
+        window.views.set_layout("1x1", plane)  # big enough that a voxel is more than a screen pixel
+        QApplication.processEvents()
         view = window.views.slice_views[plane]
+        view.reset_view()
         viewer.set_cursor(ijk)
         before = int((ann.labels.array > 0).sum()) if ann.labels is not None else 0
         click(view.viewport(), _point(view, ijk))
@@ -343,6 +344,7 @@ def test_tools_in_coronal_and_sagittal_views_land_on_the_voxels_under_the_mouse(
         assert int((ann.labels.array > 0).sum()) == before + 1
     # a polygon drawn in the sagittal view fills that sagittal slice only
     panel.set_tool("polygon")
+    viewer.set_cursor([256, 256, 10])
     view = window.views.slice_views["sagittal"]
     corners = ([256, 220, 5], [256, 300, 5], [256, 300, 15], [256, 220, 15])
     for c in corners[:-1]:
@@ -371,6 +373,8 @@ def test_overlay_outline_opacity_and_screenshot(qtbot, ct, screenshot_dir):
     panel.set_tool("paint")
     axial.mouse_scene_pos = axial.mapToScene(QPoint(axial.width() // 2, axial.height() // 2))
     panel.tools["paint"].hover(axial, np.array([256.0, 256.0, 10.0]))
+    for _ in range(5):
+        QApplication.processEvents()
     assert window.save_screenshot(str(screenshot_dir / "annotation_outline.png"))
     panel.style_combo.setCurrentText("Fill")
     assert not layer.outline
@@ -416,3 +420,52 @@ def test_discarding_unsaved_labels_removes_their_autosave(qtbot, ct, monkeypatch
     monkeypatch.setattr(QMessageBox, "exec", lambda self: QMessageBox.StandardButton.Discard)
     window.annotating.close_labels()
     assert ann.labels is None and not slot.exists()
+
+
+def test_measurements_from_the_panel(qtbot, ct):
+    window = ct
+    panel = window.annotating.panel
+    view = window.views.slice_views["axial"]
+    z = int(window.viewer.cursor[2])
+    panel.set_tool("ruler")
+    drag(view.viewport(), _point(view, [150, 200, z]), _point(view, [250, 200, z]))
+    assert panel.measurement_list.table.rowCount() == 1
+    length = panel.measurements.items[0].values["length_mm"]
+    assert length == pytest.approx(100 * window.viewer.grid.spacing[0], rel=0.02)
+    assert "mm" in panel.measurement_list.table.item(0, 3).text()
+    assert panel.measurement_list.csv_text().splitlines()[0] == "kind,plane,slice,value"
+    panel.set_tool("rectangle")
+    drag(view.viewport(), _point(view, [300, 250, z]), _point(view, [340, 290, z]))
+    assert panel.measurement_list.table.rowCount() == 2 and "HU" in panel.measurement_list.table.item(1, 3).text()
+    panel.measurement_list.table.selectRow(0)
+    panel.measurement_list.delete_selected()
+    assert [m.kind for m in panel.measurements.items] == ["rectangle"]
+
+
+def test_label_surfaces_follow_the_labels_in_the_3d_view(qtbot, ct):
+    window = ct
+    ann, panel = window.annotating.annotation, window.annotating.panel
+    with qtbot.waitSignal(window.view3d_ready, timeout=60_000):
+        window.start_view3d()
+    view3d = window.views.view3d
+    if not getattr(view3d, "available", False):
+        pytest.skip(f"no 3D rendering here: {getattr(view3d, 'error', '')}")
+    ann.set_labels(load_labels(SAMPLE_LABELS, reference=window.viewer.volume))
+    with qtbot.waitSignal(view3d.labels_ready, timeout=60_000):
+        panel.show3d_check.setChecked(True)
+    assert view3d.labels is ann.labels and view3d.show_labels
+    before = set(view3d.label_surfaces.meshes)
+    # a new label painted: its surface appears after the edit settles
+    label = ann.add_label("new")
+    panel.set_tool("paint")
+    panel.option_pages["paint"].sphere.setChecked(True)
+    panel.tools["paint"].set_radius(10)
+    axial = window.views.slice_views["axial"]
+    old = ann.labels.array.copy()
+    with qtbot.waitSignal(view3d.labels_ready, timeout=60_000):
+        click(axial.viewport(), _point(axial, [256, 400, int(window.viewer.cursor[2])]))
+    assert label.value in view3d.label_surfaces.meshes and label.value not in before
+    changed = (set(np.unique(old[old != ann.labels.array]).tolist()) - {0}) | {label.value}
+    assert view3d.label_surfaces.rebuilt == changed  # only the labels the ball touched were remade
+    panel.show3d_check.setChecked(False)
+    assert not view3d.show_labels

@@ -90,6 +90,39 @@ class AnnotationControls:
         volume = self.viewer.volume
         self.action_export_seg.setEnabled(has and volume is not None and bool(volume.metadata.get("slice_sources")))
 
+    # ---- 3D ---------------------------------------------------------------------------------
+    def attach_view3d(self, view) -> None:
+        """Label surfaces in the 3D view, following edits (rebuilt a moment after the last one)."""
+        if not hasattr(view, "set_labels"):
+            return  # the 3D view could not start
+        self.view3d = view
+        self._surface_timer = QTimer(self.window)
+        self._surface_timer.setSingleShot(True)
+        self._surface_timer.setInterval(600)
+        self._surface_timer.timeout.connect(self._update_surfaces)
+        ann, panel = self.annotation, self.panel
+        panel.show3d_check.toggled.connect(self.show_surfaces)
+        ann.labels_replaced.connect(lambda: self.show_surfaces(panel.show3d_check.isChecked()))
+        ann.table_changed.connect(lambda: view.refresh_label_display())
+        ann.voxels_changed.connect(lambda _box: panel.show3d_check.isChecked() and self._surface_timer.start())
+        panel.opacity_slider.valueChanged.connect(lambda v: view.set_labels_opacity(max(0.2, v / 100)))
+        self.show_surfaces(panel.show3d_check.isChecked())
+
+    def show_surfaces(self, on: bool) -> None:
+        view = getattr(self, "view3d", None)
+        if view is None:
+            return
+        if on:
+            view.set_labels(self.annotation.labels)
+        view.set_show_labels(on)
+
+    def _update_surfaces(self) -> None:
+        history = self.annotation.history
+        if history is not None and history.in_edit:  # a stroke still going: after it
+            self._surface_timer.start()
+            return
+        self.view3d.update_labels()
+
     # ---- files ----------------------------------------------------------------------------
     def _default_name(self) -> str:
         source = self.annotation.source[0] if self.annotation.source else ""

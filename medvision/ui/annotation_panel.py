@@ -35,13 +35,16 @@ from PySide6.QtWidgets import (
 from ..annotate import contours, regions
 from ..annotate.rules import EMPTY_ONLY
 from .label_table import LabelTableWidget, StatisticsDialog
+from .measure import Measurements, measurement_tools
+from .measure_list import MeasurementList
 from .tools import BrushTool, GrowTool, IslandsTool, PolygonTool, ThresholdTool, Tool
 
 log = logging.getLogger(__name__)
 
 #: tool name -> keyboard shortcut (active while a slice view has the focus)
 TOOL_KEYS = {"navigate": "Escape", "paint": "B", "erase": "E", "polygon": "P", "threshold": "T", "grow": "G",
-             "islands": "K"}
+             "islands": "K", "ruler": "M", "angle": "", "ellipse": "", "rectangle": ""}
+MEASURE_TOOLS = ("ruler", "angle", "ellipse", "rectangle")
 
 
 class AnnotationPanel(QWidget):
@@ -56,6 +59,9 @@ class AnnotationPanel(QWidget):
         self.tools: dict[str, Tool] = {t.name: t for t in (
             Tool(annotation), BrushTool(annotation), BrushTool(annotation, erase=True), PolygonTool(annotation),
             self.threshold, GrowTool(annotation, self.threshold), IslandsTool(annotation))}
+        self.measurements = Measurements(self.viewer)
+        for tool in measurement_tools(annotation, self.measurements):
+            self.tools[tool.name] = tool
         self.tool: Tool = self.tools["navigate"]
         self.last_plane = "axial"
 
@@ -75,6 +81,10 @@ class AnnotationPanel(QWidget):
         layout.addWidget(self._tools_box())
         layout.addWidget(self._masking_box())
         layout.addWidget(self._operations_box())
+        box = QGroupBox("Measurements")
+        QVBoxLayout(box).addWidget(MeasurementList(self.measurements, self.viewer))
+        self.measurement_list = box.layout().itemAt(0).widget()
+        layout.addWidget(box)
         layout.addStretch(1)
 
         for tool in self.tools.values():
@@ -115,16 +125,24 @@ class AnnotationPanel(QWidget):
         self.tool_group = QButtonGroup(self)
         self.tool_group.setExclusive(True)
         self.tool_buttons: dict[str, QToolButton] = {}
-        for i, (name, tool) in enumerate(self.tools.items()):
+        measuring = [n for n in self.tools if n in MEASURE_TOOLS]
+        editing = [n for n in self.tools if n not in MEASURE_TOOLS]
+        edit_rows = (len(editing) + 3) // 4
+        place = {n: (i // 4, i % 4) for i, n in enumerate(editing)}
+        place.update({n: (edit_rows + 1 + i // 4, i % 4) for i, n in enumerate(measuring)})
+        grid.addWidget(QLabel("Measure"), edit_rows, 0, 1, 4)
+        for name, tool in self.tools.items():
             b = QToolButton()
             b.setText(tool.title)
             b.setCheckable(True)
             b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
             b.setMinimumWidth(76)
-            b.setToolTip(f"{(tool.__doc__ or tool.title).split(chr(10) + chr(10))[0]}  [{TOOL_KEYS[name]}]")
+            b.setMinimumHeight(b.sizeHint().height())  # never squeezed when the dock is short
+            key = TOOL_KEYS.get(name)
+            b.setToolTip((tool.__doc__ or tool.title).split("\n\n")[0] + (f"  [{key}]" if key else ""))
             b.clicked.connect(lambda _=False, n=name: self.set_tool(n))
             self.tool_group.addButton(b)
-            grid.addWidget(b, i // 4, i % 4)
+            grid.addWidget(b, *place[name])
             self.tool_buttons[name] = b
         self.tool_buttons["navigate"].setChecked(True)
         layout.addLayout(grid)
@@ -310,6 +328,10 @@ class AnnotationPanel(QWidget):
             "threshold": "The range shows in every view; Apply fills the active label there.",
             "grow": "Click a seed inside the structure.",
             "islands": "Click a region to keep only that island of its label.",
+            "ruler": "Drag, or click both ends. Delete removes the last measurement.",
+            "angle": "Click three points: one end, the vertex, the other end.",
+            "ellipse": "Drag the bounding box: area and intensity statistics.",
+            "rectangle": "Drag a rectangle: area and intensity statistics.",
         }
         self.hint.setText(hints.get(name, ""))
         if name == "threshold":
@@ -321,11 +343,13 @@ class AnnotationPanel(QWidget):
             policy = QSizePolicy.Policy.Preferred if page_name == name else QSizePolicy.Policy.Ignored
             page.setSizePolicy(policy, policy)
         self.options.setCurrentWidget(self.option_pages[name])
-        self.options.adjustSize()
+        self.options.updateGeometry()
 
     def install_shortcuts(self, window) -> None:
         """Tool keys, active while a slice view has the focus (typing in a field is not stolen)."""
         for name, key in TOOL_KEYS.items():
+            if not key:
+                continue
             for view in self.slice_views.values():
                 sc = QShortcut(QKeySequence(key), view)
                 sc.setContext(Qt.ShortcutContext.WidgetShortcut)

@@ -691,4 +691,5 @@ class MainWindow(QMainWindow):
             return
         self.views.install_view3d(view)
         self.controls.attach_view3d(view)
+        self.annotating.attach_view3d(view)
         self.view3d_ready.emit()

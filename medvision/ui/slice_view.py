@@ -292,7 +292,7 @@ class SliceView(pg.GraphicsView):
         point = grid.to_screen(self.plane, ijk)
         rh, cw = grid.pixel_size(self.plane)
         scene = self.vb.mapViewToScene(QPointF((point.col + 0.5) * cw, (point.row + 0.5) * rh))
-        return QPointF(self.mapFromScene(scene))
+        return self.viewportTransform().map(scene)  # exact (mapFromScene rounds to whole pixels)
 
     def pixels_per_mm(self) -> float:
         size = self.vb.viewPixelSize()[0]
