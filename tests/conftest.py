@@ -25,6 +25,35 @@ def medvision_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def window(qtbot):
+    """The main window, shown (offscreen), with the user's settings of this test's home."""
+    from medvision.ui.main_window import MainWindow
+    from medvision.ui.settings import Settings
+
+    win = MainWindow(Settings.load())
+    qtbot.addWidget(win)
+    win.resize(1500, 950)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.annotating.annotation.discard_recovery()
+    win.close()
+
+
+@pytest.fixture
+def ct(qtbot, window):
+    """The main window showing the sample CT, one view (axial) filling it."""
+    from PySide6.QtWidgets import QApplication
+
+    from .qtutil import open_and_wait
+
+    assert open_and_wait(qtbot, window, SAMPLE_CT)
+    window.set_layout("1x1")
+    QApplication.processEvents()
+    return window
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")

@@ -42,3 +42,17 @@ def wheel(widget: QWidget, pos: QPoint, notches: int = 1, modifiers=Qt.KeyboardM
                         Qt.MouseButton.NoButton, modifiers, Qt.ScrollPhase.NoScrollPhase, False)
     QApplication.sendEvent(widget, event)
     QApplication.processEvents()
+
+
+def open_and_wait(qtbot, window, path, series=None, timeout: int = 60_000) -> bool:
+    """Open ``path`` in a MainWindow and wait until it is shown (or failed); returns whether it was."""
+    with qtbot.waitSignal(window.load_finished, timeout=timeout) as sig:
+        window.open_path(str(path), series)
+    return sig.args[0]
+
+
+def view_point(view, ijk) -> QPoint:
+    """The viewport pixel of a slice view showing display index ``ijk``."""
+    import numpy as np
+
+    return view.viewport_point(np.asarray(ijk, float)).toPoint()

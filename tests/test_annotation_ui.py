@@ -13,51 +13,19 @@ from PySide6.QtWidgets import QApplication, QPushButton
 
 from medvision.io.labels import load_labels
 from medvision.io.seg import read_seg
-from medvision.ui.main_window import MainWindow
-from medvision.ui.settings import Settings
 from medvision.workspace.project import Project
 from medvision.workspace.recovery import pending, recovery_root
 
 from .conftest import SAMPLE_CT, SAMPLE_LABELS
-from .qtutil import click, drag, wheel
+from .qtutil import click, drag, open_and_wait, view_point, wheel
 
 os.environ["MEDVISION_NO_DIALOGS"] = "1"
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow(Settings.load())
-    qtbot.addWidget(win)
-    win.resize(1500, 950)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.annotating.annotation.discard_recovery()
-    win.close()
-
-
-def _open(qtbot, window, path, series=None, timeout=60_000) -> bool:
-    with qtbot.waitSignal(window.load_finished, timeout=timeout) as sig:
-        window.open_path(str(path), series)
-    return sig.args[0]
-
-
-def _point(view, ijk) -> QPoint:
-    return view.viewport_point(np.asarray(ijk, float)).toPoint()
 
 
 def _key(widget, key, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
     for kind in (QKeyEvent.Type.KeyPress, QKeyEvent.Type.KeyRelease):
         QApplication.sendEvent(widget, QKeyEvent(kind, key, modifiers))
     QApplication.processEvents()
-
-
-@pytest.fixture
-def ct(qtbot, window):
-    assert _open(qtbot, window, SAMPLE_CT)
-    window.set_layout("1x1")
-    QApplication.processEvents()
-    return window
 
 
 def test_brush_paints_in_the_view_and_undo_restores(qtbot, ct):
@@ -68,7 +36,7 @@ def test_brush_paints_in_the_view_and_undo_restores(qtbot, ct):
     assert view.tool is panel.tools["paint"]
     panel.tools["paint"].set_radius(4.0)
     z = int(window.viewer.cursor[2])
-    start, end = _point(view, [200, 250, z]), _point(view, [300, 250, z])
+    start, end = view_point(view, [200, 250, z]), view_point(view, [300, 250, z])
     drag(view.viewport(), start, end)
     assert ann.labels is not None and ann.active == 1 and ann.labels.table[1].name == "Label 1"
     painted = ann.labels.array == 1
@@ -96,12 +64,12 @@ def test_brush_paints_in_the_view_and_undo_restores(qtbot, ct):
     _key(view, Qt.Key.Key_BracketRight)
     assert tool.radius_mm == pytest.approx(4.0 * 1.15 * 1.2)
     panel.option_pages["paint"].sphere.setChecked(True)
-    click(view.viewport(), _point(view, [256, 350, z]))
+    click(view.viewport(), view_point(view, [256, 350, z]))
     assert len(np.unique(np.nonzero(ann.labels.array)[0])) > 1  # 3 mm slices: more than one slice
     # erase only what the eraser covers
     panel.set_tool("erase")
     before = (ann.labels.array == 1).sum()
-    drag(view.viewport(), start, _point(view, [230, 250, z]))
+    drag(view.viewport(), start, view_point(view, [230, 250, z]))
     assert 0 < (ann.labels.array == 1).sum() < before
 
 
@@ -116,7 +84,7 @@ def test_locked_label_and_masking_rules(qtbot, ct):
     panel.set_tool("paint")
     panel.tools["paint"].set_radius(10)
     ann.set_active(1)
-    click(view.viewport(), _point(view, [256, 256, z]))
+    click(view.viewport(), view_point(view, [256, 256, z]))
     first = ann.labels.array == 1
     assert first.any()
     # lock label 1 in the table: painting label 2 over it leaves it alone
@@ -124,7 +92,7 @@ def test_locked_label_and_masking_rules(qtbot, ct):
     panel.label_table.table.item(row, 4).setCheckState(Qt.CheckState.Checked)
     assert ann.labels.table[1].locked
     ann.set_active(2)
-    click(view.viewport(), _point(view, [262, 256, z]))
+    click(view.viewport(), view_point(view, [262, 256, z]))
     assert np.array_equal(ann.labels.array == 1, first)
     assert (ann.labels.array == 2).any()
     # hide label 2: its colour is transparent in the overlay table
@@ -142,7 +110,7 @@ def test_locked_label_and_masking_rules(qtbot, ct):
     ann.labels.table[1].locked = False
     ann.set_active(1)
     panel.tools["paint"].set_radius(60)
-    click(view.viewport(), _point(view, [256, 300, z]))
+    click(view.viewport(), view_point(view, [256, 300, z]))
     image = ann.image
     assert (image[ann.labels.array == 1] >= 300).mean() > 0.5  # most painted voxels are bone now
 
@@ -154,8 +122,8 @@ def test_polygon_threshold_grow_islands_and_operations(qtbot, ct):
     z = int(window.viewer.cursor[2])
     panel.set_tool("polygon")
     for ijk in ([150, 150, z], [250, 150, z], [250, 250, z]):
-        click(view.viewport(), _point(view, ijk))
-    click(view.viewport(), _point(view, [150, 250, z]), double=True)
+        click(view.viewport(), view_point(view, ijk))
+    click(view.viewport(), view_point(view, [150, 250, z]), double=True)
     area = (ann.labels.array == 1).sum()
     assert 9600 < area < 10400, area  # the 100 x 100 pixel square clicked, double-click closing it
     assert len(ann.history.undo_stack) == 1
@@ -186,7 +154,7 @@ def test_polygon_threshold_grow_islands_and_operations(qtbot, ct):
     ann.add_label("grown")
     panel.set_tool("grow")
     undo_before = len(ann.history.undo_stack)
-    click(view.viewport(), _point(view, [330, 260, z]))
+    click(view.viewport(), view_point(view, [330, 260, z]))
     ann.wait()
     assert (ann.labels.array == 3).sum() > 100
     assert len(ann.history.undo_stack) == undo_before + 1
@@ -202,7 +170,7 @@ def test_polygon_threshold_grow_islands_and_operations(qtbot, ct):
     assert (ann.labels.array == 1).sum() == n1
     # islands tool: click keeps the clicked island only
     panel.set_tool("islands")
-    click(view.viewport(), _point(view, [200, 200, z]))
+    click(view.viewport(), view_point(view, [200, 200, z]))
     ann.wait()
     assert (ann.labels.array == 1).sum() == n1
 
@@ -215,7 +183,7 @@ def test_fill_between_slices_in_the_window(qtbot, ct):
     panel.tools["paint"].set_radius(8)
     for z in (4, 12):
         window.viewer.set_slice("axial", z)
-        click(view.viewport(), _point(view, [256, 256, z]))
+        click(view.viewport(), view_point(view, [256, 256, z]))
     vz = [int(window.viewer.array_index([256, 256, z])[0]) for z in (4, 12)]
     assert sorted(np.unique(np.nonzero(ann.labels.array)[0]).tolist()) == sorted(vz)
     panel.last_plane = "axial"
@@ -269,10 +237,10 @@ def test_unsaved_labels_survive_opening_another_image(qtbot, ct, tmp_path):
     view = window.views.slice_views["axial"]
     panel.set_tool("paint")
     z = int(window.viewer.cursor[2])
-    click(view.viewport(), _point(view, [256, 256, z]))
+    click(view.viewport(), view_point(view, [256, 256, z]))
     assert ann.dirty
     # without dialogs, opening another image keeps the unsaved labels in the recovery area
-    assert _open(qtbot, window, SAMPLE_LABELS)
+    assert open_and_wait(qtbot, window, SAMPLE_LABELS)
     assert ann.labels is None
     states = list(recovery_root().glob("*/state.json"))
     assert len(states) == 1
@@ -287,7 +255,7 @@ def test_autosave_writes_the_recovery_slot_and_clean_save_removes_it(qtbot, ct, 
     view = window.views.slice_views["axial"]
     panel.set_tool("paint")
     z = int(window.viewer.cursor[2])
-    click(view.viewport(), _point(view, [256, 256, z]))
+    click(view.viewport(), view_point(view, [256, 256, z]))
     ann.autosave(wait=True)
     slot = ann.recovery_dir
     assert slot is not None and (slot / "labels.nii.gz").exists() and (slot / "state.json").exists()
@@ -315,7 +283,7 @@ def test_worklist_case_flow(qtbot, window, tmp_path):
     window.set_layout("1x1")
     QApplication.processEvents()
     z = int(window.viewer.cursor[2])
-    click(view.viewport(), _point(view, [256, 256, z]))
+    click(view.viewport(), view_point(view, [256, 256, z]))
     assert Project.open(project.folder).case(case.id).status == "in progress"
     wl.set_status("done")  # saves the labels first
     reopened = Project.open(project.folder)
@@ -338,7 +306,7 @@ def test_tools_in_coronal_and_sagittal_views_land_on_the_voxels_under_the_mouse(
         view.reset_view()
         viewer.set_cursor(ijk)
         before = int((ann.labels.array > 0).sum()) if ann.labels is not None else 0
-        click(view.viewport(), _point(view, ijk))
+        click(view.viewport(), view_point(view, ijk))
         z, y, x = (int(v) for v in viewer.array_index(ijk))
         assert ann.labels.array[z, y, x] == 1, plane
         assert int((ann.labels.array > 0).sum()) == before + 1
@@ -348,8 +316,8 @@ def test_tools_in_coronal_and_sagittal_views_land_on_the_voxels_under_the_mouse(
     view = window.views.slice_views["sagittal"]
     corners = ([256, 220, 5], [256, 300, 5], [256, 300, 15], [256, 220, 15])
     for c in corners[:-1]:
-        click(view.viewport(), _point(view, c))
-    click(view.viewport(), _point(view, corners[-1]), double=True)
+        click(view.viewport(), view_point(view, c))
+    click(view.viewport(), view_point(view, corners[-1]), double=True)
     x_index = int(viewer.array_index([256, 0, 0])[2])
     filled = np.nonzero(ann.labels.array == 1)
     assert np.count_nonzero(filled[2] == x_index) > 700  # 81 x 11 pixels
@@ -387,7 +355,7 @@ def test_closing_with_unsaved_labels_asks(qtbot, ct, monkeypatch, tmp_path):
     ann, panel = window.annotating.annotation, window.annotating.panel
     view = window.views.slice_views["axial"]
     panel.set_tool("paint")
-    click(view.viewport(), _point(view, [256, 256, int(window.viewer.cursor[2])]))
+    click(view.viewport(), view_point(view, [256, 256, int(window.viewer.cursor[2])]))
     ann.autosave(wait=True)
     slot = ann.recovery_dir
     monkeypatch.delenv("MEDVISION_NO_DIALOGS")
@@ -413,7 +381,7 @@ def test_discarding_unsaved_labels_removes_their_autosave(qtbot, ct, monkeypatch
     ann, panel = window.annotating.annotation, window.annotating.panel
     view = window.views.slice_views["axial"]
     panel.set_tool("paint")
-    click(view.viewport(), _point(view, [256, 256, int(window.viewer.cursor[2])]))
+    click(view.viewport(), view_point(view, [256, 256, int(window.viewer.cursor[2])]))
     ann.autosave(wait=True)
     slot = ann.recovery_dir
     monkeypatch.delenv("MEDVISION_NO_DIALOGS")
@@ -428,14 +396,14 @@ def test_measurements_from_the_panel(qtbot, ct):
     view = window.views.slice_views["axial"]
     z = int(window.viewer.cursor[2])
     panel.set_tool("ruler")
-    drag(view.viewport(), _point(view, [150, 200, z]), _point(view, [250, 200, z]))
+    drag(view.viewport(), view_point(view, [150, 200, z]), view_point(view, [250, 200, z]))
     assert panel.measurement_list.table.rowCount() == 1
     length = panel.measurements.items[0].values["length_mm"]
     assert length == pytest.approx(100 * window.viewer.grid.spacing[0], rel=0.02)
     assert "mm" in panel.measurement_list.table.item(0, 3).text()
     assert panel.measurement_list.csv_text().splitlines()[0] == "kind,plane,slice,value"
     panel.set_tool("rectangle")
-    drag(view.viewport(), _point(view, [300, 250, z]), _point(view, [340, 290, z]))
+    drag(view.viewport(), view_point(view, [300, 250, z]), view_point(view, [340, 290, z]))
     assert panel.measurement_list.table.rowCount() == 2 and "HU" in panel.measurement_list.table.item(1, 3).text()
     panel.measurement_list.table.selectRow(0)
     panel.measurement_list.delete_selected()
@@ -463,7 +431,7 @@ def test_label_surfaces_follow_the_labels_in_the_3d_view(qtbot, ct):
     axial = window.views.slice_views["axial"]
     old = ann.labels.array.copy()
     with qtbot.waitSignal(view3d.labels_ready, timeout=60_000):
-        click(axial.viewport(), _point(axial, [256, 400, int(window.viewer.cursor[2])]))
+        click(axial.viewport(), view_point(axial, [256, 400, int(window.viewer.cursor[2])]))
     assert label.value in view3d.label_surfaces.meshes and label.value not in before
     changed = (set(np.unique(old[old != ann.labels.array]).tolist()) - {0}) | {label.value}
     assert view3d.label_surfaces.rebuilt == changed  # only the labels the ball touched were remade

@@ -8,7 +8,6 @@ import threading
 
 import numpy as np
 import pydicom
-import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
@@ -21,30 +20,13 @@ from medvision.ui.settings import Settings
 
 from .conftest import SAMPLE_CT
 from .dicomgen import write_series
-from .qtutil import click
+from .qtutil import click, open_and_wait
 
 os.environ["MEDVISION_NO_DIALOGS"] = "1"
 
 
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow(Settings.load())
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
-
-
-def _open(qtbot, window, path, timeout=60_000) -> bool:
-    with qtbot.waitSignal(window.load_finished, timeout=timeout) as sig:
-        window.open_path(str(path))
-    return sig.args[0]
-
-
 def test_open_the_sample_ct_folder(qtbot, window):
-    assert _open(qtbot, window, SAMPLE_CT)
+    assert open_and_wait(qtbot, window, SAMPLE_CT)
     volume = window.viewer.volume
     assert volume.shape == (20, 512, 512) and volume.metadata["modality"] == "CT"
     assert "CT" in window.windowTitle()
@@ -64,7 +46,7 @@ def test_open_nifti_and_status_bar_shows_position_and_hu(qtbot, window, tmp_path
     ct = load(SAMPLE_CT)
     path = tmp_path / "ct.nii.gz"
     save(ct, path)
-    assert _open(qtbot, window, path)
+    assert open_and_wait(qtbot, window, path)
     grid = window.viewer.grid
     window.viewer.set_cursor([100, 200, 5])
     x, y, z = grid.to_volume_index(np.array([100, 200, 5]))
@@ -81,22 +63,22 @@ def test_open_nifti_and_status_bar_shows_position_and_hu(qtbot, window, tmp_path
     mr = np.zeros((12, 64, 64), np.int16)
     mr[2:10, 8:56, 8:56] = np.random.default_rng(0).integers(80, 700, (8, 48, 48))
     save(Volume(mr, np.diag([1.2, 1.2, 3.0, 1.0])), tmp_path / "mr.nii.gz")
-    assert _open(qtbot, window, tmp_path / "mr.nii.gz")
+    assert open_and_wait(qtbot, window, tmp_path / "mr.nii.gz")
     assert window.viewer.volume.metadata.get("modality") is None
     assert not window.value_label.text().endswith("HU") and window.viewer.window_name == "automatic"
 
 
 def test_bad_input_gives_a_message_and_keeps_the_open_study(qtbot, window, tmp_path):
-    assert _open(qtbot, window, SAMPLE_CT)
+    assert open_and_wait(qtbot, window, SAMPLE_CT)
     before = window.viewer.volume
     garbage = tmp_path / "garbage.dcm"
     garbage.write_bytes(b"\x00" * 128 + b"DICM" + os.urandom(300))
-    assert not _open(qtbot, window, garbage)
+    assert not open_and_wait(qtbot, window, garbage)
     assert "garbage.dcm" in window.last_error
     assert window.viewer.volume is before
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert not _open(qtbot, window, empty)
+    assert not open_and_wait(qtbot, window, empty)
     assert "no DICOM image series" in window.last_error
     window.open_path(str(tmp_path / "missing"))
     assert "no such file or folder" in window.last_error
@@ -104,7 +86,7 @@ def test_bad_input_gives_a_message_and_keeps_the_open_study(qtbot, window, tmp_p
 
 
 def test_cancel_a_load_restores_the_previous_volume(qtbot, window, tmp_path):
-    assert _open(qtbot, window, SAMPLE_CT)
+    assert open_and_wait(qtbot, window, SAMPLE_CT)
     before = window.viewer.volume
     write_series(tmp_path / "big", 300, rows=256, cols=256)
     with qtbot.waitSignal(window.load_finished, timeout=60_000) as sig:
@@ -119,7 +101,7 @@ def test_first_slice_shows_while_the_series_loads(qtbot, window, tmp_path):
     write_series(tmp_path / "s", 120, rows=128, cols=128)
     seen = []
     window.viewer.volume_changed.connect(lambda: seen.append(window.viewer.volume.metadata.get("partial", False)))
-    assert _open(qtbot, window, tmp_path / "s")
+    assert open_and_wait(qtbot, window, tmp_path / "s")
     assert seen[0] is True and seen[-1] is False  # a preview first, then the complete volume
     assert window.viewer.cursor[2] == 60
 
@@ -135,7 +117,7 @@ def _held_load(volume, release):
 
 
 def test_cancelling_a_load_that_replaced_another_restores_the_last_complete_volume(qtbot, window):
-    assert _open(qtbot, window, SAMPLE_CT)
+    assert open_and_wait(qtbot, window, SAMPLE_CT)
     complete = window.viewer.volume
     other = Volume(complete.array[:, ::2, ::2].copy(), complete.affine @ np.diag([2, 2, 1, 1]), None,
                    {"modality": "CT"})
@@ -187,7 +169,7 @@ def test_several_dropped_dicom_files_open_as_one_set_and_one_file_opens_its_seri
     # one file of a series: the series it belongs to opens, from the files beside it
     for k, other in enumerate(write_series(tmp_path / "o", 4, rows=16, cols=16)):
         other.rename(tmp_path / "s" / f"other{k}.dcm")  # another series in the same folder
-    assert _open(qtbot, window, paths[0])
+    assert open_and_wait(qtbot, window, paths[0])
     assert window.viewer.volume.shape == (12, 24, 20)
     # its instance number is shown with the slice and in the header's title
     window.header_dock.show()
@@ -202,7 +184,7 @@ def test_a_series_whose_indexed_copy_was_deleted_loads_from_the_copy_left(qtbot,
 
     write_series(tmp_path / "a" / "s", 10)
     shutil.copytree(tmp_path / "a", tmp_path / "b")  # the same study copied to another folder
-    assert _open(qtbot, window, tmp_path)
+    assert open_and_wait(qtbot, window, tmp_path)
     shutil.rmtree(tmp_path / "a")  # one copy removed after it was indexed
     [series] = window.index.contents().all_series(images_only=True)
     assert len(series.files) == 20
@@ -221,7 +203,7 @@ def test_a_series_whose_indexed_copy_was_deleted_loads_from_the_copy_left(qtbot,
 def test_irregular_spacing_warning_stays_and_offers_resampling(qtbot, window, tmp_path):
     positions = [np.array([0.0, 0.0, z]) for z in (0, 2, 4, 6, 10, 12, 14, 16)]
     write_series(tmp_path / "gap", 8, positions=positions)
-    assert _open(qtbot, window, tmp_path / "gap")
+    assert open_and_wait(qtbot, window, tmp_path / "gap")
     assert window.viewer.volume.shape[0] == 8
     assert window.warning_button.isVisibleTo(window) and "1 warning" in window.warning_button.text()
     assert "non-uniform slice spacing" in window.warning_button.toolTip()
@@ -244,7 +226,7 @@ def test_a_single_image_without_geometry_fills_the_window_without_invented_label
     for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
         delattr(ds, keyword)
     ds.save_as(path)
-    assert _open(qtbot, window, path)
+    assert open_and_wait(qtbot, window, path)
     meta = window.viewer.volume.metadata
     assert meta["orientation_known"] is False and meta["spacing_known"] is False
     assert window.views.layout_name == "1x1" and window.views.visible_panes() == ["axial"]
@@ -252,7 +234,7 @@ def test_a_single_image_without_geometry_fills_the_window_without_invented_label
     window.views.slice_views["axial"].grab()  # paints without labels or ruler
     assert window.views.chosen_layout == "2x2"
     # the next volume gets the layout back
-    assert _open(qtbot, window, SAMPLE_CT)
+    assert open_and_wait(qtbot, window, SAMPLE_CT)
     assert window.views.layout_name == "2x2"
 
 
@@ -277,7 +259,7 @@ def test_layouts_maximise_and_persist(qtbot, window):
 
 
 def test_double_click_in_a_view_maximises_it(qtbot, window):
-    assert _open(qtbot, window, SAMPLE_CT)
+    assert open_and_wait(qtbot, window, SAMPLE_CT)
     sag = window.views.slice_views["sagittal"]
     click(sag.viewport(), QPoint(100, 100), double=True)
     assert window.views.visible_panes() == ["sagittal"]
@@ -286,7 +268,7 @@ def test_double_click_in_a_view_maximises_it(qtbot, window):
 
 
 def test_window_presets_invert_and_user_presets(qtbot, window):
-    assert _open(qtbot, window, SAMPLE_CT)
+    assert open_and_wait(qtbot, window, SAMPLE_CT)
     controls = window.controls
     names = controls.preset_names()
     assert {"CT brain", "CT subdural", "CT stroke", "CT lung", "CT mediastinum", "CT abdomen", "CT liver",
@@ -305,13 +287,13 @@ def test_window_presets_invert_and_user_presets(qtbot, window):
 
 def test_mr_opens_with_an_automatic_window(qtbot, window, tmp_path):
     write_series(tmp_path / "mr", 10, modality="MR", slope=None, intercept=None)
-    assert _open(qtbot, window, tmp_path / "mr")
+    assert open_and_wait(qtbot, window, tmp_path / "mr")
     assert window.viewer.window_name == "automatic"
     assert "CT lung" not in window.controls.preset_names()
 
 
 def test_cine_steps_through_slices(qtbot, window):
-    assert _open(qtbot, window, SAMPLE_CT)
+    assert open_and_wait(qtbot, window, SAMPLE_CT)
     window.views.set_active("axial")
     window.viewer.set_slice("axial", 0)
     window.controls.fps.setValue(50)
@@ -324,7 +306,7 @@ def test_cine_steps_through_slices(qtbot, window):
 
 
 def test_header_dock_follows_the_slice(qtbot, window):
-    assert _open(qtbot, window, SAMPLE_CT)
+    assert open_and_wait(qtbot, window, SAMPLE_CT)
     window.header_dock.show()
     qtbot.waitUntil(lambda: window.header_dock.isVisible())
     sources = window.viewer.volume.metadata["slice_sources"]
@@ -350,7 +332,7 @@ def test_drop_a_folder_opens_it(qtbot, window):
 def test_4d_series_has_a_frame_slider(qtbot, window, tmp_path):
     write_series(tmp_path / "fmri", 6, frames=5, modality="MR", slope=None, intercept=None,
                  extra_per_slice=lambda k, t: {"TemporalPositionIdentifier": t + 1})
-    assert _open(qtbot, window, tmp_path / "fmri")
+    assert open_and_wait(qtbot, window, tmp_path / "fmri")
     volume = window.viewer.volume
     assert volume.is_4d and volume.n_frames == 5
     slider = window.controls.frame_slider
@@ -385,14 +367,14 @@ def test_3d_view_follows_the_volume_and_its_presets(qtbot, window, tmp_path):
         window.start_view3d()
     view = window.views.view3d
     assert type(view).__name__ == "View3D"
-    assert _open(qtbot, window, SAMPLE_CT)
+    assert open_and_wait(qtbot, window, SAMPLE_CT)
     qtbot.waitUntil(lambda: window.controls.preset3d_combo.count() > 0, timeout=30_000)
     combo = window.controls.preset3d_combo
     assert combo.currentText() == view.preset == "CT bone"
     combo.activated.emit(combo.findText("CT lung"))
     assert view.preset == "CT lung" and window.settings.preset_3d == "CT lung"
     write_series(tmp_path / "mr", 10, modality="MR", slope=None, intercept=None)
-    assert _open(qtbot, window, tmp_path / "mr")
+    assert open_and_wait(qtbot, window, tmp_path / "mr")
     qtbot.waitUntil(lambda: combo.findText("MR default") >= 0, timeout=30_000)
     assert combo.currentText() == view.preset
     # the cursor reaches the 3D view in patient coordinates

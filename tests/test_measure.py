@@ -15,7 +15,6 @@ from PySide6.QtWidgets import QApplication
 
 from medvision.core.volume import Volume
 from medvision.io import save
-from medvision.ui.main_window import MainWindow
 from medvision.ui.measure import (
     ROW_HEADER,
     AngleTool,
@@ -25,38 +24,10 @@ from medvision.ui.measure import (
     RulerTool,
     measurement_tools,
 )
-from medvision.ui.settings import Settings
 
-from .conftest import SAMPLE_CT
-from .qtutil import click, drag
+from .qtutil import click, drag, open_and_wait, view_point
 
 os.environ["MEDVISION_NO_DIALOGS"] = "1"
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow(Settings.load())
-    qtbot.addWidget(win)
-    win.resize(1500, 950)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.annotating.annotation.discard_recovery()
-    win.close()
-
-
-def _open(qtbot, window, path, series=None, timeout=60_000) -> bool:
-    with qtbot.waitSignal(window.load_finished, timeout=timeout) as sig:
-        window.open_path(str(path), series)
-    return sig.args[0]
-
-
-@pytest.fixture
-def ct(qtbot, window):
-    assert _open(qtbot, window, SAMPLE_CT)
-    window.set_layout("1x1")
-    QApplication.processEvents()
-    return window
 
 
 @pytest.fixture
@@ -65,10 +36,6 @@ def measuring(ct):
     measurements = Measurements(ct.viewer)
     tools = {t.name: t for t in measurement_tools(ct.annotating.annotation, measurements)}
     return ct, measurements, tools
-
-
-def _point(view, ijk) -> QPoint:
-    return view.viewport_point(np.asarray(ijk, float)).toPoint()
 
 
 def _key(widget, key) -> None:
@@ -115,7 +82,7 @@ def test_ruler_measures_millimetres_by_drag_and_by_clicks(measuring):
     assert isinstance(view.tool, RulerTool)
     z = int(window.viewer.cursor[2])
     expected = 100 * grid.spacing[0]
-    drag(view.viewport(), _point(view, [150, 250, z]), _point(view, [250, 250, z]))
+    drag(view.viewport(), view_point(view, [150, 250, z]), view_point(view, [250, 250, z]))
     assert len(measurements.items) == 1
     m = measurements.items[0]
     assert (m.kind, m.plane, m.slice) == ("ruler", "axial", z)
@@ -125,9 +92,9 @@ def test_ruler_measures_millimetres_by_drag_and_by_clicks(measuring):
     assert m.lines() == [f"{m.value:.1f} mm"]
     assert messages and messages[-1].startswith("Ruler: ")
     # click one end, then the other
-    click(view.viewport(), _point(view, [200, 100, z]))
+    click(view.viewport(), view_point(view, [200, 100, z]))
     assert tools["ruler"].in_progress and len(measurements.items) == 1
-    click(view.viewport(), _point(view, [200, 200, z]))
+    click(view.viewport(), view_point(view, [200, 200, z]))
     assert not tools["ruler"].in_progress and len(measurements.items) == 2
     assert measurements.items[1].value == pytest.approx(100 * grid.spacing[1], rel=0.01)
     # the crosshair did not move: the tool took the clicks
@@ -142,13 +109,13 @@ def test_ruler_across_thick_slices_in_the_coronal_view(measuring):
     view.tool = tools["ruler"]
     y = int(window.viewer.cursor[1])
     # straight across 13 slices: 26 mm (not 13 pixels of 0.98 mm)
-    drag(view.viewport(), _point(view, [256, y, 3]), _point(view, [256, y, 16]))
+    drag(view.viewport(), view_point(view, [256, y, 3]), view_point(view, [256, y, 16]))
     m = measurements.items[-1]
     assert (m.plane, m.slice) == ("coronal", y)
     assert m.points[0][1] == m.points[1][1] == y
     assert m.value == pytest.approx(13 * grid.spacing[2], rel=0.01)
     # obliquely: 80 pixels across and 13 slices down
-    drag(view.viewport(), _point(view, [216, y, 3]), _point(view, [296, y, 16]))
+    drag(view.viewport(), view_point(view, [216, y, 3]), view_point(view, [296, y, 16]))
     m = measurements.items[-1]
     expected = math.hypot(80 * grid.spacing[0], 13 * grid.spacing[2])
     assert m.value == pytest.approx(expected, rel=0.01)
@@ -163,16 +130,16 @@ def test_angle_by_clicks_and_by_drag_then_click(measuring):
     assert isinstance(view.tool, AngleTool)
     z = int(window.viewer.cursor[2])
     for ijk in ([400, 250, z], [250, 250, z], [250, 400, z]):
-        click(view.viewport(), _point(view, ijk))
+        click(view.viewport(), view_point(view, ijk))
     assert len(measurements.items) == 1
     m = measurements.items[0]
     assert m.kind == "angle" and len(m.points) == 3
     assert m.value == pytest.approx(90.0, abs=0.5)
     assert m.lines() == [f"{m.value:.1f}\N{DEGREE SIGN}"]
     # drag the first arm (end to vertex), then click the other end: 45 degrees
-    drag(view.viewport(), _point(view, [300, 150, z]), _point(view, [150, 150, z]))
+    drag(view.viewport(), view_point(view, [300, 150, z]), view_point(view, [150, 150, z]))
     assert tools["angle"].in_progress and len(tools["angle"].points) == 2
-    click(view.viewport(), _point(view, [300, 300, z]))
+    click(view.viewport(), view_point(view, [300, 300, z]))
     assert len(measurements.items) == 2
     assert measurements.items[1].value == pytest.approx(45.0, abs=0.5)
 
@@ -183,7 +150,7 @@ def test_rectangle_statistics_equal_numpy_on_the_same_pixels(measuring):
     view.tool = tools["rectangle"]
     assert isinstance(view.tool, RectangleTool)
     z = int(window.viewer.cursor[2])
-    drag(view.viewport(), _point(view, [200, 220, z]), _point(view, [260, 280, z]))
+    drag(view.viewport(), view_point(view, [200, 220, z]), view_point(view, [260, 280, z]))
     m = measurements.items[-1]
     assert m.kind == "rectangle" and m.unit == "HU"
     # the pixels whose centres lie inside (axial: screen rows are y, columns x)
@@ -208,7 +175,7 @@ def test_ellipse_area_and_pixels(measuring):
     view.tool = tools["ellipse"]
     assert isinstance(view.tool, EllipseTool)
     z = int(window.viewer.cursor[2])
-    drag(view.viewport(), _point(view, [150, 200, z]), _point(view, [350, 320, z]))
+    drag(view.viewport(), view_point(view, [150, 200, z]), view_point(view, [350, 320, z]))
     m = measurements.items[-1]
     a, b = 100 * grid.spacing[0], 60 * grid.spacing[1]
     assert m.value == pytest.approx(math.pi * a * b, rel=0.03)
@@ -266,8 +233,8 @@ def test_live_preview_while_dragging_and_hovering(measuring):
     tool.release(view, np.array([180.0, 100, z]))
     assert len(measurements.items) == 1 and tool.preview() is None
     # click mode: the mouse moving after the first click previews the ruler to it
-    click(view.viewport(), _point(view, [300, 300, z]))
-    _move(view.viewport(), _point(view, [300, 380, z]))
+    click(view.viewport(), view_point(view, [300, 300, z]))
+    _move(view.viewport(), view_point(view, [300, 380, z]))
     assert tool.preview().value == pytest.approx(80 * grid.spacing[1], rel=0.02)
     # an ellipse previews its statistics too
     view.tool = tools["ellipse"]
@@ -281,7 +248,7 @@ def test_measurements_show_only_on_their_plane_and_slice(measuring):
     axial = window.views.slice_views["axial"]
     axial.tool = tools["ellipse"]
     z = int(window.viewer.cursor[2])
-    drag(axial.viewport(), _point(axial, [150, 200, z]), _point(axial, [350, 320, z]))
+    drag(axial.viewport(), view_point(axial, [150, 200, z]), view_point(axial, [350, 320, z]))
     axial.tool = None  # another tool: the measurement stays
     m = measurements.items[0]
     assert measurements in window.viewer.decorations
@@ -309,14 +276,14 @@ def test_cleared_when_another_volume_opens(qtbot, measuring, tmp_path):
     view = window.views.slice_views["axial"]
     view.tool = tools["ruler"]
     z = int(window.viewer.cursor[2])
-    drag(view.viewport(), _point(view, [150, 250, z]), _point(view, [250, 250, z]))
-    click(view.viewport(), _point(view, [100, 100, z]))  # one more in progress
+    drag(view.viewport(), view_point(view, [150, 250, z]), view_point(view, [250, 250, z]))
+    click(view.viewport(), view_point(view, [100, 100, z]))  # one more in progress
     assert len(measurements.items) == 1 and tools["ruler"].in_progress
     changed = []
     measurements.changed.connect(lambda: changed.append(1))
     mr = np.arange(8 * 40 * 50, dtype=np.int16).reshape(8, 40, 50)
     path = save(Volume(mr, np.diag([1.2, 1.2, 3.0, 1.0])), tmp_path / "mr.nii.gz")
-    assert _open(qtbot, window, path)
+    assert open_and_wait(qtbot, window, path)
     assert window.viewer.volume.shape == (8, 40, 50)
     assert measurements.items == [] and changed
     assert not tools["ruler"].in_progress
@@ -329,8 +296,8 @@ def test_escape_cancels_and_delete_removes_the_last(measuring):
     window.annotating.panel.set_tool("paint")  # a tool on: Escape (the views' shortcut) goes back to navigating
     view.tool = tools["angle"]
     z = int(window.viewer.cursor[2])
-    click(view.viewport(), _point(view, [300, 250, z]))
-    click(view.viewport(), _point(view, [250, 250, z]))
+    click(view.viewport(), view_point(view, [300, 250, z]))
+    click(view.viewport(), view_point(view, [250, 250, z]))
     assert len(tools["angle"].points) == 2
     _key(view, Qt.Key.Key_Backspace)  # takes back the last point
     assert len(tools["angle"].points) == 1
@@ -341,8 +308,8 @@ def test_escape_cancels_and_delete_removes_the_last(measuring):
     assert view.tool is None and window.annotating.panel.tool.name == "navigate"
     view.tool = tools["angle"]
     view.tool = tools["ruler"]
-    drag(view.viewport(), _point(view, [150, 250, z]), _point(view, [250, 250, z]))
-    drag(view.viewport(), _point(view, [150, 300, z]), _point(view, [200, 300, z]))
+    drag(view.viewport(), view_point(view, [150, 250, z]), view_point(view, [250, 250, z]))
+    drag(view.viewport(), view_point(view, [150, 300, z]), view_point(view, [200, 300, z]))
     first, second = measurements.items
     assert measurements.as_rows() == [("ruler", "axial", z + 1, first.text()), ("ruler", "axial", z + 1, second.text())]
     assert ROW_HEADER == ("kind", "plane", "slice", "value")
@@ -357,9 +324,9 @@ def test_escape_cancels_and_delete_removes_the_last(measuring):
     _key(view, Qt.Key.Key_Backspace)
     assert measurements.items == []
     # clear and remove_last on the object
-    drag(view.viewport(), _point(view, [150, 250, z]), _point(view, [250, 250, z]))
+    drag(view.viewport(), view_point(view, [150, 250, z]), view_point(view, [250, 250, z]))
     assert measurements.remove_last() is not None and measurements.remove_last() is None
-    drag(view.viewport(), _point(view, [150, 250, z]), _point(view, [250, 250, z]))
+    drag(view.viewport(), view_point(view, [150, 250, z]), view_point(view, [250, 250, z]))
     measurements.clear()
     assert measurements.items == []
 
@@ -369,18 +336,18 @@ def test_screenshot_with_ruler_angle_and_rois(qtbot, measuring, screenshot_dir):
     view = window.views.slice_views["axial"]
     z = int(window.viewer.cursor[2])
     view.tool = tools["ruler"]  # across the liver
-    drag(view.viewport(), _point(view, [95, 330, z]), _point(view, [200, 390, z]))
+    drag(view.viewport(), view_point(view, [95, 330, z]), view_point(view, [200, 390, z]))
     view.tool = tools["angle"]  # at the anterior abdominal wall
     for ijk in ([170, 185, z], [256, 140, z], [345, 180, z]):
-        click(view.viewport(), _point(view, ijk))
+        click(view.viewport(), view_point(view, ijk))
     view.tool = tools["ellipse"]  # the left kidney
-    drag(view.viewport(), _point(view, [305, 280, z]), _point(view, [355, 330, z]))
+    drag(view.viewport(), view_point(view, [305, 280, z]), view_point(view, [355, 330, z]))
     view.tool = tools["rectangle"]  # in the liver
-    drag(view.viewport(), _point(view, [140, 230, z]), _point(view, [190, 270, z]))
+    drag(view.viewport(), view_point(view, [140, 230, z]), view_point(view, [190, 270, z]))
     # a ruler in progress, previewing to the mouse
     view.tool = tools["ruler"]
-    click(view.viewport(), _point(view, [420, 420, z]))
-    _move(view.viewport(), _point(view, [470, 360, z]))
+    click(view.viewport(), view_point(view, [420, 420, z]))
+    _move(view.viewport(), view_point(view, [470, 360, z]))
     assert [m.kind for m in measurements.items] == ["ruler", "angle", "ellipse", "rectangle"]
     QApplication.processEvents()
     assert window.save_screenshot(str(screenshot_dir / "measurements.png"))
