@@ -163,9 +163,9 @@ def test_labels_touching_the_grid_edge_get_closed_surfaces_and_big_maps_are_samp
 
 
 def test_discrete_flying_edges_when_surface_nets_are_missing(monkeypatch):
-    from medvision.ui import vtk_support
+    from medvision.ui import label_surfaces, vtk_support
 
-    monkeypatch.setattr(vtk_support, "vtkSurfaceNets3D", None)
+    monkeypatch.setattr(label_surfaces, "vtkSurfaceNets3D", None)
     labels = ball_and_cube(grid("RAS"))
     surfaces = run_job(vtk_support.label_surfaces_job(labels.array, labels.affine))
     assert set(surfaces.meshes) == {1, 2}

@@ -13,7 +13,8 @@ so the patient's right is on the screen's left (as 3D Slicer's anterior view).
 Label surfaces (3D Slicer's "Show 3D"): :meth:`View3D.set_labels` shows a smooth closed surface per
 label present in a :class:`LabelMap` (surface nets), in its table colour, placed by the label map's
 own affine in LPS; they are made on a worker thread for big maps, and :meth:`View3D.update_labels`
-remakes only the labels whose voxels changed since the last surfaces.
+remakes only the labels whose voxels changed since the last surfaces (all of it done by a
+:class:`~medvision.ui.label_surfaces.LabelSurfaceController`, which the view owns).
 
 Importing this module imports VTK: the main window imports it once it is on screen.
 """
@@ -29,26 +30,22 @@ from PySide6.QtCore import QPointF, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from ..core.jobs import run_job
 from ..core.labels import LabelMap
 from ..core.volume import Volume
 from . import vtk_support
 from .jobs import JobRunner, run_in_thread
+from .label_surfaces import LABELS_MAX_DIM, LabelSurfaceController, LabelSurfaces
 from .vtk_support import (
     CT_PRESETS,
     DEFAULT_MAX_DIM,
     DRAG_LEVELS,
-    LABELS_MAX_DIM,
     STILL_LEVELS,
-    SYNC_LABEL_VOXELS,
     VIEWS,
-    LabelSurfaces,
     PreparedVolume,
     Scene,
     adapt_level,
     apply_preset,
     default_preset,
-    label_surfaces_job,
     mr_presets,
     needs_worker,
     prepare_job,
@@ -121,14 +118,7 @@ class View3D(QWidget):
         # label surfaces
         #: longest axis of the label grid surfaces are made on (larger label maps are sampled down)
         self.labels_max_dim = LABELS_MAX_DIM
-        self._labels: LabelMap | None = None
-        self._surfaces: LabelSurfaces | None = None  # the surfaces in the scene and what they were made from
-        self._labels_runner: JobRunner | None = None
-        self._labels_token = 0
-        self._labels_pending = False  # an update was asked for while a job ran
-        self._labels_stale = False  # the labels changed while hidden
-        self._show_labels = True
-        self._labels_opacity = 1.0
+        self._label_ctl = LabelSurfaceController(self)
         #: milliseconds the GUI thread spent putting the last surfaces into the scene
         self.last_labels_install_ms = 0.0
         try:
@@ -168,25 +158,25 @@ class View3D(QWidget):
 
     @property
     def labels(self) -> LabelMap | None:
-        return self._labels
+        return self._label_ctl.labels
 
     @property
     def label_surfaces(self) -> LabelSurfaces | None:
         """The label surfaces in the scene (meshes by value, the grid they were made on), or None."""
-        return self._surfaces
+        return self._label_ctl.surfaces
 
     @property
     def is_computing_labels(self) -> bool:
-        return self._labels_runner is not None
+        return self._label_ctl.is_computing
 
     @property
     def show_labels(self) -> bool:
-        return self._show_labels
+        return self._label_ctl.show
 
     @property
     def labels_opacity(self) -> float:
         """Opacity of the label surfaces, 0..1 (times each label's own alpha); 1 by default."""
-        return self._labels_opacity
+        return self._label_ctl.opacity
 
     @labels_opacity.setter
     def labels_opacity(self, value: float) -> None:
@@ -275,126 +265,31 @@ class View3D(QWidget):
         if announce:
             self.ready.emit()
 
-    # ---- label surfaces ------------------------------------------------------------------
+    # ---- label surfaces (made and shown by self._label_ctl) -----------------------------
     def set_labels(self, labels: LabelMap | None) -> None:
         """Show a surface for each label present in ``labels`` (visible ones, in their table colour),
         or none for None. Big label maps get their surfaces made on a worker thread
         (``labels_ready`` is emitted once they are in the scene). The same map again is an update."""
-        if labels is not None and labels is self._labels:
-            self.update_labels()
-            return
-        self._labels_token += 1
-        if self._labels_runner is not None:
-            self._labels_runner.cancel()
-            self._labels_runner = None
-        self._labels = labels
-        self._labels_pending = False
-        self._labels_stale = False
-        self._surfaces = None
-        if self._scene is not None:
-            self._scene.set_label_meshes({})
-            self._request_render()
-        if labels is None:
-            self.labels_ready.emit()
-            return
-        self.update_labels()
+        self._label_ctl.set_labels(labels)
 
     def update_labels(self) -> None:
         """Remake the surfaces after the label map's voxels changed (only labels whose voxels
         changed are remade). The caller debounces edits; a call while surfaces are being made
         starts another job when that one ends."""
-        if self._labels is None or self._scene is None:
-            return
-        if not self._show_labels:
-            self._labels_stale = True  # made when shown again
-            return
-        if self._labels_runner is not None:
-            self._labels_pending = True
-            return
-        self._labels_stale = False
-        labels, token = self._labels, self._labels_token
-        job = label_surfaces_job(labels.array, labels.affine, self.labels_max_dim, self._surfaces)
-        if labels.array.size <= SYNC_LABEL_VOXELS:
-            try:
-                surfaces = run_job(job)
-            except (ValueError, MemoryError) as exc:
-                self._on_labels_failed(token, exc)
-                return
-            self._install_labels(surfaces)
-            return
-        self._labels_runner = run_in_thread(
-            job, parent=self, name="3D label surfaces",
-            on_finished=lambda surfaces: self._on_labels_made(token, surfaces),
-            on_failed=lambda exc: self._on_labels_failed(token, exc))
-        self.update()
-
-    def _on_labels_made(self, token: int, surfaces: LabelSurfaces) -> None:
-        if token != self._labels_token:
-            return
-        self._labels_runner = None
-        self._install_labels(surfaces)
-        if self._labels_pending:
-            self._labels_pending = False
-            self.update_labels()
-
-    def _on_labels_failed(self, token: int, exc: BaseException) -> None:
-        if token != self._labels_token:
-            return
-        self._labels_runner = None
-        self._labels_pending = False
-        message = f"3D view: cannot show these labels: {exc}"
-        log.warning("%s", message)
-        self.status.emit(message)
-        self.update()
-
-    def _install_labels(self, surfaces: LabelSurfaces) -> None:
-        start = time.perf_counter()
-        first = self._surfaces is None
-        changed = first or bool(surfaces.rebuilt) or surfaces.meshes.keys() != self._surfaces.meshes.keys()
-        self._surfaces = surfaces
-        if self._scene is None:
-            return
-        self._scene.set_label_meshes(surfaces.meshes)
-        self.refresh_label_display()
-        self.last_labels_install_ms = (time.perf_counter() - start) * 1000
-        log.debug("label surfaces: %d remade in %.0f ms, installed in %.1f ms", len(surfaces.rebuilt),
-                  surfaces.seconds * 1000, self.last_labels_install_ms)
-        if changed:
-            message = f"3D: {len(surfaces.meshes)} label surfaces"
-            if surfaces.factors != (1, 1, 1):
-                z, y, x = surfaces.snapshot.shape
-                message += f" (labels sampled to {x}x{y}x{z})"
-            self.status.emit(message)
-        if self._prepared is None and first:
-            self._fit_pending = True
-        self.labels_ready.emit()
+        self._label_ctl.update_labels()
 
     def refresh_label_display(self) -> None:
         """Apply the label table's colours and visibility (and the opacity) to the surfaces
         without remaking them."""
-        if self._scene is None:
-            return
-        colours: dict[int, tuple[int, int, int, int]] = {}
-        if self._labels is not None and self._show_labels:
-            table = self._labels.table
-            for value in self._scene.label_actors:
-                label = table.labels.get(value)
-                if label is not None and label.visible:
-                    colours[value] = tuple(label.color)
-        self._scene.set_label_display(colours, self._labels_opacity)
-        self._request_render()
+        self._label_ctl.refresh_display()
 
     def set_show_labels(self, show: bool) -> None:
         """Show (True, the default) or hide the label surfaces."""
-        self._show_labels = bool(show)
-        if self._show_labels and self._labels_stale:
-            self.update_labels()
-        self.refresh_label_display()
+        self._label_ctl.set_show(show)
 
     def set_labels_opacity(self, opacity: float) -> None:
         """Opacity of all label surfaces, 0 (hidden) to 1 (opaque, the default)."""
-        self._labels_opacity = min(max(float(opacity), 0.0), 1.0)
-        self.refresh_label_display()
+        self._label_ctl.set_opacity(opacity)
 
     # ---- presets -------------------------------------------------------------------------
     def presets(self) -> list[str]:
@@ -460,8 +355,8 @@ class View3D(QWidget):
         """LPS corners of what the camera frames: the volume's grid, else the labels' grid."""
         if self._prepared is not None:
             return self._prepared.corners()
-        if self._surfaces is not None:
-            return self._surfaces.corners()
+        if self._label_ctl.surfaces is not None:
+            return self._label_ctl.surfaces.corners()
         return None
 
     def set_parallel_projection(self, parallel: bool) -> None:
@@ -509,7 +404,7 @@ class View3D(QWidget):
         if scene is None:
             return
         width, height, dpr = self._pixel_size()
-        if self._fit_pending and (self._prepared is not None or self._surfaces is not None):
+        if self._fit_pending and (self._prepared is not None or self._label_ctl.surfaces is not None):
             self._fit_camera(width / height)
             self._fit_pending = False
         interactive = interactive or self._drag is not None
@@ -575,7 +470,7 @@ class View3D(QWidget):
         painter.setPen(QColor(230, 230, 230))
         if self._runner is not None:
             painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "Preparing the 3D view ...")
-        if self._labels_runner is not None:
+        if self._label_ctl.is_computing:
             corner = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom)
             painter.drawText(rect.adjusted(6, 6, -6, -6), corner, "Making label surfaces ...")
         if self._prepared is None or self._scene is None:
@@ -601,7 +496,7 @@ class View3D(QWidget):
 
     # ---- interaction --------------------------------------------------------------------------
     def _interactive(self) -> bool:
-        return self._scene is not None and (self._prepared is not None or self._surfaces is not None)
+        return self._scene is not None and (self._prepared is not None or self._label_ctl.surfaces is not None)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt override
         if not self._interactive() or self._drag is not None:
@@ -701,7 +596,5 @@ class View3D(QWidget):
         if self._runner is not None:
             self._runner.cancel()
             self._runner = None
-        if self._labels_runner is not None:
-            self._labels_runner.cancel()
-            self._labels_runner = None
+        self._label_ctl.cancel()
         super().closeEvent(event)
