@@ -205,17 +205,24 @@ def test_save_open_and_seg_export(qtbot, ct, tmp_path):
     again = load_labels(out, reference=window.viewer.volume)
     assert np.array_equal(again.array, reference.array)
     assert [la.name for la in again.table] == [la.name for la in reference.table]
-    # DICOM SEG export of the 117 labels, re-read voxel-identical
+    # DICOM SEG export of the 117 labels (one edit since the save), re-read voxel-identical
+    ann.history.write((slice(3, 4), slice(0, 2), slice(0, 2)), np.array(9, np.uint8))
     seg = tmp_path / "labels.seg.dcm"
     assert window.annotating._export_seg(str(seg), wait=True)
-    assert ann.target == str(out)  # an export does not change the working file
     back = read_seg(seg, reference=window.viewer.volume)
-    assert np.array_equal(back.array, reference.array)
-    # open labels in the window (job) replaces the working labels
+    assert np.array_equal(back.array, ann.labels.array)
+    # an export does not change the working file, nor write it: the edit is still unsaved there
+    assert ann.target == str(out) and ann.dirty
+    ann.undo()
+    # open labels in the window (job) replaces the working labels; a SEG opens unchanged: not "unsaved"
+    ann.clear()
+    with qtbot.waitSignal(ann.labels_replaced, timeout=30_000):
+        ann.open(str(seg))
+    assert not ann.dirty and ann.target is None and ann.labels.array[3, 0, 0] == 9
     ann.clear()
     with qtbot.waitSignal(ann.labels_replaced, timeout=30_000):
         ann.open(str(out))
-    assert np.array_equal(ann.labels.array, reference.array)
+    assert np.array_equal(ann.labels.array, reference.array) and ann.target == str(out)
     # a bad label file: a clear message, the labels on screen stay
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"not a nifti")

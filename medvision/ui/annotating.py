@@ -170,14 +170,17 @@ class AnnotationControls:
             self.window.report_error("DICOM SEG needs a DICOM image series to refer to: save these labels as "
                                      "NIfTI or NRRD instead")
             return False
-        # a SEG is an export: the working file (if any) stays the Save target
-        target = self.annotation.target
+        # a SEG is an export: the working file (if any) stays the Save target and is not written by
+        # it, so its unsaved changes stay unsaved; without a working file the SEG is what was saved
+        ann = self.annotation
+        target, before = ann.target, ann.saved_version
         done = after
 
         def restore_target(ok: bool) -> None:
-            self.annotation.target = target
-            if target is None and self.annotation.project is None:
-                self.annotation.saved_version = -1 if ok else self.annotation.saved_version
+            ann.target = target
+            if ok and (target is not None or ann.project is not None):
+                ann.saved_version = before
+                ann.state_changed.emit()
             if done is not None:
                 done(ok)
 

@@ -396,8 +396,8 @@ class Annotation(QObject):
                 if done:
                     done(False)
                 return
-            dicom = str(path).lower().endswith(SEG_SUFFIXES)
-            self.set_labels(labels, target=None if dicom else str(path), saved=not dicom)
+            dicom = str(path).lower().endswith(SEG_SUFFIXES)  # Save asks where (NIfTI) for DICOM input
+            self.set_labels(labels, target=None if dicom else str(path), saved=True)
             how = getattr(labels, "placement", "")
             self.message.emit(f"labels opened: {path}" + (f" ({how})" if how and how != "same grid" else ""))
             if done:

@@ -196,9 +196,7 @@ class WorklistPanel(QWidget):
         if not image.exists():
             self.window.report_error(f"case {case.id}: its image {image} is gone")
             return
-        if not self.controls.confirm_discard(f"open case {case.id}"):
-            return
-        self.annotation.discard_recovery()
+        # opening the image asks first when the labels on screen have unsaved changes
         self._opening = case.id
         self.window.open_path(str(image), case.series)
 
