@@ -1,0 +1,44 @@
+"""Networks by the name a model card gives them: medvision's own (``deepbet.UNet3D``) and any of
+monai's (``monai.UNet``, ``monai.SegResNet``, ``monai.SwinUNETR`` ...) with the card's arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["build", "known"]
+
+
+def _deepbet(args: dict[str, Any]):
+    from .networks import deepbet
+
+    return deepbet.UNet3D(**args)
+
+
+_OWN = {"deepbet.UNet3D": _deepbet}
+
+
+def known() -> list[str]:
+    import monai.networks.nets as nets
+
+    return sorted(_OWN) + sorted(f"monai.{n}" for n in dir(nets) if n[:1].isupper())
+
+
+def build(spec: dict[str, Any]):
+    """A new (randomly initialised) network from a card's ``architecture`` entry."""
+    from .package import PackageError
+
+    name = str(spec.get("name", ""))
+    args = dict(spec.get("args") or {})
+    if name in _OWN:
+        return _OWN[name](args)
+    if name.startswith("monai."):
+        import monai.networks.nets as nets
+
+        cls = getattr(nets, name.split(".", 1)[1], None)
+        if cls is None:
+            raise PackageError(f"monai has no network {name.split('.', 1)[1]!r}")
+        try:
+            return cls(**args)
+        except TypeError as exc:
+            raise PackageError(f"{name}: bad arguments in the card ({exc})") from exc
+    raise PackageError(f"unknown architecture {name!r} (known: medvision's {', '.join(_OWN)} and monai.*)")

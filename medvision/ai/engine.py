@@ -1,0 +1,328 @@
+"""Inference: a model package on a volume, as a job (progress, cancel), on CUDA or the CPU.
+
+``infer_job(package, volume, options)`` prepares the input as the card says
+(:mod:`medvision.ai.preprocess`), runs the network whole or by sliding windows (monai's
+``sliding_window_inference``, Gaussian blending), optionally with test-time augmentation (the
+identity and a flip along each axis, probabilities averaged) and a voxel-wise uncertainty map,
+maps the probabilities back onto the volume's exact grid and post-processes the label map.
+
+The network runs on a helper thread while the job yields progress records every 0.1 s: a cancel
+(closing the job) stops it at the next layer. On CUDA it runs under autocast (float16) with cuDNN
+autotuning; a CUDA out-of-memory error falls back step by step (one window at a time, windows on
+the GPU but stitching on the CPU, then the CPU), releasing GPU memory before each step and
+saying what it did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..core.jobs import Cancelled, Progress
+from ..core.labels import LabelMap, LabelTable
+from ..core.volume import Volume
+from .options import InferenceOptions
+from .package import ModelPackage
+from .preprocess import fill_holes, largest_component, prepare
+
+__all__ = ["InferenceOptions", "InferenceResult", "infer_job", "Attempt", "fallback_plan", "pick_device"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InferenceResult:
+    labels: LabelMap
+    probability: np.ndarray  # float32 (z, y, x): the probability of the label chosen at each voxel
+    uncertainty: np.ndarray | None
+    device: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One way to run the network: where the windows run, where they are stitched, how many at once."""
+
+    device: str
+    sw_device: str
+    sw_batch_size: int
+    why: str = ""
+
+
+def pick_device(requested: str = "auto") -> str:
+    if requested == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise RuntimeError("no CUDA GPU is available on this machine (run with --device cpu)")
+    return "cpu"
+
+
+def fallback_plan(device: str, sw_batch_size: int, sliding: bool) -> list[Attempt]:
+    """The attempts tried in order after CUDA out-of-memory errors."""
+    if device == "cpu":
+        return [Attempt("cpu", "cpu", sw_batch_size)]
+    plan = [Attempt("cuda", "cuda", sw_batch_size)]
+    if sliding and sw_batch_size > 1:
+        plan.append(Attempt("cuda", "cuda", 1, "one window at a time"))
+    if sliding:
+        plan.append(Attempt("cpu", "cuda", 1, "windows on the GPU, stitching in CPU memory"))
+    plan.append(Attempt("cpu", "cpu", sw_batch_size, "on the CPU"))
+    return plan
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _release_gpu() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Watch:
+    """Counts the network's layers as they run (progress) and stops it when asked (cancel)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.stop = threading.Event()
+        self.calls = 0
+        self._hooks = [m.register_forward_pre_hook(self._hook) for m in net.modules() if not list(m.children())]
+
+    def _hook(self, _module, _inputs) -> None:
+        if self.stop.is_set():
+            raise _Stop()
+        self.calls += 1
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+
+
+def _run_attempt(net, card: dict, x: torch.Tensor, attempt: Attempt, tta: bool) -> list[torch.Tensor]:
+    """Probabilities (C, X, Y, Z) on the CPU, one per augmentation pass."""
+    inference = card.get("inference") or {}
+    sliding = inference.get("mode") == "sliding_window" and inference.get("sliding_window")
+    output = card.get("output") or {}
+    dev = torch.device(attempt.device if attempt.sw_device == "cpu" else attempt.sw_device)
+    net.to(dev)
+    amp = dev.type == "cuda"
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            out = net(batch.to(dev))
+        out = out.float()
+        act = output.get("activation")
+        if not output.get("in_network"):
+            out = torch.softmax(out, 1) if act == "softmax" else torch.sigmoid(out) if act == "sigmoid" else out
+        return out
+
+    flips = [()] + ([(2,), (3,), (4,)] if tta else [])
+    results = []
+    with torch.inference_mode():
+        for axes in flips:
+            inp = torch.flip(x, axes) if axes else x
+            if sliding:
+                from monai.inferers import sliding_window_inference
+
+                sw = inference["sliding_window"]
+                out = sliding_window_inference(
+                    inp, tuple(sw["roi_size"]), attempt.sw_batch_size, predictor,
+                    overlap=float(sw.get("overlap", 0.5)), mode=sw.get("blend", "gaussian"),
+                    sw_device=torch.device(attempt.sw_device), device=torch.device(attempt.device))
+            else:
+                out = predictor(inp.to(dev))
+            out = torch.flip(out, axes) if axes else out
+            results.append(out[0].float().cpu())
+    return results
+
+
+def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions | None = None):
+    """Job: run ``package`` on ``volume``; returns an :class:`InferenceResult`."""
+    options = options or InferenceOptions()
+    card = package.card
+    notes = [f"warning: {w}" for w in package.suitability(volume)]
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    yield Progress("loading the model", 0, 0, package.name)
+    device = pick_device(options.device)
+    if device == "cpu":
+        torch.set_num_threads(options.threads or max(1, os.cpu_count() or 1))
+    else:
+        torch.backends.cudnn.benchmark = True
+    net = package.network()
+    localizer = package.network("localizer") if "localizer" in card else None
+    seconds["load"] = time.perf_counter() - t0
+
+    frame = volume.frame(options.frame) if volume.is_4d else volume
+    source = frame
+    if options.box is not None:
+        source = _sub_volume(frame, options.box)
+    t1 = time.perf_counter()
+    yield Progress("preparing the image", 0, 0)
+    prep_device = device if localizer is not None else "cpu"
+    try:
+        if localizer is not None:
+            localizer.to(prep_device)
+        prep = prepare(card, source, localizer, prep_device)
+    except torch.cuda.OutOfMemoryError:
+        _release_gpu()
+        notes.append("out of GPU memory while preparing: prepared on the CPU")
+        prep = prepare(card, source, localizer.to("cpu") if localizer is not None else None, "cpu")
+    seconds["prepare"] = time.perf_counter() - t1
+
+    inference = card.get("inference") or {}
+    sliding = bool(inference.get("mode") == "sliding_window" and inference.get("sliding_window"))
+    sw_batch = options.sw_batch_size or int((inference.get("sliding_window") or {}).get("batch_size", 2))
+    plan = fallback_plan(device, sw_batch, sliding)
+    t2 = time.perf_counter()
+    passes = None
+    used = plan[-1]
+    for k, attempt in enumerate(plan):
+        if attempt.why:
+            notes.append(f"out of GPU memory: retried {attempt.why}")
+        try:
+            passes = yield from _watched(net, lambda a=attempt: _run_attempt(net, card, prep.tensor, a, options.tta))
+            used = attempt
+            break
+        except Exception as exc:  # noqa: BLE001 - out of memory falls back; anything else is reported
+            if not _is_oom(exc) or k == len(plan) - 1:
+                raise
+            log.warning("CUDA out of memory (%s); falling back", exc)
+            net.to("cpu")
+            _release_gpu()
+    seconds["inference"] = time.perf_counter() - t2
+    yield Progress("post-processing", 0, 0)
+    t3 = time.perf_counter()
+    mean = torch.stack(passes).mean(0) if len(passes) > 1 else passes[0]
+    probs = prep.to_grid(mean)
+    labels, chosen = _label_map(card, probs, source)
+    uncertainty = None
+    if options.uncertainty:
+        if len(passes) > 1:
+            var = torch.stack(passes).var(0).mean(0, keepdim=True)
+            uncertainty = prep.to_grid(var)[0]
+        else:
+            p = np.clip(probs, 1e-6, 1.0)
+            uncertainty = (-(p * np.log(p)).sum(0) / np.log(max(p.shape[0], 2))).astype(np.float32)
+    _postprocess(card, labels, prep)
+    if options.box is not None:
+        labels, chosen, uncertainty = _into_full(frame, options.box, labels, chosen, uncertainty)
+    seconds["postprocess"] = time.perf_counter() - t3
+    seconds["total"] = time.perf_counter() - t0
+    if used.device == "cpu" and device == "cuda":
+        notes.append("ran on the CPU after running out of GPU memory")
+    net.to("cpu")
+    if device == "cuda":
+        _release_gpu()
+    return InferenceResult(labels, chosen, uncertainty, used.device if used.sw_device == used.device else
+                           f"{used.sw_device} windows, {used.device} stitching", seconds, notes)
+
+
+def _watched(net, compute):
+    """Run ``compute()`` on a helper thread, yielding progress every 0.1 s; closing the job stops it."""
+    watch = _Watch(net)
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["result"] = compute()
+        except BaseException as exc:  # noqa: BLE001 - handed to the job's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="inference", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+            yield Progress("inference", 0, 0, f"{watch.calls} layers run")
+    except GeneratorExit:
+        watch.stop.set()
+        worker.join()
+        raise
+    finally:
+        watch.remove()
+    if isinstance(box.get("error"), _Stop):
+        raise Cancelled("inference cancelled")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _sub_volume(volume: Volume, box) -> Volume:
+    z, y, x = box
+    origin = volume.index_to_world([x.start, y.start, z.start])
+    affine = volume.affine.copy()
+    affine[:3, 3] = origin
+    return Volume(np.ascontiguousarray(volume.array[box]), affine, volume.frame_of_reference_uid,
+                  dict(volume.metadata))
+
+
+def _into_full(frame: Volume, box, labels: LabelMap, chosen, uncertainty):
+    full = np.zeros(frame.shape[-3:], labels.array.dtype)
+    full[box] = labels.array
+    prob = np.zeros(frame.shape[-3:], np.float32)
+    prob[box] = chosen
+    unc = None
+    if uncertainty is not None:
+        unc = np.zeros(frame.shape[-3:], np.float32)
+        unc[box] = uncertainty
+    return LabelMap(full, frame.affine, labels.table, name=labels.name), prob, unc
+
+
+def _label_map(card: dict, probs: np.ndarray, source: Volume) -> tuple[LabelMap, np.ndarray]:
+    output = card.get("output") or {}
+    table = LabelTable.from_json(json.dumps(card.get("labels") or []))
+    if "threshold" in output:  # one structure: a channel against a threshold
+        channel = int(output.get("channel", 1 if probs.shape[0] > 1 else 0))
+        value = table.values()[0] if len(table) else 1
+        p = probs[channel]
+        array = np.where(p > float(output["threshold"]), value, 0).astype(np.uint8)
+        chosen = p
+    else:
+        array = probs.argmax(0)
+        chosen = probs.max(0)
+        array = array.astype(np.uint8 if array.max(initial=0) < 256 else np.uint16)
+    return LabelMap(array, source.affine, table, name=str(card.get("id"))), chosen.astype(np.float32)
+
+
+def _postprocess(card: dict, labels: LabelMap, prep) -> None:
+    post = card.get("postprocessing") or {}
+    if not (post.get("largest_component") or post.get("fill_holes")):
+        return
+    region = _source_region(prep)
+    for value in labels.present_values():
+        sub = labels.array[region]
+        mask = sub == value
+        if post.get("largest_component"):
+            mask = largest_component(mask)
+        if post.get("fill_holes"):
+            mask = fill_holes(mask)
+        sub[(sub == value) & ~mask] = 0
+        sub[mask & (sub == 0)] = value
+
+
+def _source_region(prep) -> tuple[slice, slice, slice]:
+    """The (z, y, x) region of the source grid the network saw (the localizer's crop), else all."""
+    if prep.crop is None:
+        return tuple(slice(0, n) for n in prep.source.shape[-3:])
+    marker = np.zeros(prep.full_shape_xyz, np.float32)
+    marker[prep.crop] = 1
+    back = prep.to_grid(torch.from_numpy(marker)[None])[0]
+    idx = [np.nonzero(back.any(axis=tuple(a for a in range(3) if a != i)))[0] for i in range(3)]
+    return tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)

@@ -1,0 +1,242 @@
+"""Model packages and the registry that finds them.
+
+A package is a folder: ``model.json`` (the card: what the model is for, how its input is prepared,
+its architecture, its labels, the sha256 of its weights, licence and provenance) and the weights as
+safetensors. Weights are never unpickled. A weight file whose hash does not match its card is
+refused. Shipped packages live in the repository's ``models/``; packages users import or fine-tune
+go to ``<user data dir>/models``; the :class:`Registry` lists both (a user package with the same id
+as a shipped one shadows it only with a higher version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..paths import data_dir
+
+__all__ = ["CARD", "PackageError", "ModelPackage", "Registry", "sha256_of", "shipped_dir", "user_dir"]
+
+log = logging.getLogger(__name__)
+
+CARD = "model.json"
+FORMAT = "medvision-model"
+REQUIRED = ("id", "version", "name", "task", "architecture", "weights", "labels")
+
+
+class PackageError(Exception):
+    """A model package that cannot be used (missing, damaged, tampered with, not understood)."""
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shipped_dir() -> Path:
+    """The packages that come with medvision (the repository's ``models/``)."""
+    return Path(os.environ.get("MEDVISION_SHIPPED_MODELS", Path(__file__).resolve().parents[2] / "models"))
+
+
+def user_dir() -> Path:
+    path = data_dir() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _version_key(version: str) -> tuple:
+    parts = []
+    for p in str(version).replace("-", ".").split("."):
+        parts.append((0, int(p), "") if p.isdigit() else (1, 0, p))
+    return tuple(parts)
+
+
+@dataclass
+class ModelPackage:
+    """A package folder and its card (read and checked for shape; weights are checked on load)."""
+
+    folder: Path
+    card: dict[str, Any]
+    shipped: bool = False
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, *, shipped: bool = False) -> ModelPackage:
+        folder = Path(folder)
+        path = folder / CARD
+        if not path.is_file():
+            raise PackageError(f"{folder}: not a model package (no {CARD})")
+        try:
+            card = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PackageError(f"{path}: unreadable model card ({exc})") from exc
+        if not isinstance(card, dict) or card.get("format", FORMAT) != FORMAT:
+            raise PackageError(f"{path}: not a medvision model card")
+        missing = [k for k in REQUIRED if k not in card]
+        if missing:
+            raise PackageError(f"{path}: the card lacks {', '.join(missing)}")
+        if not isinstance(card["weights"], dict) or "file" not in card["weights"] or "sha256" not in card["weights"]:
+            raise PackageError(f"{path}: the card's weights need a file and its sha256")
+        return cls(folder, card, shipped)
+
+    # ---- card -------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return str(self.card["id"])
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+    @property
+    def name(self) -> str:
+        return str(self.card.get("name") or self.id)
+
+    @property
+    def modality(self) -> str:
+        return str(self.card.get("modality") or "")
+
+    @property
+    def dims(self) -> int:
+        return int(self.card.get("dims", 3))
+
+    @property
+    def labels(self) -> list[dict]:
+        return list(self.card.get("labels") or [])
+
+    def summary(self) -> str:
+        labels = ", ".join(str(la.get("name")) for la in self.labels)
+        where = "shipped" if self.shipped else "user"
+        return (f"{self.id} {self.version}  {self.name}  [{self.card.get('task', '?')}, "
+                f"{self.modality or 'any modality'}, {self.dims}D; labels: {labels}; {where}; "
+                f"licence {self.card.get('license', '?')}]")
+
+    # ---- weights ----------------------------------------------------------------------------
+    def weights_path(self, part: str = "weights") -> Path:
+        spec = self.card[part]["weights"] if part != "weights" else self.card["weights"]
+        path = (self.folder / spec["file"]).resolve()
+        if self.folder.resolve() not in path.parents:
+            raise PackageError(f"{self.folder / CARD}: weights must lie inside the package folder")
+        return path
+
+    def verified_weights(self, part: str = "weights") -> Path:
+        """The weights file of ``part`` ("weights" or e.g. "localizer"), after checking its sha256."""
+        spec = self.card["weights"] if part == "weights" else self.card[part]["weights"]
+        path = self.weights_path(part)
+        if not path.is_file():
+            raise PackageError(f"{self.id}: weights file {path.name} is missing from {self.folder}")
+        if not str(path).endswith(".safetensors"):
+            raise PackageError(f"{self.id}: {path.name} is not a safetensors file (medvision never unpickles "
+                               "weights; import other formats with `medvision models import`)")
+        digest = sha256_of(path)
+        if digest != str(spec["sha256"]).lower():
+            raise PackageError(f"{self.id}: {path.name} does not match its card (sha256 {digest[:12]}... instead of "
+                               f"{str(spec['sha256'])[:12]}...): the file was changed or damaged; refusing to use it")
+        return path
+
+    def state_dict(self, part: str = "weights", device: str = "cpu") -> dict:
+        from safetensors.torch import load_file
+
+        path = self.verified_weights(part)
+        try:
+            return load_file(str(path), device=device)
+        except Exception as exc:  # noqa: BLE001 - a damaged file says so
+            raise PackageError(f"{self.id}: {path.name} is not readable safetensors ({exc})") from exc
+
+    def network(self, part: str = "weights", device: str = "cpu"):
+        """The eager network of ``part`` with its verified weights, in eval mode, on ``device``."""
+        from .architectures import build
+
+        spec = self.card["architecture"] if part == "weights" else self.card[part]["architecture"]
+        net = build(spec)
+        try:
+            net.load_state_dict(self.state_dict(part), strict=True)
+        except RuntimeError as exc:
+            raise PackageError(f"{self.id}: the weights do not fit its architecture {spec.get('name')}: "
+                               f"{str(exc).splitlines()[0]}") from exc
+        return net.eval().to(device)
+
+    def suitability(self, volume) -> list[str]:
+        """Why this model may not be made for ``volume`` (modality, dimensionality): warnings."""
+        out = []
+        meta = volume.metadata
+        modality = meta.get("modality")
+        if self.modality and modality and modality != self.modality:
+            out.append(f"{self.name} was made for {self.modality} images; this one is {modality}")
+        if self.modality and not modality:
+            out.append(f"{self.name} was made for {self.modality} images; this image does not say its modality")
+        if self.dims == 3 and min(volume.shape[-3:]) < 8:
+            out.append(f"{self.name} is a 3D model; this image has only {min(volume.shape[-3:])} slices")
+        if volume.is_4d:
+            out.append("this is a 4D series: the model runs on the frame shown")
+        return out
+
+
+class Registry:
+    """Every usable package: shipped ones and the user's; newest version of each id wins."""
+
+    def __init__(self, folders: list[Path] | None = None) -> None:
+        self.folders = folders if folders is not None else [shipped_dir(), user_dir()]
+        self.problems: list[str] = []
+
+    def packages(self) -> list[ModelPackage]:
+        found: dict[str, ModelPackage] = {}
+        self.problems = []
+        for i, root in enumerate(self.folders):
+            if not root.is_dir():
+                continue
+            for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                if not (folder / CARD).exists():
+                    continue
+                try:
+                    pkg = ModelPackage.open(folder, shipped=i == 0)
+                except PackageError as exc:
+                    self.problems.append(str(exc))
+                    log.warning("%s", exc)
+                    continue
+                old = found.get(pkg.id)
+                if old is None or _version_key(pkg.version) > _version_key(old.version):
+                    found[pkg.id] = pkg
+        return sorted(found.values(), key=lambda p: p.id)
+
+    def get(self, model_id: str) -> ModelPackage:
+        for pkg in self.packages():
+            if pkg.id == model_id:
+                return pkg
+        known = ", ".join(p.id for p in self.packages()) or "none"
+        raise PackageError(f"no model {model_id!r} (known: {known})")
+
+    def install(self, package: ModelPackage, *, replace: bool = False) -> ModelPackage:
+        """Copy a checked package folder into the user's models (atomically: copy, then rename)."""
+        package.verified_weights()
+        for part, spec in package.card.items():
+            if isinstance(spec, dict) and "weights" in spec and part != "weights":
+                package.verified_weights(part)
+        dest = user_dir() / f"{package.id}-{package.version}"
+        if dest.exists():
+            if not replace:
+                raise PackageError(f"{package.id} {package.version} is already installed ({dest})")
+            shutil.rmtree(dest)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(package.folder, tmp)
+        os.replace(tmp, dest)
+        return ModelPackage.open(dest)
+
+
+def write_card(folder: str | os.PathLike, card: dict) -> Path:
+    """Write ``card`` as the folder's model.json (atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{CARD}.tmp"
+    tmp.write_text(json.dumps(card, indent=1), encoding="utf-8")
+    os.replace(tmp, folder / CARD)
+    return folder / CARD

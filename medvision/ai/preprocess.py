@@ -1,0 +1,164 @@
+"""From a volume to a model's input and from its output back onto the volume's exact grid.
+
+What a card's ``input`` asks for, in order: the frame's array reoriented (axes permuted and flipped
+only, never interpolated) to the card's orientation in the ``[x, y, z]`` array order networks
+trained on NIfTI expect; resampled to the card's spacing (trilinear) or resized to a fixed shape
+(the card's interpolation); intensities normalised. A card with a ``localizer`` first finds the
+region of interest with a small network on a coarse copy and works on that crop only (deepbet).
+:class:`Prepared` remembers every step so :meth:`Prepared.to_grid` maps probabilities back exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core.volume import Volume
+
+__all__ = ["Prepared", "prepare", "normalize", "largest_component", "fill_holes", "bbox_with_margin"]
+
+
+@dataclass
+class Prepared:
+    """The model's input ``tensor`` (1, C, X, Y, Z) and how to go back to the volume's grid."""
+
+    tensor: torch.Tensor
+    oriented: Volume  # the (sub)volume reoriented as the card asks (its array is (z, y, x))
+    source: Volume  # the (sub)volume the result goes back to
+    full_shape_xyz: tuple[int, int, int]  # the reoriented array as [x, y, z] before cropping/resizing
+    crop: tuple[slice, slice, slice] | None = None  # [x, y, z] region the network saw (localizer)
+    work_shape_xyz: tuple[int, int, int] | None = None  # shape of the region before resize/resample
+    interpolation: str = "nearest-exact"
+    notes: list[str] = field(default_factory=list)
+
+    def to_grid(self, probs: torch.Tensor) -> np.ndarray:
+        """Probabilities (C, X', Y', Z') in the model's frame -> float32 (C, z, y, x) on ``source``'s grid."""
+        probs = probs.float().cpu()
+        if self.work_shape_xyz is not None and tuple(probs.shape[1:]) != self.work_shape_xyz:
+            mode = "trilinear" if self.interpolation == "trilinear" else "nearest-exact"
+            kwargs = {"align_corners": False} if mode == "trilinear" else {}
+            probs = F.interpolate(probs[None], self.work_shape_xyz, mode=mode, **kwargs)[0]
+        if self.crop is not None:
+            full = torch.zeros((probs.shape[0], *self.full_shape_xyz), dtype=probs.dtype)
+            full[(slice(None), *self.crop)] = probs
+            probs = full
+        arr = probs.numpy().transpose(0, 3, 2, 1)  # [C, x, y, z] -> (C, z, y, x) of the oriented volume
+        back = []
+        for channel in arr:
+            vol = Volume(np.ascontiguousarray(channel), self.oriented.affine, None, {})
+            vol = vol.reoriented(self.source.orientation)
+            if not vol.same_grid(self.source):
+                raise RuntimeError("internal error: the result does not map back onto the image grid")
+            back.append(vol.array)
+        return np.stack(back).astype(np.float32, copy=False)
+
+
+def normalize(x: torch.Tensor, spec: dict, quantiles: tuple[float, float] | None = None) -> torch.Tensor:
+    """Intensity normalisation by the card's ``normalization`` entry."""
+    kind = spec.get("kind", "none")
+    if kind == "deepbet":  # percentile window to [0, 1], then standardised to ImageNet's grey statistics
+        low, high = quantiles if quantiles is not None else _quantiles(x, spec)
+        x = ((x - low) / (high - low)).clamp(0, 1)
+        x = (x - x.mean()) / x.std()
+        return spec.get("std", 0.226) * x + spec.get("mean", 0.449)
+    if kind == "zscore":
+        mask = x != 0 if spec.get("nonzero") else torch.ones_like(x, dtype=torch.bool)
+        values = x[mask]
+        return torch.where(mask, (x - values.mean()) / values.std().clamp(min=1e-8), x)
+    if kind == "percentile":
+        low, high = _quantiles(x, spec)
+        return ((x - low) / max(float(high - low), 1e-8)).clamp(0, 1)
+    if kind in ("ct", "window"):
+        a, b = float(spec["low"]), float(spec["high"])
+        return ((x - a) / (b - a)).clamp(0, 1)
+    if kind == "minmax":
+        lo, hi = x.min(), x.max()
+        return (x - lo) / (hi - lo).clamp(min=1e-8)
+    if kind == "none":
+        return x
+    raise ValueError(f"unknown normalisation {kind!r}")
+
+
+def _quantiles(x: torch.Tensor, spec: dict) -> tuple[float, float]:
+    flat = x.flatten()
+    if flat.numel() > 16_000_000:  # torch.quantile's limit; a regular sample gives the same figures
+        flat = flat[:: int(np.ceil(flat.numel() / 16_000_000))]
+    return (float(flat.quantile(spec.get("low_quantile", 0.005))),
+            float(flat.quantile(spec.get("high_quantile", 0.995))))
+
+
+def largest_component(mask: np.ndarray, full_connectivity: bool = True) -> np.ndarray:
+    """The largest connected component (26-connected by default, as cc3d and deepbet count them)."""
+    import SimpleITK as sitk
+
+    if not mask.any():
+        return mask
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)),
+                                                       full_connectivity), sortByObjectSize=True)
+    return sitk.GetArrayFromImage(cc) == 1
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Background not connected to the border (6-connectivity) becomes foreground."""
+    import SimpleITK as sitk
+
+    if not mask.any():
+        return mask
+    filled = sitk.BinaryFillhole(sitk.GetImageFromArray(mask.astype(np.uint8)), fullyConnected=False,
+                                 foregroundValue=1)
+    return sitk.GetArrayFromImage(filled).astype(bool)
+
+
+def bbox_with_margin(mask: np.ndarray, full_shape, margin: float, threshold: float = 0.02):
+    """deepbet's region of interest: the mask's extent (along each axis, where the mean over the
+    other two axes exceeds ``threshold``), scaled to ``full_shape``, widened by ``margin`` each side."""
+    m = torch.as_tensor(mask, dtype=torch.float32)
+    rs = [torch.where(m.mean(dims) > threshold)[0] for dims in ((1, 2), (0, 2), (0, 1))]
+    if any(r.numel() == 0 for r in rs):
+        raise ValueError("the localizer found nothing to segment in this image")
+    center = torch.tensor([(r.max() + 1 + r.min()) / 2 for r in rs], dtype=torch.float32)
+    size = torch.tensor([(r.max() + 1) - r.min() for r in rs], dtype=torch.float32)
+    scale = torch.tensor(full_shape, dtype=torch.float32) / torch.tensor(mask.shape, dtype=torch.float32)
+    center, size = (scale * center).round(), ((1 + 2 * margin) * scale * size).round()
+    return tuple(slice(max(0, int(c - s / 2)), min(int(n), int(c + s / 2)))
+                 for c, s, n in zip(center.tolist(), size.tolist(), full_shape, strict=True))
+
+
+def prepare(card: dict, volume: Volume, localizer=None, device: str = "cpu") -> Prepared:
+    """The model input for ``volume`` (3D) by ``card``; ``localizer`` is the card's localizer network."""
+    spec = card.get("input") or {}
+    code = spec.get("orientation")
+    oriented = volume.reoriented(code) if code else volume
+    x = torch.from_numpy(np.ascontiguousarray(oriented.array.transpose(2, 1, 0)).astype(np.float32, copy=False))
+    x = torch.nan_to_num(x).to(device)
+    full = tuple(int(n) for n in x.shape)
+    prep = Prepared(x, oriented, volume, full, interpolation=spec.get("interpolation", "nearest-exact"))
+    norm = spec.get("normalization") or {"kind": "none"}
+    quantiles = None
+    loc = card.get("localizer")
+    if loc is not None:
+        if localizer is None:
+            raise ValueError("this model needs its localizer network")
+        small = F.interpolate(x[None, None], tuple(loc["input_shape"]), mode="nearest-exact")[0, 0]
+        if norm.get("quantiles_from") == "localizer_input":
+            quantiles = _quantiles(small, norm)
+        with torch.no_grad():
+            out = localizer(normalize(small, norm, quantiles)[None, None])[0, int(loc.get("channel", 1))]
+        found = largest_component((out > float(loc.get("threshold", 0.5))).cpu().numpy())
+        prep.crop = bbox_with_margin(found, full, float(loc.get("margin", 0.1)))
+        x = x[prep.crop]
+    prep.work_shape_xyz = tuple(int(n) for n in x.shape)
+    if spec.get("resize_to"):
+        x = F.interpolate(x[None, None], tuple(spec["resize_to"]), mode=prep.interpolation)[0, 0]
+    elif spec.get("spacing_mm"):
+        spacing = np.linalg.norm(oriented.affine[:3, :3], axis=0)
+        target = np.asarray(spec["spacing_mm"], float)
+        shape = tuple(max(1, int(round(n * s / t))) for n, s, t in zip(x.shape, spacing, target, strict=True))
+        if shape != tuple(x.shape):
+            prep.interpolation = "trilinear"
+            x = F.interpolate(x[None, None], shape, mode="trilinear", align_corners=False)[0, 0]
+    prep.tensor = normalize(x, norm, quantiles)[None, None]
+    return prep

@@ -1,0 +1,209 @@
+"""The inference engine with small networks whose output is known: geometry (oblique, flipped,
+cropped boxes come back on the exact grid), tampered weights refused, the CUDA out-of-memory
+fallback (an injected error), cancel within 2 s, test-time augmentation and uncertainty."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from medvision.ai import architectures, engine
+from medvision.ai.engine import InferenceOptions, fallback_plan, infer_job
+from medvision.ai.package import ModelPackage, PackageError, Registry, sha256_of, write_card
+from medvision.core.jobs import Cancelled, run_job
+from medvision.core.volume import Volume
+
+
+class Brightness(torch.nn.Module):
+    """Two channels: 'not bright' and 'bright' (the normalised intensity), plus a learnable scale so
+    it has weights to load; ``delay`` seconds per layer make it slow (cancel tests)."""
+
+    def __init__(self, delay: float = 0.0, layers: int = 1) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+        self.layers = torch.nn.ModuleList(torch.nn.Identity() for _ in range(layers))
+        self.delay = delay
+
+    def forward(self, x):
+        for layer in self.layers:
+            if self.delay:
+                time.sleep(self.delay)
+            x = layer(x)
+        p = (x * self.scale).clamp(0, 1)
+        return torch.cat([1 - p, p], 1)
+
+
+@pytest.fixture
+def brightness(monkeypatch):
+    monkeypatch.setitem(architectures._OWN, "test.Brightness", lambda args: Brightness(**args))
+
+
+def make_package(folder, *, args=None, input_spec=None, inference=None, post=None) -> ModelPackage:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"scale": torch.ones(1)}, str(folder / "weights.safetensors"))
+    card = {
+        "format": "medvision-model", "format_version": 1, "id": "test-bright", "version": "1.0", "name": "bright",
+        "task": "segmentation", "modality": "CT", "dims": 3,
+        "architecture": {"name": "test.Brightness", "args": args or {}},
+        "weights": {"file": "weights.safetensors", "sha256": sha256_of(folder / "weights.safetensors")},
+        "input": input_spec or {"orientation": "RAS", "normalization": {"kind": "ct", "low": 0, "high": 1000}},
+        "inference": inference or {"mode": "whole"},
+        "output": {"activation": None, "in_network": True, "channel": 1, "threshold": 0.5},
+        "postprocessing": post or {},
+        "labels": [{"value": 1, "name": "bright", "color": [255, 0, 0, 255]}],
+        "license": "test",
+    }
+    write_card(folder, card)
+    return ModelPackage.open(folder)
+
+
+def oblique_volume(shape=(12, 20, 16)) -> Volume:
+    rng = np.random.default_rng(3)
+    array = rng.integers(0, 1000, shape).astype(np.int16)
+    a = np.radians(20)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([0.8, -1.1, -2.5])  # oblique, y and z flipped
+    affine[:3, 3] = [10, -20, 30]
+    return Volume(array, affine, None, {"modality": "CT"})
+
+
+def test_an_oblique_flipped_volume_comes_back_on_its_exact_grid(tmp_path, brightness):
+    volume = oblique_volume()
+    pkg = make_package(tmp_path / "p")
+    result = run_job(infer_job(pkg, volume, InferenceOptions(device="cpu")))
+    assert result.labels.shape == volume.shape and np.allclose(result.labels.affine, volume.affine)
+    # the network thresholds the normalised intensity at 0.5, i.e. the image at 500, voxel for voxel
+    assert np.array_equal(result.labels.array == 1, volume.array > 500)
+    assert result.device == "cpu" and result.seconds["total"] > 0
+
+
+def test_sliding_windows_resampling_and_a_box(tmp_path, brightness):
+    volume = oblique_volume((20, 40, 36))
+    sw = {"mode": "sliding_window", "sliding_window": {"roi_size": [16, 16, 8], "overlap": 0.25, "blend": "gaussian"}}
+    pkg = make_package(tmp_path / "sw", inference=sw)
+    result = run_job(infer_job(pkg, volume, InferenceOptions(device="cpu")))
+    assert np.array_equal(result.labels.array == 1, volume.array > 500)  # windows stitch exactly
+    # a box: only voxels inside it are labelled, on the full grid
+    box = (slice(4, 15), slice(10, 30), slice(5, 20))
+    boxed = run_job(infer_job(pkg, volume, InferenceOptions(device="cpu", box=box)))
+    inside = np.zeros(volume.shape, bool)
+    inside[box] = True
+    assert np.array_equal(boxed.labels.array == 1, (volume.array > 500) & inside)
+    # resampled to 1 mm and back (trilinear): agrees with the direct threshold almost everywhere
+    pkg2 = make_package(tmp_path / "iso", input_spec={"orientation": "RAS", "spacing_mm": [1, 1, 1],
+                                                      "normalization": {"kind": "ct", "low": 0, "high": 1000}})
+    smooth = np.zeros(volume.shape, np.int16)
+    smooth[:, 10:30, 8:28] = 900
+    vol2 = Volume(smooth, volume.affine, None, {"modality": "CT"})
+    iso = run_job(infer_job(pkg2, vol2, InferenceOptions(device="cpu")))
+    agree = np.mean((iso.labels.array == 1) == (smooth > 500))
+    assert agree > 0.97 and iso.labels.shape == vol2.shape
+
+
+def test_tta_and_uncertainty(tmp_path, brightness):
+    volume = oblique_volume()
+    pkg = make_package(tmp_path / "p")
+    result = run_job(infer_job(pkg, volume, InferenceOptions(device="cpu", tta=True, uncertainty=True)))
+    assert np.array_equal(result.labels.array == 1, volume.array > 500)  # flips of a voxel-wise model agree
+    assert result.uncertainty.shape == volume.shape and float(result.uncertainty.max()) < 1e-6
+    entropy = run_job(infer_job(pkg, volume, InferenceOptions(device="cpu", uncertainty=True))).uncertainty
+    # without TTA: entropy, highest where the probability is near 0.5 (intensity near 500)
+    near = np.abs(volume.array.astype(float) - 500) < 50
+    far = np.abs(volume.array.astype(float) - 500) > 400
+    assert entropy[near].mean() > 0.9 and entropy[far].mean() < 0.6
+
+
+def test_largest_component_and_holes(tmp_path, brightness):
+    array = np.zeros((16, 24, 24), np.int16)
+    array[4:12, 4:16, 4:16] = 900
+    array[7:9, 8:10, 8:10] = 0  # a hole
+    array[2, 20, 20] = 900  # a speck
+    volume = Volume(array, np.diag([1.0, 1.0, 2.0, 1.0]), None, {"modality": "CT"})
+    pkg = make_package(tmp_path / "p", post={"largest_component": True, "fill_holes": True})
+    labels = run_job(infer_job(pkg, volume, InferenceOptions(device="cpu"))).labels.array
+    expected = np.zeros_like(labels)
+    expected[4:12, 4:16, 4:16] = 1
+    assert np.array_equal(labels, expected)
+
+
+def test_tampered_weights_are_refused(tmp_path, brightness):
+    pkg = make_package(tmp_path / "p")
+    data = bytearray((tmp_path / "p" / "weights.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "p" / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(PackageError, match="does not match its card"):
+        pkg.network()
+    with pytest.raises(PackageError, match="does not match its card"):
+        run_job(infer_job(pkg, oblique_volume(), InferenceOptions(device="cpu")))
+    # a registry lists it, installing it is refused
+    assert [p.id for p in Registry([tmp_path]).packages()] == ["test-bright"]
+    with pytest.raises(PackageError):
+        Registry([tmp_path]).install(pkg)
+
+
+def test_out_of_memory_falls_back_step_by_step(tmp_path, brightness, monkeypatch):
+    volume = oblique_volume((20, 40, 36))
+    sw = {"mode": "sliding_window", "sliding_window": {"roi_size": [16, 16, 8], "overlap": 0.25, "batch_size": 4}}
+    pkg = make_package(tmp_path / "sw", inference=sw)
+    assert [(a.device, a.sw_device, a.sw_batch_size) for a in fallback_plan("cuda", 4, True)] == [
+        ("cuda", "cuda", 4), ("cuda", "cuda", 1), ("cpu", "cuda", 1), ("cpu", "cpu", 4)]
+    tried, released = [], []
+    real = engine._run_attempt
+
+    def run_attempt(net, card, x, attempt, tta):
+        tried.append(attempt)
+        if attempt.device == "cuda" or attempt.sw_device == "cuda":  # the "GPU" has no room
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(net, card, x, attempt, tta)
+
+    monkeypatch.setattr(engine, "_run_attempt", run_attempt)
+    monkeypatch.setattr(engine, "pick_device", lambda requested: "cuda")
+    monkeypatch.setattr(engine, "_release_gpu", lambda: released.append(True))
+    result = run_job(infer_job(pkg, volume, InferenceOptions(device="cuda")))
+    assert [a.why for a in tried] == ["", "one window at a time", "windows on the GPU, stitching in CPU memory",
+                                      "on the CPU"]
+    assert len(released) >= 3  # GPU memory released before each retry
+    assert result.device == "cpu" and np.array_equal(result.labels.array == 1, volume.array > 500)
+    assert any("one window at a time" in n for n in result.notes)
+    assert any("ran on the CPU after running out of GPU memory" in n for n in result.notes)
+    # an error that is not about memory is not retried
+    tried.clear()
+    monkeypatch.setattr(engine, "_run_attempt", lambda *a: (_ for _ in ()).throw(ValueError("bad input")))
+    with pytest.raises(ValueError, match="bad input"):
+        run_job(infer_job(pkg, volume, InferenceOptions(device="cuda")))
+
+
+def test_cancel_stops_the_network_within_two_seconds(tmp_path, brightness):
+    pkg = make_package(tmp_path / "slow", args={"delay": 0.05, "layers": 400})  # 20 s of "compute"
+    volume = oblique_volume()
+    start = time.perf_counter()
+    asked = {}
+
+    def progress(record):
+        if record.stage == "inference" and time.perf_counter() - start > 1.0:
+            asked.setdefault("at", time.perf_counter())
+            return False
+        return None
+
+    before = threading.active_count()
+    with pytest.raises(Cancelled):
+        run_job(infer_job(pkg, volume, InferenceOptions(device="cpu")), progress)
+    assert time.perf_counter() - asked["at"] < 2.0
+    time.sleep(0.2)
+    assert threading.active_count() <= before  # the network thread has ended
+
+
+def test_a_model_for_another_modality_warns(tmp_path, brightness):
+    pkg = make_package(tmp_path / "p")
+    mr = Volume(np.zeros((10, 10, 10), np.int16), np.eye(4), None, {"modality": "MR"})
+    assert pkg.suitability(mr) == ["bright was made for CT images; this one is MR"]
+    flat = Volume(np.zeros((1, 10, 10), np.int16), np.eye(4), None, {"modality": "CT"})
+    assert "only 1 slices" in pkg.suitability(flat)[0]
+    result = run_job(infer_job(pkg, mr, InferenceOptions(device="cpu")))
+    assert result.notes[0].startswith("warning: bright was made for CT")
