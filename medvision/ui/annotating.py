@@ -48,6 +48,12 @@ class AnnotationControls:
         self.dock = w._dock("Annotation", self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "annotation")
         self.dock.setMinimumWidth(360)
         w.views.active_changed.connect(lambda plane: setattr(self.panel, "last_plane", plane))
+        from .model_panel import ModelPanel
+
+        self.models = ModelPanel(self.annotation, w.views, w)
+        self.models_dock = w._dock("Models", self.models, Qt.DockWidgetArea.RightDockWidgetArea, "models")
+        w.tabifyDockWidget(self.dock, self.models_dock)
+        self.dock.raise_()
         self.worklist = WorklistPanel(self, w)
         self.worklist_dock = w._dock("Worklist", self.worklist, Qt.DockWidgetArea.LeftDockWidgetArea, "worklist")
         w.tabifyDockWidget(w.browser_dock, self.worklist_dock)
@@ -75,6 +81,7 @@ class AnnotationControls:
         view_menu.addSeparator()
         view_menu.addAction(self.dock.toggleViewAction())
         view_menu.addAction(self.worklist_dock.toggleViewAction())
+        view_menu.addAction(self.models_dock.toggleViewAction())
         self._sync_actions()
 
     def _sync_actions(self) -> None:

@@ -1,0 +1,358 @@
+"""The Models dock: the local models and their cards; run one on the image (or the region the views
+are zoomed to) as a job; its result is a *proposal*, a separate label map drawn as an outline over
+the image, with an optional uncertainty overlay. Accept puts it into the working labels as one undo
+step (all of it, or one label); Discard drops it. Manual labels are never changed otherwise.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..annotate.rules import EMPTY_ONLY, EditRules, paint
+from ..core.labels import LabelMap
+from .jobs import JobRunner
+from .viewer import Layer
+
+log = logging.getLogger(__name__)
+
+PROPOSAL = "proposal"
+UNCERTAINTY = "uncertainty"
+
+
+def heat_lut() -> np.ndarray:
+    """256 entries: transparent for low values, then yellow to red, more opaque as it rises."""
+    t = np.linspace(0, 1, 256)
+    lut = np.zeros((256, 4), np.uint8)
+    lut[:, 0] = 255
+    lut[:, 1] = np.clip(255 * (1.2 - t), 0, 255)
+    lut[:, 2] = 0
+    lut[:, 3] = np.clip(255 * (t - 0.05) * 1.3, 0, 255)
+    return lut
+
+
+class ModelPanel(QWidget):
+    def __init__(self, annotation, views, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.annotation = annotation
+        self.viewer = annotation.viewer
+        self.views = views
+        self.runner: JobRunner | None = None
+        self.proposal: LabelMap | None = None
+        self.uncertainty: np.ndarray | None = None
+        self.result = None
+        self.last_stall_ms = 0.0
+        self._packages = []
+        layout = QVBoxLayout(self)
+        self.list = QListWidget()
+        self.list.setMaximumHeight(110)
+        self.list.currentRowChanged.connect(self._show_card)
+        layout.addWidget(self.list)
+        self.card_view = QTextBrowser()
+        self.card_view.setOpenExternalLinks(False)
+        self.card_view.setMinimumHeight(120)
+        layout.addWidget(self.card_view)
+
+        box = QGroupBox("Run")
+        form = QFormLayout(box)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        self.device_combo.setToolTip("auto: the NVIDIA GPU when there is one, else the CPU")
+        self.region_combo = QComboBox()
+        self.region_combo.addItems(["whole image", "region the views show"])
+        self.region_combo.setToolTip("region: what the axial view shows across, the coronal view top to bottom "
+                                     "(zoom in to the structure first)")
+        self.tta_check = QCheckBox("Test-time augmentation (flips)")
+        self.uncertainty_check = QCheckBox("Uncertainty map")
+        form.addRow("Device", self.device_combo)
+        form.addRow("On", self.region_combo)
+        form.addRow(self.tta_check)
+        form.addRow(self.uncertainty_check)
+        row = QHBoxLayout()
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        form.addRow(row)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        form.addRow(self.progress)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        form.addRow(self.status)
+        layout.addWidget(box)
+
+        box = QGroupBox("Proposal")
+        form = QFormLayout(box)
+        self.keep_check = QCheckBox("Keep existing labels (fill only unlabelled voxels)")
+        self.keep_check.setChecked(True)
+        self.label_combo = QComboBox()
+        self.accept_button = QPushButton("Accept all")
+        self.accept_button.clicked.connect(lambda: self.accept(None))
+        self.accept_one = QPushButton("Accept label")
+        self.accept_one.clicked.connect(lambda: self.accept(self.label_combo.currentData()))
+        self.discard_button = QPushButton("Discard")
+        self.discard_button.clicked.connect(self.discard)
+        self.show_uncertainty = QCheckBox("Show uncertainty")
+        self.show_uncertainty.toggled.connect(self._toggle_uncertainty)
+        form.addRow(self.keep_check)
+        row = QHBoxLayout()
+        row.addWidget(self.accept_button)
+        row.addWidget(self.discard_button)
+        form.addRow(row)
+        row = QHBoxLayout()
+        row.addWidget(self.label_combo, 1)
+        row.addWidget(self.accept_one)
+        form.addRow(row)
+        form.addRow(self.show_uncertainty)
+        layout.addWidget(box)
+        layout.addStretch(1)
+        self.viewer.volume_changed.connect(self._volume_changed)
+        self.refresh()
+        self._sync()
+
+    # ---- models -----------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """List the models of the registry (shipped and the user's)."""
+        from ..ai.package import Registry
+
+        registry = Registry()
+        self._packages = registry.packages()
+        self.list.clear()
+        for pkg in self._packages:
+            item = QListWidgetItem(f"{pkg.name}  {pkg.version}")
+            item.setToolTip(pkg.summary())
+            self.list.addItem(item)
+        if self._packages:
+            self.list.setCurrentRow(0)
+        for problem in registry.problems:
+            log.warning("model package not usable: %s", problem)
+
+    @property
+    def package(self):
+        row = self.list.currentRow()
+        return self._packages[row] if 0 <= row < len(self._packages) else None
+
+    def select(self, model_id: str) -> bool:
+        for i, pkg in enumerate(self._packages):
+            if pkg.id == model_id:
+                self.list.setCurrentRow(i)
+                return True
+        return False
+
+    def _show_card(self, _row: int) -> None:
+        pkg = self.package
+        if pkg is None:
+            self.card_view.setHtml("<i>No model packages found.</i>")
+            return
+        c = pkg.card
+        labels = ", ".join(html.escape(str(la.get("name"))) for la in pkg.labels)
+        prov = c.get("provenance") or {}
+        rows = [("Task", c.get("task")), ("Modality", f"{pkg.modality or 'any'} {c.get('sequence', '')}".strip()),
+                ("Labels", labels), ("Version", pkg.version), ("Licence", c.get("license")),
+                ("Source", prov.get("source")), ("Parent", prov.get("parent")),
+                ("Metrics", ", ".join(f"{k} {v}" for k, v in (prov.get("metrics") or {}).items())),
+                ("Where", "shipped with medvision" if pkg.shipped else str(pkg.folder))]
+        text = "".join(f"<tr><td><b>{k}</b></td><td>{html.escape(str(v)) if k != 'Labels' else v}</td></tr>"
+                       for k, v in rows if v)
+        self.card_view.setHtml(f"<b>{html.escape(pkg.name)}</b><br>{html.escape(str(c.get('description', '')))}"
+                               f"<table>{text}</table><small>{html.escape(str(c.get('attribution', '')))}</small>")
+
+    # ---- running ----------------------------------------------------------------------------
+    def _region(self):
+        """The (z, y, x) box of the volume the views show, or None for the whole image."""
+        if self.region_combo.currentIndex() == 0 or self.viewer.grid is None:
+            return None
+        grid = self.viewer.grid
+        from PySide6.QtCore import QPointF
+
+        lo, hi = np.zeros(3), np.asarray(grid.shape_xyz, float) - 1
+        for plane, axes in (("axial", (0, 1)), ("coronal", (2,))):
+            view = self.views.slice_views[plane]
+            (x0, x1), (y0, y1) = view.vb.viewRange()  # view coordinates: millimetres on the screen image
+            corners = [view._screen_index(QPointF(x0, y0)), view._screen_index(QPointF(x1, y1))]
+            for a in axes:
+                vals = sorted(c[a] for c in corners)
+                lo[a], hi[a] = max(lo[a], vals[0]), min(hi[a], vals[1])
+        lo, hi = np.floor(np.clip(lo, 0, None)).astype(int), np.ceil(hi).astype(int)
+        if np.any(hi - lo < 8):
+            return None
+        a = self.viewer.array_index(lo)
+        b = self.viewer.array_index(hi)
+        return tuple(slice(int(min(p, q)), int(max(p, q)) + 1) for p, q in zip(a, b, strict=True))
+
+    def run(self) -> bool:
+        pkg = self.package
+        volume = self.viewer.volume
+        if pkg is None or volume is None or volume.metadata.get("partial"):
+            self.status.setText("open an image (and let it load) and choose a model first")
+            return False
+        if self.runner is not None and self.runner.running:
+            return False
+        warnings = pkg.suitability(volume)
+        from ..ai.options import InferenceOptions
+
+        options = InferenceOptions(device=self.device_combo.currentText(), tta=self.tta_check.isChecked(),
+                                   uncertainty=self.uncertainty_check.isChecked(), box=self._region(),
+                                   frame=self.viewer.frame)
+
+        def job():
+            from ..ai.engine import infer_job
+
+            return (yield from infer_job(pkg, volume, options))
+
+        self.discard()
+        self.runner = JobRunner(job(), name=f"running {pkg.name}", interval=0.1, parent=self)
+        self.runner.progress.connect(self._progress)
+        self.runner.finished.connect(self._finished)
+        self.runner.failed.connect(self._failed)
+        self.runner.cancelled.connect(lambda: self._ended("cancelled"))
+        self._started = time.perf_counter()
+        self.status.setText("\n".join(f"warning: {w}" for w in warnings) or f"running {pkg.name} ...")
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.runner.start()
+        self._sync()
+        return True
+
+    def cancel(self) -> None:
+        if self.runner is not None:
+            self.runner.cancel()
+
+    def _progress(self, rec) -> None:
+        self.progress.setFormat(f"{rec.stage} {rec.message}".strip())
+        if rec.total:
+            self.progress.setRange(0, rec.total)
+            self.progress.setValue(rec.done)
+
+    def _ended(self, text: str) -> None:
+        self.progress.hide()
+        self.status.setText(text)
+        self._sync()
+
+    def _failed(self, exc: BaseException) -> None:
+        message = f"{self.package.name if self.package else 'the model'} failed: {exc}"
+        self._ended(message)
+        self.annotation.failed.emit(message)
+
+    def _finished(self, result) -> None:
+        volume = self.viewer.volume
+        if volume is None or result.labels.shape != volume.shape[-3:]:
+            self._ended("the image changed while the model ran: result dropped")
+            return
+        self.result = result
+        self.proposal = result.labels
+        self.uncertainty = result.uncertainty
+        s = result.seconds
+        notes = "".join(f"\n{n}" for n in result.notes)
+        ml = result.labels.voxel_volume_ml()
+        found = ", ".join(f"{la.name} {int((result.labels.array == la.value).sum()) * ml:.1f} mL"
+                          for la in result.labels.table)
+        self._ended(f"done on {result.device} in {s.get('total', 0):.1f} s (inference {s.get('inference', 0):.1f} s): "
+                    f"{found}{notes}")
+        self._show_proposal()
+
+    # ---- the proposal -----------------------------------------------------------------------
+    def _show_proposal(self) -> None:
+        viewer = self.viewer
+        viewer.layers = [la for la in viewer.layers if la.name not in (PROPOSAL, UNCERTAINTY)]
+        if self.proposal is not None:
+            lut = self.proposal.table.lut(256 if self.proposal.array.dtype == np.uint8 else None)
+            viewer.layers.append(Layer(PROPOSAL, self.proposal.array, lut, 0.9, outline=True))
+            self.label_combo.clear()
+            for la in self.proposal.table:
+                self.label_combo.addItem(la.name, la.value)
+        if self.uncertainty is not None and self.show_uncertainty.isChecked():
+            top = float(self.uncertainty.max()) or 1.0
+            scaled = np.clip(self.uncertainty / top * 255, 0, 255).astype(np.uint8)
+            viewer.layers.append(Layer(UNCERTAINTY, scaled, heat_lut(), 0.7))
+        viewer.display_changed.emit()
+        self._sync()
+
+    def _toggle_uncertainty(self, _on: bool) -> None:
+        self._show_proposal()
+
+    def accept(self, value: int | None = None) -> bool:
+        """Put the proposal (or its label ``value``) into the working labels: one undo step."""
+        ann, proposal = self.annotation, self.proposal
+        if proposal is None or not ann.can_edit():
+            return False
+        labels = ann.ensure_labels()
+        if labels is None:
+            return False
+        chosen = [la for la in proposal.table if value is None or la.value == value]
+        rules = EditRules(inside=EMPTY_ONLY if self.keep_check.isChecked() else ann.rules.inside,
+                          intensity=None, respect_locks=True)
+        history = ann.history
+        history.begin(f"accept {self.package.name if self.package else 'model'} proposal")
+        changed = False
+        try:
+            for la in chosen:
+                mask = proposal.array == la.value
+                if not mask.any():
+                    continue
+                target = labels.table.by_name(la.name)
+                if target is None:
+                    target = labels.table.add(la.name, la.color, category=la.category, type=la.type)
+                    ann.table_edited()
+                full = tuple(slice(0, n) for n in mask.shape)
+                changed |= paint(history, labels, full, mask, target.value, rules, description="accept")
+        finally:
+            history.end()
+        if changed:
+            ann.message.emit("proposal accepted into the labels (Ctrl+Z undoes it)")
+            if value is None:
+                self.discard()
+        else:
+            ann.message.emit("the proposal added nothing (the voxels are labelled or locked already)")
+        return changed
+
+    def discard(self) -> None:
+        self.proposal = None
+        self.uncertainty = None
+        self.label_combo.clear()
+        self.viewer.layers = [la for la in self.viewer.layers if la.name not in (PROPOSAL, UNCERTAINTY)]
+        self.viewer.display_changed.emit()
+        self._sync()
+
+    def _volume_changed(self) -> None:
+        if self.runner is not None and self.runner.running:
+            self.runner.cancel()
+        self.proposal = None
+        self.uncertainty = None
+        QTimer.singleShot(0, self._sync)
+
+    def _sync(self) -> None:
+        running = self.runner is not None and self.runner.running
+        has = self.proposal is not None
+        self.run_button.setEnabled(not running and self.package is not None)
+        self.cancel_button.setEnabled(running)
+        for w in (self.accept_button, self.accept_one, self.discard_button, self.label_combo):
+            w.setEnabled(has and not running)
+        self.show_uncertainty.setEnabled(self.uncertainty is not None)
+
+
+__all__ = ["ModelPanel", "Qt"]
