@@ -1,0 +1,97 @@
+"""The Models dock in the window (offscreen): run a model on the sample CT as a job, the proposal
+beside the manual labels, accept (one undo step), undo, manual labels untouched; cancel; the
+longest event-loop stall while the model runs."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from .qtutil import click, view_point
+from .test_engine import Brightness, make_package
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    from medvision.ai import architectures
+
+    monkeypatch.setitem(architectures._OWN, "test.Brightness", lambda args: Brightness(**args))
+    monkeypatch.setenv("MEDVISION_SHIPPED_MODELS", str(tmp_path / "shipped"))
+    make_package(tmp_path / "shipped" / "bright", input_spec={
+        "orientation": "RAS", "normalization": {"kind": "ct", "low": 100, "high": 300}})  # bone: > 200 HU
+    make_package(tmp_path / "shipped" / "slow", args={"delay": 0.05, "layers": 400})
+    card = (tmp_path / "shipped" / "slow" / "model.json")
+    card.write_text(card.read_text().replace('"test-bright"', '"test-slow"').replace('"bright"', '"slow"'))
+    return tmp_path / "shipped"
+
+
+def test_run_accept_undo_keeps_manual_labels(qtbot, ct, models):
+    window = ct
+    panel, ann = window.annotating.models, window.annotating.annotation
+    panel.refresh()
+    assert panel.select("test-bright")
+    # manual labels first: a painted disk
+    ann.add_label("manual")
+    window.annotating.panel.set_tool("paint")
+    axial = window.views.slice_views["axial"]
+    click(axial.viewport(), view_point(axial, [256, 256, int(window.viewer.cursor[2])]))
+    manual = ann.labels.array.copy()
+    assert manual.any()
+    stalls = []
+    last = [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        stalls.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(5)
+    assert panel.run()
+    qtbot.waitUntil(lambda: panel.proposal is not None, timeout=60_000)
+    timer.stop()
+    assert max(stalls) < 0.25  # the window kept running (this machine: 2 cores, shared)
+    proposal = panel.proposal.array == 1
+    assert np.array_equal(proposal, window.viewer.volume.array > 200)
+    assert window.viewer.layer("proposal") is not None
+    assert np.array_equal(ann.labels.array, manual)  # nothing changed before Accept
+    steps = len(ann.history.undo_stack)
+    assert panel.accept()
+    assert len(ann.history.undo_stack) == steps + 1  # one undo step
+    bright = ann.labels.table.by_name("bright")
+    assert bright is not None
+    # manual voxels kept ("keep existing labels"), the rest of the proposal added
+    assert np.array_equal(ann.labels.array[manual > 0], manual[manual > 0])
+    assert np.array_equal(ann.labels.array == bright.value, proposal & (manual == 0))
+    assert window.viewer.layer("proposal") is None
+    window.annotating.action_undo.trigger()
+    assert np.array_equal(ann.labels.array, manual)
+
+
+def test_cancel_a_slow_model_and_discard(qtbot, ct, models):
+    window = ct
+    panel = window.annotating.models
+    panel.refresh()
+    assert panel.select("test-slow")
+    assert panel.run()
+    qtbot.waitUntil(lambda: "inference" in panel.progress.format(), timeout=30_000)
+    t0 = time.perf_counter()
+    panel.cancel()
+    qtbot.waitUntil(lambda: panel.runner is not None and not panel.runner.running, timeout=5_000)
+    assert time.perf_counter() - t0 < 2.0
+    assert panel.status.text() == "cancelled" and panel.proposal is None
+    # a model for another modality says so
+    mr = window.viewer.volume
+    mr.metadata["modality"] = "MR"
+    assert panel.select("test-bright")
+    assert panel.run()
+    assert "made for CT" in panel.status.text()
+    qtbot.waitUntil(lambda: panel.proposal is not None, timeout=60_000)
+    panel.discard()
+    assert window.viewer.layer("proposal") is None and panel.proposal is None
+    QApplication.processEvents()
