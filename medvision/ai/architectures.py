@@ -1,4 +1,4 @@
-"""Networks by the name a model card gives them: medvision's own (``deepbet.UNet3D``) and any of
+"""Networks by the name a model card gives them: medvision's own (``deepbet.LinkNet3D``) and any of
 monai's (``monai.UNet``, ``monai.SegResNet``, ``monai.SwinUNETR`` ...) with the card's arguments."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ __all__ = ["build", "known"]
 def _deepbet(args: dict[str, Any]):
     from .networks import deepbet
 
-    return deepbet.UNet3D(**args)
+    return deepbet.LinkNet3D(**args)
 
 
-_OWN = {"deepbet.UNet3D": _deepbet}
+_OWN = {"deepbet.LinkNet3D": _deepbet}
 
 
 def known() -> list[str]:
@@ -31,6 +31,9 @@ def build(spec: dict[str, Any]):
     args = dict(spec.get("args") or {})
     if name in _OWN:
         return _OWN[name](args)
+    if name in ("torchscript", "onnx"):  # run from their own file: ModelPackage.network() loads them
+        raise PackageError(f"a {name} model is not built from a card: it runs from its file (ModelPackage.network) "
+                           "but cannot be fine-tuned")
     if name.startswith("monai."):
         import monai.networks.nets as nets
 

@@ -210,8 +210,14 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
     yield Progress("post-processing", 0, 0)
     t3 = time.perf_counter()
     mean = torch.stack(passes).mean(0) if len(passes) > 1 else passes[0]
-    probs = prep.to_grid(mean)
-    labels, chosen = _label_map(card, probs, source)
+    output = card.get("output") or {}
+    if "threshold" in output and not options.uncertainty:  # one structure: only its channel goes back
+        channel = int(output.get("channel", 1 if mean.shape[0] > 1 else 0))
+        probs = prep.to_grid(mean[channel:channel + 1])
+        labels, chosen = _label_map(dict(card, output=dict(output, channel=0)), probs, source)
+    else:
+        probs = prep.to_grid(mean)
+        labels, chosen = _label_map(card, probs, source)
     uncertainty = None
     if options.uncertainty:
         if len(passes) > 1:
@@ -305,7 +311,7 @@ def _postprocess(card: dict, labels: LabelMap, prep) -> None:
     post = card.get("postprocessing") or {}
     if not (post.get("largest_component") or post.get("fill_holes")):
         return
-    region = _source_region(prep)
+    region = prep.region_on_source()
     for value in labels.present_values():
         sub = labels.array[region]
         mask = sub == value
@@ -317,12 +323,3 @@ def _postprocess(card: dict, labels: LabelMap, prep) -> None:
         sub[mask & (sub == 0)] = value
 
 
-def _source_region(prep) -> tuple[slice, slice, slice]:
-    """The (z, y, x) region of the source grid the network saw (the localizer's crop), else all."""
-    if prep.crop is None:
-        return tuple(slice(0, n) for n in prep.source.shape[-3:])
-    marker = np.zeros(prep.full_shape_xyz, np.float32)
-    marker[prep.crop] = 1
-    back = prep.to_grid(torch.from_numpy(marker)[None])[0]
-    idx = [np.nonzero(back.any(axis=tuple(a for a in range(3) if a != i)))[0] for i in range(3)]
-    return tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)

@@ -34,6 +34,18 @@ class Prepared:
     interpolation: str = "nearest-exact"
     notes: list[str] = field(default_factory=list)
 
+    def region_on_source(self) -> tuple[slice, slice, slice]:
+        """The (z, y, x) box of ``source`` the network saw (all of it without a localizer crop)."""
+        if self.crop is None:
+            return tuple(slice(0, n) for n in self.source.shape[-3:])
+        corners = np.array([[s.start, s.stop - 1][i >> k & 1] for i in range(8) for k, s in enumerate(self.crop)],
+                           float).reshape(8, 3)
+        world = corners @ self.oriented.affine[:3, :3].T + self.oriented.affine[:3, 3]
+        inv = np.linalg.inv(self.source.affine)
+        index = np.rint(world @ inv[:3, :3].T + inv[:3, 3]).astype(int)  # (x, y, z) of the source
+        lo, hi = index.min(0), index.max(0)
+        return tuple(slice(int(lo[a]), int(hi[a]) + 1) for a in (2, 1, 0))
+
     def to_grid(self, probs: torch.Tensor) -> np.ndarray:
         """Probabilities (C, X', Y', Z') in the model's frame -> float32 (C, z, y, x) on ``source``'s grid."""
         probs = probs.float().cpu()

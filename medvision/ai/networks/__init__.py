@@ -1,0 +1,10 @@
+"""Eager PyTorch networks of the shipped models, by the architecture name a model card gives."""
+
+from __future__ import annotations
+
+from .deepbet import LinkNet3D
+
+__all__ = ["ARCHITECTURES", "LinkNet3D"]
+
+#: model.json ``architecture.name`` -> module class (built with ``architecture.args``)
+ARCHITECTURES = {"deepbet.LinkNet3D": LinkNet3D}
