@@ -1,13 +1,15 @@
 """``medvision infer`` and ``medvision models``: local models from the command line.
 
     medvision infer --model ID INPUT -o OUT.nii.gz [--device cpu|cuda] [--tta] [--uncertainty U.nii.gz]
-    medvision models list | show ID [--json] | import PATH
+    medvision models list | show ID [--json] | import PATH [--card CARD.json] [--replace]
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from pathlib import Path
 
 
 def add_parsers(sub) -> None:
@@ -34,8 +36,14 @@ def add_parsers(sub) -> None:
     q.add_argument("id")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_cmd_models_show)
-    q = msub.add_parser("import", help="import a model package folder into the user's models")
-    q.add_argument("path")
+    q = msub.add_parser("import", help="import a model into the user's models: a medvision package (folder or "
+                                       ".zip), a MONAI bundle (folder or .zip), TorchScript (.ts/.pt), ONNX "
+                                       "(.onnx) or a state_dict (.pt/.pth) with a card")
+    q.add_argument("path", help="the package, bundle or model file")
+    q.add_argument("--card", metavar="CARD.json",
+                   help="the card of a TorchScript, ONNX or state_dict file that has no <name>.json or model.json "
+                        "beside it: id, labels, input orientation, spacing and normalization, output activation "
+                        "(and, for a state_dict, its architecture); packages and bundles bring their own")
     q.add_argument("--replace", action="store_true", help="replace an installed package of the same version")
     q.set_defaults(func=_cmd_models_import)
 
@@ -133,10 +141,30 @@ def _cmd_models_import(args) -> int:
     from .ai.importers import import_any
     from .ai.package import PackageError, Registry
 
+    package = None
     try:
-        package = import_any(args.path)
+        package = import_any(args.path, card=args.card)
         installed = Registry().install(package, replace=args.replace)
     except PackageError as exc:
         return _fail(str(exc))
+    finally:
+        if package is not None:
+            _remove_staging(package.folder, args.path)
     print(f"imported {installed.summary()} -> {installed.folder}")
     return 0
+
+
+def _remove_staging(folder: Path, source: str) -> None:
+    """Remove the staging folder ``import_any`` wrote ``folder`` into (``<cache>/imports/<name>``), now copied
+    into the user's models or refused; a folder elsewhere, such as the user's own package, is left alone."""
+    from .paths import cache_dir
+
+    imports = (cache_dir() / "imports").resolve()
+    try:
+        staging = imports / Path(folder).resolve().relative_to(imports).parts[0]
+    except (ValueError, IndexError):
+        return  # not staged: the user's own folder (or the imports folder itself)
+    source_path = Path(source).resolve()
+    if source_path == staging or staging in source_path.parents:
+        return  # the user pointed at this folder themselves
+    shutil.rmtree(staging, ignore_errors=True)

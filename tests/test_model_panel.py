@@ -95,3 +95,30 @@ def test_cancel_a_slow_model_and_discard(qtbot, ct, models):
     panel.discard()
     assert window.viewer.layer("proposal") is None and panel.proposal is None
     QApplication.processEvents()
+
+
+def test_the_shipped_brain_model_from_the_panel(qtbot, window, shared_data, screenshot_dir):
+    from .qtutil import open_and_wait
+
+    assert open_and_wait(qtbot, window, shared_data / "volumes" / "mni152_t1_1mm.nii.gz")
+    window.set_layout("2x2")
+    panel, ann = window.annotating.models, window.annotating.annotation
+    window.annotating.models_dock.raise_()
+    assert panel.select("deepbet-t1-brain")
+    assert "MIT" in panel.card_view.toPlainText() and "brain" in panel.card_view.toPlainText()
+    panel.uncertainty_check.setChecked(True)
+    assert panel.run()
+    qtbot.waitUntil(lambda: panel.proposal is not None, timeout=300_000)
+    ml = (panel.proposal.array == 1).sum() * panel.proposal.voxel_volume_ml()
+    assert 1500 < ml < 2200 and "done on cpu" in panel.status.text()
+    panel.show_uncertainty.setChecked(True)
+    assert window.viewer.layer("uncertainty") is not None
+    for _ in range(5):
+        QApplication.processEvents()
+    window.save_screenshot(str(screenshot_dir / "model_panel_deepbet.png"))
+    proposal = panel.proposal.array == 1
+    assert panel.accept()
+    brain = ann.labels.table.by_name("brain")
+    assert brain is not None and np.array_equal(ann.labels.array == brain.value, proposal)
+    window.annotating.action_undo.trigger()
+    assert not ann.labels.array.any()

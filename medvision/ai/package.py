@@ -21,13 +21,18 @@ from typing import Any
 
 from ..paths import data_dir
 
-__all__ = ["CARD", "PackageError", "ModelPackage", "Registry", "sha256_of", "shipped_dir", "user_dir"]
+__all__ = ["CARD", "RUNTIME_KINDS", "PackageError", "ModelPackage", "Registry", "sha256_of", "shipped_dir",
+           "user_dir"]
 
 log = logging.getLogger(__name__)
 
 CARD = "model.json"
 FORMAT = "medvision-model"
 REQUIRED = ("id", "version", "name", "task", "architecture", "weights", "labels")
+#: architectures run from their own (sha256-checked) file instead of being rebuilt from safetensors: they run
+#: but cannot be fine-tuned. TorchScript is read by ``torch.jit.load`` (TorchScript code and tensors, not
+#: arbitrary Python objects) and ONNX by onnxruntime; see :mod:`medvision.ai.importers`.
+RUNTIME_KINDS: dict[str, tuple[str, ...]] = {"torchscript": (".ts", ".pt"), "onnx": (".onnx",)}
 
 
 class PackageError(Exception):
@@ -120,6 +125,18 @@ class ModelPackage:
                 f"licence {self.card.get('license', '?')}]")
 
     # ---- weights ----------------------------------------------------------------------------
+    def architecture(self, part: str = "weights") -> dict[str, Any]:
+        return dict(self.card["architecture"] if part == "weights" else self.card[part]["architecture"])
+
+    def runtime_kind(self, part: str = "weights") -> str | None:
+        """``"torchscript"`` or ``"onnx"`` for models run from their own file, else None (safetensors)."""
+        name = str(self.architecture(part).get("name", ""))
+        return name if name in RUNTIME_KINDS else None
+
+    @property
+    def trainable(self) -> bool:
+        return self.runtime_kind() is None and bool(self.card.get("trainable", True))
+
     def weights_path(self, part: str = "weights") -> Path:
         spec = self.card[part]["weights"] if part != "weights" else self.card["weights"]
         path = (self.folder / spec["file"]).resolve()
@@ -133,7 +150,12 @@ class ModelPackage:
         path = self.weights_path(part)
         if not path.is_file():
             raise PackageError(f"{self.id}: weights file {path.name} is missing from {self.folder}")
-        if not str(path).endswith(".safetensors"):
+        kind = self.runtime_kind(part)
+        if kind is not None:
+            if not path.name.lower().endswith(RUNTIME_KINDS[kind]):
+                raise PackageError(f"{self.id}: a {kind} model's file must end with "
+                                   f"{' or '.join(RUNTIME_KINDS[kind])}, not {path.name}")
+        elif not str(path).endswith(".safetensors"):
             raise PackageError(f"{self.id}: {path.name} is not a safetensors file (medvision never unpickles "
                                "weights; import other formats with `medvision models import`)")
         digest = sha256_of(path)
@@ -145,6 +167,9 @@ class ModelPackage:
     def state_dict(self, part: str = "weights", device: str = "cpu") -> dict:
         from safetensors.torch import load_file
 
+        kind = self.runtime_kind(part)
+        if kind is not None:
+            raise PackageError(f"{self.id}: a {kind} model has no state_dict: it runs but cannot be fine-tuned")
         path = self.verified_weights(part)
         try:
             return load_file(str(path), device=device)
@@ -152,10 +177,18 @@ class ModelPackage:
             raise PackageError(f"{self.id}: {path.name} is not readable safetensors ({exc})") from exc
 
     def network(self, part: str = "weights", device: str = "cpu"):
-        """The eager network of ``part`` with its verified weights, in eval mode, on ``device``."""
+        """The eager network of ``part`` with its verified weights, in eval mode, on ``device``.
+
+        TorchScript and ONNX packages (:data:`RUNTIME_KINDS`) are loaded from their verified file
+        (``torch.jit.load``, or an onnxruntime session behind a small module) instead."""
         from .architectures import build
 
-        spec = self.card["architecture"] if part == "weights" else self.card[part]["architecture"]
+        kind = self.runtime_kind(part)
+        if kind is not None:
+            from .importers.runtime import runtime_network
+
+            return runtime_network(kind, self.verified_weights(part), device, self.id)
+        spec = self.architecture(part)
         net = build(spec)
         try:
             net.load_state_dict(self.state_dict(part), strict=True)
@@ -170,9 +203,8 @@ class ModelPackage:
         meta = volume.metadata
         modality = meta.get("modality")
         if self.modality and modality and modality != self.modality:
-            out.append(f"{self.name} was made for {self.modality} images; this one is {modality}")
-        if self.modality and not modality:
-            out.append(f"{self.name} was made for {self.modality} images; this image does not say its modality")
+            guessed = " (guessed from its intensities)" if meta.get("modality_guessed") else ""
+            out.append(f"{self.name} was made for {self.modality} images; this one is {modality}{guessed}")
         if self.dims == 3 and min(volume.shape[-3:]) < 8:
             out.append(f"{self.name} is a 3D model; this image has only {min(volume.shape[-3:])} slices")
         if volume.is_4d:
