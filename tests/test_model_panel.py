@@ -122,3 +122,27 @@ def test_the_shipped_brain_model_from_the_panel(qtbot, window, shared_data, scre
     assert brain is not None and np.array_equal(ann.labels.array == brain.value, proposal)
     window.annotating.action_undo.trigger()
     assert not ann.labels.array.any()
+
+
+def test_run_inside_the_region_the_views_show(qtbot, ct, models):
+    window = ct
+    window.set_layout("2x2")
+    QApplication.processEvents()
+    panel = window.annotating.models
+    panel.refresh()
+    assert panel.select("test-bright")
+    axial = window.views.slice_views["axial"]
+    axial.vb.setRange(xRange=(100, 300), yRange=(150, 350), padding=0)  # millimetres on the axial image
+    QApplication.processEvents()
+    box = panel.region_combo.setCurrentIndex(1) or panel._region()
+    assert box is not None
+    z, y, x = box
+    assert (y.stop - y.start) < 400 and (x.stop - x.start) < 400  # zoomed in: less than the 512 pixels
+    assert panel.run()
+    qtbot.waitUntil(lambda: panel.proposal is not None, timeout=60_000)
+    found = np.nonzero(panel.proposal.array)
+    assert found[1].min() >= y.start and found[1].max() < y.stop
+    assert found[2].min() >= x.start and found[2].max() < x.stop
+    inside = np.zeros(panel.proposal.shape, bool)
+    inside[box] = True
+    assert np.array_equal(panel.proposal.array == 1, (window.viewer.volume.array > 200) & inside)
