@@ -298,7 +298,9 @@ def _label_map(card: dict, probs: np.ndarray, source: Volume) -> tuple[LabelMap,
         channel = int(output.get("channel", 1 if probs.shape[0] > 1 else 0))
         value = table.values()[0] if len(table) else 1
         p = probs[channel]
-        array = np.where(p > float(output["threshold"]), value, 0).astype(np.uint8)
+        array = (p > float(output["threshold"])).view(np.uint8)
+        if value != 1:
+            array = array * np.uint8(value)
         chosen = p
     else:
         array = probs.argmax(0)
@@ -312,9 +314,11 @@ def _postprocess(card: dict, labels: LabelMap, prep) -> None:
     if not (post.get("largest_component") or post.get("fill_holes")):
         return
     region = prep.region_on_source()
-    for value in labels.present_values():
-        sub = labels.array[region]
+    sub = labels.array[region]
+    for value in labels.table.values():
         mask = sub == value
+        if not mask.any():
+            continue
         if post.get("largest_component"):
             mask = largest_component(mask)
         if post.get("fill_holes"):

@@ -73,9 +73,9 @@ def normalize(x: torch.Tensor, spec: dict, quantiles: tuple[float, float] | None
     kind = spec.get("kind", "none")
     if kind == "deepbet":  # percentile window to [0, 1], then standardised to ImageNet's grey statistics
         low, high = quantiles if quantiles is not None else _quantiles(x, spec)
-        x = ((x - low) / (high - low)).clamp(0, 1)
-        x = (x - x.mean()) / x.std()
-        return spec.get("std", 0.226) * x + spec.get("mean", 0.449)
+        x = (x - low).div_(high - low).clamp_(0, 1)  # a new tensor, then in place: the same arithmetic
+        std, mean = torch.std_mean(x)
+        return x.sub_(mean).div_(std).mul_(spec.get("std", 0.226)).add_(spec.get("mean", 0.449))
     if kind == "zscore":
         mask = x != 0 if spec.get("nonzero") else torch.ones_like(x, dtype=torch.bool)
         values = x[mask]
