@@ -49,7 +49,8 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
             ctx = mp.get_context(method)
             if method == "forkserver":
                 ctx.set_forkserver_preload(["medvision.io.dicom.decode", "medvision.io.dicom.index"])
-            _pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            _pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_watch_app,
+                                        initargs=(os.getpid(),))
             _pool_size = workers
             _start_workers(_pool, workers)
         return _pool
@@ -57,6 +58,34 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
 
 def _noop() -> None:
     return None
+
+
+def _app_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # killed but not yet reaped by its parent: a zombie is gone too
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def _watch_app(pid: int, interval: float = 1.0) -> None:
+    """Worker initializer: leave when the app is gone (killed, crashed, ended without shutting the
+    pool down), instead of waiting for work forever."""
+
+    def watch() -> None:
+        import time
+
+        while not _app_gone(pid):
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-app", daemon=True).start()
 
 
 def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
