@@ -275,7 +275,7 @@ def _gui_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SUBCOMMANDS = ("info", "convert", "view", "infer", "models")
+_SUBCOMMANDS = ("info", "convert", "view", "infer", "models", "train")
 
 
 def main(argv: list[str] | None = None) -> int:

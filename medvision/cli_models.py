@@ -2,6 +2,7 @@
 
     medvision infer --model ID INPUT -o OUT.nii.gz [--device cpu|cuda] [--tta] [--uncertainty U.nii.gz]
     medvision models list | show ID [--json] | import PATH [--card CARD.json] [--replace]
+    medvision train --base ID (--datalist FILE | --workspace DIR) -o NEW_ID [--epochs N | --minutes M] ...
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def add_parsers(sub) -> None:
                         "(and, for a state_dict, its architecture); packages and bundles bring their own")
     q.add_argument("--replace", action="store_true", help="replace an installed package of the same version")
     q.set_defaults(func=_cmd_models_import)
+    add_train_parser(sub)
 
 
 def _fail(message: str) -> int:
@@ -168,3 +170,142 @@ def _remove_staging(folder: Path, source: str) -> None:
     if source_path == staging or staging in source_path.parents:
         return  # the user pointed at this folder themselves
     shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---- medvision train ------------------------------------------------------------------------------
+def add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune a model on labelled cases (a datalist or a project's finished cases) "
+                                     "and install the result as a new model")
+    p.add_argument("--base", required=True, help="the model to start from (see `medvision models list`)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--datalist", metavar="FILE", help="MONAI-style datalist JSON: labels, training [{image, label}]")
+    src.add_argument("--workspace", metavar="DIR", help="a project folder: its cases marked done or reviewed")
+    p.add_argument("-o", "--output", required=True, metavar="NEW_ID", help="id of the new model")
+    p.add_argument("--name", help="the new model's display name")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="epochs to train (default 50 unless --minutes; early stopping "
+                                                   "may end sooner)")
+    budget.add_argument("--minutes", type=float, help="time budget: stops after the epoch that passes it")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--from-scratch", action="store_true", help="random initial weights instead of the base's")
+    p.add_argument("--transfer", choices=("encoder", "all"), default="encoder",
+                   help="start from the base's encoder (default; decoder and head new) or from all its weights "
+                        "but the output head")
+    p.add_argument("--patch", default="64", help="patch size: N or X,Y,Z (multiples of 32; default 64)")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of decoder and head (default 1e-3)")
+    p.add_argument("--freeze-epochs", type=int, default=3, help="epochs with the encoder frozen (default 3)")
+    p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs (0: none)")
+    p.add_argument("--patches-per-epoch", type=int, help="patches per epoch (default 4 per training case)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--architecture", help="another architecture the base card allows (e.g. monai.SwinUNETR)")
+    p.add_argument("--labels", action="append", metavar="NAME=A,B", default=[],
+                   help="train only these labels, merging the names listed into one (repeatable); "
+                        "e.g. --labels hippocampus=hippo-L,hippo-R --labels caudate")
+    p.add_argument("--workdir", help="checkpoint folder (default: one per model and data in the cache); the same "
+                                     "command again resumes from it")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _patch(text: str) -> tuple[int, int, int]:
+    parts = [int(p) for p in str(text).replace("x", ",").split(",") if p.strip()]
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3 or min(parts) < 1:
+        raise ValueError(f"--patch {text}: give N or X,Y,Z")
+    return tuple(parts)
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _epoch_line(p: dict, total: int) -> str:
+    dice = "n/a" if p.get("val_dice") is None else f"{p['val_dice']:.3f}"
+    best = "n/a" if p.get("best_val_dice") is None else f"{p['best_val_dice']:.3f}"
+    labels = "  ".join(f"{n} {'n/a' if d is None else f'{d:.3f}'}" for n, d in (p.get("per_label") or {}).items())
+    loss = "n/a" if p.get("train_loss") is None else f"{p['train_loss']:.4f}"
+    return (f"epoch {p['epoch']}{'/' + str(total) if total else ''}  loss {loss}  val Dice {dice} "
+            f"(best {best} @{p.get('best_epoch')})  [{labels}]  lr {p.get('lr', 0):.2e}"
+            f"{'  encoder frozen' if p.get('frozen') else ''}  {p.get('seconds', 0):.1f} s  "
+            f"ETA {_duration(p.get('eta_s'))}")
+
+
+def _cmd_train(args) -> int:
+    import signal
+
+    from .ai.package import PackageError
+    from .ai.training.data import TrainingData, TrainingDataError
+    from .ai.training.trainer import TrainConfig, train_job
+    from .cli import _Bar
+    from .core.jobs import Cancelled, run_job
+    from .workspace.project import ProjectError
+
+    groups = {}
+    for item in args.labels:
+        name, _, members = item.partition("=")
+        groups[name.strip()] = [m.strip() for m in members.split(",") if m.strip()] or [name.strip()]
+    try:
+        patch = _patch(args.patch)
+        if args.datalist:
+            data = TrainingData.from_datalist(args.datalist, label_groups=groups or None)
+        else:
+            data = TrainingData.from_project(args.workspace, label_groups=groups or None)
+    except (TrainingDataError, ProjectError, ValueError) as exc:
+        return _fail(str(exc))
+    config = TrainConfig(base=args.base, new_id=args.output, name=args.name, epochs=args.epochs, minutes=args.minutes,
+                         device=args.device, from_scratch=args.from_scratch, patch_size=patch,
+                         batch_size=args.batch_size, lr=args.lr, freeze_epochs=args.freeze_epochs,
+                         patience=args.patience, seed=args.seed, workdir=args.workdir,
+                         architecture=args.architecture, patches_per_epoch=args.patches_per_epoch,
+                         transfer=args.transfer)
+    print(f"{len(data.cases)} cases, labels: {', '.join(data.names)}", flush=True)
+    for note in data.notes:
+        print(f"note: {note}", flush=True)
+    stop = {"asked": False}
+    state = {"epoch": 0, "start": ""}
+
+    def on_sigint(_signum, _frame) -> None:
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        print("\nstopping: the checkpoint of the last finished epoch is kept (Ctrl+C again to quit at once)",
+              file=sys.stderr, flush=True)
+
+    bar = _Bar(args.quiet)
+
+    def on_progress(record):
+        if record.stage == "epoch" and isinstance(record.preview, dict):
+            bar.close()
+            state["epoch"] = record.done
+            print(_epoch_line(record.preview, record.total), flush=True)
+        elif record.stage == "training" and record.done == 0 and record.message and not state["start"]:
+            state["start"] = record.message
+            print(record.message, flush=True)
+        else:
+            bar(record)
+        return False if stop["asked"] else None
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = run_job(train_job(config, data), on_progress)
+    except Cancelled:
+        print(f"stopped after epoch {state['epoch']}: run the same command again to resume", flush=True)
+        return 130
+    except (PackageError, TrainingDataError, ValueError, RuntimeError) as exc:
+        return _fail(str(exc))
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    dice = "n/a" if result.best_val_dice is None else f"{result.best_val_dice:.3f}"
+    print(f"{result.stopped_because}; best validation Dice {dice} (epoch {result.best_epoch}): "
+          + ", ".join(f"{n} {'n/a' if d is None else f'{d:.3f}'}" for n, d in result.per_label.items()))
+    print(f"split: {result.split_description}")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"new model {result.package_id} {result.version} -> {result.package_folder}")
+    return 0

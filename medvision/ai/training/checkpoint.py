@@ -1,0 +1,114 @@
+"""A training run's checkpoint: written after every epoch, atomically, loadable with
+``torch.load(weights_only=True)`` (tensors, dicts, lists, numbers, strings only).
+
+It holds the model, the best weights so far, optimizer, scheduler and grad-scaler states, the
+epoch, the history, the random states, the config, the run's identity (base model, new id, data
+hash, architecture, from scratch or not), its ``run_id`` and ``lineage`` (one entry per session:
+a run stopped and resumed keeps its run id and appends to its lineage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["FILE", "identity_key", "load_checkpoint", "save_checkpoint", "set_aside", "rng_states",
+           "restore_rng_states", "new_run_id", "now"]
+
+log = logging.getLogger(__name__)
+
+FILE = "checkpoint.pt"
+FORMAT = "medvision-training-checkpoint"
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+
+
+def identity_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def rng_states() -> dict:
+    """torch, numpy and Python random states as weights_only-loadable values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    out = {"torch": torch.random.get_rng_state(),
+           "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                     "has_gauss": int(has_gauss), "cached": float(cached)},
+           "python": {"version": int(version), "state": list(internal), "gauss": gauss}}
+    if torch.cuda.is_available():
+        out["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def restore_rng_states(states: dict) -> None:
+    try:
+        torch.random.set_rng_state(states["torch"])
+        n = states["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        p = states["python"]
+        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+        if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        log.warning("random states not restored (%s): the resumed run continues with fresh ones", exc)
+
+
+def save_checkpoint(workdir: Path, state: dict) -> Path:
+    """Write ``state`` as the run's checkpoint: to a temporary file, then ``os.replace``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / FILE
+    tmp = workdir / f".{FILE}.{os.getpid()}.tmp"
+    try:
+        torch.save(dict(state, format=FORMAT), tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(workdir: Path) -> dict | None:
+    """The checkpoint in ``workdir`` (None when there is none or it is unreadable)."""
+    path = workdir / FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint is set aside, not fatal
+        log.warning("%s: unreadable checkpoint (%s): set aside, a new run starts", path, exc)
+        set_aside(workdir, "unreadable")
+        return None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        log.warning("%s: not a medvision training checkpoint: set aside", path)
+        set_aside(workdir, "unknown")
+        return None
+    return state
+
+
+def set_aside(workdir: Path, tag: str) -> Path | None:
+    """Rename the checkpoint to ``checkpoint-<tag>.pt`` (kept, no longer resumed)."""
+    path = workdir / FILE
+    if not path.exists():
+        return None
+    dest = workdir / f"checkpoint-{tag}.pt"
+    n = 2
+    while dest.exists():
+        dest = workdir / f"checkpoint-{tag}-{n}.pt"
+        n += 1
+    os.replace(path, dest)
+    return dest

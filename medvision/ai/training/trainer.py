@@ -1,0 +1,411 @@
+"""The training loop as a job: ``train_job(config, data)`` yields progress and returns a
+:class:`TrainResult` after writing the new model package.
+
+One epoch: random patches of the training regions (:class:`.sampling.PatchSampler`), DiceCE loss
+(monai, softmax, one-hot targets), AdamW with a linear warm-up then a cosine decay (set every
+step); the encoder frozen for the first ``freeze_epochs`` epochs of a fine-tuning, then trained at
+``lr * encoder_lr_factor`` (itself warmed up over one epoch); autocast + GradScaler on CUDA only.
+Then validation: sliding windows (monai, roi = patch) over each validation region, Dice per label
+(monai ``compute_dice``; a label absent from a region's reference is left out of its mean), mean
+over labels. The best weights are kept; training stops after ``epochs``, after the epoch that
+passes ``minutes``, or when the validation Dice has not improved for ``patience`` epochs.
+
+After every epoch the checkpoint (:mod:`.checkpoint`) is written before the epoch's progress
+record is yielded, so closing the job at any yield keeps every finished epoch; the same config
+(base, new id, data hash) in the same work folder resumes from it. Progress records: stage
+``"training"`` (done = iteration in the epoch) about every 20 iterations, stage ``"epoch"`` (done =
+epoch, total = epochs or 0) with ``preview`` = ``{epoch, train_loss, val_dice, per_label, lr,
+seconds, eta_s, best_val_dice, best_epoch, frozen}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...core.jobs import Job, Progress
+from ..engine import pick_device
+from ..package import Registry
+from . import checkpoint as ckpt
+from .data import Part, TrainingData, normalize_for_training
+from .export import created, write_package
+from .model import (
+    encoder_modules,
+    encoder_parameters,
+    head_and_decoder_parameters,
+    logits_function,
+    make_network,
+    size_multiple,
+)
+from .sampling import PatchSampler, fit_patch, lateralised
+
+__all__ = ["TrainConfig", "TrainResult", "train_job", "DEFAULT_EPOCHS", "WarmupCosine"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EPOCHS = 50  # when neither epochs nor minutes are given (early stopping usually ends sooner)
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass
+class TrainConfig:
+    base: str
+    new_id: str
+    name: str | None = None
+    epochs: int | None = None
+    minutes: float | None = None
+    device: str = "auto"
+    from_scratch: bool = False
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    batch_size: int = 2
+    patches_per_case: int = 4
+    lr: float = 1e-3
+    encoder_lr_factor: float = 0.1
+    freeze_epochs: int = 3
+    warmup_epochs: int = 2
+    patience: int = 10
+    seed: int = 0
+    workdir: str | None = None
+    architecture: str | None = None
+    amp: bool = True
+    #: patches per epoch (default: patches_per_case per training case/region)
+    patches_per_epoch: int | None = None
+    weight_decay: float = 1e-4
+    #: what of the base's weights to start from: "encoder" (decoder and head new) or "all" (only the
+    #: head new). "encoder" by default: with deepbet as the base, "all" collapsed to predicting
+    #: background everywhere on MRIcrop's ventricles/hippocampus/caudate (its decoder, trained for
+    #: the brain mask alone, suppresses what separates structures inside the brain), while
+    #: "encoder" learned them (benchmarks/bench_train.py)
+    transfer: str = "encoder"
+    val_fraction: float = 0.2
+    threads: int | None = None
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["patch_size"] = [int(p) for p in self.patch_size]
+        return out
+
+
+@dataclass
+class TrainResult:
+    package_folder: Path
+    best_val_dice: float | None
+    per_label: dict[str, float | None]
+    epochs_run: int
+    history: list[dict]
+    split_description: str
+    package_id: str = ""
+    version: str = ""
+    run_id: str = ""
+    lineage: list[dict] = field(default_factory=list)
+    stopped_because: str = ""
+    best_epoch: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warm-up over ``warmup_epochs``, then a cosine decay to ``floor``
+    at the horizon (the planned epochs; estimated from the time budget when only that is given)."""
+
+    def __init__(self, warmup_epochs: float, floor: float = 0.02) -> None:
+        self.warmup = float(warmup_epochs)
+        self.floor = float(floor)
+        self.steps = 0
+        self.horizon: float | None = None
+
+    def factor(self, position: float) -> float:
+        warm = min(1.0, position / self.warmup) if self.warmup > 0 else 1.0
+        if self.horizon is None or self.horizon <= self.warmup:
+            return warm
+        frac = min(1.0, max(0.0, (position - self.warmup) / (self.horizon - self.warmup)))
+        return warm * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def state_dict(self) -> dict:
+        return {"kind": "warmup-cosine", "warmup_epochs": self.warmup, "floor": self.floor, "steps": self.steps,
+                "horizon": -1.0 if self.horizon is None else float(self.horizon)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state.get("steps", 0))
+        h = float(state.get("horizon", -1.0))
+        self.horizon = None if h < 0 else h
+
+
+def _clean(value):
+    """NaN -> None, numpy/torch scalars -> float (JSON and weights_only friendly)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _validate(net, regions, patch, batch_size, device, n_classes, amp) -> tuple[float | None, list[float | None]]:
+    from monai.inferers import sliding_window_inference
+    from monai.metrics import compute_dice
+    from monai.networks.utils import one_hot
+
+    fn = logits_function(net)
+
+    def predictor(x):
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            return fn(x).float()
+
+    scores = []
+    net.eval()
+    with torch.no_grad():
+        for image, label, inner in regions:
+            out = sliding_window_inference(image[None, None].to(device), tuple(patch), batch_size, predictor,
+                                           overlap=0.5, mode="gaussian", cval=float(image.min()))
+            pred = one_hot(out.argmax(1, keepdim=True).cpu()[(slice(None), slice(None), *inner)], n_classes + 1)
+            ref = one_hot(label[None, None].long(), n_classes + 1)
+            scores.append(compute_dice(pred, ref, include_background=False, ignore_empty=True)[0].numpy())
+    per = np.array(scores, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        per_label = [None if np.all(np.isnan(per[:, c])) else float(np.nanmean(per[:, c])) for c in range(n_classes)]
+    present = [d for d in per_label if d is not None]
+    return (float(np.mean(present)) if present else None), per_label
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None = None) -> Job[TrainResult]:
+    """Job: fine-tune ``config.base`` on ``data``; returns a :class:`TrainResult` (see the module doc)."""
+    yield Progress("preparing", 0, 0, "loading the base model")
+    if not _ID.match(config.new_id or ""):
+        raise ValueError(f"{config.new_id!r} is not a usable model id (letters, digits, '.', '_', '-')")
+    registry = registry or Registry()
+    base = registry.get(config.base)
+    if config.new_id == base.id:
+        raise ValueError(f"the new model needs its own id, not the base's ({base.id})")
+    device = pick_device(config.device)
+    if device == "cpu":
+        torch.set_num_threads(config.threads or max(1, os.cpu_count() or 1))
+    card = base.card
+    orientation = (card.get("input") or {}).get("orientation") or None
+    names = data.names
+    n_classes = len(names)
+    tn = make_network(base, n_classes, config.from_scratch, config.architecture, config.seed, config.transfer)
+    net = tn.net.to(device)
+    fine_tune = bool(tn.pretrained)
+    notes = list(data.notes) + tn.notes
+
+    split = data.split(config.seed, config.val_fraction, orientation)
+    arrays = {}
+    for k, case in enumerate(data.cases):
+        yield Progress("preparing", k, len(data.cases), f"normalising {case.id}")
+        image, label, _spacing = case.arrays(orientation)
+        arrays[case.id] = (normalize_for_training(card, image), torch.from_numpy(label))
+
+    def region(part):
+        image, label = arrays[part.case]
+        box = part.box or (slice(None),) * 3
+        return image[box].contiguous(), label[box].contiguous()
+
+    train_regions = [region(p) for p in split.train]
+    val_regions = []
+    for p in split.val:  # (image of the context, labels of the box, the box within the context)
+        context = p.context or p.box or (slice(None),) * 3
+        image, _ = region(Part(p.case, context))
+        _, label = region(p)
+        inner = tuple(slice(b.start - c.start, b.stop - c.start) if b.start is not None else slice(None)
+                      for b, c in zip(p.box or (slice(None),) * 3, context, strict=True))
+        val_regions.append((image, label, inner))
+    extent = np.max([r[1].shape for r in train_regions] + [r[0].shape for r in val_regions], axis=0)
+    patch = fit_patch(config.patch_size, extent, size_multiple(net))
+    if tuple(patch) != tuple(config.patch_size):
+        notes.append(f"patch {'x'.join(map(str, config.patch_size))} -> {'x'.join(map(str, patch))} "
+                     f"(fitted to the images, multiples of {size_multiple(net)})")
+    flip_axes = () if lateralised(names) else (0,)
+    sampler = PatchSampler(train_regions, patch, patches_per_case=config.patches_per_case,
+                           batch_size=config.batch_size, patches_per_epoch=config.patches_per_epoch,
+                           seed=config.seed, flip_axes=flip_axes)
+
+    from monai.losses import DiceCELoss
+
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    encoder = encoder_parameters(net)
+    freeze_epochs = int(config.freeze_epochs) if fine_tune and encoder else 0
+    enc_factor = float(config.encoder_lr_factor) if fine_tune else 1.0
+    groups = [{"params": encoder, "name": "encoder", "base_lr": config.lr * enc_factor}] if encoder else []
+    groups.append({"params": head_and_decoder_parameters(net), "name": "decoder+head", "base_lr": config.lr})
+    for g in groups:
+        g["lr"] = g["base_lr"]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    use_amp = bool(config.amp) and device == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    schedule = WarmupCosine(config.warmup_epochs)
+
+    identity = {"base": base.id, "base_version": base.version, "new_id": config.new_id,
+                "data_hash": data.data_hash(), "architecture": tn.spec["name"],
+                "from_scratch": bool(config.from_scratch), "transfer": config.transfer}
+    key = ckpt.identity_key(identity)
+    workdir = Path(config.workdir) if config.workdir else _default_workdir(config.new_id, key)
+    state = ckpt.load_checkpoint(workdir)
+    if state is not None and (state.get("identity") != identity or state.get("finished")):
+        ckpt.set_aside(workdir, f"{state.get('run_id', 'old')}{'-finished' if state.get('finished') else ''}")
+        state = None
+    history: list[dict] = []
+    epoch = 0
+    best = {"score": -math.inf, "val_dice": None, "per_label": [None] * n_classes, "epoch": 0, "weights": None}
+    bad_epochs = 0
+    seconds_before = 0.0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        ckpt.restore_rng_states(state["rng"])
+        history, epoch, bad_epochs = list(state["history"]), int(state["epoch"]), int(state["bad_epochs"])
+        best.update(score=float(state["best_score"]), val_dice=state["best_val_dice"],
+                    per_label=list(state["best_per_label"]), epoch=int(state["best_epoch"]),
+                    weights=state["best_model"])
+        run_id, lineage = state["run_id"], list(state["lineage"])
+        seconds_before = float(state.get("seconds", 0.0))
+        lineage.append({"session": len(lineage) + 1, "started": ckpt.now(), "from_epoch": epoch, "device": device})
+        notes.append(f"resumed run {run_id} after epoch {epoch} (session {len(lineage)})")
+    else:
+        run_id = ckpt.new_run_id()
+        lineage = [{"session": 1, "started": ckpt.now(), "from_epoch": 0, "device": device}]
+
+    max_epochs = int(config.epochs) if config.epochs else (None if config.minutes else DEFAULT_EPOCHS)
+    budget_s = float(config.minutes) * 60 if config.minutes else None
+    fn = logits_function(net)
+    n_iter = len(sampler)
+    session_start = time.perf_counter()
+    session_epochs = 0
+    stopped = ""
+    resumed = f"resuming run {run_id} after epoch {epoch}; " if len(lineage) > 1 else ""
+    yield Progress("training", 0, n_iter, f"{resumed}{'fine-tuning' if fine_tune else 'training from scratch'} on "
+                   f"{device}, {n_iter} iterations per epoch; {split.description}; checkpoints in {workdir}")
+    while True:
+        elapsed = time.perf_counter() - session_start
+        if max_epochs is not None and epoch >= max_epochs:
+            stopped = f"{max_epochs} epochs done"
+        elif budget_s is not None and session_epochs and elapsed >= budget_s:
+            stopped = f"time budget of {config.minutes:g} min used"
+        elif config.patience and bad_epochs >= config.patience:
+            stopped = f"early stopping: no better validation Dice for {config.patience} epochs"
+        if stopped:
+            break
+        epoch += 1
+        t0 = time.perf_counter()
+        frozen = epoch <= freeze_epochs
+        for p in encoder:
+            p.requires_grad_(not frozen)
+        net.train()
+        for m in encoder_modules(net) if frozen else ():
+            m.eval()
+        horizons = [max_epochs] if max_epochs else []
+        if budget_s is not None and session_epochs:
+            horizons.append(epoch - 1 + max(0.0, budget_s - elapsed) / (elapsed / session_epochs))
+        schedule.horizon = min(horizons) if horizons else None
+        losses = []
+        for it, (x, y) in enumerate(sampler.epoch(epoch)):
+            position = epoch - 1 + (it + 1) / n_iter
+            factor = schedule.factor(position)
+            for g in optimizer.param_groups:
+                extra = min(1.0, position - freeze_epochs) if g["name"] == "encoder" and freeze_epochs else 1.0
+                g["lr"] = g["base_lr"] * factor * max(0.0, extra)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            try:
+                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                    loss = loss_fn(fn(x), y)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            except RuntimeError as exc:
+                if _is_oom(exc):
+                    raise RuntimeError("out of GPU memory while training: use a smaller patch (--patch) or batch, "
+                                       "or the CPU (--device cpu); the last finished epoch is kept") from exc
+                raise
+            optimizer.zero_grad(set_to_none=True)
+            schedule.steps += 1
+            losses.append(float(loss.detach()))
+            if (it + 1) % 20 == 0:
+                yield Progress("training", it + 1, n_iter, f"epoch {epoch}: loss {np.mean(losses):.4f}")
+        train_seconds = time.perf_counter() - t0
+        yield Progress("validation", 0, len(val_regions), f"epoch {epoch}")
+        t1 = time.perf_counter()
+        val_dice, per_label = _validate(net, val_regions, patch, config.batch_size, device, n_classes, use_amp)
+        val_seconds = time.perf_counter() - t1
+        train_loss = float(np.mean(losses)) if losses else None
+        score = val_dice if val_dice is not None else -(train_loss or 0.0)
+        if score > best["score"] + 1e-4:
+            best.update(score=score, val_dice=val_dice, per_label=per_label, epoch=epoch,
+                        weights={k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()})
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        session_epochs += 1
+        elapsed = time.perf_counter() - session_start
+        per_epoch = elapsed / session_epochs
+        etas = [max(0.0, budget_s - elapsed)] if budget_s is not None else []
+        if max_epochs is not None:
+            etas.append((max_epochs - epoch) * per_epoch)
+        lrs = {g["name"]: float(g["lr"]) for g in optimizer.param_groups}
+        record = {"epoch": epoch, "train_loss": _clean(train_loss), "val_dice": _clean(val_dice),
+                  "per_label": {n: _clean(d) for n, d in zip(names, per_label, strict=True)},
+                  "lr": lrs["decoder+head"], "encoder_lr": lrs.get("encoder"), "frozen": frozen,
+                  "seconds": time.perf_counter() - t0, "train_seconds": train_seconds, "val_seconds": val_seconds,
+                  "iterations": len(losses), "session": len(lineage)}
+        history.append(record)
+        t2 = time.perf_counter()
+        ckpt.save_checkpoint(workdir, {
+            "run_id": run_id, "lineage": lineage, "identity": identity, "config": config.as_dict(), "epoch": epoch,
+            "model": net.state_dict(), "best_model": best["weights"], "best_score": float(best["score"]),
+            "best_val_dice": best["val_dice"], "best_per_label": best["per_label"], "best_epoch": best["epoch"],
+            "bad_epochs": bad_epochs, "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+            "scaler": scaler.state_dict() if use_amp else {}, "history": history, "rng": ckpt.rng_states(),
+            "seconds": seconds_before + elapsed, "finished": False})
+        record["checkpoint_seconds"] = time.perf_counter() - t2
+        preview = {k: record[k] for k in ("epoch", "train_loss", "val_dice", "per_label", "lr", "seconds", "frozen")}
+        preview.update(eta_s=min(etas) if etas else None, best_val_dice=best["val_dice"], best_epoch=best["epoch"])
+        dice = "n/a" if val_dice is None else f"{val_dice:.3f}"
+        yield Progress("epoch", epoch, max_epochs or 0,
+                       f"epoch {epoch}: loss {train_loss:.4f}, validation Dice {dice}", preview=preview)
+
+    # ---- the package -------------------------------------------------------------------------
+    yield Progress("writing the package", 0, 0, config.new_id)
+    weights = best["weights"] or {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    per_label_best = {n: _clean(d) for n, d in zip(names, best["per_label"], strict=True)}
+    hyper = config.as_dict() | {"patch_used": list(patch), "optimizer": "AdamW", "loss": "DiceCELoss(softmax)",
+                                "schedule": "linear warm-up, cosine decay (per step)", "sampling": sampler.description,
+                                "freeze_epochs_used": freeze_epochs, "encoder_lr_factor_used": enc_factor}
+    provenance = {
+        "parent": f"{base.id} {base.version}", "parent_id": base.id, "parent_version": base.version,
+        "parent_sha256": base.card["weights"]["sha256"], "from_scratch": not fine_tune,
+        "cases": [c.id for c in data.cases], "data_hashes": {c.id: c.sha256 for c in data.cases},
+        "label_mapping": {c.id: c.original_values for c in data.cases},
+        "hyperparameters": hyper,
+        "metrics": {"val_dice": _clean(best["val_dice"]), "per_label": per_label_best, "best_epoch": best["epoch"]},
+        "split": split.description, "epochs_run": epoch, "stopped_because": stopped,
+        "created": created(), "trained_by": "medvision train", "run_id": run_id, "lineage": lineage,
+        "device": device, "seconds": round(seconds_before + time.perf_counter() - session_start, 1),
+    }
+    name = config.name or f"{', '.join(names)} ({'fine-tuned from ' + base.id if fine_tune else 'trained'})"
+    package = write_package(base=base, new_id=config.new_id, name=name, state=weights, spec=tn.spec,
+                            classes=data.classes, patch=patch, softmax_in_network=tn.softmax_in_network,
+                            provenance=provenance, from_scratch=not fine_tune)
+    final = ckpt.load_checkpoint(workdir)
+    if final is not None:  # the run is complete: the same command again starts a new run
+        final.update(finished=True, package=str(package.folder))
+        ckpt.save_checkpoint(workdir, final)
+    net.to("cpu")
+    return TrainResult(package.folder, _clean(best["val_dice"]), per_label_best, epoch, history, split.description,
+                       package.id, package.version, run_id, lineage, stopped, best["epoch"], notes)
+
+
+def _default_workdir(new_id: str, key: str) -> Path:
+    from ...paths import cache_dir
+
+    return cache_dir() / "training" / f"{new_id}-{key[:12]}"

@@ -1,0 +1,298 @@
+"""Fine-tuning (medvision.ai.training) on tiny synthetic cases, with the shipped deepbet model as
+the base so that transfer learning is exercised: the merged label table, the split, a run that
+writes a package which loads and infers on the exact grid, stop + resume in the same lineage, the
+freeze schedule, from-scratch weights, another architecture only when the card allows it, and
+``medvision train`` end to end (Ctrl+C, then the same command resumes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medvision.ai.package import ModelPackage, PackageError, Registry, sha256_of, write_card
+from medvision.ai.training import checkpoint as ckpt
+from medvision.ai.training.data import CaseData, TrainingData, files_sha256, normalize_for_training
+from medvision.ai.training.model import encoder_parameters, make_network
+from medvision.ai.training.trainer import TrainConfig, train_job
+from medvision.core.jobs import run_job
+from medvision.core.labels import LabelMap, LabelTable
+from medvision.core.volume import Volume
+from medvision.io import save
+from medvision.io.labels import save_labels
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = "deepbet-t1-brain"
+SHAPE = (40, 48, 44)  # (z, y, x)
+
+
+def affine() -> np.ndarray:
+    a = np.diag([-1.2, 1.0, 1.5, 1.0])  # x to the right, y posterior, z superior, anisotropic: RPS
+    a[:3, 3] = [30, -20, 5]
+    return a
+
+
+def blobs(seed: int, shift: int = 0):
+    """An MR-like image with a ball (bright) and a box (brighter), and their masks."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(SHAPE)
+    ball = (z - 18 - shift) ** 2 + (y - 16) ** 2 + (x - 15) ** 2 < 49
+    box = (abs(z - 24) < 6) & (abs(y - 32 + shift) < 6) & (abs(x - 30) < 6)
+    image = rng.normal(100, 15, SHAPE) + 250 * ball + 450 * box
+    return image.astype(np.int16), ball, box
+
+
+def write_case(folder: Path, name: str, values: dict[str, int], seed: int, shift: int = 0, table: bool = True):
+    image, ball, box = blobs(seed, shift)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[ball], labels[box] = values["ball"], values["box"]
+    save(Volume(image, affine(), None, {"modality": "MR"}), folder / f"{name}.nii.gz")
+    t = LabelTable()
+    for n, v in values.items():
+        t.add(n, value=v)
+    save_labels(LabelMap(labels, affine(), t), folder / f"{name}_seg.nii.gz")
+    if not table:
+        (folder / f"{name}_seg.labels.json").unlink()
+    return {"image": f"{name}.nii.gz", "label": f"{name}_seg.nii.gz", "case": name}
+
+
+@pytest.fixture
+def datalist(tmp_path) -> Path:
+    """Three cases numbering ball and box differently; the third names them only in its item."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    items = [write_case(folder, "c1", {"ball": 1, "box": 2}, 1),
+             write_case(folder, "c2", {"ball": 3, "box": 1}, 2, shift=2),
+             write_case(folder, "c3", {"ball": 2, "box": 5}, 3, shift=-2, table=False)]
+    items[2]["labels"] = {"Ball": 2, "box": 5}
+    path = folder / "datalist.json"
+    path.write_text(json.dumps({"name": "blobs", "training": items}))
+    return path
+
+
+def config(tmp_path, **kw) -> TrainConfig:
+    args = dict(base=BASE, new_id="blobs-ft", epochs=2, device="cpu", patch_size=(64, 64, 64), freeze_epochs=1,
+                warmup_epochs=1, workdir=str(tmp_path / "work"))
+    args.update(kw)
+    return TrainConfig(**args)
+
+
+# ---- data --------------------------------------------------------------------------------------------
+def test_labels_are_merged_by_name_across_cases_numbered_differently(datalist):
+    data = TrainingData.from_datalist(datalist)
+    assert [(c["value"], c["name"]) for c in data.classes] == [(1, "ball"), (2, "box")]
+    assert [c.original_values for c in data.cases] == [{"ball": [1], "box": [2]}, {"box": [1], "ball": [3]},
+                                                       {"ball": [2], "box": [5]}]
+    for case, (seed, shift) in zip(data.cases, [(1, 0), (2, 2), (3, -2)], strict=True):
+        _, ball, box = blobs(seed, shift)
+        assert case.labels.shape == case.volume.shape == SHAPE  # on the image grid
+        assert np.array_equal(case.labels == 1, ball) and np.array_equal(case.labels == 2, box)
+        assert case.sha256 == files_sha256(case.files)
+    grouped = TrainingData.from_datalist(datalist, label_groups={"thing": ["ball"], "ghost": ["nothing"]})
+    assert grouped.names == ["thing"]
+    assert any("ghost" in n for n in grouped.notes) and any("box" in n for n in grouped.notes)
+    assert int(grouped.cases[0].labels.max()) == 1
+
+
+def _fake_cases(n: int) -> TrainingData:
+    vol = Volume(np.zeros((8, 40, 12), np.int16), np.eye(4))
+    labels = np.zeros((8, 40, 12), np.uint8)
+    labels[2:6, 5:35, 3:9] = 1
+    return TrainingData([CaseData(f"k{i}", vol, labels, [], "0") for i in range(n)],
+                        [{"value": 1, "name": "thing", "color": [1, 2, 3, 255]}])
+
+
+def test_split_holds_out_whole_cases():
+    for n, n_val in ((2, 1), (3, 1), (10, 2)):
+        split = _fake_cases(n).split(seed=0)
+        assert split.kind == "hold-out" and len(split.val) == n_val and len(split.train) == n - n_val
+        assert not {p.case for p in split.val} & {p.case for p in split.train}
+        assert "hold-out" in split.description and "no k-fold" in split.description
+    assert _fake_cases(10).split(seed=1).val != _fake_cases(10).split(seed=0).val
+
+
+def test_one_case_is_split_by_region_and_says_how():
+    split = _fake_cases(1).split(seed=0, orientation=None)
+    (train,), (val,) = split.train, split.val
+    assert split.kind == "region" and train.case == val.case == "k0"
+    axis = next(a for a in range(3) if train.box[a] != val.box[a])
+    assert axis == 1  # the longest axis ([x, y, z] = 12, 40, 8) keeps the label on both sides
+    covered = sorted([(train.box[axis].start, train.box[axis].stop), (val.box[axis].start, val.box[axis].stop)])
+    assert covered[0][0] == 0 and covered[0][1] == covered[1][0] and covered[1][1] == 40  # disjoint, all of it
+    assert val.box[axis].stop - val.box[axis].start == 10  # 25 %
+    assert "validation = the last 25 % of axis y" in split.description and "thing" in split.description
+
+
+# ---- the network ---------------------------------------------------------------------------------------
+def test_the_head_is_new_and_from_scratch_starts_from_other_weights():
+    base = Registry().get(BASE)
+    base_state = base.state_dict()
+    tuned = make_network(base, 1, transfer="encoder")  # 2 outputs, as deepbet: the head is still new
+    scratch = make_network(base, 1, from_scratch=True)
+    everything = make_network(base, 3, transfer="all")
+    assert tuned.head == ["tp_conv2.weight", "tp_conv2.bias"] and tuned.softmax_in_network
+    t, s, a = tuned.net.state_dict(), scratch.net.state_dict(), everything.net.state_dict()
+    assert not torch.equal(t["tp_conv2.weight"], base_state["tp_conv2.weight"])
+    assert torch.equal(t["init.0.weight"], base_state["init.0.weight"])  # pretrained encoder
+    assert not torch.equal(s["init.0.weight"], base_state["init.0.weight"])  # random
+    assert not torch.equal(t["up0.conv1.0.weight"], base_state["up0.conv1.0.weight"])  # encoder only
+    assert torch.equal(a["up0.conv1.0.weight"], base_state["up0.conv1.0.weight"])  # transfer="all"
+    assert not torch.equal(a["tp_conv2.bias"][:2], base_state["tp_conv2.bias"])
+    assert a["tp_conv2.weight"].shape[1] == 4 and not scratch.pretrained
+    assert all(k.startswith(("init.", "down")) for k in tuned.pretrained)
+
+
+def test_another_architecture_only_when_the_card_allows_it(tmp_path):
+    base = Registry().get(BASE)
+    with pytest.raises(PackageError, match="trainable_architectures"):
+        make_network(base, 2, architecture="monai.SwinUNETR")
+    folder = tmp_path / "base"
+    shutil.copytree(base.folder, folder)
+    card = dict(base.card, id="swin-base", trainable_architectures={"monai.SwinUNETR": {"feature_size": 12}})
+    write_card(folder, card)
+    try:
+        import einops  # noqa: F401 - monai's SwinUNETR needs it
+    except ImportError:
+        with pytest.raises(PackageError, match="einops"):
+            make_network(ModelPackage.open(folder), 2, architecture="monai.SwinUNETR")
+        pytest.skip("einops is not installed: SwinUNETR cannot be built (the error says so)")
+    tn = make_network(ModelPackage.open(folder), 2, architecture="monai.SwinUNETR")
+    assert type(tn.net).__name__ == "SwinUNETR" and not tn.pretrained and not tn.softmax_in_network
+    assert tn.spec == {"name": "monai.SwinUNETR", "args": {"feature_size": 12, "spatial_dims": 3, "in_channels": 1,
+                                                           "out_channels": 3}}
+    assert "from scratch" in tn.notes[0] and encoder_parameters(tn.net)
+    with torch.no_grad():
+        assert tn.net.eval()(torch.zeros(1, 1, 32, 32, 64)).shape == (1, 3, 32, 32, 64)
+
+
+# ---- training ------------------------------------------------------------------------------------------
+def test_training_writes_a_package_that_loads_and_infers_on_the_exact_grid(tmp_path, datalist):
+    from medvision.ai.engine import InferenceOptions, infer_job
+    from medvision.ai.preprocess import prepare
+
+    data = TrainingData.from_datalist(datalist)
+    records = []
+    job = train_job(config(tmp_path), data)
+    while True:
+        try:
+            records.append(next(job))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    epochs = [r.preview for r in records if r.stage == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2] and [e["frozen"] for e in epochs] == [True, False]
+    assert set(epochs[0]) >= {"epoch", "train_loss", "val_dice", "per_label", "lr", "seconds", "eta_s",
+                              "best_val_dice", "frozen"}
+    assert set(epochs[0]["per_label"]) == {"ball", "box"}
+    assert result.epochs_run == 2 and len(result.history) == 2 and "hold-out" in result.split_description
+
+    package = Registry().get("blobs-ft")
+    assert package.folder == result.package_folder and package.version == "1"
+    card = package.card
+    assert card["architecture"]["args"]["out_channels"] == 3
+    assert [la["name"] for la in card["labels"]] == ["ball", "box"]
+    assert "resize_to" not in card["input"] and "localizer" not in card
+    norm = card["input"]["normalization"]
+    assert "quantiles_from" not in norm and norm["kind"] == "deepbet"
+    assert card["inference"]["sliding_window"]["roi_size"] == [64, 64, 64]
+    assert card["output"] == {"activation": "softmax", "in_network": True}
+    assert card["license"] == "MIT" and (package.folder / "LICENSE").is_file()
+    prov = card["provenance"]
+    assert prov["parent"] == "deepbet-t1-brain 1.0.2" and prov["cases"] == ["c1", "c2", "c3"]
+    assert prov["data_hashes"]["c1"] == files_sha256([str(datalist.parent / "c1.nii.gz"),
+                                                      str(datalist.parent / "c1_seg.nii.gz")])
+    assert set(prov["metrics"]["per_label"]) == {"ball", "box"} and "val_dice" in prov["metrics"]
+    assert prov["created"] and prov["trained_by"] == "medvision train" and prov["epochs_run"] == 2
+    assert prov["hyperparameters"]["lr"] == 1e-3 and prov["split"] == result.split_description
+
+    volume = data.cases[0].volume
+    out = run_job(infer_job(package, volume, InferenceOptions(device="cpu")))
+    assert out.labels.shape == volume.shape and np.allclose(out.labels.affine, volume.affine)
+    assert [la.name for la in out.labels.table] == ["ball", "box"] and out.labels.array.max() <= 2
+    # the engine prepares the image exactly as training normalised it
+    prepared = prepare(card, volume).tensor[0, 0]
+    assert torch.allclose(prepared, normalize_for_training(card, data.cases[0].arrays("RAS")[0]))
+
+
+def test_a_stopped_run_resumes_in_the_same_lineage(tmp_path, datalist):
+    data = TrainingData.from_datalist(datalist)
+    cfg = config(tmp_path, epochs=3)
+    job = train_job(cfg, data)
+    for record in job:
+        if record.stage == "epoch":
+            break
+    job.close()  # the user cancels after epoch 1
+    state = torch.load(Path(cfg.workdir) / ckpt.FILE, weights_only=True)
+    assert state["epoch"] == 1 and len(state["lineage"]) == 1 and len(state["history"]) == 1
+    assert {"model", "best_model", "optimizer", "scheduler", "scaler", "rng", "config", "run_id"} <= set(state)
+    assert "blobs-ft" not in {p.id for p in Registry().packages()}
+
+    records = []
+    job = train_job(cfg, data)
+    while True:
+        try:
+            records.append(next(job))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert any("resuming run" in r.message for r in records)
+    assert [r.done for r in records if r.stage == "epoch"] == [2, 3]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.epochs_run == 3
+    assert result.run_id == state["run_id"] and len(result.lineage) == 2
+    assert result.lineage[1]["from_epoch"] == 1 and result.history[0] == state["history"][0]
+    card = Registry().get("blobs-ft").card
+    assert card["provenance"]["run_id"] == state["run_id"] and len(card["provenance"]["lineage"]) == 2
+    # finished: the same config again starts a new run (the finished checkpoint is set aside)
+    final = torch.load(Path(cfg.workdir) / ckpt.FILE, weights_only=True)
+    assert final["finished"] and final["package"] == str(result.package_folder)
+
+
+def test_the_encoder_is_frozen_first_then_trained(tmp_path, datalist):
+    data = TrainingData.from_datalist(datalist)
+    cfg = config(tmp_path, epochs=2, freeze_epochs=1)
+    base = Registry().get(BASE).state_dict()
+    start = make_network(Registry().get(BASE), 2, seed=cfg.seed).net.state_dict()
+    states = {}
+    for record in train_job(cfg, data):
+        if record.stage == "epoch":
+            states[record.done] = torch.load(Path(cfg.workdir) / ckpt.FILE, weights_only=True)["model"]
+    encoder = [k for k in base if k.startswith(("init.", "down"))]
+    assert encoder and all(torch.equal(states[1][k], base[k]) for k in encoder)  # frozen in epoch 1
+    assert not torch.equal(states[1]["tp_conv2.weight"], start["tp_conv2.weight"])  # the head learned
+    assert not torch.equal(states[1]["up0.conv1.0.weight"], start["up0.conv1.0.weight"])  # and the decoder
+    assert any(not torch.equal(states[2][k], base[k]) for k in encoder)  # unfrozen in epoch 2
+
+
+# ---- the command ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_cli_train_end_to_end_with_ctrl_c_and_resume(tmp_path, datalist, medvision_home):
+    env = dict(os.environ, MEDVISION_HOME=str(medvision_home), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "medvision.cli", "train", "--base", BASE, "--datalist", str(datalist),
+           "-o", "cli-blobs", "--epochs", "3", "--patch", "64", "--patches-per-epoch", "40", "--device", "cpu",
+           "--freeze-epochs", "1", "--workdir", str(tmp_path / "work"), "-q"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("epoch 1/3"):
+            proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 130, "".join(lines)
+    assert any("run the same command again to resume" in ln for ln in lines), "".join(lines)
+    assert "val Dice" in next(ln for ln in lines if ln.startswith("epoch 1/3"))
+
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "resuming run" in out and "epoch 3/3" in out and "epoch 1/3" not in out
+    assert "new model cli-blobs 1" in out and "best validation Dice" in out
+    card = json.loads((medvision_home / "data" / "models" / "cli-blobs-1" / "model.json").read_text())
+    assert len(card["provenance"]["lineage"]) == 2 and card["weights"]["sha256"] == sha256_of(
+        medvision_home / "data" / "models" / "cli-blobs-1" / "weights.safetensors")
