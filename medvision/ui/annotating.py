@@ -51,6 +51,7 @@ class AnnotationControls:
         from .model_panel import ModelPanel
 
         self.models = ModelPanel(self.annotation, w.views, w)
+        self.models.annotating = self
         self.models_dock = w._dock("Models", self.models, Qt.DockWidgetArea.RightDockWidgetArea, "models")
         w.tabifyDockWidget(self.dock, self.models_dock)
         self.dock.raise_()

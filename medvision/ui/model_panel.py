@@ -60,7 +60,8 @@ class ModelPanel(QWidget):
         self.proposal: LabelMap | None = None
         self.uncertainty: np.ndarray | None = None
         self.result = None
-        self.last_stall_ms = 0.0
+        self.annotating = None  # set by the window: the worklist's project feeds fine-tuning
+        self.training_dialog = None
         self._packages = []
         layout = QVBoxLayout(self)
         self.list = QListWidget()
@@ -129,6 +130,16 @@ class ModelPanel(QWidget):
         form.addRow(row)
         form.addRow(self.show_uncertainty)
         layout.addWidget(box)
+        row = QHBoxLayout()
+        self.train_button = QPushButton("Fine-tune...")
+        self.train_button.setToolTip("Train a new model from this one on your finished cases (transfer learning)")
+        self.train_button.clicked.connect(self.open_training)
+        self.compare_button = QPushButton("Compare...")
+        self.compare_button.setToolTip("Run two models on this case and score them against its labels (Dice)")
+        self.compare_button.clicked.connect(self.open_compare)
+        row.addWidget(self.train_button)
+        row.addWidget(self.compare_button)
+        layout.addLayout(row)
         layout.addStretch(1)
         self.viewer.volume_changed.connect(self._volume_changed)
         self.refresh()
@@ -241,6 +252,24 @@ class ModelPanel(QWidget):
     def cancel(self) -> None:
         if self.runner is not None:
             self.runner.cancel()
+
+    def open_training(self):
+        from .training import TrainingDialog
+
+        dialog = self.training_dialog
+        busy = dialog is not None and dialog.process is not None and dialog.process.running
+        if not busy and (dialog is None or not dialog.isVisible()):  # a running training keeps its dialog
+            self.training_dialog = TrainingDialog(self, self.window())
+        self.training_dialog.show()
+        self.training_dialog.raise_()
+        return self.training_dialog
+
+    def open_compare(self):
+        from .compare import CompareDialog
+
+        dialog = CompareDialog(self, self.window())
+        dialog.show()
+        return dialog
 
     def _progress(self, rec) -> None:
         self.progress.setFormat(f"{rec.stage} {rec.message}".strip())

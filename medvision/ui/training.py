@@ -1,0 +1,303 @@
+"""Fine-tuning from the Models dock: a dialog that trains a new model from a pretrained one on the
+worklist's finished cases (or a datalist file) in a separate process, with live loss and
+validation Dice curves, per-label Dice, ETA, pause and cancel. The window stays usable meanwhile;
+a crash of the training process is reported and changes nothing else."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDialog(QDialog):
+    """Set up and watch one training run."""
+
+    model_ready = Signal(str)  # the new model's id, once its package is installed
+
+    def __init__(self, model_panel, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Fine-tune a model")
+        self.resize(760, 720)
+        self.model_panel = model_panel
+        self.process = None
+        self.history: list[dict] = []
+        self.last_message = ""
+        self.final: tuple[str, dict] | None = None
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.base_combo = QComboBox()
+        for pkg in model_panel._packages:
+            if pkg.card.get("trainable", True):
+                self.base_combo.addItem(f"{pkg.name} {pkg.version}", pkg.id)
+        form.addRow("Start from", self.base_combo)
+        self.scratch_check = QCheckBox("From scratch (same network, random weights: a baseline)")
+        form.addRow(self.scratch_check)
+        row = QHBoxLayout()
+        self.project_radio = QRadioButton("Worklist: cases marked done")
+        self.datalist_radio = QRadioButton("Datalist file")
+        self.datalist_edit = QLineEdit()
+        self.datalist_edit.setPlaceholderText("datalist.json (MONAI style: labels, training)")
+        browse = QPushButton("...")
+        browse.clicked.connect(self._browse)
+        row.addWidget(self.project_radio)
+        row.addWidget(self.datalist_radio)
+        row.addWidget(self.datalist_edit, 1)
+        row.addWidget(browse)
+        form.addRow("Cases", row)
+        self.cases_label = QLabel("")
+        form.addRow("", self.cases_label)
+        self.id_edit = QLineEdit()
+        self.id_edit.setPlaceholderText("my-model")
+        form.addRow("New model id", self.id_edit)
+        row = QHBoxLayout()
+        self.epochs_radio = QRadioButton("Epochs")
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 10_000)
+        self.epochs_spin.setValue(30)
+        self.minutes_radio = QRadioButton("Minutes")
+        self.minutes_spin = QSpinBox()
+        self.minutes_spin.setRange(1, 10_000)
+        self.minutes_spin.setValue(10)
+        self.epochs_radio.setChecked(True)
+        # two separate choices (radio buttons of one dialog are otherwise exclusive all together)
+        self._groups = [QButtonGroup(self), QButtonGroup(self)]
+        for b in (self.project_radio, self.datalist_radio):
+            self._groups[0].addButton(b)
+        for b in (self.epochs_radio, self.minutes_radio):
+            self._groups[1].addButton(b)
+        for w in (self.epochs_radio, self.epochs_spin, self.minutes_radio, self.minutes_spin):
+            row.addWidget(w)
+        row.addStretch(1)
+        form.addRow("Budget", row)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        form.addRow("Device", self.device_combo)
+        layout.addLayout(form)
+
+        row = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        for b in (self.start_button, self.pause_button, self.cancel_button):
+            row.addWidget(b)
+        row.addStretch(1)
+        layout.addLayout(row)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.status)
+
+        plots = QHBoxLayout()
+        self.loss_plot = pg.PlotWidget(title="training loss")
+        self.loss_plot.setLabel("bottom", "epoch")
+        self.dice_plot = pg.PlotWidget(title="validation Dice")
+        self.dice_plot.setLabel("bottom", "epoch")
+        self.dice_plot.setYRange(0, 1)
+        self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen((230, 120, 60), width=2), symbol="o", symbolSize=5)
+        self.dice_curve = self.dice_plot.plot([], [], pen=pg.mkPen((80, 180, 240), width=2), symbol="o", symbolSize=5)
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.dice_plot)
+        layout.addLayout(plots, 1)
+        self.label_table = QTableWidget(0, 2)
+        self.label_table.setHorizontalHeaderLabels(["Label", "Validation Dice"])
+        self.label_table.horizontalHeader().setStretchLastSection(True)
+        self.label_table.setMaximumHeight(150)
+        layout.addWidget(self.label_table)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(200)
+        self.timer.timeout.connect(self._poll)
+        project = self._project()
+        self.project_radio.setEnabled(project is not None)
+        (self.project_radio if project is not None else self.datalist_radio).setChecked(True)
+        self.project_radio.toggled.connect(self._describe_cases)
+        self.datalist_edit.textChanged.connect(self._describe_cases)
+        self._describe_cases()
+        self._sync()
+
+    # ---- set-up -----------------------------------------------------------------------------
+    def _project(self):
+        annotating = getattr(self.model_panel, "annotating", None)
+        worklist = getattr(annotating, "worklist", None)
+        return getattr(worklist, "project", None)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Datalist", "", "JSON (*.json)")
+        if path:
+            self.datalist_edit.setText(path)
+            self.datalist_radio.setChecked(True)
+
+    def _describe_cases(self) -> None:
+        if self.project_radio.isChecked() and self._project() is not None:
+            project = self._project()
+            done = project.datalist()["training"]
+            self.cases_label.setText(f"{len(done)} case{'s' if len(done) != 1 else ''} of project "
+                                     f"{project.name} marked done or reviewed, with labels")
+        else:
+            path = self.datalist_edit.text().strip()
+            try:
+                with open(path, encoding="utf-8") if path else open(os.devnull) as fh:
+                    n = len(json.loads(fh.read() or "{}").get("training", []))
+                self.cases_label.setText(f"{n} case{'s' if n != 1 else ''} in the datalist" if path else "")
+            except (OSError, ValueError, AttributeError) as exc:
+                self.cases_label.setText(f"cannot read the datalist: {exc}")
+
+    def config(self) -> tuple[dict, dict]:
+        """The training settings and the data source chosen, as the child process takes them."""
+        new_id = self.id_edit.text().strip() or "my-model"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", new_id):
+            raise ValueError("the model id takes letters, digits, '.', '_' and '-'")
+        config = {"base": self.base_combo.currentData(), "new_id": new_id, "name": new_id,
+                  "device": self.device_combo.currentText(), "from_scratch": self.scratch_check.isChecked()}
+        if self.epochs_radio.isChecked():
+            config["epochs"] = self.epochs_spin.value()
+        else:
+            config["minutes"] = float(self.minutes_spin.value())
+        if self.project_radio.isChecked() and self._project() is not None:
+            data = {"project": str(self._project().folder)}
+        else:
+            path = self.datalist_edit.text().strip()
+            if not path or not os.path.isfile(path):
+                raise ValueError("choose a datalist file or open a worklist project with cases marked done")
+            data = {"datalist": path}
+        return config, data
+
+    # ---- running ----------------------------------------------------------------------------
+    def start(self) -> bool:
+        from ..ai.train_process import TrainingProcess
+
+        if self.process is not None and self.process.running:
+            return False
+        if self.base_combo.currentData() is None:
+            self.status.setText("no model to start from")
+            return False
+        try:
+            config, data = self.config()
+        except ValueError as exc:
+            self.status.setText(str(exc))
+            return False
+        self.history = []
+        self.final = None
+        self.loss_curve.setData([], [])
+        self.dice_curve.setData([], [])
+        self._new_id = config["new_id"]
+        self.process = TrainingProcess(config, data).start()
+        self.started = time.monotonic()
+        origin = "scratch" if config["from_scratch"] else config["base"]
+        self.status.setText(f"training {config['new_id']} from {origin} in process {self.process.pid} ...")
+        self.timer.start()
+        self._sync()
+        return True
+
+    def toggle_pause(self) -> None:
+        if self.process is None or not self.process.running:
+            return
+        if self.process.paused:
+            self.process.resume()
+            self.status.setText("resumed")
+        else:
+            self.process.pause()
+            self.status.setText("paused (the process waits; Resume goes on)")
+        self._sync()
+
+    def cancel(self) -> None:
+        if self.process is not None and self.process.running:
+            self.process.cancel()
+            self.status.setText("cancelling after the current step ...")
+
+    def _poll(self) -> None:
+        if self.process is None:
+            return
+        for kind, payload in self.process.poll():
+            if kind == "progress":
+                self._progress(payload)
+            else:
+                self._final(kind, payload)
+        if self.process.finished:
+            self.timer.stop()
+            self._sync()
+
+    def _progress(self, payload: dict) -> None:
+        epoch = payload.get("epoch")
+        if epoch:
+            self.history.append(epoch)
+            xs = [h.get("epoch", i + 1) for i, h in enumerate(self.history)]
+            self.loss_curve.setData(xs, [h.get("train_loss") or 0.0 for h in self.history])
+            dice = [(x, h["val_dice"]) for x, h in zip(xs, self.history, strict=True) if h.get("val_dice") is not None]
+            if dice:
+                self.dice_curve.setData([d[0] for d in dice], [d[1] for d in dice])
+            per = epoch.get("per_label") or {}
+            self.label_table.setRowCount(len(per))
+            for r, (name, value) in enumerate(per.items()):
+                self.label_table.setItem(r, 0, QTableWidgetItem(str(name)))
+                self.label_table.setItem(r, 1, QTableWidgetItem("" if value is None else f"{value:.3f}"))
+            eta = epoch.get("eta_s")
+            frozen = " (encoder frozen)" if epoch.get("frozen") else ""
+            self.status.setText(
+                f"epoch {epoch.get('epoch')}{'/' + str(payload['total']) if payload.get('total') else ''}{frozen}: "
+                f"loss {epoch.get('train_loss', 0):.4f}, validation Dice {epoch.get('val_dice') or 0:.3f} "
+                f"(best {epoch.get('best_val_dice') or 0:.3f})"
+                + (f", about {eta / 60:.1f} min left" if eta else ""))
+        elif payload.get("message"):
+            self.last_message = payload["message"]
+
+    def _final(self, kind: str, payload: dict) -> None:
+        self.final = (kind, payload)
+        if kind == "done":
+            self.status.setText(f"done: {payload.get('package')} (best validation Dice "
+                                f"{payload.get('best_val_dice') or 0:.3f} after {payload.get('epochs_run')} epochs; "
+                                f"{payload.get('split', '')})")
+            self.model_panel.refresh()
+            if self.model_panel.select(self._new_id):
+                self.model_ready.emit(self._new_id)
+        elif kind == "cancelled":
+            self.status.setText(f"cancelled after {payload.get('epochs_run', 0)} epochs; the last epoch's "
+                                "checkpoint is kept: Start with the same settings resumes")
+        elif kind == "error":
+            what = "ran out of memory" if payload.get("out_of_memory") else "failed"
+            self.status.setText(f"the training process {what}: {payload.get('message')}\nNothing else was affected; "
+                                "the last finished epoch's checkpoint is kept.")
+            log.error("training failed: %s\n%s", payload.get("message"), payload.get("traceback", ""))
+        elif kind == "crashed":
+            self.status.setText(f"the training process ended unexpectedly (exit code {payload.get('exitcode')}); "
+                                "nothing else was affected; the last finished epoch's checkpoint is kept")
+            log.error("training process crashed: exit code %s", payload.get("exitcode"))
+
+    def _sync(self) -> None:
+        running = self.process is not None and self.process.running
+        self.start_button.setEnabled(not running)
+        self.pause_button.setEnabled(running)
+        self.pause_button.setText("Resume" if running and self.process.paused else "Pause")
+        self.cancel_button.setEnabled(running)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        # closing the dialog does not stop training: it keeps going; Cancel stops it
+        super().closeEvent(event)

@@ -1,0 +1,106 @@
+"""Fine-tuning from the window: the training dialog runs a real training in another process (live
+curves, the new model in the registry at once), a killed training process is reported while the
+window keeps working, and two models are compared on a case (Dice by label name)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtWidgets import QApplication
+
+from medvision.core.labels import LabelMap, LabelTable
+from medvision.core.volume import Volume
+from medvision.io import save
+from medvision.io.labels import save_labels
+from medvision.ui.compare import dice_by_name
+
+from .qtutil import click, open_and_wait, view_point
+
+
+def tiny_case(folder, k: int, shape=(40, 40, 40)):
+    """A T1-like head: bright ellipsoid with two darker blobs labelled 1 and 2 (numbered per case)."""
+    rng = np.random.default_rng(k)
+    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+    c = np.asarray(shape) / 2
+    head = ((z - c[0]) / 17) ** 2 + ((y - c[1]) / 17) ** 2 + ((x - c[2]) / 17) ** 2 < 1
+    a = ((z - c[0]) ** 2 + (y - c[1] + 6) ** 2 + (x - c[2] - 5) ** 2) < 25
+    b = ((z - c[0] + 3) ** 2 + (y - c[1] - 6) ** 2 + (x - c[2] + 5) ** 2) < 16
+    image = np.where(head, 400, 0) + np.where(a, -200, 0) + np.where(b, 250, 0) + rng.normal(0, 10, shape)
+    labels = np.zeros(shape, np.uint8)
+    labels[a], labels[b] = 1, 2
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    save(Volume(image.astype(np.int16), affine, None, {"modality": "MR"}), folder / f"img{k}.nii.gz")
+    table = LabelTable()
+    table.add("dark blob", value=1)
+    table.add("bright blob", value=2)
+    save_labels(LabelMap(labels, affine, table), folder / f"lab{k}.nii.gz")
+    return {"image": str(folder / f"img{k}.nii.gz"), "label": str(folder / f"lab{k}.nii.gz"), "case": f"c{k}"}
+
+
+@pytest.fixture
+def datalist(tmp_path):
+    items = [tiny_case(tmp_path, k) for k in range(3)]
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"labels": {"dark blob": 1, "bright blob": 2}, "training": items}))
+    return path
+
+
+def test_dice_by_name():
+    t1, t2 = LabelTable(), LabelTable()
+    t1.add("liver", value=1)
+    t1.add("spleen", value=2)
+    t2.add("spleen", value=5)
+    a = LabelMap(np.array([[[1, 1, 2, 2, 0]]], np.uint8), np.eye(4), t1)
+    b = LabelMap(np.array([[[0, 0, 5, 5, 5]]], np.uint8), np.eye(4), t2)
+    assert dice_by_name(a, b) == {"liver": None, "spleen": pytest.approx(0.8)}
+
+
+def test_training_dialog_trains_a_new_model_in_another_process(qtbot, window, datalist):
+    panel = window.annotating.models
+    dialog = panel.open_training()
+    assert dialog.base_combo.currentData() == "deepbet-t1-brain"
+    dialog.datalist_edit.setText(str(datalist))
+    dialog.datalist_radio.setChecked(True)
+    assert "3 cases" in dialog.cases_label.text()
+    dialog.id_edit.setText("blobs")
+    dialog.epochs_spin.setValue(2)
+    assert dialog.start()
+    assert dialog.process.pid is not None and dialog.process.running
+    qtbot.waitUntil(lambda: dialog.final is not None, timeout=600_000)
+    kind, payload = dialog.final
+    assert kind == "done", (kind, payload)
+    assert len(dialog.history) == 2 and dialog.dice_curve.getData()[0] is not None
+    assert dialog.label_table.rowCount() == 2
+    # usable at once in the panel (and the registry)
+    assert panel.package is not None and panel.package.id == "blobs"
+    assert panel.package.card["provenance"]["parent"].startswith("deepbet-t1-brain")
+
+
+def test_a_killed_training_process_is_reported_and_the_window_keeps_working(qtbot, window, datalist):
+    from medvision.ai.train_process import TrainingProcess
+
+    panel = window.annotating.models
+    dialog = panel.open_training()
+    dialog.datalist_edit.setText(str(datalist))
+    dialog.datalist_radio.setChecked(True)
+    dialog.id_edit.setText("killed")
+    dialog.epochs_spin.setValue(500)
+    assert dialog.start()
+    assert isinstance(dialog.process, TrainingProcess)
+    qtbot.waitUntil(lambda: bool(dialog.history) or bool(dialog.last_message), timeout=600_000)
+    dialog.process.kill()
+    qtbot.waitUntil(lambda: dialog.final is not None, timeout=30_000)
+    assert dialog.final[0] == "crashed"
+    assert "ended unexpectedly" in dialog.status.text() and dialog.start_button.isEnabled()
+    # the window is fine: open an image and paint
+    assert open_and_wait(qtbot, window, datalist.parent / "img0.nii.gz")
+    window.set_layout("1x1")
+    QApplication.processEvents()
+    window.annotating.panel.set_tool("paint")
+    axial = window.views.slice_views["axial"]
+    click(axial.viewport(), view_point(axial, [20, 20, int(window.viewer.cursor[2])]))
+    assert window.annotating.annotation.labels.array.any()
+    time.sleep(0.1)
