@@ -58,7 +58,7 @@ def test_dice_by_name():
     assert dice_by_name(a, b) == {"liver": None, "spleen": pytest.approx(0.8)}
 
 
-def test_training_dialog_trains_a_new_model_in_another_process(qtbot, window, datalist):
+def test_training_dialog_trains_a_new_model_in_another_process(qtbot, window, datalist, screenshot_dir):
     panel = window.annotating.models
     dialog = panel.open_training()
     assert dialog.base_combo.currentData() == "deepbet-t1-brain"
@@ -74,6 +74,7 @@ def test_training_dialog_trains_a_new_model_in_another_process(qtbot, window, da
     assert kind == "done", (kind, payload)
     assert len(dialog.history) == 2 and dialog.dice_curve.getData()[0] is not None
     assert dialog.label_table.rowCount() == 2
+    dialog.grab().save(str(screenshot_dir / "training_dialog.png"))
     # usable at once in the panel (and the registry)
     assert panel.package is not None and panel.package.id == "blobs"
     assert panel.package.card["provenance"]["parent"].startswith("deepbet-t1-brain")
