@@ -19,10 +19,8 @@ a radius of 10 voxels is the same on every axis) with a uint8 label map:
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -151,27 +149,8 @@ def bench_brush_ui(slices: int = 300, moves: int = 150) -> dict:
     crosshair follows the mouse and all three views repaint), in the same window and run."""
     from PySide6.QtCore import QPointF, Qt
     from PySide6.QtGui import QMouseEvent
-    from PySide6.QtWidgets import QApplication
 
-    from medvision.core.volume import Volume
-    from medvision.ui.main_window import MainWindow
-    from medvision.ui.settings import Settings
-
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["MEDVISION_NO_DIALOGS"] = "1"
-    os.environ["MEDVISION_HOME"] = tempfile.mkdtemp(prefix="medvision-bench-")  # autosaves go there
-    app = QApplication.instance() or QApplication([])
-    ct = bench_viewer.big_ct(slices)
-    settings = Settings()
-    settings.save = lambda: None
-    window = MainWindow(settings)
-    window.resize(1600, 1000)
-    window.set_layout("2x2")
-    window.show()
-    app.processEvents()
-    window.viewer.set_volume(Volume(ct.array, ct.affine, ct.frame_of_reference_uid, dict(ct.metadata)))
-    for _ in range(20):
-        app.processEvents()
+    app, window = bench_viewer.bench_window(bench_viewer.big_ct(slices))
     panel, ann = window.annotating.panel, window.annotating.annotation
     axial = window.views.slice_views["axial"]
     vp = axial.viewport()

@@ -140,25 +140,11 @@ def bench_sliding(device: str, slices: int = 160) -> dict:
 
 
 def bench_gui_stall(device: str) -> dict:
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["MEDVISION_NO_DIALOGS"] = "1"
-    os.environ["MEDVISION_HOME"] = tempfile.mkdtemp(prefix="medvision-bench-")
+    import bench_viewer
     from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
 
-    from medvision.ui.main_window import MainWindow
-    from medvision.ui.settings import Settings
-
-    app = QApplication.instance() or QApplication([])
-    settings = Settings()
-    settings.save = lambda: None
-    window = MainWindow(settings)
-    window.resize(1600, 1000)
-    window.show()
     volume, what = t1_volume()
-    window.viewer.set_volume(volume)
-    for _ in range(10):
-        app.processEvents()
+    app, window = bench_viewer.bench_window(volume)
     panel = window.annotating.models
     panel.select("deepbet-t1-brain")
     panel.device_combo.setCurrentText(device)

@@ -125,14 +125,36 @@ def interaction(window, app, events: int, raw_baseline: bool) -> dict:
     return out
 
 
-def bench_interaction(slices: int, events: int) -> dict:
+def bench_window(volume=None, layout: str = "2x2", size=(1600, 1000)):
+    """A main window for benchmarks (offscreen unless a platform is set): the user's settings
+    neither read nor written, dialogs off, autosaves into a temporary folder; shows ``volume``."""
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ["MEDVISION_NO_DIALOGS"] = "1"
+    os.environ["MEDVISION_HOME"] = tempfile.mkdtemp(prefix="medvision-bench-")
     from PySide6.QtWidgets import QApplication
 
     from medvision.ui.main_window import MainWindow
     from medvision.ui.settings import Settings
-    from medvision.ui.viewer import Layer
 
     app = QApplication.instance() or QApplication([])
+    settings = Settings()
+    settings.save = lambda: None
+    window = MainWindow(settings)
+    window.resize(*size)
+    window.set_layout(layout)
+    window.show()
+    app.processEvents()
+    if volume is not None:
+        window.viewer.set_volume(volume)
+    for _ in range(20):
+        app.processEvents()
+    return app, window
+
+
+def bench_interaction(slices: int, events: int) -> dict:
+    from medvision.ui.viewer import Layer
+
     volume = big_ct(slices)
     labels = np.zeros(volume.shape, np.uint8)
     labels[volume.array > 150] = 1
@@ -141,14 +163,7 @@ def bench_interaction(slices: int, events: int) -> dict:
     lut[1], lut[2] = (255, 80, 80, 255), (80, 200, 255, 255)
     result = {}
     for name, raw in (("baseline_pyqtgraph_raw", True), ("medvision", False)):
-        settings = Settings()
-        settings.save = lambda: None
-        window = MainWindow(settings)
-        window.resize(1600, 1000)
-        window.set_layout("2x2")
-        window.show()
-        app.processEvents()
-        window.viewer.set_volume(volume)
+        app, window = bench_window(volume)
         window.viewer.add_layer(Layer("labels", labels, lut, 0.5))
         for _ in range(20):
             app.processEvents()

@@ -355,16 +355,21 @@ def test_overlay_outline_opacity_and_screenshot(qtbot, ct, screenshot_dir):
     assert not layer.outline
 
 
-def test_closing_with_unsaved_labels_asks(qtbot, ct, monkeypatch, tmp_path):
-    from PySide6.QtWidgets import QFileDialog, QMessageBox
-
-    window = ct
+def _painted_and_autosaved(window):
+    """Paint one dab in the axial view and autosave it; returns the annotation and its slot."""
     ann, panel = window.annotating.annotation, window.annotating.panel
     view = window.views.slice_views["axial"]
     panel.set_tool("paint")
     click(view.viewport(), view_point(view, [256, 256, int(window.viewer.cursor[2])]))
     ann.autosave(wait=True)
-    slot = ann.recovery_dir
+    return ann, ann.recovery_dir
+
+
+def test_closing_with_unsaved_labels_asks(qtbot, ct, monkeypatch, tmp_path):
+    from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+    window = ct
+    ann, slot = _painted_and_autosaved(window)
     monkeypatch.delenv("MEDVISION_NO_DIALOGS")
     answers = []
     monkeypatch.setattr(QMessageBox, "exec", lambda self: answers.pop(0))
@@ -385,12 +390,7 @@ def test_discarding_unsaved_labels_removes_their_autosave(qtbot, ct, monkeypatch
     from PySide6.QtWidgets import QMessageBox
 
     window = ct
-    ann, panel = window.annotating.annotation, window.annotating.panel
-    view = window.views.slice_views["axial"]
-    panel.set_tool("paint")
-    click(view.viewport(), view_point(view, [256, 256, int(window.viewer.cursor[2])]))
-    ann.autosave(wait=True)
-    slot = ann.recovery_dir
+    ann, slot = _painted_and_autosaved(window)
     monkeypatch.delenv("MEDVISION_NO_DIALOGS")
     monkeypatch.setattr(QMessageBox, "exec", lambda self: QMessageBox.StandardButton.Discard)
     window.annotating.close_labels()

@@ -21,12 +21,12 @@ from PySide6.QtWidgets import (
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ..core import terminology
+from .widgets import tool_buttons
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,12 @@ class LabelTableWidget(QWidget):
         layout.addWidget(self.table)
 
         buttons = QHBoxLayout()
-        self.add_button = self._button("Add", "Add a label (it becomes the active one)", self.add_label)
-        self.remove_button = self._button("Delete", "Delete the selected label and its voxels (undoable)",
-                                          self.remove_label)
-        self.colour_button = self._button("Colour...", "Change the selected label's colour", self.choose_colour)
-        self.code_button = self._button("Terminology...", "DICOM category and type (SNOMED CT) of the label",
-                                        self.choose_code)
-        self.stats_button = self._button("Statistics", "Voxels, volume and intensity per label",
-                                         self.statistics_requested.emit)
-        for b in (self.add_button, self.remove_button, self.colour_button, self.code_button, self.stats_button):
-            buttons.addWidget(b)
+        self.add_button, self.remove_button, self.colour_button, self.code_button, self.stats_button = tool_buttons(
+            buttons, (("Add", "Add a label (it becomes the active one)", self.add_label),
+                      ("Delete", "Delete the selected label and its voxels (undoable)", self.remove_label),
+                      ("Colour...", "Change the selected label's colour", self.choose_colour),
+                      ("Terminology...", "DICOM category and type (SNOMED CT) of the label", self.choose_code),
+                      ("Statistics", "Voxels, volume and intensity per label", self.statistics_requested.emit)))
         buttons.addStretch(1)
         layout.addLayout(buttons)
 
@@ -82,13 +78,6 @@ class LabelTableWidget(QWidget):
         annotation.table_changed.connect(self.refresh)
         annotation.active_changed.connect(self._select_active)
         self.refresh()
-
-    def _button(self, text: str, tip: str, slot) -> QToolButton:
-        b = QToolButton()
-        b.setText(text)
-        b.setToolTip(tip)
-        b.clicked.connect(slot)
-        return b
 
     # ---- filling --------------------------------------------------------------------------
     def refresh(self) -> None:

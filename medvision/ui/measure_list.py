@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 
-from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -13,12 +12,12 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QTableWidget,
     QTableWidgetItem,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from .measure import ROW_HEADER, Measurements
+from .widgets import tool_buttons
 
 
 class MeasurementList(QWidget):
@@ -38,14 +37,9 @@ class MeasurementList(QWidget):
         self.table.cellDoubleClicked.connect(self.go_to)
         layout.addWidget(self.table)
         row = QHBoxLayout()
-        for text, tip, slot in (("Delete", "Delete the selected measurement", self.delete_selected),
-                                ("Clear", "Delete every measurement", measurements.clear),
-                                ("Copy as CSV", "Copy the list to the clipboard", self.copy_csv)):
-            b = QToolButton()
-            b.setText(text)
-            b.setToolTip(tip)
-            b.clicked.connect(slot)
-            row.addWidget(b)
+        tool_buttons(row, (("Delete", "Delete the selected measurement", self.delete_selected),
+                           ("Clear", "Delete every measurement", measurements.clear),
+                           ("Copy as CSV", "Copy the list to the clipboard", self.copy_csv)))
         row.addStretch(1)
         layout.addLayout(row)
         measurements.changed.connect(self.refresh)
@@ -82,5 +76,3 @@ class MeasurementList(QWidget):
     def copy_csv(self) -> None:
         QGuiApplication.clipboard().setText(self.csv_text())
 
-
-__all__ = ["MeasurementList", "Qt"]

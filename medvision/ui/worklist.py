@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..workspace.project import STATUSES, Project, ProjectError
+from .widgets import tool_buttons
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,10 @@ class WorklistPanel(QWidget):
         self.title = QLabel("No project open")
         self.title.setWordWrap(True)
         top.addWidget(self.title, 1)
-        for text, tip, slot in (("Open...", "Open an annotation project folder", self.choose_project),
-                                ("New...", "Make a new annotation project in an empty folder", self.choose_new),
-                                ("Add image", "Add the image on screen to the project as a case", self.add_current)):
-            b = QToolButton()
-            b.setText(text)
-            b.setToolTip(tip)
-            b.clicked.connect(slot)
-            top.addWidget(b)
-            if text == "Add image":
-                self.add_button = b
+        *_, self.add_button = tool_buttons(top, (
+            ("Open...", "Open an annotation project folder", self.choose_project),
+            ("New...", "Make a new annotation project in an empty folder", self.choose_new),
+            ("Add image", "Add the image on screen to the project as a case", self.add_current)))
         layout.addLayout(top)
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["Case", "Status", "Annotator", "Modified"])
