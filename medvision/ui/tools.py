@@ -11,7 +11,6 @@ mouse drag or one click is one undo step.
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 from PySide6.QtCore import QObject, QPointF, Qt, Signal
@@ -98,7 +97,6 @@ class BrushTool(Tool):
         self.erase_active_only = False
         self._stroke: Stroke | None = None
         self._hover_view = None
-        self.last_dab_ms = 0.0
 
     def set_radius(self, mm: float) -> None:
         self.radius_mm = float(min(max(mm, 0.1), 200.0))
@@ -127,14 +125,12 @@ class BrushTool(Tool):
     def _dab(self, ijk) -> None:
         if self._stroke is None:
             return
-        t0 = time.perf_counter()
         self._stroke.dab(self.viewer.array_index(ijk))
-        self.last_dab_ms = (time.perf_counter() - t0) * 1000
 
     def _finish(self) -> None:
         stroke, self._stroke = self._stroke, None
-        if stroke is not None and stroke.finish() is not None and self.annotation.case_id:
-            self.annotation.state_changed.emit()
+        if stroke is not None:
+            stroke.finish()  # one undo step; the history tells the annotation (and so the window)
 
     def press(self, view, ijk, modifiers) -> bool:
         if not self._begin(view):
