@@ -2,22 +2,28 @@
 network from scratch, on real hand-labelled single cases, at the same CPU budget; and the speed of
 ``train_job`` against a plain monai training loop.
 
-1. Two single cases of ../shared/data/labeled, each split by region (the trainer's one-case split:
-   a slab of 25 % at one end of one axis for validation, the rest for training; which slab is
-   printed):
+1. Two single cases of ../shared/data/labeled, each split by region (the trainer's one-case split,
+   ``TrainingData.split``: a slab of 25 % at one end of one axis for validation, chosen so that the
+   most labels lie on both sides; the rest for training; which slab is printed):
    * MRIcrop-orig + MRIcrop-seg (ITK-SNAP labels): ventricles (vent-lat, vent-3rd, vent-4th,
      vent-temp merged), hippocampus (hippo-L + hippo-R), caudate (caudates);
    * brain1_image + brain1_label: the tumour.
-   Each is trained twice with the same settings and the same time budget (``--minutes`` per run):
-   fine-tuned from deepbet-t1-brain (encoder frozen for ``--freeze-epochs`` then at lr x 0.1) and
-   from scratch (random weights, same architecture). The best validation Dice (mean and per label)
-   of each is reported.
+   Each is trained with the trainer's defaults (``TrainConfig``: deepbet's voxel size 0.75 mm,
+   every base weight but the head, the head started at the class priors, class-balanced patches)
+   fine-tuned from deepbet-t1-brain and from scratch (random weights, same architecture, same
+   recipe), for each seed of ``--seeds``, with the same budget: the same number of iterations
+   (``--epochs`` x ``--patches-per-epoch`` / 2, batch 2, patch 64^3: the same compute per
+   iteration). ``--jobs 2`` (default) runs the fine-tune and the scratch run of a seed side by side,
+   one thread each, so both see the same machine load. The best validation Dice (mean and per
+   label; the epoch is chosen on the validation region, alike for both arms) is reported, with the
+   mean and the spread over seeds in a summary table.
 2. Iterations per second of ``train_job`` (its training phase, and with its per-epoch checkpoint)
    against a plain loop over the same network, the same patch sampler (same seed: the same
    patches), DiceCE loss and AdamW: ``for x, y in batches: loss = loss_fn(net.logits(x), y);
    loss.backward(); opt.step()``. Target ratio >= 0.9.
 
-    python benchmarks/bench_train.py [--minutes 2] [--only mricrop|brain1] [--skip-compare] [--skip-speed]
+    python benchmarks/bench_train.py [--seeds 0 1] [--epochs 6] [--only mricrop|brain1] [--jobs 2]
+                                     [--skip-compare] [--skip-speed]
 
 Results go to stdout and benchmarks/out/bench_train.json. Packages are written to a temporary
 MEDVISION_HOME (never the user's models).
@@ -32,6 +38,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -72,38 +80,93 @@ def run(config, data) -> tuple[object, float]:
     return result, time.perf_counter() - t0
 
 
-def compare(name: str, args, workroot: Path) -> dict:
+def one_run(name: str, tag: str, settings: dict) -> dict:
+    """One arm of one case for one seed (in a worker process when --jobs > 1)."""
     from medvision.ai.training.trainer import TrainConfig
 
     data = load_case(name)
-    print(f"\n== {name}: {', '.join(data.names)}; {'; '.join(data.notes) or 'no notes'}")
-    out = {"labels": data.names, "runs": {}}
-    for scratch in (False, True):
-        tag = "scratch" if scratch else "fine-tune"
-        config = TrainConfig(base=BASE, new_id=f"bench-{name}-{tag}", minutes=args.minutes, epochs=args.epochs,
-                             device=args.device, from_scratch=scratch, patch_size=tuple(args.patch),
-                             patches_per_epoch=args.patches_per_epoch, lr=args.lr,
-                             encoder_lr_factor=args.encoder_lr_factor, freeze_epochs=args.freeze_epochs,
-                             warmup_epochs=args.warmup_epochs, patience=args.patience, seed=args.seed,
-                             transfer=args.transfer, workdir=str(workroot / f"{name}-{tag}"))
-        result, seconds = run(config, data)
-        iters = sum(h["iterations"] for h in result.history)
-        row = {"best_val_dice": result.best_val_dice, "per_label": result.per_label, "epochs": result.epochs_run,
-               "best_epoch": result.best_epoch, "iterations": iters, "seconds": round(seconds, 1),
-               "stopped": result.stopped_because, "curve": [h["val_dice"] for h in result.history]}
-        out["runs"][tag] = row
-        out["split"] = result.split_description
-        labels = ", ".join(f"{n} {d:.3f}" if d is not None else f"{n} n/a" for n, d in result.per_label.items())
-        print(f"{tag:>9}: val Dice {result.best_val_dice:.3f} [{labels}]  {result.epochs_run} epochs, {iters} "
-              f"iterations, best at epoch {result.best_epoch}, {seconds:.0f} s ({result.stopped_because})", flush=True)
-    print(f"split: {out['split']}")
-    ft, sc = out["runs"]["fine-tune"]["best_val_dice"], out["runs"]["scratch"]["best_val_dice"]
-    out["difference"] = None if ft is None or sc is None else ft - sc
+    config = TrainConfig(base=BASE, new_id=f"bench-{name}-{tag}-s{settings['seed']}", from_scratch=tag == "scratch",
+                         **settings)
+    result, seconds = run(config, data)
+    iters = sum(h["iterations"] for h in result.history)
+    return {"seed": settings["seed"], "best_val_dice": result.best_val_dice, "per_label": result.per_label,
+            "epochs": result.epochs_run, "best_epoch": result.best_epoch, "iterations": iters,
+            "seconds": round(seconds, 1), "stopped": result.stopped_because, "split": result.split_description,
+            "notes": result.notes, "curve": [h["val_dice"] for h in result.history]}
+
+
+def compare(name: str, args, workroot: Path) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    data = load_case(name)
+    print(f"\n== {name}: {', '.join(data.names)}; {'; '.join(data.notes) or 'no notes'}", flush=True)
+    out = {"labels": data.names, "runs": {"fine-tune": [], "scratch": []}}
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    tasks = []
+    for seed in args.seeds:
+        for tag in ("fine-tune", "scratch"):
+            settings = dict(epochs=args.epochs, minutes=args.minutes, device=args.device,
+                            patch_size=tuple(args.patch), patches_per_epoch=args.patches_per_epoch, lr=args.lr,
+                            encoder_lr_factor=args.encoder_lr_factor, freeze_epochs=args.freeze_epochs,
+                            warmup_epochs=args.warmup_epochs, patience=args.patience, seed=seed,
+                            transfer=args.transfer, threads=threads,
+                            workdir=str(workroot / f"{name}-{tag}-s{seed}"))
+            if args.spacing is not None:
+                settings["spacing_mm"] = None if args.spacing == 0 else args.spacing
+            tasks.append((tag, settings))
+
+    def report(tag, row):
+        out["runs"][tag].append(row)
+        out["split"] = row["split"]
+        labels = ", ".join(f"{n} {d:.3f}" if d is not None else f"{n} n/a" for n, d in row["per_label"].items())
+        print(f"{tag:>9} seed {row['seed']}: val Dice {row['best_val_dice']:.3f} [{labels}]  {row['epochs']} epochs, "
+              f"{row['iterations']} iterations, best at epoch {row['best_epoch']}, {row['seconds']:.0f} s", flush=True)
+
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            futures = [(tag, pool.submit(one_run, name, tag, settings)) for tag, settings in tasks]
+            for tag, future in futures:
+                report(tag, future.result())
+    else:
+        for tag, settings in tasks:
+            report(tag, one_run(name, tag, settings))
+    notes = out["runs"]["fine-tune"][0]["notes"]
+    print(f"split: {out['split']}\nfine-tune notes: {'; '.join(notes)}")
+    summary = {}
+    for tag, rows in out["runs"].items():
+        dice = [r["best_val_dice"] for r in rows]
+        summary[tag] = {"mean": float(np.mean(dice)), "min": float(np.min(dice)), "max": float(np.max(dice)),
+                        "sd": float(np.std(dice, ddof=1)) if len(dice) > 1 else 0.0,
+                        "per_label": {n: _mean([r["per_label"][n] for r in rows]) for n in data.names},
+                        "iterations": int(np.mean([r["iterations"] for r in rows])),
+                        "seconds": float(np.mean([r["seconds"] for r in rows]))}
+    out["summary"] = summary
+    out["difference"] = summary["fine-tune"]["mean"] - summary["scratch"]["mean"]
     return out
 
 
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def print_table(report: dict) -> None:
+    print("\n== summary: best validation Dice, mean over seeds (min..max); per label: mean over seeds")
+    print(f"{'case':<8} {'arm':<10} {'seeds':<6} {'iters':>6} {'s/run':>6}  {'mean Dice':<22} per label")
+    for name, case in report["cases"].items():
+        for tag, row in case["summary"].items():
+            labels = ", ".join(f"{n} {d:.3f}" if d is not None else f"{n} n/a" for n, d in row["per_label"].items())
+            seeds = ",".join(str(r["seed"]) for r in case["runs"][tag])
+            dice = f"{row['mean']:.3f} ({row['min']:.3f}..{row['max']:.3f})"
+            print(f"{name:<8} {tag:<10} {seeds:<6} {row['iterations']:>6} {row['seconds']:>6.0f}  {dice:<22} {labels}")
+        print(f"{name:<8} fine-tune - scratch: {case['difference']:+.3f}")
+    if "speed" in report:
+        sp = report["speed"]
+        print(f"speed: train_job / plain loop {sp['ratio']:.3f} (with checkpoints {sp['ratio_with_checkpoints']:.3f})")
+
+
 def speed(args, workroot: Path) -> dict:
-    import numpy as np
     import torch
     from monai.losses import DiceCELoss
 
@@ -126,7 +189,7 @@ def speed(args, workroot: Path) -> dict:
     patch = tuple(args.patch)
 
     def plain_loop() -> tuple[int, float]:
-        net = make_network(base, len(data.names), seed=0, transfer="encoder").net
+        net = make_network(base, len(data.names), seed=0).net
         sampler = PatchSampler([(image[box].contiguous(), torch.from_numpy(label)[box].contiguous())], patch,
                                patches_per_epoch=ppe, batch_size=2, seed=0)
         loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -144,8 +207,8 @@ def speed(args, workroot: Path) -> dict:
 
     def ours(k: int) -> tuple[int, float, float]:
         config = TrainConfig(base=BASE, new_id=f"bench-speed-{k}", epochs=epochs, device="cpu", patch_size=patch,
-                             patches_per_epoch=ppe, freeze_epochs=0, patience=0, seed=0,
-                             workdir=str(workroot / f"speed-{k}"))
+                             patches_per_epoch=ppe, freeze_epochs=0, patience=0, seed=0, spacing_mm=None,
+                             workdir=str(workroot / f"speed-{k}"))  # native: the plain loop's region
         result, _ = run(config, data)
         h = result.history
         n = sum(r["iterations"] for r in h)
@@ -171,28 +234,33 @@ def speed(args, workroot: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=1.5, help="time budget of each run (default 1.5)")
-    parser.add_argument("--epochs", type=int, help="epochs of each run instead of a time budget")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs of each run (default 6: with 400 patches "
+                        "per epoch, 1200 iterations)")
+    parser.add_argument("--minutes", type=float, help="a time budget per run instead of --epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side (the CPUs shared among them)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", choices=sorted(CASES))
     parser.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64])
-    parser.add_argument("--patches-per-epoch", type=int, default=32)
+    parser.add_argument("--patches-per-epoch", type=int, default=400)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--encoder-lr-factor", type=float, default=0.1)
-    parser.add_argument("--freeze-epochs", type=int, default=3)
-    parser.add_argument("--warmup-epochs", type=int, default=2)
+    parser.add_argument("--freeze-epochs", type=float, default=0.25, help="encoder frozen for the first 50 "
+                        "iterations (default 0.25 epoch)")
+    parser.add_argument("--warmup-epochs", type=float, default=0.5)
     parser.add_argument("--patience", type=int, default=0, help="0: no early stopping (the budget decides)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--transfer", choices=("encoder", "all"), default="encoder",
-                        help="fine-tuning starts from the base's encoder (default) or all its weights but the head")
+    parser.add_argument("--transfer", choices=("encoder", "all"), default="all",
+                        help="fine-tuning starts from all the base's weights but the head (default) or its encoder")
+    parser.add_argument("--spacing", type=float, help="voxel size in mm to train at (0: native; default: the "
+                        "trainer's 'auto', deepbet's 0.75 mm)")
     parser.add_argument("--skip-compare", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--speed-epochs", type=int, default=3)
     parser.add_argument("--speed-patches-per-epoch", type=int, default=32)
     parser.add_argument("--speed-repeats", type=int, default=2)
     args = parser.parse_args()
-    if args.epochs:
-        args.minutes = None
+    if args.minutes:
+        args.epochs = None
     if not DATA.is_dir():
         print(f"{DATA} is not present: nothing to benchmark")
         return 1
@@ -208,6 +276,7 @@ def main() -> int:
     out = HERE / "out"
     out.mkdir(exist_ok=True)
     (out / "bench_train.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    print_table(report)
     print(f"\nwrote {out / 'bench_train.json'}")
     return 0
 

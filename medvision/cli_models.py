@@ -188,9 +188,9 @@ def add_train_parser(sub) -> None:
     budget.add_argument("--minutes", type=float, help="time budget: stops after the epoch that passes it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--from-scratch", action="store_true", help="random initial weights instead of the base's")
-    p.add_argument("--transfer", choices=("encoder", "all"), default="encoder",
-                   help="start from the base's encoder (default; decoder and head new) or from all its weights "
-                        "but the output head")
+    p.add_argument("--transfer", choices=("encoder", "all"), default=None,
+                   help="start from the base's encoder (decoder and head new) or from all its weights but the "
+                        "output head (default: the trainer's, see README)")
     p.add_argument("--patch", default="64", help="patch size: N or X,Y,Z (multiples of 32; default 64)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of decoder and head (default 1e-3)")
@@ -262,7 +262,7 @@ def _cmd_train(args) -> int:
                          batch_size=args.batch_size, lr=args.lr, freeze_epochs=args.freeze_epochs,
                          patience=args.patience, seed=args.seed, workdir=args.workdir,
                          architecture=args.architecture, patches_per_epoch=args.patches_per_epoch,
-                         transfer=args.transfer)
+                         **({"transfer": args.transfer} if args.transfer else {}))
     print(f"{len(data.cases)} cases, labels: {', '.join(data.names)}", flush=True)
     for note in data.notes:
         print(f"note: {note}", flush=True)

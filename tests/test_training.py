@@ -20,9 +20,18 @@ import torch
 
 from medvision.ai.package import ModelPackage, PackageError, Registry, sha256_of, write_card
 from medvision.ai.training import checkpoint as ckpt
-from medvision.ai.training.data import CaseData, TrainingData, files_sha256, normalize_for_training
+from medvision.ai.training.data import (
+    CaseData,
+    TrainingData,
+    files_sha256,
+    normalize_for_training,
+    resample_image,
+    resample_labels,
+    resampled_shape,
+)
 from medvision.ai.training.model import encoder_parameters, make_network
-from medvision.ai.training.trainer import TrainConfig, train_job
+from medvision.ai.training.sampling import PatchSampler
+from medvision.ai.training.trainer import TrainConfig, init_head_from_priors, train_job, training_spacing
 from medvision.core.jobs import run_job
 from medvision.core.labels import LabelMap, LabelTable
 from medvision.core.volume import Volume
@@ -131,6 +140,44 @@ def test_one_case_is_split_by_region_and_says_how():
     assert "validation = the last 25 % of axis y" in split.description and "thing" in split.description
 
 
+def test_training_spacing_resampling_and_balanced_patches():
+    card = Registry().get(BASE).card
+    assert training_spacing(card) == (0.75, 0.75, 0.75)  # deepbet: a localizer's box resized to 256^3
+    assert training_spacing(card, None) is None and training_spacing(card, 1) == (1.0, 1.0, 1.0)
+    assert training_spacing({"input": {"spacing_mm": [1, 1, 2]}}) == (1.0, 1.0, 2.0)
+    assert training_spacing({"input": {}}) is None  # no known scale: native
+    with pytest.raises(ValueError):
+        training_spacing(card, "big")
+    label = torch.zeros((10, 12, 4), dtype=torch.uint8)
+    label[2:6, 3:9, 1:3] = 2
+    label[7:9, 1:4, :] = 1
+    shape = resampled_shape(label.shape, (1.5, 1.5, 3.0), (0.75, 0.75, 0.75))
+    assert shape == (20, 24, 16)
+    up = resample_labels(label, shape, 2)
+    assert up.dtype == torch.uint8 and set(up.unique().tolist()) == {0, 1, 2}
+    assert abs(int((up == 2).sum()) - 8 * int((label == 2).sum()) * 2) < 0.25 * 16 * int((label == 2).sum())
+    # patches centred on every class alike: the small class is in as many patches as the large one
+    big = torch.zeros((64, 64, 64), dtype=torch.uint8)
+    big[:, :, 32:] = 1
+    big[5:8, 5:8, 5:8] = 2
+    image = torch.rand(big.shape)
+    sampler = PatchSampler([(image, big)], (32, 32, 32), patches_per_epoch=30, batch_size=30, augment=False)
+    (_, y), = list(sampler.epoch(1))
+    assert "each label equally often" in sampler.description
+    assert int(((y == 2).flatten(1).any(1)).sum()) >= 5
+
+
+def test_the_prior_head_starts_at_the_class_frequencies():
+    tn = make_network(Registry().get(BASE), 2)
+    weight = tn.net.tp_conv2.weight.detach().clone()
+    freq = np.array([0.9, 0.09, 0.01])
+    assert init_head_from_priors(tn.net, tn.head, freq)
+    assert torch.allclose(tn.net.tp_conv2.weight, weight * 0.1)
+    with torch.no_grad():
+        out = tn.net(torch.rand(1, 1, 64, 64, 64))[0].mean((1, 2, 3))
+    assert out.argmax() == 0 and abs(float(out[2]) - 0.01) < 0.01  # close to the priors from the start
+
+
 # ---- the network ---------------------------------------------------------------------------------------
 def test_the_head_is_new_and_from_scratch_starts_from_other_weights():
     base = Registry().get(BASE)
@@ -217,9 +264,18 @@ def test_training_writes_a_package_that_loads_and_infers_on_the_exact_grid(tmp_p
     out = run_job(infer_job(package, volume, InferenceOptions(device="cpu")))
     assert out.labels.shape == volume.shape and np.allclose(out.labels.affine, volume.affine)
     assert [la.name for la in out.labels.table] == ["ball", "box"] and out.labels.array.max() <= 2
-    # the engine prepares the image exactly as training normalised it
+    # the engine prepares the image as training did: at the voxel size deepbet learnt at, same normalisation
+    assert card["input"]["spacing_mm"] == [0.75, 0.75, 0.75] == prov["hyperparameters"]["spacing_mm_used"]
+    image, _, spacing = data.cases[0].arrays("RAS")
+    shape = resampled_shape(image.shape, spacing, card["input"]["spacing_mm"])
     prepared = prepare(card, volume).tensor[0, 0]
-    assert torch.allclose(prepared, normalize_for_training(card, data.cases[0].arrays("RAS")[0]))
+    trained = resample_image(normalize_for_training(card, image), shape)
+    assert prepared.shape == trained.shape == (70, 64, 80)  # [x, y, z] 44 x 48 x 40 at 1.2 x 1 x 1.5 mm
+    assert float((prepared - trained).abs().mean()) < 0.01  # normalised before or after resampling
+    native = config(tmp_path, new_id="blobs-native", epochs=1, spacing_mm=None, workdir=str(tmp_path / "w2"))
+    native_card = Registry().get(run_job(train_job(native, data)).package_id).card
+    assert native_card["input"]["spacing_mm"] is None
+    assert torch.allclose(prepare(native_card, volume).tensor[0, 0], normalize_for_training(native_card, image))
 
 
 def test_a_stopped_run_resumes_in_the_same_lineage(tmp_path, datalist):

@@ -13,7 +13,10 @@
   for validation. A single case is split by region instead (see :func:`region_split`).
 * Arrays for the network: the volume reoriented (flips and permutations only, native resolution)
   to the base card's orientation, as an ``[x, y, z]`` array; :func:`normalize_for_training`
-  applies the card's intensity normalisation with statistics of the image itself.
+  applies the card's intensity normalisation with statistics of the image itself. The trainer may
+  then resample each region to the voxel size the network is trained at (:func:`resample_image`:
+  trilinear onto the grid the engine computes for a card's ``spacing_mm``; labels by
+  :func:`resample_labels`: each class's mask interpolated the same way, the largest wins).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["CaseData", "Part", "Split", "TrainingData", "TrainingDataError", "normalize_for_training",
-           "region_split", "files_sha256"]
+           "region_split", "files_sha256", "resampled_shape", "resample_image", "resample_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -365,3 +368,36 @@ def normalize_for_training(card: dict, array) -> torch.Tensor:
     spec.pop("quantiles_from", None)
     x = torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32)
     return normalize(x.clone(), spec, None)
+
+
+def resampled_shape(shape, spacing, target) -> tuple[int, int, int]:
+    """The ``[x, y, z]`` shape of an array of ``shape`` at ``spacing`` resampled to ``target`` mm:
+    the engine's rule for a card's ``spacing_mm`` (:func:`medvision.ai.preprocess.prepare`)."""
+    return tuple(max(1, int(round(n * float(s) / float(t)))) for n, s, t in zip(shape, spacing, target, strict=True))
+
+
+def resample_image(image: torch.Tensor, shape) -> torch.Tensor:
+    """``image`` ``[x, y, z]`` resampled to ``shape`` (trilinear, ``align_corners=False``: as the engine)."""
+    import torch.nn.functional as F
+
+    if tuple(image.shape) == tuple(shape):
+        return image
+    return F.interpolate(image.float()[None, None], tuple(int(n) for n in shape), mode="trilinear",
+                         align_corners=False)[0, 0].contiguous()
+
+
+def resample_labels(label: torch.Tensor, shape, n_classes: int) -> torch.Tensor:
+    """Class indices ``[x, y, z]`` resampled to ``shape``: every class's mask interpolated
+    trilinearly (as the engine maps probabilities), each voxel gets the largest (uint8)."""
+    import torch
+
+    if tuple(label.shape) == tuple(shape):
+        return label
+    best = torch.full(tuple(int(n) for n in shape), -1.0)
+    out = torch.zeros(tuple(int(n) for n in shape), dtype=torch.uint8)
+    for c in range(n_classes + 1):
+        mask = resample_image((label == c).float(), shape)
+        better = mask > best
+        out[better] = c
+        best = torch.where(better, mask, best)
+    return out

@@ -1,5 +1,5 @@
 """The fine-tuned model as a package in the user's models: ``weights.safetensors`` (the best
-weights) and a card that says how to run it (native resolution, sliding windows, the training
+weights) and a card that says how to run it (the voxel size trained at, sliding windows, the training
 normalisation), its labels, licence and provenance (parent model, cases and their file hashes,
 hyperparameters, metrics, split, epochs, date)."""
 
@@ -34,15 +34,17 @@ def next_version(model_id: str, root: Path | None = None) -> str:
     return str(version)
 
 
-def inference_card(base_card: dict, patch, batch_size: int = 2) -> dict:
-    """The ``input``, ``inference`` entries of the new card: native resolution, no localizer,
-    sliding windows of the training patch size, normalisation as trained (statistics of the image)."""
+def inference_card(base_card: dict, patch, batch_size: int = 2, spacing_mm=None) -> dict:
+    """The ``input``, ``inference`` entries of the new card: the voxel size trained at (``spacing_mm``:
+    the engine resamples to it and maps the result back onto the image's grid; None: native
+    resolution), no localizer, sliding windows of the training patch size, normalisation as trained
+    (statistics of the image)."""
     base_input = dict(base_card.get("input") or {})
     norm = dict(base_input.get("normalization") or {"kind": "none"})
     norm.pop("quantiles_from", None)
     return {
         "input": {"channels": int(base_input.get("channels", 1)), "orientation": base_input.get("orientation", "RAS"),
-                  "spacing_mm": None, "normalization": norm},
+                  "spacing_mm": [float(s) for s in spacing_mm] if spacing_mm else None, "normalization": norm},
         "inference": {"mode": "sliding_window",
                       "sliding_window": {"roi_size": [int(p) for p in patch], "overlap": 0.5, "blend": "gaussian",
                                          "batch_size": int(batch_size)}},
@@ -51,7 +53,7 @@ def inference_card(base_card: dict, patch, batch_size: int = 2) -> dict:
 
 def write_package(*, base: ModelPackage, new_id: str, name: str, state: dict, spec: dict, classes: list[dict],
                   patch, softmax_in_network: bool, provenance: dict, from_scratch: bool,
-                  description: str = "") -> ModelPackage:
+                  description: str = "", spacing_mm=None) -> ModelPackage:
     """Write the package into ``<user data>/models/<new_id>-<version>`` (a temporary folder renamed
     into place) and return it, opened (its weights checked against the card)."""
     from safetensors.torch import save_file
@@ -79,7 +81,7 @@ def write_package(*, base: ModelPackage, new_id: str, name: str, state: dict, sp
             "description": description or f"{name}: {note}.",
             "architecture": spec,
             "weights": {"file": "weights.safetensors", "sha256": sha256_of(tmp / "weights.safetensors")},
-            **inference_card(bc, patch),
+            **inference_card(bc, patch, spacing_mm=spacing_mm),
             "output": {"activation": "softmax", "in_network": bool(softmax_in_network)},
             "postprocessing": {},
             "labels": [{"value": int(c["value"]), "name": c["name"], "color": [int(x) for x in c["color"]]}

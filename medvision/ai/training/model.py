@@ -89,9 +89,9 @@ def make_network(base: ModelPackage, n_classes: int, from_scratch: bool = False,
     ``n_classes + 1`` outputs (background first), base weights loaded except the head's.
 
     ``transfer``: ``"all"`` loads every fitting parameter but the head's; ``"encoder"`` loads only
-    the encoder's (decoder and head start random: deepbet's decoder, made for one structure, the
-    brain, holds a fine-tuning to new structures in the all-background solution; see the
-    trainer's ``TrainConfig.transfer``)."""
+    the encoder's (decoder and head start random). With deepbet, "all" needs the images at the
+    voxel size it learnt at: at native 1 mm with a random head it collapsed to background on
+    MRIcrop (see the trainer's ``TrainConfig.transfer``, ``spacing_mm`` and ``head_init``)."""
     if transfer not in ("all", "encoder"):
         raise ValueError(f"transfer must be 'all' or 'encoder', not {transfer!r}")
     if not base.trainable:

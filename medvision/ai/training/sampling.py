@@ -1,5 +1,6 @@
-"""Random training patches with monai transforms: crops around labels and background (2:1),
-flips, small rotations and scalings, intensity jitter; batches of plain tensors.
+"""Random training patches with monai transforms: crops centred equally often on background and on
+each label (or on any label and background 2:1), flips, small rotations and scalings, intensity
+jitter; batches of plain tensors.
 
 Every epoch's randomness is seeded from ``(seed, epoch)``, so a resumed run draws the same patches
 in its later epochs as a run that was never stopped.
@@ -52,8 +53,12 @@ class PatchSampler:
     Args:
         regions: ``(image, label)`` pairs, ``[x, y, z]`` tensors (normalised image; class indices).
         patch: patch size; regions smaller than it are padded (image with its minimum, labels 0).
-        patches_per_case: patches cropped from a region at a time (monai RandCropByPosNegLabeld,
-            centres on labelled voxels twice as often as on background).
+        patches_per_case: patches cropped from a region at a time.
+        balance: where patches are centred: ``"classes"`` (monai RandCropByLabelClassesd: on the
+            background and on each label equally often, so that a small structure is seen as often
+            as a large one) or ``"posneg"`` (RandCropByPosNegLabeld: on any labelled voxel twice as
+            often as on background).
+        n_classes: labels 1..n_classes (default: the largest label in ``regions``).
         patches_per_epoch: patches per epoch (default: ``patches_per_case`` per region); regions
             are visited in a random order, repeated as needed.
         flip_axes: axes flipped at random (left-right, axis 0, is left out for lateralised labels).
@@ -61,11 +66,14 @@ class PatchSampler:
 
     def __init__(self, regions: list[tuple[torch.Tensor, torch.Tensor]], patch: Sequence[int], *,
                  patches_per_case: int = 4, batch_size: int = 2, patches_per_epoch: int | None = None,
-                 seed: int = 0, flip_axes: Sequence[int] = (0,), augment: bool = True) -> None:
+                 seed: int = 0, flip_axes: Sequence[int] = (0,), augment: bool = True, balance: str = "classes",
+                 n_classes: int | None = None) -> None:
         from monai.transforms import (
+            ClassesToIndicesd,
             Compose,
             FgBgToIndicesd,
             RandAffined,
+            RandCropByLabelClassesd,
             RandCropByPosNegLabeld,
             RandFlipd,
             RandScaleIntensityd,
@@ -79,15 +87,28 @@ class PatchSampler:
         self.patches_per_case = max(1, int(patches_per_case))
         self.patches_per_epoch = int(patches_per_epoch or self.patches_per_case * len(regions))
         self.seed = int(seed)
-        indices = FgBgToIndicesd("label")
+        if balance not in ("classes", "posneg"):
+            raise ValueError(f"balance must be 'classes' or 'posneg', not {balance!r}")
+        keys = ("image", "label")
+        if balance == "classes":
+            n = int(n_classes if n_classes is not None else max(int(label.max()) for _, label in regions))
+            indices = ClassesToIndicesd("label", num_classes=n + 1)
+            self.crop = RandCropByLabelClassesd(keys, "label", self.patch, ratios=[1] * (n + 1), num_classes=n + 1,
+                                                num_samples=self.patches_per_case, indices_key="label_cls_indices",
+                                                warn=False)
+            centres = "background and each label equally often"
+        else:
+            indices = FgBgToIndicesd("label")
+            self.crop = RandCropByPosNegLabeld(keys, "label", self.patch, pos=2, neg=1,
+                                               num_samples=self.patches_per_case, fg_indices_key="label_fg_indices",
+                                               bg_indices_key="label_bg_indices")
+            centres = "labels:background 2:1"
+        self.balance = balance
         self.items = []
         for image, label in regions:
             image = pad_to(image.float(), self.patch, float(image.min()))[None]
             label = pad_to(label.float(), self.patch, 0.0)[None]
             self.items.append(indices({"image": image, "label": label}))
-        keys = ("image", "label")
-        self.crop = RandCropByPosNegLabeld(keys, "label", self.patch, pos=2, neg=1, num_samples=self.patches_per_case,
-                                           fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices")
         steps = []
         if augment:
             steps += [RandFlipd(keys, prob=0.5, spatial_axis=int(a)) for a in flip_axes]
@@ -97,7 +118,7 @@ class PatchSampler:
             steps += [RandScaleIntensityd("image", factors=0.1, prob=0.5),
                       RandShiftIntensityd("image", offsets=0.1, prob=0.5)]
         self.augment = Compose(steps) if steps else None
-        self.description = (f"patches {'x'.join(map(str, self.patch))} (labels:background centres 2:1), "
+        self.description = (f"patches {'x'.join(map(str, self.patch))} (centres on {centres}), "
                             f"{self.patches_per_epoch} per epoch in batches of {self.batch_size}; "
                             + (f"flips along axes {list(flip_axes) or 'none'}, rotations +-10 deg, scaling "
                                "+-10 %, intensity scale/shift +-0.1" if augment else "no augmentation"))

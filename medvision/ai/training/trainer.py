@@ -1,14 +1,25 @@
 """The training loop as a job: ``train_job(config, data)`` yields progress and returns a
 :class:`TrainResult` after writing the new model package.
 
-One epoch: random patches of the training regions (:class:`.sampling.PatchSampler`), DiceCE loss
-(monai, softmax, one-hot targets), AdamW with a linear warm-up then a cosine decay (set every
-step); the encoder frozen for the first ``freeze_epochs`` epochs of a fine-tuning, then trained at
-``lr * encoder_lr_factor`` (itself warmed up over one epoch); autocast + GradScaler on CUDA only.
-Then validation: sliding windows (monai, roi = patch) over each validation region, Dice per label
-(monai ``compute_dice``; a label absent from a region's reference is left out of its mean), mean
-over labels. The best weights are kept; training stops after ``epochs``, after the epoch that
-passes ``minutes``, or when the validation Dice has not improved for ``patience`` epochs.
+The images are seen at the voxel size the base network learnt at (``spacing_mm="auto"``: the base
+card's ``input.spacing_mm``, or for a base that sees a localizer's box resized to a fixed shape
+-- deepbet: a ~200 mm box over 256 voxels -- :data:`LOCALIZER_BOX_SPACING_MM`): each training
+region and validation context is resampled to it (trilinear; labels per class), and the new card
+asks the engine for the same ``spacing_mm``. The new head starts at the class frequencies
+(``head_init="prior"``: softmax biases = log frequencies, weights scaled down), so its first
+gradients do not wreck the pretrained features.
+
+One epoch: random patches of the training regions (:class:`.sampling.PatchSampler`, centred on
+the background and each label equally often), DiceCE loss (monai, softmax, one-hot targets),
+AdamW with a linear warm-up then a cosine decay (set every step); a fine-tuning first trains only
+decoder and head, the encoder frozen for ``freeze_epochs`` epochs (a fraction counts iterations),
+then trains the encoder too at ``lr * encoder_lr_factor`` (itself warmed up over one epoch);
+autocast + GradScaler on CUDA only. Then validation: sliding windows (monai, roi = patch) over each
+validation region at the training voxel size, the probabilities mapped back onto the region's own
+grid (as the engine does), Dice per label there (monai ``compute_dice``; a label absent from a
+region's reference is left out of its mean), mean over labels. The best weights are kept; training
+stops after ``epochs``, after the epoch that passes ``minutes``, or when the validation Dice
+has not improved for ``patience`` epochs.
 
 After every epoch the checkpoint (:mod:`.checkpoint`) is written before the epoch's progress
 record is yielded, so closing the job at any yield keeps every finished epoch; the same config
@@ -35,7 +46,7 @@ from ...core.jobs import Job, Progress
 from ..engine import pick_device
 from ..package import Registry
 from . import checkpoint as ckpt
-from .data import Part, TrainingData, normalize_for_training
+from .data import Part, TrainingData, normalize_for_training, resample_image, resample_labels, resampled_shape
 from .export import created, write_package
 from .model import (
     encoder_modules,
@@ -47,11 +58,16 @@ from .model import (
 )
 from .sampling import PatchSampler, fit_patch, lateralised
 
-__all__ = ["TrainConfig", "TrainResult", "train_job", "DEFAULT_EPOCHS", "WarmupCosine"]
+__all__ = ["TrainConfig", "TrainResult", "train_job", "DEFAULT_EPOCHS", "WarmupCosine", "training_spacing",
+           "init_head_from_priors", "LOCALIZER_BOX_SPACING_MM"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 50  # when neither epochs nor minutes are given (early stopping usually ends sooner)
+#: the voxel size (mm) a base network that sees a localizer's box resized to a fixed shape learnt at:
+#: deepbet resizes the brain's box plus 10 % margins (about 170 x 210 x 150 mm) to 256^3, i.e.
+#: 0.6-0.8 mm voxels. Its card can say otherwise with ``input.learnt_spacing_mm``.
+LOCALIZER_BOX_SPACING_MM = 0.75
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -69,7 +85,8 @@ class TrainConfig:
     patches_per_case: int = 4
     lr: float = 1e-3
     encoder_lr_factor: float = 0.1
-    freeze_epochs: int = 3
+    #: epochs (a fraction: of the iterations of the first epoch) with the encoder frozen
+    freeze_epochs: float = 3
     warmup_epochs: int = 2
     patience: int = 10
     seed: int = 0
@@ -79,18 +96,27 @@ class TrainConfig:
     #: patches per epoch (default: patches_per_case per training case/region)
     patches_per_epoch: int | None = None
     weight_decay: float = 1e-4
-    #: what of the base's weights to start from: "encoder" (decoder and head new) or "all" (only the
-    #: head new). "encoder" by default: with deepbet as the base, "all" collapsed to predicting
-    #: background everywhere on MRIcrop's ventricles/hippocampus/caudate (its decoder, trained for
-    #: the brain mask alone, suppresses what separates structures inside the brain), while
-    #: "encoder" learned them (benchmarks/bench_train.py)
-    transfer: str = "encoder"
+    #: what of the base's weights to start from: "all" (only the head new) or "encoder" (decoder and
+    #: head new). "all" by default: on MRIcrop (400 iterations, one seed) "all" at deepbet's 0.75 mm
+    #: with the prior head reached Dice 0.281 against 0.211 for "encoder" at native 1 mm; "all" at
+    #: native 1 mm with a random head collapsed to background (0.063). See benchmarks/bench_train.py
+    #: for fine-tuning against training from scratch.
+    transfer: str = "all"
+    #: voxel size the network is trained (and the new model run) at: "auto" (the scale the base
+    #: learnt at, see :func:`training_spacing`), a number or (x, y, z) in mm, or None: native
+    spacing_mm: float | tuple[float, float, float] | str | None = "auto"
+    #: the new head: "prior" (biases = log class frequencies, weights x 0.1) or "random"
+    head_init: str = "prior"
+    #: patch centres: "classes" (background and each label equally often) or "posneg" (labels 2:1)
+    sampling: str = "classes"
     val_fraction: float = 0.2
     threads: int | None = None
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out["patch_size"] = [int(p) for p in self.patch_size]
+        if isinstance(self.spacing_mm, (tuple, list)):
+            out["spacing_mm"] = [float(s) for s in self.spacing_mm]
         return out
 
 
@@ -146,6 +172,47 @@ def _clean(value):
     return None if math.isnan(value) else value
 
 
+def training_spacing(card: dict, spacing_mm="auto") -> tuple[float, float, float] | None:
+    """The voxel size (x, y, z mm) to train at: ``spacing_mm`` itself (a number: isotropic), None
+    (or "native") for native resolution, or for "auto" the scale the base card's network learnt at:
+    its ``input.learnt_spacing_mm`` or ``input.spacing_mm``; for a base that sees a localizer's box
+    resized to a fixed shape (deepbet) :data:`LOCALIZER_BOX_SPACING_MM`; else native (None)."""
+    if spacing_mm is None or spacing_mm == "native":
+        return None
+    if spacing_mm == "auto":
+        spec = card.get("input") or {}
+        spacing_mm = spec.get("learnt_spacing_mm") or spec.get("spacing_mm")
+        if not spacing_mm and spec.get("resize_to") and card.get("localizer"):
+            spacing_mm = LOCALIZER_BOX_SPACING_MM
+        if not spacing_mm:
+            return None
+    if isinstance(spacing_mm, str):
+        raise ValueError(f"spacing_mm must be 'auto', None, a number or three numbers, not {spacing_mm!r}")
+    values = [float(spacing_mm)] * 3 if np.ndim(spacing_mm) == 0 else [float(s) for s in spacing_mm]
+    if len(values) != 3 or not all(v > 0 for v in values):
+        raise ValueError(f"spacing_mm must be positive (one number or three), not {spacing_mm!r}")
+    return tuple(values)
+
+
+def init_head_from_priors(net: torch.nn.Module, head: list[str], frequencies: np.ndarray) -> bool:
+    """The new head's output biases set to the log class frequencies (so its first softmax says the
+    priors) and its weights scaled by 0.1: the head starts near the best constant answer instead of
+    a random one whose large first gradients would run back into the pretrained layers. False when
+    the head has no bias of one value per class (nothing changed)."""
+    params = dict(net.named_parameters())
+    biases = [n for n in head if n.endswith("bias") and params[n].shape == (len(frequencies),)]
+    if not biases:
+        return False
+    prior = torch.log(torch.as_tensor(np.maximum(frequencies, 1e-4), dtype=torch.float32))
+    with torch.no_grad():
+        for name in head:
+            if name.endswith("weight"):
+                params[name].mul_(0.1)
+        for name in biases:
+            params[name].copy_(prior - prior.mean())
+    return True
+
+
 def _validate(net, regions, patch, batch_size, device, n_classes, amp) -> tuple[float | None, list[float | None]]:
     from monai.inferers import sliding_window_inference
     from monai.metrics import compute_dice
@@ -160,9 +227,12 @@ def _validate(net, regions, patch, batch_size, device, n_classes, amp) -> tuple[
     scores = []
     net.eval()
     with torch.no_grad():
-        for image, label, inner in regions:
+        for image, label, inner, native in regions:
             out = sliding_window_inference(image[None, None].to(device), tuple(patch), batch_size, predictor,
                                            overlap=0.5, mode="gaussian", cval=float(image.min()))
+            if tuple(out.shape[2:]) != tuple(native):  # back onto the region's own grid, as the engine does
+                out = torch.nn.functional.interpolate(torch.softmax(out.float(), 1).cpu(), tuple(native),
+                                                      mode="trilinear", align_corners=False)
             pred = one_hot(out.argmax(1, keepdim=True).cpu()[(slice(None), slice(None), *inner)], n_classes + 1)
             ref = one_hot(label[None, None].long(), n_classes + 1)
             scores.append(compute_dice(pred, ref, include_background=False, ignore_empty=True)[0].numpy())
@@ -199,26 +269,39 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     notes = list(data.notes) + tn.notes
 
     split = data.split(config.seed, config.val_fraction, orientation)
+    target = training_spacing(card, config.spacing_mm)
     arrays = {}
     for k, case in enumerate(data.cases):
         yield Progress("preparing", k, len(data.cases), f"normalising {case.id}")
-        image, label, _spacing = case.arrays(orientation)
-        arrays[case.id] = (normalize_for_training(card, image), torch.from_numpy(label))
+        image, label, spacing = case.arrays(orientation)
+        arrays[case.id] = (normalize_for_training(card, image), torch.from_numpy(label), spacing)
+    if target is not None:
+        notes.append(f"trained at {'x'.join(f'{s:g}' for s in target)} mm voxels (the scale {base.id} learnt at); "
+                     "the new model is run at that voxel size too")
 
-    def region(part):
-        image, label = arrays[part.case]
+    def region(part, resample=True):
+        """(image, labels) of the part's box, resampled (each region on its own) to ``target``."""
+        image, label, spacing = arrays[part.case]
         box = part.box or (slice(None),) * 3
-        return image[box].contiguous(), label[box].contiguous()
+        image, label = image[box].contiguous(), label[box].contiguous()
+        if target is None or not resample:
+            return image, label
+        shape = resampled_shape(image.shape, spacing, target)
+        return resample_image(image, shape), resample_labels(label, shape, n_classes)
 
-    train_regions = [region(p) for p in split.train]
+    train_regions = []
+    for k, p in enumerate(split.train):
+        yield Progress("preparing", k, len(split.train), f"training region {k + 1} of {p.case}")
+        train_regions.append(region(p))
     val_regions = []
-    for p in split.val:  # (image of the context, labels of the box, the box within the context)
+    for p in split.val:  # (image of the context, labels of the box, the box within the context, context shape)
         context = p.context or p.box or (slice(None),) * 3
-        image, _ = region(Part(p.case, context))
-        _, label = region(p)
+        native_image, _ = region(Part(p.case, context), resample=False)
+        image, _ = region(Part(p.case, context)) if target is not None else (native_image, None)
+        _, label = region(p, resample=False)
         inner = tuple(slice(b.start - c.start, b.stop - c.start) if b.start is not None else slice(None)
                       for b, c in zip(p.box or (slice(None),) * 3, context, strict=True))
-        val_regions.append((image, label, inner))
+        val_regions.append((image, label, inner, tuple(native_image.shape)))
     extent = np.max([r[1].shape for r in train_regions] + [r[0].shape for r in val_regions], axis=0)
     patch = fit_patch(config.patch_size, extent, size_multiple(net))
     if tuple(patch) != tuple(config.patch_size):
@@ -227,13 +310,20 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     flip_axes = () if lateralised(names) else (0,)
     sampler = PatchSampler(train_regions, patch, patches_per_case=config.patches_per_case,
                            batch_size=config.batch_size, patches_per_epoch=config.patches_per_epoch,
-                           seed=config.seed, flip_axes=flip_axes)
+                           seed=config.seed, flip_axes=flip_axes, balance=config.sampling, n_classes=n_classes)
+    if config.head_init not in ("prior", "random"):
+        raise ValueError(f"head_init must be 'prior' or 'random', not {config.head_init!r}")
+    if config.head_init == "prior":
+        counts = sum(np.bincount(label.numpy().ravel(), minlength=n_classes + 1)[: n_classes + 1]
+                     for _, label in train_regions)
+        if init_head_from_priors(net, tn.head, counts / max(1, counts.sum())):
+            notes.append("the new head starts at the class frequencies of the training regions")
 
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     encoder = encoder_parameters(net)
-    freeze_epochs = int(config.freeze_epochs) if fine_tune and encoder else 0
+    freeze_epochs = float(config.freeze_epochs) if fine_tune and encoder else 0.0
     enc_factor = float(config.encoder_lr_factor) if fine_tune else 1.0
     groups = [{"params": encoder, "name": "encoder", "base_lr": config.lr * enc_factor}] if encoder else []
     groups.append({"params": head_and_decoder_parameters(net), "name": "decoder+head", "base_lr": config.lr})
@@ -246,7 +336,9 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
 
     identity = {"base": base.id, "base_version": base.version, "new_id": config.new_id,
                 "data_hash": data.data_hash(), "architecture": tn.spec["name"],
-                "from_scratch": bool(config.from_scratch), "transfer": config.transfer}
+                "from_scratch": bool(config.from_scratch), "transfer": config.transfer,
+                "spacing_mm": list(target) if target else None, "head_init": config.head_init,
+                "sampling": config.sampling}
     key = ckpt.identity_key(identity)
     workdir = Path(config.workdir) if config.workdir else _default_workdir(config.new_id, key)
     state = ckpt.load_checkpoint(workdir)
@@ -299,18 +391,26 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
             break
         epoch += 1
         t0 = time.perf_counter()
-        frozen = epoch <= freeze_epochs
-        for p in encoder:
-            p.requires_grad_(not frozen)
-        net.train()
-        for m in encoder_modules(net) if frozen else ():
-            m.eval()
+        frozen = epoch - 1 < freeze_epochs  # at the epoch's start (a fraction unfreezes within it)
+
+        def freeze(on: bool) -> None:
+            for p in encoder:
+                p.requires_grad_(not on)
+            net.train()
+            for m in encoder_modules(net) if on else ():
+                m.eval()
+
+        freeze(frozen)
+        is_frozen = frozen
         horizons = [max_epochs] if max_epochs else []
         if budget_s is not None and session_epochs:
             horizons.append(epoch - 1 + max(0.0, budget_s - elapsed) / (elapsed / session_epochs))
         schedule.horizon = min(horizons) if horizons else None
         losses = []
         for it, (x, y) in enumerate(sampler.epoch(epoch)):
+            if is_frozen and epoch - 1 + it / n_iter >= freeze_epochs:
+                is_frozen = False
+                freeze(False)
             position = epoch - 1 + (it + 1) / n_iter
             factor = schedule.factor(position)
             for g in optimizer.param_groups:
@@ -380,7 +480,8 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     per_label_best = {n: _clean(d) for n, d in zip(names, best["per_label"], strict=True)}
     hyper = config.as_dict() | {"patch_used": list(patch), "optimizer": "AdamW", "loss": "DiceCELoss(softmax)",
                                 "schedule": "linear warm-up, cosine decay (per step)", "sampling": sampler.description,
-                                "freeze_epochs_used": freeze_epochs, "encoder_lr_factor_used": enc_factor}
+                                "freeze_epochs_used": freeze_epochs, "encoder_lr_factor_used": enc_factor,
+                                "spacing_mm_used": list(target) if target else None}
     provenance = {
         "parent": f"{base.id} {base.version}", "parent_id": base.id, "parent_version": base.version,
         "parent_sha256": base.card["weights"]["sha256"], "from_scratch": not fine_tune,
@@ -395,7 +496,7 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     name = config.name or f"{', '.join(names)} ({'fine-tuned from ' + base.id if fine_tune else 'trained'})"
     package = write_package(base=base, new_id=config.new_id, name=name, state=weights, spec=tn.spec,
                             classes=data.classes, patch=patch, softmax_in_network=tn.softmax_in_network,
-                            provenance=provenance, from_scratch=not fine_tune)
+                            provenance=provenance, from_scratch=not fine_tune, spacing_mm=target)
     final = ckpt.load_checkpoint(workdir)
     if final is not None:  # the run is complete: the same command again starts a new run
         final.update(finished=True, package=str(package.folder))
