@@ -240,11 +240,7 @@ def test_save_open_and_seg_export(qtbot, ct, tmp_path):
 
 def test_unsaved_labels_survive_opening_another_image(qtbot, ct, tmp_path):
     window = ct
-    ann, panel = window.annotating.annotation, window.annotating.panel
-    view = window.views.slice_views["axial"]
-    panel.set_tool("paint")
-    z = int(window.viewer.cursor[2])
-    click(view.viewport(), view_point(view, [256, 256, z]))
+    ann = _paint_one(window)
     assert ann.dirty
     # without dialogs, opening another image keeps the unsaved labels in the recovery area
     assert open_and_wait(qtbot, window, SAMPLE_LABELS)
@@ -258,13 +254,7 @@ def test_unsaved_labels_survive_opening_another_image(qtbot, ct, tmp_path):
 
 def test_autosave_writes_the_recovery_slot_and_clean_save_removes_it(qtbot, ct, tmp_path):
     window = ct
-    ann, panel = window.annotating.annotation, window.annotating.panel
-    view = window.views.slice_views["axial"]
-    panel.set_tool("paint")
-    z = int(window.viewer.cursor[2])
-    click(view.viewport(), view_point(view, [256, 256, z]))
-    ann.autosave(wait=True)
-    slot = ann.recovery_dir
+    ann, slot = _painted_and_autosaved(window)
     assert slot is not None and (slot / "labels.nii.gz").exists() and (slot / "state.json").exists()
     saved = load_labels(slot / "labels.nii.gz", reference=window.viewer.volume)
     assert np.array_equal(saved.array, ann.labels.array)
@@ -355,12 +345,18 @@ def test_overlay_outline_opacity_and_screenshot(qtbot, ct, screenshot_dir):
     assert not layer.outline
 
 
-def _painted_and_autosaved(window):
-    """Paint one dab in the axial view and autosave it; returns the annotation and its slot."""
+def _paint_one(window):
+    """Paint one dab at the centre of the axial view; returns the annotation."""
     ann, panel = window.annotating.annotation, window.annotating.panel
     view = window.views.slice_views["axial"]
     panel.set_tool("paint")
     click(view.viewport(), view_point(view, [256, 256, int(window.viewer.cursor[2])]))
+    return ann
+
+
+def _painted_and_autosaved(window):
+    """Paint one dab in the axial view and autosave it; returns the annotation and its slot."""
+    ann = _paint_one(window)
     ann.autosave(wait=True)
     return ann, ann.recovery_dir
 

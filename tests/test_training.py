@@ -119,6 +119,16 @@ def _fake_cases(n: int) -> TrainingData:
                         [{"value": 1, "name": "thing", "color": [1, 2, 3, 255]}])
 
 
+def _collect(job):
+    """Every progress record of a job, and its result."""
+    records = []
+    while True:
+        try:
+            records.append(next(job))
+        except StopIteration as stop:
+            return records, stop.value
+
+
 def test_split_holds_out_whole_cases():
     for n, n_val in ((2, 1), (3, 1), (10, 2)):
         split = _fake_cases(n).split(seed=0)
@@ -226,14 +236,7 @@ def test_training_writes_a_package_that_loads_and_infers_on_the_exact_grid(tmp_p
     from medvision.ai.preprocess import prepare
 
     data = TrainingData.from_datalist(datalist)
-    records = []
-    job = train_job(config(tmp_path), data)
-    while True:
-        try:
-            records.append(next(job))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    records, result = _collect(train_job(config(tmp_path), data))
     epochs = [r.preview for r in records if r.stage == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2] and [e["frozen"] for e in epochs] == [True, False]
     assert set(epochs[0]) >= {"epoch", "train_loss", "val_dice", "per_label", "lr", "seconds", "eta_s",
@@ -291,14 +294,7 @@ def test_a_stopped_run_resumes_in_the_same_lineage(tmp_path, datalist):
     assert {"model", "best_model", "optimizer", "scheduler", "scaler", "rng", "config", "run_id"} <= set(state)
     assert "blobs-ft" not in {p.id for p in Registry().packages()}
 
-    records = []
-    job = train_job(cfg, data)
-    while True:
-        try:
-            records.append(next(job))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    records, result = _collect(train_job(cfg, data))
     assert any("resuming run" in r.message for r in records)
     assert [r.done for r in records if r.stage == "epoch"] == [2, 3]
     assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.epochs_run == 3
