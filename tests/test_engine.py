@@ -16,6 +16,7 @@ from medvision.ai import architectures, engine
 from medvision.ai.engine import InferenceOptions, fallback_plan, infer_job
 from medvision.ai.package import ModelPackage, PackageError, Registry, sha256_of, write_card
 from medvision.core.jobs import Cancelled, run_job
+from medvision.core.labels import LabelMap, LabelTable
 from medvision.core.volume import Volume
 
 
@@ -207,3 +208,46 @@ def test_a_model_for_another_modality_warns(tmp_path, brightness):
     assert "only 1 slices" in pkg.suitability(flat)[0]
     result = run_job(infer_job(pkg, mr, InferenceOptions(device="cpu")))
     assert result.notes[0].startswith("warning: bright was made for CT")
+
+
+def test_mask_thresholded_in_the_model_frame_equals_mapping_the_probabilities(tmp_path, brightness):
+    """A resized input (nearest-exact): thresholding before mapping back gives the labels that mapping
+    the probabilities and thresholding after gives (the uncertainty run takes that path)."""
+    volume = oblique_volume((20, 40, 36))
+    pkg = make_package(tmp_path / "r", input_spec={"orientation": "RAS", "resize_to": [32, 24, 16],
+                                                   "interpolation": "nearest-exact",
+                                                   "normalization": {"kind": "ct", "low": 0, "high": 1000}})
+    fast = run_job(infer_job(pkg, volume, InferenceOptions(device="cpu")))
+    slow = run_job(infer_job(pkg, volume, InferenceOptions(device="cpu", uncertainty=True)))
+    assert fast.probability is None and slow.probability is not None
+    assert fast.labels.array.dtype == np.uint8 and (fast.labels.array == 1).sum() > 1000
+    assert np.array_equal(fast.labels.array, slow.labels.array)
+
+
+def test_post_processing_on_the_label_box_equals_the_whole_region():
+    """Largest component and hole filling on the label's bounding box (+1 voxel) give what they give on
+    the whole region: a cavity open to the box's face stays open, a closed one is filled."""
+    from medvision.ai.preprocess import fill_holes, largest_component
+
+    rng = np.random.default_rng(5)
+    array = np.zeros((30, 40, 36), np.uint8)
+    array[5:20, 8:30, 6:28] = 1
+    array[9:14, 12:20, 10:18] = 0  # a closed cavity
+    array[9:14, 8:10, 20:24] = 0  # a pit open at the box's face
+    array[25:27, 34:36, 30:33] = 1  # a speck outside the big block
+    array[(rng.random(array.shape) < 0.002)] = 2  # another label scattered about
+    labels = LabelMap(array.copy(), np.eye(4), LabelTable.from_json(
+        '[{"value": 1, "name": "a", "color": [255, 0, 0, 255]}, {"value": 2, "name": "b", "color": [0, 255, 0, 255]}]'))
+
+    class Whole:
+        def region_on_source(self):
+            return tuple(slice(0, n) for n in array.shape)
+
+    engine._postprocess({"postprocessing": {"largest_component": True, "fill_holes": True}}, labels, Whole())
+    expected = array.copy()
+    for value in (1, 2):
+        mask = fill_holes(largest_component(expected == value))
+        expected[(expected == value) & ~mask] = 0
+        expected[mask & (expected == 0)] = value
+    assert np.array_equal(labels.array, expected)
+    assert labels.array[10, 15, 12] == 1 and labels.array[10, 8, 21] == 0

@@ -34,6 +34,12 @@ class Prepared:
     interpolation: str = "nearest-exact"
     notes: list[str] = field(default_factory=list)
 
+    def nearest_mapping(self) -> bool:
+        """True when the way back onto the grid is nearest-neighbour (or none): a threshold may then be
+        applied in the model's frame and only the mask mapped back, with the same result."""
+        same = self.work_shape_xyz is None or tuple(self.tensor.shape[2:]) == tuple(self.work_shape_xyz)
+        return same or self.interpolation != "trilinear"
+
     def region_on_source(self) -> tuple[slice, slice, slice]:
         """The (z, y, x) box of ``source`` the network saw (all of it without a localizer crop)."""
         if self.crop is None:
@@ -47,10 +53,17 @@ class Prepared:
         return tuple(slice(int(lo[a]), int(hi[a]) + 1) for a in (2, 1, 0))
 
     def to_grid(self, probs: torch.Tensor) -> np.ndarray:
-        """Probabilities (C, X', Y', Z') in the model's frame -> float32 (C, z, y, x) on ``source``'s grid."""
-        probs = probs.float().cpu()
+        """Probabilities (C, X', Y', Z') in the model's frame -> float32 (C, z, y, x) on ``source``'s grid.
+
+        A uint8 or bool tensor (a mask thresholded in the model's frame) comes back as uint8: exact
+        when the mapping is nearest-neighbour (thresholding commutes with picking a voxel), a quarter
+        of the memory traffic of float32."""
+        integral = not probs.is_floating_point()
+        probs = probs.to(torch.uint8).cpu() if integral else probs.float().cpu()
         if self.work_shape_xyz is not None and tuple(probs.shape[1:]) != self.work_shape_xyz:
             mode = "trilinear" if self.interpolation == "trilinear" else "nearest-exact"
+            if integral and mode != "nearest-exact":
+                raise ValueError("a thresholded mask maps back exactly only by nearest neighbour")
             kwargs = {"align_corners": False} if mode == "trilinear" else {}
             probs = F.interpolate(probs[None], self.work_shape_xyz, mode=mode, **kwargs)[0]
         if self.crop is not None:
@@ -65,7 +78,7 @@ class Prepared:
             if not vol.same_grid(self.source):
                 raise RuntimeError("internal error: the result does not map back onto the image grid")
             back.append(vol.array)
-        return np.stack(back).astype(np.float32, copy=False)
+        return np.stack(back).astype(np.uint8 if integral else np.float32, copy=False)
 
 
 def normalize(x: torch.Tensor, spec: dict, quantiles: tuple[float, float] | None = None) -> torch.Tensor:
