@@ -56,7 +56,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_deepbet(device: str, repeats: int = 2) -> dict:
+def bench_deepbet(device: str, repeats: int = 5) -> dict:
     import torch
     from monai.inferers import sliding_window_inference
 

@@ -251,3 +251,60 @@ def test_post_processing_on_the_label_box_equals_the_whole_region():
         expected[mask & (expected == 0)] = value
     assert np.array_equal(labels.array, expected)
     assert labels.array[10, 15, 12] == 1 and labels.array[10, 8, 21] == 0
+
+
+def test_hole_filling_and_largest_component_equal_simpleitks_filters():
+    """The faster versions (one labelling pass and a lookup) give BinaryFillhole's and
+    RelabelComponent's results on random masks, ties between equal components included."""
+    import SimpleITK as sitk
+
+    from medvision.ai.preprocess import fill_holes, largest_component
+
+    rng = np.random.default_rng(11)
+    for _ in range(25):
+        mask = rng.random(tuple(rng.integers(3, 30, 3))) < rng.uniform(0.05, 0.8)
+        img = sitk.GetImageFromArray(mask.astype(np.uint8))
+        filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(img, fullyConnected=False, foregroundValue=1)) == 1
+        assert np.array_equal(fill_holes(mask), filled)
+        for full in (True, False):
+            ranked = sitk.RelabelComponent(sitk.ConnectedComponent(img, full), sortByObjectSize=True)
+            assert np.array_equal(largest_component(mask, full), sitk.GetArrayFromImage(ranked) == 1)
+    assert not fill_holes(np.zeros((3, 3, 3), bool)).any() and fill_holes(np.ones((3, 3, 3), bool)).all()
+
+
+def test_classes_chosen_in_the_model_frame_equal_the_argmax_of_the_mapped_probabilities(tmp_path):
+    """A multi-class model on a resized input: the class chosen before mapping back (the default) is
+    the class chosen from the mapped probabilities (the uncertainty run), and so is its probability."""
+    from medvision.ai import architectures
+
+    class Bands(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):  # three classes by intensity band, softmax-like scores
+            return torch.softmax(torch.cat([-(x - c).abs() * 8 for c in (0.2, 0.5, 0.8)], 1) * self.scale, 1)
+
+    architectures._OWN["test.Bands"] = lambda args: Bands()
+    try:
+        folder = tmp_path / "bands"
+        folder.mkdir()
+        save_file({"scale": torch.ones(1)}, str(folder / "weights.safetensors"))
+        write_card(folder, {
+            "format": "medvision-model", "format_version": 1, "id": "bands", "version": "1", "name": "bands",
+            "task": "segmentation", "modality": "CT", "dims": 3, "architecture": {"name": "test.Bands", "args": {}},
+            "weights": {"file": "weights.safetensors", "sha256": sha256_of(folder / "weights.safetensors")},
+            "input": {"orientation": "RAS", "resize_to": [24, 20, 12], "interpolation": "nearest-exact",
+                      "normalization": {"kind": "ct", "low": 0, "high": 1000}},
+            "inference": {"mode": "whole"}, "output": {"activation": None, "in_network": True},
+            "labels": [{"value": 1, "name": "mid", "color": [1, 2, 3, 255]},
+                       {"value": 2, "name": "high", "color": [3, 2, 1, 255]}], "license": "test"})
+        pkg = ModelPackage.open(folder)
+        volume = oblique_volume((20, 40, 36))
+        fast = run_job(infer_job(pkg, volume, InferenceOptions(device="cpu")))
+        slow = run_job(infer_job(pkg, volume, InferenceOptions(device="cpu", uncertainty=True)))
+    finally:
+        architectures._OWN.pop("test.Bands", None)
+    assert fast.labels.array.dtype == np.uint8 and set(np.unique(fast.labels.array)) == {0, 1, 2}
+    assert np.array_equal(fast.labels.array, slow.labels.array)
+    assert np.array_equal(fast.probability, slow.probability)

@@ -221,6 +221,13 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
         else:
             probs = prep.to_grid(mean[channel:channel + 1])
             labels, chosen = _label_map(dict(card, output=dict(output, channel=0)), probs, source)
+    elif prep.nearest_mapping() and not options.uncertainty:  # the class chosen in the model's frame
+        best, index = mean.max(0, keepdim=True)  # first of equal maxima, as numpy's argmax
+        few = mean.shape[0] <= 256
+        array = prep.to_grid(index.to(torch.uint8) if few else index)[0]
+        table = LabelTable.from_json(json.dumps(card.get("labels") or []))
+        labels = LabelMap(array if few else array.astype(np.uint16), source.affine, table, name=str(card.get("id")))
+        chosen = prep.to_grid(best)[0]
     else:
         probs = prep.to_grid(mean)
         labels, chosen = _label_map(card, probs, source)

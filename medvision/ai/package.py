@@ -181,6 +181,8 @@ class ModelPackage:
 
         TorchScript and ONNX packages (:data:`RUNTIME_KINDS`) are loaded from their verified file
         (``torch.jit.load``, or an onnxruntime session behind a small module) instead."""
+        import torch
+
         from .architectures import build
 
         kind = self.runtime_kind(part)
@@ -189,12 +191,21 @@ class ModelPackage:
 
             return runtime_network(kind, self.verified_weights(part), device, self.id)
         spec = self.architecture(part)
-        net = build(spec)
+        state = self.state_dict(part)
+        try:  # built without memory or random initialisation: the weights are assigned as loaded
+            with torch.device("meta"):
+                net = build(spec)
+            lazy = True
+        except Exception:  # noqa: BLE001 - a network that cannot be built on the meta device
+            net, lazy = build(spec), False
         try:
-            net.load_state_dict(self.state_dict(part), strict=True)
+            net.load_state_dict(state, strict=True, assign=lazy)
         except RuntimeError as exc:
             raise PackageError(f"{self.id}: the weights do not fit its architecture {spec.get('name')}: "
                                f"{str(exc).splitlines()[0]}") from exc
+        if lazy and any(t.is_meta for t in (*net.parameters(), *net.buffers())):  # buffers outside the weights
+            net = build(spec)
+            net.load_state_dict(state, strict=True)
         return net.eval().to(device)
 
     def suitability(self, volume) -> list[str]:

@@ -55,17 +55,20 @@ class Prepared:
     def to_grid(self, probs: torch.Tensor) -> np.ndarray:
         """Probabilities (C, X', Y', Z') in the model's frame -> float32 (C, z, y, x) on ``source``'s grid.
 
-        A uint8 or bool tensor (a mask thresholded in the model's frame) comes back as uint8: exact
+        An integer tensor (a mask or class indices chosen in the model's frame) keeps its type: exact
         when the mapping is nearest-neighbour (thresholding commutes with picking a voxel), a quarter
         of the memory traffic of float32."""
         integral = not probs.is_floating_point()
-        probs = probs.to(torch.uint8).cpu() if integral else probs.float().cpu()
+        probs = probs.cpu() if integral else probs.float().cpu()
         if self.work_shape_xyz is not None and tuple(probs.shape[1:]) != self.work_shape_xyz:
             mode = "trilinear" if self.interpolation == "trilinear" else "nearest-exact"
             if integral and mode != "nearest-exact":
-                raise ValueError("a thresholded mask maps back exactly only by nearest neighbour")
+                raise ValueError("class indices or a mask map back exactly only by nearest neighbour")
             kwargs = {"align_corners": False} if mode == "trilinear" else {}
-            probs = F.interpolate(probs[None], self.work_shape_xyz, mode=mode, **kwargs)[0]
+            if integral and probs.dtype != torch.uint8:  # nearest-exact has uint8 and float kernels
+                probs = F.interpolate(probs[None].float(), self.work_shape_xyz, mode=mode)[0].to(probs.dtype)
+            else:
+                probs = F.interpolate(probs[None], self.work_shape_xyz, mode=mode, **kwargs)[0]
         if self.crop is not None:
             full = torch.zeros((probs.shape[0], *self.full_shape_xyz), dtype=probs.dtype)
             full[(slice(None), *self.crop)] = probs
@@ -78,7 +81,7 @@ class Prepared:
             if not vol.same_grid(self.source):
                 raise RuntimeError("internal error: the result does not map back onto the image grid")
             back.append(vol.array)
-        return np.stack(back).astype(np.uint8 if integral else np.float32, copy=False)
+        return np.stack(back) if integral else np.stack(back).astype(np.float32, copy=False)
 
 
 def normalize(x: torch.Tensor, spec: dict, quantiles: tuple[float, float] | None = None) -> torch.Tensor:
@@ -86,9 +89,7 @@ def normalize(x: torch.Tensor, spec: dict, quantiles: tuple[float, float] | None
     kind = spec.get("kind", "none")
     if kind == "deepbet":  # percentile window to [0, 1], then standardised to ImageNet's grey statistics
         low, high = quantiles if quantiles is not None else _quantiles(x, spec)
-        x = (x - low).div_(high - low).clamp_(0, 1)  # a new tensor, then in place: the same arithmetic
-        std, mean = torch.std_mean(x)
-        return x.sub_(mean).div_(std).mul_(spec.get("std", 0.226)).add_(spec.get("mean", 0.449))
+        return _standardise(_window(x, low, high), spec)
     if kind == "zscore":
         mask = x != 0 if spec.get("nonzero") else torch.ones_like(x, dtype=torch.bool)
         values = x[mask]
@@ -105,6 +106,29 @@ def normalize(x: torch.Tensor, spec: dict, quantiles: tuple[float, float] | None
     if kind == "none":
         return x
     raise ValueError(f"unknown normalisation {kind!r}")
+
+
+def _window(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """deepbet's window: ``(x - low) / (high - low)`` clipped to [0, 1] (a new tensor). Pointwise, so it
+    may run before a nearest-neighbour resize with the same result."""
+    return (x - low).div_(high - low).clamp_(0, 1)
+
+
+def _standardise(x: torch.Tensor, spec: dict) -> torch.Tensor:
+    """``x`` (in place) to zero mean and unit standard deviation, then to ``spec``'s mean and std."""
+    std, mean = std_mean(x)
+    return x.sub_(mean).div_(std).mul_(spec.get("std", 0.226)).add_(spec.get("mean", 0.449))
+
+
+def std_mean(x: torch.Tensor, block: int = 1 << 14) -> tuple[float, float]:
+    """Sample standard deviation and mean of ``x``: the mean by torch's cascaded sum, the sum of
+    squares by float32 dot products over blocks added in float64 (as accurate as
+    ``torch.std_mean``, relative error ~1e-8, five times faster on 256^3)."""
+    flat = x.detach().reshape(-1)
+    n = flat.numel()
+    mean = float(flat.mean())
+    squares = sum(float(torch.dot(b, b)) for b in flat.split(block))
+    return max((squares - n * mean * mean) / max(n - 1, 1), 0.0) ** 0.5, mean
 
 
 def _quantiles(x: torch.Tensor, spec: dict) -> tuple[float, float]:
@@ -128,22 +152,33 @@ def largest_component(mask: np.ndarray, full_connectivity: bool = True) -> np.nd
     """The largest connected component (26-connected by default, as cc3d and deepbet count them)."""
     import SimpleITK as sitk
 
+    mask = np.ascontiguousarray(mask, dtype=bool)
     if not mask.any():
         return mask
-    cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)),
-                                                       full_connectivity), sortByObjectSize=True)
-    return sitk.GetArrayFromImage(cc) == 1
+    image = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.view(np.uint8)), full_connectivity)
+    parts = sitk.GetArrayViewFromImage(image)  # a view: ``image`` must live while it is used
+    sizes = np.bincount(parts.ravel())
+    sizes[0] = 0  # the background
+    return parts == int(np.argmax(sizes))  # the first of equal largest ones, as RelabelComponent orders them
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Background not connected to the border (6-connectivity) becomes foreground."""
     import SimpleITK as sitk
 
+    mask = np.ascontiguousarray(mask, dtype=bool)
     if not mask.any():
         return mask
-    filled = sitk.BinaryFillhole(sitk.GetImageFromArray(mask.astype(np.uint8)), fullyConnected=False,
-                                 foregroundValue=1)
-    return sitk.GetArrayFromImage(filled).astype(bool)
+    # the background's 6-connected components; those that touch a face of the array are outside
+    # (BinaryFillhole's result, in a third of its time)
+    image = sitk.ConnectedComponent(sitk.GetImageFromArray((~mask).view(np.uint8)), False)
+    parts = sitk.GetArrayViewFromImage(image)  # a view: ``image`` must live while it is used
+    faces = [parts[i] for i in (0, -1)] + [parts[:, i] for i in (0, -1)] + [parts[:, :, i] for i in (0, -1)]
+    outside = np.zeros(int(parts.max()) + 1, bool)
+    for face in faces:
+        outside[np.unique(face)] = True
+    outside[0] = False  # 0: the mask itself
+    return ~outside[parts]
 
 
 def bbox_with_margin(mask: np.ndarray, full_shape, margin: float, threshold: float = 0.02):
@@ -167,7 +202,9 @@ def prepare(card: dict, volume: Volume, localizer=None, device: str = "cpu") -> 
     code = spec.get("orientation")
     oriented = volume.reoriented(code) if code else volume
     x = torch.from_numpy(np.ascontiguousarray(oriented.array.transpose(2, 1, 0)).astype(np.float32, copy=False))
-    x = torch.nan_to_num(x).to(device)
+    if np.issubdtype(oriented.array.dtype, np.floating):  # integers have no NaN or infinity
+        x = torch.nan_to_num(x)
+    x = x.to(device)
     full = tuple(int(n) for n in x.shape)
     prep = Prepared(x, oriented, volume, full, interpolation=spec.get("interpolation", "nearest-exact"))
     norm = spec.get("normalization") or {"kind": "none"}
@@ -186,7 +223,15 @@ def prepare(card: dict, volume: Volume, localizer=None, device: str = "cpu") -> 
         x = x[prep.crop]
     prep.work_shape_xyz = tuple(int(n) for n in x.shape)
     if spec.get("resize_to"):
+        # deepbet's window is pointwise: on the (smaller) crop before a nearest-neighbour resize it
+        # gives the same values; only the standardisation needs the resized input's statistics
+        early = norm.get("kind") == "deepbet" and quantiles is not None and prep.interpolation == "nearest-exact"
+        if early:
+            x = _window(x, *quantiles)
         x = F.interpolate(x[None, None], tuple(spec["resize_to"]), mode=prep.interpolation)[0, 0]
+        if early:
+            prep.tensor = _standardise(x, norm)[None, None]
+            return prep
     elif spec.get("spacing_mm"):
         spacing = np.linalg.norm(oriented.affine[:3, :3], axis=0)
         target = np.asarray(spec["spacing_mm"], float)
