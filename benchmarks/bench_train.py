@@ -46,7 +46,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 DATA = Path(os.environ.get("MEDVISION_SHARED_DATA", ROOT.parent / "shared" / "data")) / "labeled"
-BASE = "deepbet-t1-brain"
+BASE = "deepbet-t1-brain"  # the speed comparison's network
+FINE_TUNE_BASE = "brain-tissue-mni152"  # the default base of the fine-tuning comparison
 
 CASES = {
     "mricrop": {
@@ -85,7 +86,7 @@ def one_run(name: str, tag: str, settings: dict) -> dict:
     from medvision.ai.training.trainer import TrainConfig
 
     data = load_case(name)
-    config = TrainConfig(base=BASE, new_id=f"bench-{name}-{tag}-s{settings['seed']}", from_scratch=tag == "scratch",
+    config = TrainConfig(new_id=f"bench-{name}-{tag}-s{settings['seed']}", from_scratch=tag == "scratch",
                          **settings)
     result, seconds = run(config, data)
     iters = sum(h["iterations"] for h in result.history)
@@ -108,10 +109,11 @@ def compare(name: str, args, workroot: Path) -> dict:
         for tag in ("fine-tune", "scratch"):
             settings = dict(epochs=args.epochs, minutes=args.minutes, device=args.device,
                             patch_size=tuple(args.patch), patches_per_epoch=args.patches_per_epoch, lr=args.lr,
-                            encoder_lr_factor=args.encoder_lr_factor, freeze_epochs=args.freeze_epochs,
                             warmup_epochs=args.warmup_epochs, patience=args.patience, seed=seed,
-                            transfer=args.transfer, threads=threads,
-                            workdir=str(workroot / f"{name}-{tag}-s{seed}"))
+                            threads=threads, base=args.base, workdir=str(workroot / f"{name}-{tag}-s{seed}"))
+            for key in ("encoder_lr_factor", "freeze_epochs", "transfer"):  # else the trainer's defaults
+                if getattr(args, key) is not None:
+                    settings[key] = getattr(args, key)
             if args.spacing is not None:
                 settings["spacing_mm"] = None if args.spacing == 0 else args.spacing
             tasks.append((tag, settings))
@@ -237,22 +239,24 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=6, help="epochs of each run (default 6: with 400 patches "
                         "per epoch, 1200 iterations)")
     parser.add_argument("--minutes", type=float, help="a time budget per run instead of --epochs")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (the CPUs shared among them)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", choices=sorted(CASES))
     parser.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64])
     parser.add_argument("--patches-per-epoch", type=int, default=400)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--encoder-lr-factor", type=float, default=0.1)
-    parser.add_argument("--freeze-epochs", type=float, default=0.25, help="encoder frozen for the first 50 "
-                        "iterations (default 0.25 epoch)")
+    parser.add_argument("--encoder-lr-factor", type=float, help="default: the trainer's (1)")
+    parser.add_argument("--freeze-epochs", type=float, help="default: the trainer's (no freeze)")
     parser.add_argument("--warmup-epochs", type=float, default=0.5)
     parser.add_argument("--patience", type=int, default=0, help="0: no early stopping (the budget decides)")
-    parser.add_argument("--transfer", choices=("encoder", "all"), default="all",
-                        help="fine-tuning starts from all the base's weights but the head (default) or its encoder")
+    parser.add_argument("--transfer", choices=("encoder", "all"),
+                        help="fine-tuning starts from the base's encoder or all its weights but the head (default: "
+                             "the trainer's, encoder)")
     parser.add_argument("--spacing", type=float, help="voxel size in mm to train at (0: native; default: the "
                         "trainer's 'auto', deepbet's 0.75 mm)")
+    parser.add_argument("--base", default=FINE_TUNE_BASE, help=f"the package fine-tuned from (default "
+                        f"{FINE_TUNE_BASE}; or {BASE}); scratch trains its architecture from random weights")
     parser.add_argument("--skip-compare", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--speed-epochs", type=int, default=3)

@@ -194,7 +194,10 @@ def add_train_parser(sub) -> None:
     p.add_argument("--patch", default="64", help="patch size: N or X,Y,Z (multiples of 32; default 64)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of decoder and head (default 1e-3)")
-    p.add_argument("--freeze-epochs", type=int, default=3, help="epochs with the encoder frozen (default 3)")
+    p.add_argument("--freeze-epochs", type=float, default=None,
+                   help="epochs (a fraction: of the first epoch) with the encoder frozen (default: none)")
+    p.add_argument("--encoder-lr-factor", type=float, default=None,
+                   help="the encoder's learning rate as a share of --lr once unfrozen (default 1)")
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs (0: none)")
     p.add_argument("--patches-per-epoch", type=int, help="patches per epoch (default 4 per training case)")
     p.add_argument("--seed", type=int, default=0)
@@ -259,10 +262,11 @@ def _cmd_train(args) -> int:
         return _fail(str(exc))
     config = TrainConfig(base=args.base, new_id=args.output, name=args.name, epochs=args.epochs, minutes=args.minutes,
                          device=args.device, from_scratch=args.from_scratch, patch_size=patch,
-                         batch_size=args.batch_size, lr=args.lr, freeze_epochs=args.freeze_epochs,
-                         patience=args.patience, seed=args.seed, workdir=args.workdir,
-                         architecture=args.architecture, patches_per_epoch=args.patches_per_epoch,
-                         **({"transfer": args.transfer} if args.transfer else {}))
+                         batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
+                         workdir=args.workdir, architecture=args.architecture,
+                         patches_per_epoch=args.patches_per_epoch,
+                         **{k: v for k, v in (("transfer", args.transfer), ("freeze_epochs", args.freeze_epochs),
+                                              ("encoder_lr_factor", args.encoder_lr_factor)) if v is not None})
     print(f"{len(data.cases)} cases, labels: {', '.join(data.names)}", flush=True)
     for note in data.notes:
         print(f"note: {note}", flush=True)

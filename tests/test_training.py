@@ -25,6 +25,7 @@ from medvision.ai.training.data import (
     TrainingData,
     files_sha256,
     normalize_for_training,
+    region_split,
     resample_image,
     resample_labels,
     resampled_shape,
@@ -146,8 +147,20 @@ def test_one_case_is_split_by_region_and_says_how():
     assert axis == 1  # the longest axis ([x, y, z] = 12, 40, 8) keeps the label on both sides
     covered = sorted([(train.box[axis].start, train.box[axis].stop), (val.box[axis].start, val.box[axis].stop)])
     assert covered[0][0] == 0 and covered[0][1] == covered[1][0] and covered[1][1] == 40  # disjoint, all of it
-    assert val.box[axis].stop - val.box[axis].start == 10  # 25 %
-    assert "validation = the last 25 % of axis y" in split.description and "thing" in split.description
+    # 25 % (10 voxels) would hold only 5 of the label's 30 rows: a third (13) holds 8, over the 20 % asked
+    assert val.box[axis].stop - val.box[axis].start == 13
+    assert "validation = the last 33 % of axis y" in split.description and "thing" in split.description
+    # a label spread over the whole axis: 25 % is enough
+    spread = np.zeros((12, 40, 8), np.uint8)
+    spread[3:9, 2:38, 2:6] = 1
+    _train, val_box, text = region_split(spread, ["thing"])
+    assert val_box[1].stop - val_box[1].start == 10 and "the last 25 % of axis y" in text
+    # paired structures either side of the middle of x: a half, one of the pair on each side
+    pair = np.zeros((40, 12, 8), np.uint8)
+    pair[12:18, 5, 4] = 1  # thin along y and z: only a cut across x leaves some on both sides
+    pair[22:28, 5, 4] = 1
+    _train, val_box, text = region_split(pair, ["hippocampus"])
+    assert val_box[0].stop - val_box[0].start == 20 and "50 % of axis x" in text and "hippocampus 50 %" in text
 
 
 def test_training_spacing_resampling_and_balanced_patches():

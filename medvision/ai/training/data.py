@@ -308,11 +308,19 @@ def _resolve(value, root: Path, what: str, k: int) -> Path:
     return path
 
 
-def region_split(label: np.ndarray, names: list[str], fraction: float = 0.25):
+#: the validation slab's share of the image tried in turn: the first that gives every label at
+#: least :data:`MIN_LABEL_SHARE` of its voxels on each side is taken (else the best of all)
+SPLIT_FRACTIONS = (0.25, 1 / 3, 0.5)
+MIN_LABEL_SHARE = 0.2
+
+
+def region_split(label: np.ndarray, names: list[str], fraction: float | None = None):
     """Cut one case (``label`` ``[x, y, z]`` class indices) into a training and a validation region.
 
-    The validation region is a slab holding ``fraction`` of the image at one end of one axis
-    (first or last 25 %); the training region is the rest. Of the six candidate slabs the one
+    The validation region is a slab at one end of one axis; the training region is the rest. The
+    slab holds 25 % of the image, or a third or a half when a smaller one would leave some label
+    with under 20 % of its voxels on one side (``fraction`` fixes it instead): a hemisphere for
+    paired structures such as the hippocampi, so both sides hold one. Of the candidate slabs the one
     chosen leaves the most labels present on both sides, then the largest share of the rarest
     label on its smaller side, then lies on the longest axis (the last end before the first).
     Returns ``(train box, val box, description)``.
@@ -320,25 +328,37 @@ def region_split(label: np.ndarray, names: list[str], fraction: float = 0.25):
     shape = label.shape
     classes = [c for c in range(1, len(names) + 1)]
     totals = np.bincount(label.ravel(), minlength=len(names) + 1)[1:]
-    best = None
-    for axis in sorted(range(3), key=lambda a: -shape[a]):
-        n = shape[axis]
-        k = max(1, int(round(n * fraction)))
-        if n - k < 1:
-            continue
+    profiles = {}
+    for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
-        profile = np.stack([(label == c).sum(other) for c in classes]) if classes else np.zeros((0, n))
-        for end in ("last", "first"):
-            val = slice(n - k, n) if end == "last" else slice(0, k)
-            in_val = profile[:, val].sum(1)
-            share = np.where(totals > 0, in_val / np.maximum(totals, 1), 0.0)
-            both = [(s, 1 - s) for s, t in zip(share, totals, strict=True) if t > 0 and 0 < s < 1]
-            score = (len(both), min((min(a, b) for a, b in both), default=0.0), n)
-            if best is None or score > best[0]:
-                best = (score, axis, end, val, share)
-    if best is None:
+        profiles[axis] = (np.stack([(label == c).sum(other) for c in classes]) if classes
+                          else np.zeros((0, shape[axis])))
+    best_of_all = None
+    for frac in (fraction,) if fraction else SPLIT_FRACTIONS:
+        best = None
+        for axis in sorted(range(3), key=lambda a: -shape[a]):
+            n = shape[axis]
+            k = max(1, int(round(n * frac)))
+            if n - k < 1:
+                continue
+            for end in ("last", "first"):
+                val = slice(n - k, n) if end == "last" else slice(0, k)
+                in_val = profiles[axis][:, val].sum(1)
+                share = np.where(totals > 0, in_val / np.maximum(totals, 1), 0.0)
+                both = [(s, 1 - s) for s, t in zip(share, totals, strict=True) if t > 0 and 0 < s < 1]
+                score = (len(both), min((min(a, b) for a, b in both), default=0.0), n)
+                if best is None or score > best[0]:
+                    best = (score, axis, end, val, share, frac)
+        if best is None:
+            continue
+        if best_of_all is None or best[0][:2] > best_of_all[0][:2]:
+            best_of_all = best
+        if best[0][0] == int((totals > 0).sum()) and best[0][1] >= MIN_LABEL_SHARE:
+            best_of_all = best
+            break
+    if best_of_all is None:
         raise TrainingDataError(f"the image ({'x'.join(map(str, shape))}) is too small to split into regions")
-    _score, axis, end, val, share = best
+    _score, axis, end, val, share, frac = best_of_all
     n = shape[axis]
     train = slice(0, val.start) if end == "last" else slice(val.stop, n)
 
@@ -347,10 +367,11 @@ def region_split(label: np.ndarray, names: list[str], fraction: float = 0.25):
 
     shares = ", ".join(f"{name} {100 * s:.0f} %" for name, s, t in zip(names, share, totals, strict=True) if t)
     missing = [name for name, s, t in zip(names, share, totals, strict=True) if t and not 0 < s < 1]
-    text = (f"split by region in the network frame: validation = the {end} {100 * fraction:.0f} % of axis "
+    text = (f"split by region in the network frame: validation = the {end} {100 * frac:.0f} % of axis "
             f"{AXIS_NAMES[axis]} (voxels {val.start}..{val.stop - 1} of {n}), training = the rest "
-            f"({train.start}..{train.stop - 1}); axis and end chosen so that the most labels lie on both sides "
-            f"(longest axis on ties); share of each label's voxels in validation: {shares}")
+            f"({train.start}..{train.stop - 1}); slab size, axis and end chosen so that every label has at least "
+            f"{100 * MIN_LABEL_SHARE:.0f} % of its voxels on each side where possible (longest axis on ties); share "
+            f"of each label's voxels in validation: {shares}")
     if missing:
         text += f"; not on both sides: {', '.join(missing)}"
     return box(train), box(val), text

@@ -62,22 +62,31 @@ class PatchSampler:
         patches_per_epoch: patches per epoch (default: ``patches_per_case`` per region); regions
             are visited in a random order, repeated as needed.
         flip_axes: axes flipped at random (left-right, axis 0, is left out for lateralised labels).
+        augment: ``True`` or ``"standard"`` (flips, rotations +-10 deg, scaling +-10 %, intensity
+            scale/shift), ``"strong"`` (flips, rotations +-15 deg, scaling +-20 %, then what makes one
+            scan look like another: gamma contrast, a smooth bias field, blur, lower resolution,
+            noise; for training on a template or very few scans), or ``False``/``"none"``.
     """
 
     def __init__(self, regions: list[tuple[torch.Tensor, torch.Tensor]], patch: Sequence[int], *,
                  patches_per_case: int = 4, batch_size: int = 2, patches_per_epoch: int | None = None,
-                 seed: int = 0, flip_axes: Sequence[int] = (0,), augment: bool = True, balance: str = "classes",
+                 seed: int = 0, flip_axes: Sequence[int] = (0,), augment: bool | str = True, balance: str = "classes",
                  n_classes: int | None = None) -> None:
         from monai.transforms import (
             ClassesToIndicesd,
             Compose,
             FgBgToIndicesd,
+            RandAdjustContrastd,
             RandAffined,
+            RandBiasFieldd,
             RandCropByLabelClassesd,
             RandCropByPosNegLabeld,
             RandFlipd,
+            RandGaussianNoised,
+            RandGaussianSmoothd,
             RandScaleIntensityd,
             RandShiftIntensityd,
+            RandSimulateLowResolutiond,
         )
 
         if not regions:
@@ -109,19 +118,36 @@ class PatchSampler:
             image = pad_to(image.float(), self.patch, float(image.min()))[None]
             label = pad_to(label.float(), self.patch, 0.0)[None]
             self.items.append(indices({"image": image, "label": label}))
+        strength = {True: "standard", False: "none", None: "none"}.get(augment, augment)
+        if strength not in ("standard", "strong", "none"):
+            raise ValueError(f"augment must be 'standard', 'strong' or 'none', not {augment!r}")
+        self.strength = strength
         steps = []
-        if augment:
+        if strength != "none":
+            strong = strength == "strong"
+            angle, scale = math.radians(15 if strong else 10), 0.2 if strong else 0.1
             steps += [RandFlipd(keys, prob=0.5, spatial_axis=int(a)) for a in flip_axes]
-            steps.append(RandAffined(keys, prob=0.5, rotate_range=[(-math.radians(10), math.radians(10))] * 3,
-                                     scale_range=[(-0.1, 0.1)] * 3, mode=("bilinear", "nearest"),
+            steps.append(RandAffined(keys, prob=0.5 if not strong else 0.7, rotate_range=[(-angle, angle)] * 3,
+                                     scale_range=[(-scale, scale)] * 3, mode=("bilinear", "nearest"),
                                      padding_mode=("border", "zeros"), spatial_size=self.patch, cache_grid=True))
+            if strong:
+                steps += [RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
+                          RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.2)),
+                          RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0),
+                                              sigma_z=(0.5, 1.0)),
+                          RandSimulateLowResolutiond("image", prob=0.2, zoom_range=(0.5, 1.0)),
+                          RandGaussianNoised("image", prob=0.3, std=0.05)]
             steps += [RandScaleIntensityd("image", factors=0.1, prob=0.5),
                       RandShiftIntensityd("image", offsets=0.1, prob=0.5)]
         self.augment = Compose(steps) if steps else None
+        if strength == "none":
+            what = "no augmentation"
+        else:
+            what = (f"flips along axes {list(flip_axes) or 'none'}, rotations +-{15 if strong else 10} deg, scaling "
+                    f"+-{20 if strong else 10} %, " + ("gamma 0.7-1.5, bias field, blur, lower resolution, noise, "
+                                                       if strong else "") + "intensity scale/shift +-0.1")
         self.description = (f"patches {'x'.join(map(str, self.patch))} (centres on {centres}), "
-                            f"{self.patches_per_epoch} per epoch in batches of {self.batch_size}; "
-                            + (f"flips along axes {list(flip_axes) or 'none'}, rotations +-10 deg, scaling "
-                               "+-10 %, intensity scale/shift +-0.1" if augment else "no augmentation"))
+                            f"{self.patches_per_epoch} per epoch in batches of {self.batch_size}; {what}")
 
     def __len__(self) -> int:
         """Iterations per epoch."""
