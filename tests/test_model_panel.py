@@ -146,3 +146,28 @@ def test_run_inside_the_region_the_views_show(qtbot, ct, models):
     inside = np.zeros(panel.proposal.shape, bool)
     inside[box] = True
     assert np.array_equal(panel.proposal.array == 1, (window.viewer.volume.array > 200) & inside)
+
+
+def test_the_shipped_tissue_model_on_a_real_t1_from_the_panel(qtbot, window, shared_data, screenshot_dir):
+    """Three classes from brain-tissue-mni152 on MRIcrop: accepting one label (grey matter) brings only
+    that label into the working labels."""
+    from .qtutil import open_and_wait
+
+    assert open_and_wait(qtbot, window, shared_data / "labeled" / "MRIcrop-orig.gipl.gz")
+    window.set_layout("2x2")
+    panel, ann = window.annotating.models, window.annotating.annotation
+    window.annotating.models_dock.raise_()
+    assert panel.select("brain-tissue-mni152")
+    assert "MNI" in panel.card_view.toPlainText()
+    assert panel.run()
+    qtbot.waitUntil(lambda: panel.proposal is not None, timeout=300_000)
+    counts = np.bincount(panel.proposal.array.ravel(), minlength=4)
+    assert counts[1:].min() > 1000 and counts[2] > counts[1]  # CSF, grey, white matter all found
+    for _ in range(5):
+        QApplication.processEvents()
+    window.save_screenshot(str(screenshot_dir / "model_panel_tissue.png"))
+    grey = panel.proposal.array == 2
+    assert panel.accept(2)
+    label = ann.labels.table.by_name("grey matter")
+    assert label is not None and np.array_equal(ann.labels.array == label.value, grey)
+    assert set(np.unique(ann.labels.array)) == {0, label.value}  # only the label accepted
