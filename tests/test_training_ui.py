@@ -60,8 +60,9 @@ def test_dice_by_name():
 
 def test_training_dialog_trains_a_new_model_in_another_process(qtbot, window, datalist, screenshot_dir):
     panel = window.annotating.models
+    assert panel.select("deepbet-t1-brain")
     dialog = panel.open_training()
-    assert dialog.base_combo.currentData() == "deepbet-t1-brain"
+    assert dialog.base_combo.currentData() == "deepbet-t1-brain"  # the model chosen in the dock
     dialog.datalist_edit.setText(str(datalist))
     dialog.datalist_radio.setChecked(True)
     assert "3 cases" in dialog.cases_label.text()

@@ -54,6 +54,9 @@ class TrainingDialog(QDialog):
         for pkg in model_panel._packages:
             if pkg.card.get("trainable", True):
                 self.base_combo.addItem(f"{pkg.name} {pkg.version}", pkg.id)
+        current = model_panel.package.id if model_panel.package is not None else None
+        if self.base_combo.findData(current) >= 0:  # the model chosen in the dock
+            self.base_combo.setCurrentIndex(self.base_combo.findData(current))
         form.addRow("Start from", self.base_combo)
         self.scratch_check = QCheckBox("From scratch (same network, random weights: a baseline)")
         form.addRow(self.scratch_check)
