@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ..package import sha256_of
 from .deepbet import LinkNet3D
 
 PACKAGE_ID = "deepbet-t1-brain"
@@ -65,14 +65,6 @@ def _find(src: Path, names: tuple[str, ...]) -> Path:
         if (src / name).is_file():
             return src / name
     raise FileNotFoundError(f"none of {', '.join(names)} in {src}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -205,7 +197,7 @@ def convert(src: Path, out: Path, created: str | None = None) -> dict:
     _save_weights(segmenter, out / "weights.safetensors")
     _save_weights(localizer, out / "localizer.safetensors")
     created = created or datetime.date.today().isoformat()
-    doc = card(_sha256(out / "weights.safetensors"), _sha256(out / "localizer.safetensors"), created)
+    doc = card(sha256_of(out / "weights.safetensors"), sha256_of(out / "localizer.safetensors"), created)
     _write_bytes(out / "LICENSE", lic_path.read_bytes())
     _write_bytes(out / "model.json", (json.dumps(doc, indent=2) + "\n").encode())
     _write_bytes(out / "README.md", README.format(seg_diff=seg_diff, loc_diff=loc_diff, created=created).encode())

@@ -25,7 +25,6 @@ seen one (averaged, very clean) image: it is not a validated tissue classifier.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -87,14 +86,6 @@ def check_on_mricrop(package_dir: Path, labeled_dir: Path) -> str:
     return ("Checked on a real T1 it never saw (ITK-SNAP's MRIcrop test image, hand-drawn structures); voxels of "
             "each structure labelled as: " + "; ".join(parts) + ". Dark CSF can come out as background (the "
             "template's background is black). Use it as a base for fine-tuning; as a tissue map it is rough.")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tissue_labels(t1, gm, wm) -> np.ndarray:
@@ -169,7 +160,7 @@ def build(mni_dir: Path, out_dir: Path, minutes: float, seed: int, threads: int 
     prov.update({
         "training_data": "ICBM 2009a nonlinear symmetric MNI152 T1 template, 1 mm, with its grey- and white-matter "
                          "probability maps, as shipped in the nilearn wheel",
-        "data_files": {name: sha256(p) for name, p in ((p.name, p) for p in paths.values())},
+        "data_files": {p.name: sha256_of(p) for p in paths.values()},
         "labels_rule": "brain = template > 0 (holes filled); in it the most probable of CSF = 1 - GM - WM, GM, WM",
         "built_by": "python -m medvision.ai.networks.train_brain_tissue",
     })
