@@ -144,14 +144,21 @@ def test_angle_by_clicks_and_by_drag_then_click(measuring):
     assert measurements.items[1].value == pytest.approx(45.0, abs=0.5)
 
 
-def test_rectangle_statistics_equal_numpy_on_the_same_pixels(measuring):
+def _drag_roi(measuring, kind: str, cls, start, end):
+    """Drag a ``kind`` ROI on the axial view from voxel ``start`` to ``end`` (x, y) of the cursor's
+    slice; returns the new measurement, the grid and the slice."""
     window, measurements, tools = measuring
     view, grid = window.views.slice_views["axial"], window.viewer.grid
-    view.tool = tools["rectangle"]
-    assert isinstance(view.tool, RectangleTool)
+    view.tool = tools[kind]
+    assert isinstance(view.tool, cls)
     z = int(window.viewer.cursor[2])
-    drag(view.viewport(), view_point(view, [200, 220, z]), view_point(view, [260, 280, z]))
-    m = measurements.items[-1]
+    drag(view.viewport(), view_point(view, [*start, z]), view_point(view, [*end, z]))
+    return measurements.items[-1], grid, z
+
+
+def test_rectangle_statistics_equal_numpy_on_the_same_pixels(measuring):
+    window = measuring[0]
+    m, grid, z = _drag_roi(measuring, "rectangle", RectangleTool, (200, 220), (260, 280))
     assert m.kind == "rectangle" and m.unit == "HU"
     # the pixels whose centres lie inside (axial: screen rows are y, columns x)
     (x0, x1), (y0, y1) = sorted(p[0] for p in m.points), sorted(p[1] for p in m.points)
@@ -170,13 +177,8 @@ def test_rectangle_statistics_equal_numpy_on_the_same_pixels(measuring):
 
 
 def test_ellipse_area_and_pixels(measuring):
-    window, measurements, tools = measuring
-    view, grid = window.views.slice_views["axial"], window.viewer.grid
-    view.tool = tools["ellipse"]
-    assert isinstance(view.tool, EllipseTool)
-    z = int(window.viewer.cursor[2])
-    drag(view.viewport(), view_point(view, [150, 200, z]), view_point(view, [350, 320, z]))
-    m = measurements.items[-1]
+    window = measuring[0]
+    m, grid, z = _drag_roi(measuring, "ellipse", EllipseTool, (150, 200), (350, 320))
     a, b = 100 * grid.spacing[0], 60 * grid.spacing[1]
     assert m.value == pytest.approx(math.pi * a * b, rel=0.03)
     # the pixels inside cover about as much

@@ -225,8 +225,7 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
         best, index = mean.max(0, keepdim=True)  # first of equal maxima, as numpy's argmax
         few = mean.shape[0] <= 256
         array = prep.to_grid(index.to(torch.uint8) if few else index)[0]
-        table = LabelTable.from_json(json.dumps(card.get("labels") or []))
-        labels = LabelMap(array if few else array.astype(np.uint16), source.affine, table, name=str(card.get("id")))
+        labels = _card_labels(card, array if few else array.astype(np.uint16), source)
         chosen = prep.to_grid(best)[0]
     else:
         probs = prep.to_grid(mean)
@@ -306,12 +305,17 @@ def _into_full(frame: Volume, box, labels: LabelMap, chosen, uncertainty):
     return LabelMap(full, frame.affine, labels.table, name=labels.name), prob, unc
 
 
+def _card_labels(card: dict, array: np.ndarray, source: Volume, table: LabelTable | None = None) -> LabelMap:
+    """``array`` on the source grid as a label map with the card's label table."""
+    table = table if table is not None else LabelTable.from_json(json.dumps(card.get("labels") or []))
+    return LabelMap(array, source.affine, table, name=str(card.get("id")))
+
+
 def _threshold_map(card: dict, mask: np.ndarray, source: Volume) -> LabelMap:
     """The label map of a one-structure model from its mask (uint8 0/1) on the source grid."""
     table = LabelTable.from_json(json.dumps(card.get("labels") or []))
     value = table.values()[0] if len(table) else 1
-    array = mask if value == 1 else mask * np.uint8(value)
-    return LabelMap(array, source.affine, table, name=str(card.get("id")))
+    return _card_labels(card, mask if value == 1 else mask * np.uint8(value), source, table)
 
 
 def _label_map(card: dict, probs: np.ndarray, source: Volume) -> tuple[LabelMap, np.ndarray]:
@@ -319,10 +323,9 @@ def _label_map(card: dict, probs: np.ndarray, source: Volume) -> tuple[LabelMap,
     if "threshold" in output:  # one structure: a channel against a threshold
         p = probs[int(output.get("channel", 1 if probs.shape[0] > 1 else 0))]
         return _threshold_map(card, (p > float(output["threshold"])).view(np.uint8), source), p.astype(np.float32)
-    table = LabelTable.from_json(json.dumps(card.get("labels") or []))
     array = probs.argmax(0)
     array = array.astype(np.uint8 if array.max(initial=0) < 256 else np.uint16)
-    return LabelMap(array, source.affine, table, name=str(card.get("id"))), probs.max(0).astype(np.float32)
+    return _card_labels(card, array, source), probs.max(0).astype(np.float32)
 
 
 def _padded_bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
