@@ -16,6 +16,19 @@ SAMPLE_CT = ROOT / "resources" / "sample" / "ct_abdomen_siemens_j2k"
 SAMPLE_LABELS = ROOT / "resources" / "sample" / "ct_abdomen_siemens_j2k.totalseg_labels.nii.gz"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory):
+    """User dirs for the whole run, set before any fixture: module-scoped fixtures (which are set up
+    before each test's own home below) must not write into the real user's index either."""
+    before = os.environ.get("MEDVISION_HOME")
+    os.environ["MEDVISION_HOME"] = str(tmp_path_factory.mktemp("mvhome-session"))
+    yield
+    if before is None:
+        os.environ.pop("MEDVISION_HOME", None)
+    else:
+        os.environ["MEDVISION_HOME"] = before
+
+
 @pytest.fixture(autouse=True)
 def medvision_home(tmp_path_factory, monkeypatch):
     """Every test gets its own user dirs (index, settings)."""
