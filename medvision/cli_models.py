@@ -189,15 +189,22 @@ def add_train_parser(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--from-scratch", action="store_true", help="random initial weights instead of the base's")
     p.add_argument("--transfer", choices=("encoder", "all"), default=None,
-                   help="start from the base's encoder (decoder and head new) or from all its weights but the "
-                        "output head (default: the trainer's, see README)")
+                   help="start from the base's encoder (decoder and head new; the default) or from all its "
+                        "weights but the output head (see README)")
     p.add_argument("--patch", default="64", help="patch size: N or X,Y,Z (multiples of 32; default 64)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of decoder and head (default 1e-3)")
     p.add_argument("--freeze-epochs", type=float, default=None,
-                   help="epochs (a fraction: of the first epoch) with the encoder frozen (default: none)")
+                   help="epochs (a fraction: of the first epoch) with --freeze-part held still (default: none)")
+    p.add_argument("--freeze-part", choices=("encoder", "body"), default=None,
+                   help="what --freeze-epochs holds: the encoder (the default), or every pretrained layer, so "
+                        "that only the new head learns first (with --transfer all: a linear probe, then "
+                        "fine-tuning)")
     p.add_argument("--encoder-lr-factor", type=float, default=None,
                    help="the encoder's learning rate as a share of --lr once unfrozen (default 1)")
+    p.add_argument("--val-slab", metavar="AXIS-END", default=None,
+                   help="a single case's validation slab, e.g. x-first or z-last (default: the one that leaves "
+                        "every label on both sides)")
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs (0: none)")
     p.add_argument("--patches-per-epoch", type=int, help="patches per epoch (default 4 per training case)")
     p.add_argument("--seed", type=int, default=0)
@@ -266,6 +273,7 @@ def _cmd_train(args) -> int:
                          workdir=args.workdir, architecture=args.architecture,
                          patches_per_epoch=args.patches_per_epoch,
                          **{k: v for k, v in (("transfer", args.transfer), ("freeze_epochs", args.freeze_epochs),
+                                              ("freeze_part", args.freeze_part), ("val_slab", args.val_slab),
                                               ("encoder_lr_factor", args.encoder_lr_factor)) if v is not None})
     print(f"{len(data.cases)} cases, labels: {', '.join(data.names)}", flush=True)
     for note in data.notes:

@@ -23,6 +23,7 @@ from medvision.ai.training import checkpoint as ckpt
 from medvision.ai.training.data import (
     CaseData,
     TrainingData,
+    TrainingDataError,
     files_sha256,
     normalize_for_training,
     region_split,
@@ -161,6 +162,13 @@ def test_one_case_is_split_by_region_and_says_how():
     pair[22:28, 5, 4] = 1
     _train, val_box, text = region_split(pair, ["hippocampus"])
     assert val_box[0].stop - val_box[0].start == 20 and "50 % of axis x" in text and "hippocampus 50 %" in text
+    # the user's own slab: axis and end fixed, the size still chosen
+    train_box, val_box, text = region_split(spread, ["thing"], slab="x-first")
+    assert val_box[0] == slice(0, 6) and train_box[0] == slice(6, 12) and "the first 50 % of axis x" in text
+    assert "slab size chosen" in text
+    for bad in ("w-first", "x", "x-middle"):
+        with pytest.raises(TrainingDataError, match="axis and an end"):
+            region_split(spread, ["thing"], slab=bad)
 
 
 def test_training_spacing_resampling_and_balanced_patches():
@@ -322,7 +330,7 @@ def test_a_stopped_run_resumes_in_the_same_lineage(tmp_path, datalist):
 
 def test_the_encoder_is_frozen_first_then_trained(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
-    cfg = config(tmp_path, epochs=2, freeze_epochs=1)
+    cfg = config(tmp_path, epochs=2, freeze_epochs=1, freeze_part="encoder")
     base = Registry().get(BASE).state_dict()
     start = make_network(Registry().get(BASE), 2, seed=cfg.seed).net.state_dict()
     states = {}
@@ -334,6 +342,25 @@ def test_the_encoder_is_frozen_first_then_trained(tmp_path, datalist):
     assert not torch.equal(states[1]["tp_conv2.weight"], start["tp_conv2.weight"])  # the head learned
     assert not torch.equal(states[1]["up0.conv1.0.weight"], start["up0.conv1.0.weight"])  # and the decoder
     assert any(not torch.equal(states[2][k], base[k]) for k in encoder)  # unfrozen in epoch 2
+
+
+def test_a_linear_probe_first_holds_every_pretrained_layer_then_tunes_them(tmp_path, datalist):
+    data = TrainingData.from_datalist(datalist)
+    cfg = config(tmp_path, epochs=2, freeze_epochs=1, freeze_part="body", transfer="all")
+    base = Registry().get(BASE).state_dict()
+    tn = make_network(Registry().get(BASE), 2, seed=cfg.seed, transfer="all")
+    start = tn.net.state_dict()
+    states = {}
+    for record in train_job(cfg, data):
+        if record.stage == "epoch":
+            states[record.done] = torch.load(Path(cfg.workdir) / ckpt.FILE, weights_only=True)["model"]
+    assert tn.pretrained and all(torch.equal(states[1][k], base[k]) for k in tn.pretrained)  # held in epoch 1
+    assert all(not torch.equal(states[1][k], start[k]) for k in tn.head)  # only the head learned
+    decoder = [k for k in tn.pretrained if k.startswith("up")]
+    assert decoder and any(not torch.equal(states[2][k], base[k]) for k in decoder)  # tuned in epoch 2
+    assert any(not torch.equal(states[2][k], base[k]) for k in tn.pretrained if k.startswith("down"))
+    with pytest.raises(ValueError, match="freeze_part"):
+        next(x for x in train_job(config(tmp_path, freeze_part="decoder"), data) if x.stage == "training")
 
 
 # ---- the command ---------------------------------------------------------------------------------------

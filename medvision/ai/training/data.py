@@ -274,14 +274,15 @@ class TrainingData:
 
     # ---- split --------------------------------------------------------------------------------
     def split(self, seed: int = 0, val_fraction: float = 0.2, orientation: str | None = "RAS",
-              context_margin: int = 32) -> Split:
+              context_margin: int = 32, slab: str | None = None) -> Split:
         """Hold-out split of whole cases (no k-fold): ``round(val_fraction * n)`` cases, at least
-        one, chosen at random with ``seed``, for validation. One case: :func:`region_split`, the
-        validation slab seen with ``context_margin`` voxels of image around it."""
+        one, chosen at random with ``seed``, for validation. One case: :func:`region_split` (at the
+        ``slab`` end, e.g. ``"x-last"``, when given), the validation slab seen with ``context_margin``
+        voxels of image around it."""
         if len(self.cases) == 1:
             case = self.cases[0]
             _image, label, _spacing = case.arrays(orientation)
-            train_box, val_box, text = region_split(label, self.names)
+            train_box, val_box, text = region_split(label, self.names, slab=slab)
             context = tuple(slice(max(0, v.start - context_margin), min(n, v.stop + context_margin))
                             for v, n in zip(val_box, label.shape, strict=True))
             text += (f"; the network sees the validation slab with up to {context_margin} voxels of image (not "
@@ -314,7 +315,7 @@ SPLIT_FRACTIONS = (0.25, 1 / 3, 0.5)
 MIN_LABEL_SHARE = 0.2
 
 
-def region_split(label: np.ndarray, names: list[str], fraction: float | None = None):
+def region_split(label: np.ndarray, names: list[str], fraction: float | None = None, slab: str | None = None):
     """Cut one case (``label`` ``[x, y, z]`` class indices) into a training and a validation region.
 
     The validation region is a slab at one end of one axis; the training region is the rest. The
@@ -323,9 +324,16 @@ def region_split(label: np.ndarray, names: list[str], fraction: float | None = N
     paired structures such as the hippocampi, so both sides hold one. Of the candidate slabs the one
     chosen leaves the most labels present on both sides, then the largest share of the rarest
     label on its smaller side, then lies on the longest axis (the last end before the first).
+    ``slab`` (``"x-first"``, ``"z-last"`` ...) fixes axis and end: only the size is chosen.
     Returns ``(train box, val box, description)``.
     """
     shape = label.shape
+    axes, ends = range(3), ("last", "first")
+    if slab:
+        where = str(slab).strip().lower().split("-")
+        if len(where) != 2 or where[0] not in AXIS_NAMES or where[1] not in ends:
+            raise TrainingDataError(f"validation slab {slab!r}: say an axis and an end, e.g. 'x-first' or 'z-last'")
+        axes, ends = (AXIS_NAMES.index(where[0]),), (where[1],)
     classes = [c for c in range(1, len(names) + 1)]
     totals = np.bincount(label.ravel(), minlength=len(names) + 1)[1:]
     profiles = {}
@@ -336,12 +344,12 @@ def region_split(label: np.ndarray, names: list[str], fraction: float | None = N
     best_of_all = None
     for frac in (fraction,) if fraction else SPLIT_FRACTIONS:
         best = None
-        for axis in sorted(range(3), key=lambda a: -shape[a]):
+        for axis in sorted(axes, key=lambda a: -shape[a]):
             n = shape[axis]
             k = max(1, int(round(n * frac)))
             if n - k < 1:
                 continue
-            for end in ("last", "first"):
+            for end in ends:
                 val = slice(n - k, n) if end == "last" else slice(0, k)
                 in_val = profiles[axis][:, val].sum(1)
                 share = np.where(totals > 0, in_val / np.maximum(totals, 1), 0.0)
@@ -367,11 +375,12 @@ def region_split(label: np.ndarray, names: list[str], fraction: float | None = N
 
     shares = ", ".join(f"{name} {100 * s:.0f} %" for name, s, t in zip(names, share, totals, strict=True) if t)
     missing = [name for name, s, t in zip(names, share, totals, strict=True) if t and not 0 < s < 1]
+    chosen = "slab size" if slab else "slab size, axis and end"
     text = (f"split by region in the network frame: validation = the {end} {100 * frac:.0f} % of axis "
             f"{AXIS_NAMES[axis]} (voxels {val.start}..{val.stop - 1} of {n}), training = the rest "
-            f"({train.start}..{train.stop - 1}); slab size, axis and end chosen so that every label has at least "
-            f"{100 * MIN_LABEL_SHARE:.0f} % of its voxels on each side where possible (longest axis on ties); share "
-            f"of each label's voxels in validation: {shares}")
+            f"({train.start}..{train.stop - 1}); {chosen} chosen so that every label has at least "
+            f"{100 * MIN_LABEL_SHARE:.0f} % of its voxels on each side where possible"
+            f"{'' if slab else ' (longest axis on ties)'}; share of each label's voxels in validation: {shares}")
     if missing:
         text += f"; not on both sides: {', '.join(missing)}"
     return box(train), box(val), text

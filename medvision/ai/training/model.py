@@ -5,7 +5,8 @@ a monai network's last convolution) is always new and randomly initialised, even
 of classes happens to equal the base's; every other parameter whose name and shape fit comes from
 the base weights (none with ``from_scratch``). The encoder (LinkNet3D: ``init``, ``down0..3``;
 SwinUNETR: ``swinViT`` and ``encoder*``; SegResNet: ``convInit``, ``down_layers``; UNETR: ``vit``,
-``encoder*``) is what the trainer freezes first and then trains with a smaller learning rate.
+``encoder*``) is what the trainer can freeze first and then train with a smaller rate (or, with
+``freeze_part="body"``, every pretrained layer, so that only the new head learns at first).
 
 Another architecture than the base's (``architecture="monai.SwinUNETR"``) is built when the base
 card lists it in ``trainable_architectures`` (a list of names, or ``{name: args}``); it starts
