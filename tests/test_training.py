@@ -138,6 +138,8 @@ def test_split_holds_out_whole_cases():
         assert not {p.case for p in split.val} & {p.case for p in split.train}
         assert "hold-out" in split.description and "no k-fold" in split.description
     assert _fake_cases(10).split(seed=1).val != _fake_cases(10).split(seed=0).val
+    several = _fake_cases(3).split(seed=0, slab="x-first")  # a slab is for one case: said, not used
+    assert several.kind == "hold-out" and "slab (x-first) is for a single case: not used" in several.description
 
 
 def test_one_case_is_split_by_region_and_says_how():

@@ -296,6 +296,8 @@ class TrainingData:
         train_ids = [c.id for c in self.cases if c.id not in val_ids]
         text = (f"hold-out split (no k-fold), seed {seed}: {n_val} of {n} cases for validation "
                 f"({', '.join(val_ids)}), {len(train_ids)} for training")
+        if slab:
+            text += f"; the validation slab ({slab}) is for a single case: not used"
         return Split([Part(c) for c in train_ids], [Part(c) for c in val_ids], "hold-out", text)
 
 

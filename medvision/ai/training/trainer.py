@@ -348,8 +348,8 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     encoder = encoder_parameters(net)
     if config.freeze_part not in ("encoder", "body"):
         raise ValueError(f"freeze_part must be 'encoder' or 'body', not {config.freeze_part!r}")
-    held = encoder if config.freeze_part == "encoder" else \
-        [p for n, p in net.named_parameters() if n in set(tn.pretrained)]
+    pretrained = set(tn.pretrained)
+    held = encoder if config.freeze_part == "encoder" else [p for n, p in net.named_parameters() if n in pretrained]
     freeze_epochs = float(config.freeze_epochs) if fine_tune and held else 0.0
     enc_factor = float(config.encoder_lr_factor) if fine_tune else 1.0
     if freeze_epochs:
