@@ -107,12 +107,12 @@ class TrainConfig:
     patches_per_epoch: int | None = None
     weight_decay: float = 1e-4
     #: what of the base's weights to start from: "encoder" (decoder and head new) or "all" (only the
-    #: head new). "encoder" by default. From brain-tissue-mni152 on MRIcrop (1200 iterations, against
-    #: scratch on the same network): validation = the first third of x, mean Dice over six seeds
-    #: 0.749 ("encoder") and 0.792 ("all" with ``freeze_part="body"``, ``freeze_epochs=0.5``) against
-    #: 0.659; validation = the last half of x: 0.728 and 0.609 against 0.685 (seeds 0-3). "all" ties
-    #: the new labels to the base's decoder, made for its own classes: it escapes the "ventricles
-    #: only" start sooner, then learnt the hippocampus worse on the second split.
+    #: head new). "encoder" by default. From brain-tissue-mni152 on MRIcrop (1200 iterations), mean
+    #: validation Dice: validation = the first third of x, "encoder" 0.742 against scratch 0.711 (nine
+    #: seeds), "all" with ``freeze_part="body"``, ``freeze_epochs=0.5`` 0.792 against 0.659 (seeds 0-5);
+    #: validation = the last half of x, 0.729 against 0.704, and 0.609 against 0.695. "all" ties the new
+    #: labels to the base's decoder, made for its own classes: it escapes the "ventricles only" start
+    #: sooner, then learnt the hippocampus worse on the second split.
     #: See benchmarks/bench_train.py.
     transfer: str = "encoder"
     #: voxel size the network is trained (and the new model run) at: "auto" (the scale the base
