@@ -274,6 +274,9 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     yield Progress("preparing", 0, 0, "loading the base model")
     if not _ID.match(config.new_id or ""):
         raise ValueError(f"{config.new_id!r} is not a usable model id (letters, digits, '.', '_', '-')")
+    for key, allowed in (("head_init", ("prior", "random")), ("freeze_part", ("encoder", "body"))):
+        if getattr(config, key) not in allowed:  # before any data is read
+            raise ValueError(f"{key} must be {' or '.join(map(repr, allowed))}, not {getattr(config, key)!r}")
     registry = registry or Registry()
     base = registry.get(config.base)
     if config.new_id == base.id:
@@ -334,8 +337,6 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
                            batch_size=config.batch_size, patches_per_epoch=config.patches_per_epoch,
                            seed=config.seed, flip_axes=flip_axes, balance=config.sampling, n_classes=n_classes,
                            augment=config.augment)
-    if config.head_init not in ("prior", "random"):
-        raise ValueError(f"head_init must be 'prior' or 'random', not {config.head_init!r}")
     if config.head_init == "prior":
         counts = sum(np.bincount(label.numpy().ravel(), minlength=n_classes + 1)[: n_classes + 1]
                      for _, label in train_regions)
@@ -346,8 +347,6 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=bool(config.batch_dice))
     encoder = encoder_parameters(net)
-    if config.freeze_part not in ("encoder", "body"):
-        raise ValueError(f"freeze_part must be 'encoder' or 'body', not {config.freeze_part!r}")
     pretrained = set(tn.pretrained)
     held = encoder if config.freeze_part == "encoder" else [p for n, p in net.named_parameters() if n in pretrained]
     freeze_epochs = float(config.freeze_epochs) if fine_tune and held else 0.0
@@ -435,10 +434,9 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
         def freeze(on: bool) -> None:
             for p in held:
                 p.requires_grad_(not on)
-            net.train()
-            if on and config.freeze_part == "body":  # norms and dropouts of held layers as in inference
-                net.eval()
-            for m in encoder_modules(net) if on and config.freeze_part == "encoder" else ():
+            body = on and config.freeze_part == "body"
+            net.train(not body)  # norms and dropouts of held layers as in inference
+            for m in encoder_modules(net) if on and not body else ():
                 m.eval()
 
         freeze(frozen)
