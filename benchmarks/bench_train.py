@@ -10,10 +10,11 @@ cases, at the same CPU budget; and the speed of ``train_job`` against a plain mo
      vent-temp merged), hippocampus (hippo-L + hippo-R), caudate (caudates);
    * brain1_image + brain1_label: the tumour.
    Each is trained with the trainer's defaults (``TrainConfig``: the base's voxel size, 0.75 mm;
-   the base's encoder, a new decoder and head, the head started at the class priors, no freeze;
-   class-balanced patches; ``--transfer all --freeze-part body --freeze-epochs 0.5``: every base
-   weight but the head, the head trained alone for the first half epoch, then everything) fine-tuned
-   from the base and from scratch (random weights, same architecture, same recipe), for each seed
+   every base weight but the output head; the new head fitted first, alone, to the base's features
+   on 16 training patches (``head_init="probe"``; from scratch: the class priors); no freeze;
+   class-balanced patches; ``--transfer encoder --head-init prior``: the earlier default, the base's
+   encoder with a new decoder and head) fine-tuned from the base and from scratch (random weights,
+   same architecture, same recipe), for each seed
    of ``--seeds``, with the same budget: the same number of iterations (``--epochs`` x
    ``--patches-per-epoch`` / 2, batch 2, patch 64^3). ``--jobs 2`` (default) runs the fine-tune and
    the scratch run of a seed side by side, one thread each, so both see the same machine load. The
@@ -26,6 +27,7 @@ cases, at the same CPU budget; and the speed of ``train_job`` against a plain mo
 
     python benchmarks/bench_train.py [--seeds 0 1] [--epochs 6] [--only mricrop|brain1] [--jobs 2]
                                      [--val-slab x-last] [--arms fine-tune scratch]
+                                     [--transfer encoder] [--head-init prior]
                                      [--skip-compare] [--skip-speed]
 
 Results go to stdout and benchmarks/out/bench_train.json. Packages are written to a temporary
@@ -118,6 +120,9 @@ def compare(name: str, args, workroot: Path) -> dict:
                         "val_slab"):  # else the trainer's defaults
                 if getattr(args, key) is not None:
                     settings[key] = getattr(args, key)
+            head_init = args.head_init if tag == "fine-tune" else args.scratch_head_init
+            if head_init is not None:
+                settings["head_init"] = head_init
             if args.spacing is not None:
                 settings["spacing_mm"] = None if args.spacing == 0 else args.spacing
             tasks.append((tag, settings))
@@ -260,7 +265,7 @@ def main() -> int:
     parser.add_argument("--patience", type=int, default=0, help="0: no early stopping (the budget decides)")
     parser.add_argument("--transfer", choices=("encoder", "all"),
                         help="fine-tuning starts from the base's encoder or all its weights but the head (default: "
-                             "the trainer's, encoder)")
+                             "the trainer's, all)")
     parser.add_argument("--spacing", type=float, help="voxel size in mm to train at (0: native; default: the "
                         "trainer's 'auto', deepbet's 0.75 mm)")
     parser.add_argument("--base", default=FINE_TUNE_BASE, help=f"the package fine-tuned from (default "
@@ -270,6 +275,10 @@ def main() -> int:
     parser.add_argument("--val-slab", help="the validation slab, e.g. x-last (default: the trainer's choice)")
     parser.add_argument("--batch-dice", type=int, choices=(0, 1), help="1: Dice over the whole batch (default: "
                         "the trainer's)")
+    parser.add_argument("--head-init", choices=("prior", "random", "probe"),
+                        help="the fine-tuned arm's new head (default: the trainer's: probe)")
+    parser.add_argument("--scratch-head-init", choices=("prior", "random", "probe"),
+                        help="the from-scratch arm's head (default: the trainer's: prior)")
     parser.add_argument("--skip-compare", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--speed-epochs", type=int, default=3)

@@ -189,8 +189,11 @@ def add_train_parser(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--from-scratch", action="store_true", help="random initial weights instead of the base's")
     p.add_argument("--transfer", choices=("encoder", "all"), default=None,
-                   help="start from the base's encoder (decoder and head new; the default) or from all its "
-                        "weights but the output head (see README)")
+                   help="start from all the base's weights but the output head (the default) or from its "
+                        "encoder only (decoder and head new; see README)")
+    p.add_argument("--head-init", choices=("probe", "prior", "random"), default=None,
+                   help="the new output head's start: fitted first to the base's features on training patches (a "
+                        "linear probe; the default), the class frequencies, or random (see README)")
     p.add_argument("--patch", default="64", help="patch size: N or X,Y,Z (multiples of 32; default 64)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of decoder and head (default 1e-3)")
@@ -241,7 +244,7 @@ def _epoch_line(p: dict, total: int) -> str:
     loss = "n/a" if p.get("train_loss") is None else f"{p['train_loss']:.4f}"
     return (f"epoch {p['epoch']}{'/' + str(total) if total else ''}  loss {loss}  val Dice {dice} "
             f"(best {best} @{p.get('best_epoch')})  [{labels}]  lr {p.get('lr', 0):.2e}"
-            f"{'  encoder frozen' if p.get('frozen') else ''}  {p.get('seconds', 0):.1f} s  "
+            f"{'  pretrained layers held' if p.get('frozen') else ''}  {p.get('seconds', 0):.1f} s  "
             f"ETA {_duration(p.get('eta_s'))}")
 
 
@@ -274,7 +277,8 @@ def _cmd_train(args) -> int:
                          patches_per_epoch=args.patches_per_epoch,
                          **{k: v for k, v in (("transfer", args.transfer), ("freeze_epochs", args.freeze_epochs),
                                               ("freeze_part", args.freeze_part), ("val_slab", args.val_slab),
-                                              ("encoder_lr_factor", args.encoder_lr_factor)) if v is not None})
+                                              ("encoder_lr_factor", args.encoder_lr_factor),
+                                              ("head_init", args.head_init)) if v is not None})
     print(f"{len(data.cases)} cases, labels: {', '.join(data.names)}", flush=True)
     for note in data.notes:
         print(f"note: {note}", flush=True)

@@ -1,8 +1,9 @@
 """Fine-tuning (medvision.ai.training) on tiny synthetic cases, with the shipped deepbet model as
 the base so that transfer learning is exercised: the merged label table, the split, a run that
-writes a package which loads and infers on the exact grid, stop + resume in the same lineage, the
-freeze schedule, from-scratch weights, another architecture only when the card allows it, and
-``medvision train`` end to end (Ctrl+C, then the same command resumes)."""
+writes a package which loads and infers on the exact grid, stop + resume in the same lineage,
+the freeze schedule, the new head fitted first by a linear probe, from-scratch weights, another
+architecture only when the card allows it, and ``medvision train`` end to end (Ctrl+C, then the
+same command resumes)."""
 
 from __future__ import annotations
 
@@ -363,6 +364,78 @@ def test_a_linear_probe_first_holds_every_pretrained_layer_then_tunes_them(tmp_p
     assert any(not torch.equal(states[2][k], base[k]) for k in tn.pretrained if k.startswith("down"))
     with pytest.raises(ValueError, match="freeze_part"):
         next(x for x in train_job(config(tmp_path, freeze_part="decoder"), data) if x.stage == "training")
+
+
+class _Tiny(torch.nn.Module):
+    """A body (a 1x1x1 convolution at half resolution) and a head that up-samples each voxel."""
+
+    def __init__(self, head: torch.nn.Module):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.AvgPool3d(2), torch.nn.Conv3d(1, 6, 1), torch.nn.Tanh())
+        self.head = head
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def _bands(seed: int, n: int = 4):
+    """Batches of (image, labels): three classes by intensity band, constant over 2x2x2 blocks."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        low = torch.rand(2, 1, 8, 8, 8, generator=g)
+        image = torch.nn.functional.interpolate(low, scale_factor=2)
+        out.append((image, (image > 0.33).long() + (image > 0.66).long()))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["transposed", "1x1"])
+def test_the_probe_fits_the_head_alone_on_the_bodys_features(kind):
+    from medvision.ai.training.probe import fit_head_probe
+
+    up = lambda t: torch.nn.functional.interpolate(t, scale_factor=2)  # noqa: E731
+    if kind == "transposed":  # deepbet's head: each low-resolution voxel to a 2x2x2 block
+        net = _Tiny(torch.nn.ConvTranspose3d(6, 3, 2, stride=2))
+        forward = net.forward
+    else:  # a 1x1x1 convolution at full resolution
+        net = _Tiny(torch.nn.Conv3d(6, 3, 1))
+        forward = lambda x: net.head(net.body(up(x)))  # noqa: E731
+        after_head = lambda x: up(net.head(net.body(x)))  # noqa: E731
+        assert fit_head_probe(net, after_head, ["head.weight", "head.bias"], _bands(0), 3) is None  # not the logits
+    body = {k: v.clone() for k, v in net.body.state_dict().items()}
+
+    def accuracy(batches):
+        with torch.no_grad():
+            return float(np.mean([(forward(x).argmax(1) == y[:, 0]).float().mean() for x, y in batches]))
+
+    before = accuracy(_bands(1))
+    probe = fit_head_probe(net, forward, ["head.weight", "head.bias"], _bands(0), 3)
+    assert probe is not None and probe["loss_after"] < probe["loss_before"] and probe["patches"] == 8
+    assert probe["accuracy"] > 0.8 and accuracy(_bands(1)) > max(0.8, before + 0.2)  # on patches it never saw
+    assert all(torch.equal(v, body[k]) for k, v in net.body.state_dict().items())  # the body untouched
+
+
+def test_a_head_that_mixes_neighbouring_voxels_is_not_probed():
+    from medvision.ai.training.probe import fit_head_probe
+
+    net = _Tiny(torch.nn.ConvTranspose3d(6, 3, 3, stride=2, padding=1, output_padding=1))
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    assert fit_head_probe(net, net.forward, ["head.weight", "head.bias"], _bands(0), 3) is None
+    assert fit_head_probe(net, net.forward, ["head.weight", "body.1.bias"], _bands(0), 3) is None
+    assert all(torch.equal(v, start[k]) for k, v in net.state_dict().items())
+
+
+def test_training_with_a_probed_head_says_so(tmp_path, datalist):
+    data = TrainingData.from_datalist(datalist)
+    cfg = config(tmp_path, epochs=1, freeze_epochs=0, transfer="all", head_init="probe", patches_per_epoch=4)
+    result = run_job(train_job(cfg, data))
+    note = next(n for n in result.notes if "linear probe" in n)
+    assert "pretrained features of 16 training patches" in note and result.best_val_dice is not None
+    card = json.loads((Path(result.package_folder) / "model.json").read_text())
+    assert card["provenance"]["hyperparameters"]["head_init_used"] == "probe"
+    with pytest.raises(ValueError, match="head_init"):
+        next(x for x in train_job(config(tmp_path, head_init="copy"), data) if x.stage == "training")
 
 
 # ---- the command ---------------------------------------------------------------------------------------

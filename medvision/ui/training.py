@@ -263,7 +263,7 @@ class TrainingDialog(QDialog):
                 self.label_table.setItem(r, 0, QTableWidgetItem(str(name)))
                 self.label_table.setItem(r, 1, QTableWidgetItem("" if value is None else f"{value:.3f}"))
             eta = epoch.get("eta_s")
-            frozen = " (encoder frozen)" if epoch.get("frozen") else ""
+            frozen = " (pretrained layers held)" if epoch.get("frozen") else ""
             self.status.setText(
                 f"epoch {epoch.get('epoch')}{'/' + str(payload['total']) if payload.get('total') else ''}{frozen}: "
                 f"loss {epoch.get('train_loss', 0):.4f}, validation Dice {epoch.get('val_dice') or 0:.3f} "

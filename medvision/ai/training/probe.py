@@ -1,0 +1,152 @@
+"""A linear probe as the new head's start (``TrainConfig.head_init="probe"``).
+
+The pretrained body is run once (inference mode) over a batch of training patches, the features
+that reach the output head are kept, and the head alone is fitted to them with the training loss
+until it settles (full batch, Adam). Fine-tuning then starts from a head that already reads the
+base's features for the new labels (Kumar et al., "Fine-tuning can distort pretrained features and
+underperform out-of-distribution", ICLR 2022: LP-FT), instead of from one that says the class
+frequencies everywhere and first has to find each small structure by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["head_module", "fit_head_probe"]
+
+
+def head_module(net: nn.Module, head: list[str]) -> tuple[str, nn.Module] | None:
+    """The one module that holds the head's parameters and nothing else (None when there is none)."""
+    owners = {name.rsplit(".", 1)[0] if "." in name else "" for name in head}
+    if len(owners) != 1:
+        return None
+    owner = owners.pop()
+    if not owner:
+        return None
+    module = net.get_submodule(owner)
+    if sorted(f"{owner}.{n}" for n, _ in module.named_parameters()) != sorted(head):
+        return None
+    return owner, module
+
+
+def _per_voxel(module: nn.Module) -> tuple[int, ...] | None:
+    """The up-sampling factor per axis when ``module`` maps each input voxel's features linearly to
+    its own output voxels (a 1x1 convolution; a transposed convolution whose kernel is its stride),
+    else None."""
+    if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+        ok = all(k == 1 for k in module.kernel_size) and all(s == 1 for s in module.stride) \
+            and all(p == 0 for p in module.padding) and module.groups == 1
+        return (1,) * len(module.kernel_size) if ok else None
+    if isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        ok = tuple(module.kernel_size) == tuple(module.stride) and all(p == 0 for p in module.padding) \
+            and all(p == 0 for p in module.output_padding) and module.groups == 1 \
+            and all(d == 1 for d in module.dilation)
+        return tuple(module.stride) if ok else None
+    return None
+
+
+def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor], head: list[str],
+                   batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n_classes: int, *,
+                   voxels_per_class: int = 20000, steps: int = 300, lr: float = 0.05, seed: int = 0,
+                   device: str = "cpu") -> dict | None:
+    """Fit the head of ``net`` alone, as a multinomial logistic regression on the features its body
+    gives for ``batches`` (image, label), on up to ``voxels_per_class`` voxels of each of the
+    ``n_classes`` classes (background included: a class-balanced probe); the rest of the network is
+    untouched. Returns ``{"patches", "voxels", "loss_before", "loss_after", "accuracy"}`` (balanced
+    accuracy of the probe on its voxels), or None (nothing changed) when the head is not one module
+    that maps each voxel's features to its own logits and gives the network's output."""
+    found = head_module(net, head)
+    if found is None:
+        return None
+    _, module = found
+    factor = _per_voxel(module)
+    if factor is None:
+        return None
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep_input(_m, args):
+        seen["x"] = args[0].detach()
+
+    def keep_output(_m, _args, out):
+        seen["y"] = out.detach()
+
+    feats, labels = [], []
+    was_training = net.training
+    hooks = [module.register_forward_pre_hook(keep_input), module.register_forward_hook(keep_output)]
+    try:
+        net.eval()
+        with torch.no_grad():
+            for x, y in batches:
+                out = logits(x.to(device))
+                if "x" not in seen or seen["y"].shape != out.shape or not torch.allclose(
+                        seen["y"].float(), out.float(), atol=1e-4, rtol=1e-3):
+                    return None  # something after the head: its output is not the logits
+                feats.append(seen.pop("x").float().cpu())
+                labels.append(y.cpu())
+                seen.clear()
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    if not feats:
+        return None
+    f, y = torch.cat(feats), torch.cat(labels)[:, 0].long()  # (B, C, *low), (B, *high)
+    dims = len(factor)
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in range(n_classes):
+        where = torch.nonzero(y == c)  # (n, 1 + dims)
+        if len(where):
+            picks.append(where[torch.from_numpy(rng.choice(len(where), min(len(where), voxels_per_class),
+                                                           replace=False))])
+    where = torch.cat(picks)
+    target = y[tuple(where.T)]
+    low = [where[:, 1 + d] // factor[d] for d in range(dims)]
+    sub = torch.zeros(len(where), dtype=torch.long)  # the kernel position inside the up-sampling block
+    for d in range(dims):
+        sub = sub * factor[d] + where[:, 1 + d] % factor[d]
+    x = f.permute(0, *range(2, 2 + dims), 1)[(where[:, 0], *low)]  # (N, C_in)
+    weight, bias = module.weight, module.bias
+    start = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    if isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d)):  # (C_in, C_out, *k)
+        w = weight.detach().float().cpu().flatten(2).permute(2, 0, 1).contiguous()  # (k, C_in, C_out)
+    else:  # (C_out, C_in, 1...)
+        w = weight.detach().float().cpu().flatten(1).T[None].contiguous()
+    w.requires_grad_(True)
+    b = (bias.detach().float().cpu().clone() if bias is not None else torch.zeros(w.shape[-1])).requires_grad_(True)
+    params = [w, b] if bias is not None else [w]
+    weights = torch.bincount(target, minlength=w.shape[-1]).float()
+    weights = torch.where(weights > 0, weights.sum() / (weights * (weights > 0).sum()), torch.zeros(()))
+
+    def loss_of() -> torch.Tensor:
+        z = torch.einsum("ni,nio->no", x, w[sub]) + b
+        return torch.nn.functional.cross_entropy(z, target, weight=weights)
+
+    opt = torch.optim.Adam(params, lr=lr)
+    with torch.no_grad():
+        before = float(loss_of())
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_of()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(loss_of())
+        pred = (torch.einsum("ni,nio->no", x, w[sub]) + b).argmax(1)
+        accuracy = float(np.mean([(pred[target == c] == c).float().mean() for c in target.unique()]))
+    if not np.isfinite(after) or after > before:  # never start from a worse head than the one it had
+        module.load_state_dict(start)
+        return None
+    with torch.no_grad():
+        if isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            weight.copy_(w.detach().permute(1, 2, 0).reshape(weight.shape).to(weight))
+        else:
+            weight.copy_(w.detach()[0].T.reshape(weight.shape).to(weight))
+        if bias is not None:
+            bias.copy_(b.detach().to(bias))
+    return {"patches": int(f.shape[0]), "voxels": int(len(where)), "loss_before": before, "loss_after": after,
+            "accuracy": accuracy}
