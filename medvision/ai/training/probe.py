@@ -74,28 +74,11 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
     def keep_output(_m, _args, out):
         seen["y"] = out.detach()
 
-    feats, labels = [], []
-    was_training = net.training
-    hooks = [module.register_forward_pre_hook(keep_input), module.register_forward_hook(keep_output)]
-    try:
-        net.eval()
-        with torch.no_grad():
-            for x, y in batches:
-                out = logits(x.to(device))
-                if "x" not in seen or seen["y"].shape != out.shape or not torch.allclose(
-                        seen["y"].float(), out.float(), atol=1e-4, rtol=1e-3):
-                    return None  # something after the head: its output is not the logits
-                feats.append(seen.pop("x").float().cpu())
-                labels.append(y.cpu())
-                seen.clear()
-    finally:
-        for h in hooks:
-            h.remove()
-        net.train(was_training)
-    if not feats:
+    batches = [(x, y) for x, y in batches]
+    if not batches:
         return None
-    f, y = torch.cat(feats), torch.cat(labels)[:, 0].long()  # (B, C, *low), (B, *high)
-    dims = len(factor)
+    y = torch.cat([t.cpu() for _, t in batches])[:, 0].long()  # (B, *high): the voxels are chosen first,
+    dims = len(factor)                                         # only their features are kept
     rng = np.random.default_rng(seed)
     picks = []
     for c in range(n_classes):
@@ -103,13 +86,38 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
         if len(where):
             picks.append(where[torch.from_numpy(rng.choice(len(where), min(len(where), voxels_per_class),
                                                            replace=False))])
+    if not picks:
+        return None
     where = torch.cat(picks)
     target = y[tuple(where.T)]
     low = [where[:, 1 + d] // factor[d] for d in range(dims)]
     sub = torch.zeros(len(where), dtype=torch.long)  # the kernel position inside the up-sampling block
     for d in range(dims):
         sub = sub * factor[d] + where[:, 1 + d] % factor[d]
-    x = f.permute(0, *range(2, 2 + dims), 1)[(where[:, 0], *low)]  # (N, C_in)
+    x = None
+    was_training = net.training
+    hooks = [module.register_forward_pre_hook(keep_input), module.register_forward_hook(keep_output)]
+    try:
+        net.eval()
+        with torch.no_grad():
+            first = 0
+            for images, labels in batches:
+                out = logits(images.to(device))
+                if "x" not in seen or seen["y"].shape != out.shape or not torch.allclose(
+                        seen["y"].float(), out.float(), atol=1e-4, rtol=1e-3):
+                    return None  # something after the head: its output is not the logits
+                f = seen.pop("x").float().cpu()
+                seen.clear()
+                mine = (where[:, 0] >= first) & (where[:, 0] < first + len(labels))
+                if x is None:
+                    x = torch.zeros(len(where), f.shape[1])
+                x[mine] = f.permute(0, *range(2, 2 + dims), 1)[(where[mine, 0] - first, *(i[mine] for i in low))]
+                first += len(labels)
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    n_patches = first
     weight, bias = module.weight, module.bias
     start = {k: v.detach().clone() for k, v in module.state_dict().items()}
     if isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d)):  # (C_in, C_out, *k)
@@ -148,5 +156,5 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
             weight.copy_(w.detach()[0].T.reshape(weight.shape).to(weight))
         if bias is not None:
             bias.copy_(b.detach().to(bias))
-    return {"patches": int(f.shape[0]), "voxels": int(len(where)), "loss_before": before, "loss_after": after,
+    return {"patches": int(n_patches), "voxels": int(len(where)), "loss_before": before, "loss_after": after,
             "accuracy": accuracy}

@@ -430,8 +430,8 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
         probe = fit_head_probe(net, logits_function(net), tn.head, batches, n_classes + 1, seed=config.seed,
                                device=device)
         if probe is None:
-            notes.append("the new head could not be probed (it is not one module that maps each voxel's features to "
-                         "the logits): it starts at the class frequencies")
+            notes.append("the new head was not probed (it is not one module that maps each voxel's features to the "
+                         "logits, or the fit did not improve on the class frequencies): it starts at those")
         else:
             notes.append(f"the new head fitted alone to the {'pretrained' if fine_tune else 'random'} features of "
                          f"{probe['patches']} training patches first (a class-balanced linear probe on "
