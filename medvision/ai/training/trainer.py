@@ -356,7 +356,7 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     if head_init in ("prior", "probe"):
         counts = sum(np.bincount(label.numpy().ravel(), minlength=n_classes + 1)[: n_classes + 1]
                      for _, label in train_regions)
-        if init_head_from_priors(net, tn.head, counts / max(1, counts.sum())):
+        if init_head_from_priors(net, tn.head, counts / max(1, counts.sum())) and head_init == "prior":
             notes.append("the new head starts at the class frequencies of the training regions")
 
     from monai.losses import DiceCELoss
