@@ -1,11 +1,14 @@
 """A linear probe as the new head's start (``TrainConfig.head_init="probe"``).
 
-The pretrained body is run once (inference mode) over a batch of training patches, the features
-that reach the output head are kept, and the head alone is fitted to them with the training loss
-until it settles (full batch, Adam). Fine-tuning then starts from a head that already reads the
-base's features for the new labels (Kumar et al., "Fine-tuning can distort pretrained features and
-underperform out-of-distribution", ICLR 2022: LP-FT), instead of from one that says the class
-frequencies everywhere and first has to find each small structure by itself.
+The pretrained body is run once (inference mode) over a few training patches; for voxels drawn
+equally from every class the features that reach the output head are kept, and the head alone is
+fitted to them as a class-balanced multinomial logistic regression (cross-entropy, full batch,
+Adam; exact for a head that maps each voxel's features to its own logits: a 1x1 convolution, or a
+transposed convolution whose kernel is its stride, one linear map per kernel position).
+Fine-tuning then starts from a head that already reads the base's features for the new labels
+(Kumar et al., "Fine-tuning can distort pretrained features and underperform out-of-distribution",
+ICLR 2022: LP-FT), instead of from one that says the class frequencies everywhere and first has to
+find each small structure by itself.
 """
 
 from __future__ import annotations
