@@ -22,7 +22,7 @@ from torch import nn
 __all__ = ["head_module", "fit_head_probe"]
 
 
-def head_module(net: nn.Module, head: list[str]) -> tuple[str, nn.Module] | None:
+def head_module(net: nn.Module, head: list[str]) -> nn.Module | None:
     """The one module that holds the head's parameters and nothing else (None when there is none)."""
     owners = {name.rsplit(".", 1)[0] if "." in name else "" for name in head}
     if len(owners) != 1:
@@ -33,7 +33,7 @@ def head_module(net: nn.Module, head: list[str]) -> tuple[str, nn.Module] | None
     module = net.get_submodule(owner)
     if sorted(f"{owner}.{n}" for n, _ in module.named_parameters()) != sorted(head):
         return None
-    return owner, module
+    return module
 
 
 def _per_voxel(module: nn.Module) -> tuple[int, ...] | None:
@@ -62,11 +62,8 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
     untouched. Returns ``{"patches", "voxels", "loss_before", "loss_after", "accuracy"}`` (balanced
     accuracy of the probe on its voxels), or None (nothing changed) when the head is not one module
     that maps each voxel's features to its own logits and gives the network's output."""
-    found = head_module(net, head)
-    if found is None:
-        return None
-    _, module = found
-    factor = _per_voxel(module)
+    module = head_module(net, head)
+    factor = _per_voxel(module) if module is not None else None
     if factor is None:
         return None
     seen: dict[str, torch.Tensor] = {}
@@ -121,9 +118,9 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
             h.remove()
         net.train(was_training)
     n_patches = first
-    weight, bias = module.weight, module.bias
-    start = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    if isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d)):  # (C_in, C_out, *k)
+    weight, bias = module.weight, module.bias  # fitted on copies: the module changes only at the end
+    transposed = isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d))
+    if transposed:  # (C_in, C_out, *k)
         w = weight.detach().float().cpu().flatten(2).permute(2, 0, 1).contiguous()  # (k, C_in, C_out)
     else:  # (C_out, C_in, 1...)
         w = weight.detach().float().cpu().flatten(1).T[None].contiguous()
@@ -133,9 +130,11 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
     weights = torch.bincount(target, minlength=w.shape[-1]).float()
     weights = torch.where(weights > 0, weights.sum() / (weights * (weights > 0).sum()), torch.zeros(()))
 
+    def scores() -> torch.Tensor:
+        return torch.einsum("ni,nio->no", x, w[sub]) + b
+
     def loss_of() -> torch.Tensor:
-        z = torch.einsum("ni,nio->no", x, w[sub]) + b
-        return torch.nn.functional.cross_entropy(z, target, weight=weights)
+        return torch.nn.functional.cross_entropy(scores(), target, weight=weights)
 
     opt = torch.optim.Adam(params, lr=lr)
     with torch.no_grad():
@@ -147,13 +146,12 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
         opt.step()
     with torch.no_grad():
         after = float(loss_of())
-        pred = (torch.einsum("ni,nio->no", x, w[sub]) + b).argmax(1)
+        pred = scores().argmax(1)
         accuracy = float(np.mean([(pred[target == c] == c).float().mean() for c in target.unique()]))
     if not np.isfinite(after) or after > before:  # never start from a worse head than the one it had
-        module.load_state_dict(start)
         return None
     with torch.no_grad():
-        if isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        if transposed:
             weight.copy_(w.detach().permute(1, 2, 0).reshape(weight.shape).to(weight))
         else:
             weight.copy_(w.detach()[0].T.reshape(weight.shape).to(weight))
