@@ -193,7 +193,8 @@ def add_train_parser(sub) -> None:
                         "encoder only (decoder and head new; see README)")
     p.add_argument("--head-init", choices=("probe", "prior", "random"), default=None,
                    help="the new output head's start: fitted first to the base's features on training patches (a "
-                        "linear probe; the default), the class frequencies, or random (see README)")
+                        "linear probe; by default kept only when it predicts the validation data better than "
+                        "the class frequencies), the class frequencies, or random (see README)")
     p.add_argument("--patch", default="64", help="patch size: N or X,Y,Z (multiples of 32; default 64)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of decoder and head (default 1e-3)")

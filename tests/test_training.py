@@ -463,3 +463,16 @@ def test_cli_train_end_to_end_with_ctrl_c_and_resume(tmp_path, datalist, medvisi
     card = json.loads((medvision_home / "data" / "models" / "cli-blobs-1" / "model.json").read_text())
     assert len(card["provenance"]["lineage"]) == 2 and card["weights"]["sha256"] == sha256_of(
         medvision_home / "data" / "models" / "cli-blobs-1" / "weights.safetensors")
+
+
+def test_the_default_keeps_a_probed_head_only_when_it_beats_the_class_frequencies_on_validation(tmp_path, datalist):
+    data = TrainingData.from_datalist(datalist)
+    cfg = config(tmp_path, epochs=1, freeze_epochs=0, transfer="all", patches_per_epoch=4)  # head_init "auto"
+    result = run_job(train_job(cfg, data))
+    note = next(n for n in result.notes if "linear probe" in n)
+    better = "predicts the labels better than the class frequencies" in note
+    assert better or "predicts the labels worse than the class frequencies" in note
+    probe_ce, prior_ce = (float(v) for v in note.split("cross-entropy ")[1].split(" nats")[0].split(" against "))
+    assert better == (probe_ce < prior_ce)
+    card = json.loads((Path(result.package_folder) / "model.json").read_text())
+    assert card["provenance"]["hyperparameters"]["head_init_used"] == ("probe" if better else "prior")

@@ -7,7 +7,8 @@ card's ``input.spacing_mm``, or for a base that sees a localizer's box resized t
 region and validation context is resampled to it (trilinear; labels per class), and the new card
 asks the engine for the same ``spacing_mm``. Every base weight but the output head's is reused
 (``transfer="all"``). The new head is first fitted alone to the pretrained features of a few
-training patches (``head_init="probe"``, :mod:`.probe`: a class-balanced linear probe), so that
+training patches (:mod:`.probe`: a linear probe at the training loss, kept by ``head_init="auto"`` only when it
+predicts the validation data better than the class frequencies do), so that
 fine-tuning starts from a head that already reads the base's features for the new labels; a
 network from scratch starts at the class frequencies (``"prior"``: softmax biases = log
 frequencies, weights scaled down).
@@ -120,14 +121,15 @@ class TrainConfig:
     #: learnt at, see :func:`training_spacing`), a number or (x, y, z) in mm, or None: native
     spacing_mm: float | tuple[float, float, float] | str | None = "auto"
     #: the new head: "probe" (fitted alone first to the features the pretrained layers give on 16
-    #: training patches: a class-balanced linear probe, see :mod:`.probe`), "prior" (biases = log class
-    #: frequencies, weights x 0.1), "random", or "auto" (the default: "probe" when the layers under the
-    #: head are pretrained, else "prior"). From brain-tissue-mni152 on MRIcrop (1200 iterations, seeds
-    #: 0-8, benchmarks/bench_train.py), mean validation Dice, validation = the first third of x:
-    #: "all" + "probe" 0.826, "encoder" + "prior" 0.742, from scratch ("prior") 0.711; the last half of
-    #: x: 0.728, 0.729, 0.704. After 400 iterations 0.79 and 0.67 against 0.30 and 0.44 from scratch.
-    #: A probe of random features (from scratch) was worse than "prior": 0.48 against 0.64 (seeds 0-3).
-    #: On brain1's tumour (nothing the base knows) the probed head did worse: see the README.
+    #: training patches, at the training loss: see :mod:`.probe`), "prior" (biases = log class
+    #: frequencies, weights x 0.1), "random", or "auto" (the default: when the layers under the head are
+    #: pretrained, the probe, kept only if it predicts the validation data better than the class
+    #: frequencies (cross-entropy), else "prior"). From brain-tissue-mni152 on MRIcrop (1200 iterations,
+    #: seeds 0-8, benchmarks/bench_train.py), mean validation Dice, validation = the first third of x:
+    #: probe 0.839, class-balanced probe 0.826, "encoder" + "prior" 0.742, from scratch 0.711; the last
+    #: half of x: 0.702, 0.728, 0.729, 0.704. On brain1's tumour (nothing the base knows) every probe
+    #: did worse than "prior" (0.06 and 0.13 against 0.39) and fails the check. A probe of random
+    #: features (from scratch) was worse than "prior": 0.48 against 0.64 (seeds 0-3).
     head_init: str = "auto"
     #: patch centres: "classes" (background and each label equally often) or "posneg" (labels 2:1)
     sampling: str = "classes"
@@ -244,10 +246,10 @@ def init_head_from_priors(net: torch.nn.Module, head: list[str], frequencies: np
     return True
 
 
-def _validate(net, regions, patch, batch_size, device, n_classes, amp) -> tuple[float | None, list[float | None]]:
+def _val_outputs(net, regions, patch, batch_size, device, amp):
+    """(logits or, when resampled back, class probabilities; labels) of each validation region on the
+    labels' own grid: sliding windows over the region's context, as the engine runs a whole image."""
     from monai.inferers import sliding_window_inference
-    from monai.metrics import compute_dice
-    from monai.networks.utils import one_hot
 
     fn = logits_function(net)
 
@@ -255,18 +257,42 @@ def _validate(net, regions, patch, batch_size, device, n_classes, amp) -> tuple[
         with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
             return fn(x).float()
 
-    scores = []
+    was_training = net.training
     net.eval()
-    with torch.no_grad():
-        for image, label, inner, native in regions:
-            out = sliding_window_inference(image[None, None].to(device), tuple(patch), batch_size, predictor,
-                                           overlap=0.5, mode="gaussian", cval=float(image.min()))
-            if tuple(out.shape[2:]) != tuple(native):  # back onto the region's own grid, as the engine does
-                out = torch.nn.functional.interpolate(torch.softmax(out.float(), 1).cpu(), tuple(native),
-                                                      mode="trilinear", align_corners=False)
-            pred = one_hot(out.argmax(1, keepdim=True).cpu()[(slice(None), slice(None), *inner)], n_classes + 1)
-            ref = one_hot(label[None, None].long(), n_classes + 1)
-            scores.append(compute_dice(pred, ref, include_background=False, ignore_empty=True)[0].numpy())
+    try:
+        with torch.no_grad():
+            for image, label, inner, native in regions:
+                out = sliding_window_inference(image[None, None].to(device), tuple(patch), batch_size, predictor,
+                                               overlap=0.5, mode="gaussian", cval=float(image.min()))
+                probabilities = tuple(out.shape[2:]) != tuple(native)
+                if probabilities:  # back onto the region's own grid, as the engine does
+                    out = torch.nn.functional.interpolate(torch.softmax(out.float(), 1).cpu(), tuple(native),
+                                                          mode="trilinear", align_corners=False)
+                yield out.cpu()[(slice(None), slice(None), *inner)], probabilities, label
+    finally:
+        net.train(was_training)
+
+
+def _validation_cross_entropy(net, regions, patch, batch_size, device, amp) -> float:
+    """Mean cross-entropy (nats per voxel) of the network's predictions on the validation regions'
+    labels: how well its probabilities, not only its argmax, describe data it was not fitted on."""
+    total, count = 0.0, 0
+    for out, probabilities, label in _val_outputs(net, regions, patch, batch_size, device, amp):
+        log_p = torch.log(out.clamp_min(1e-7)) if probabilities else torch.log_softmax(out.float(), 1)
+        total += float(-log_p[0].gather(0, label[None].long()).sum())
+        count += label.numel()
+    return total / max(1, count)
+
+
+def _validate(net, regions, patch, batch_size, device, n_classes, amp) -> tuple[float | None, list[float | None]]:
+    from monai.metrics import compute_dice
+    from monai.networks.utils import one_hot
+
+    scores = []
+    for out, _, label in _val_outputs(net, regions, patch, batch_size, device, amp):
+        pred = one_hot(out.argmax(1, keepdim=True), n_classes + 1)
+        ref = one_hot(label[None, None].long(), n_classes + 1)
+        scores.append(compute_dice(pred, ref, include_background=False, ignore_empty=True)[0].numpy())
     per = np.array(scores, dtype=np.float64)
     with np.errstate(all="ignore"):
         per_label = [None if np.all(np.isnan(per[:, c])) else float(np.nanmean(per[:, c])) for c in range(n_classes)]
@@ -404,6 +430,7 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     best = {"score": -math.inf, "val_dice": None, "per_label": [None] * n_classes, "epoch": 0, "weights": None}
     bad_epochs = 0
     seconds_before = 0.0
+    head_used, head_note = head_init, None  # the head training started from, and how it was fitted
     if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -417,6 +444,9 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
                     weights=state["best_model"])
         run_id, lineage = state["run_id"], list(state["lineage"])
         seconds_before = float(state.get("seconds", 0.0))
+        head_used, head_note = state.get("head_used", head_init), state.get("head_note")
+        if head_note:
+            notes.append(head_note)
         lineage.append({"session": len(lineage) + 1, "started": ckpt.now(), "from_epoch": epoch, "device": device})
         notes.append(f"resumed run {run_id} after epoch {epoch} (session {len(lineage)})")
     else:
@@ -426,17 +456,41 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     if state is None and head_init == "probe":
         yield Progress("preparing", 0, 0, "fitting the new head to the base's features (a linear probe)")
         t_probe = time.perf_counter()
+        checked = config.head_init == "auto" and bool(val_regions)
+        if checked:  # the head at the class frequencies, on the validation regions
+            prior_ce = _validation_cross_entropy(net, val_regions, patch, config.batch_size, device, use_amp)
+            prior_head = {n: p.detach().clone() for n, p in net.named_parameters() if n in set(tn.head)}
         batches = itertools.islice(_probe_batches(sampler), PROBE_BATCHES)
         probe = fit_head_probe(net, logits_function(net), tn.head, batches, n_classes + 1, seed=config.seed,
                                device=device)
         if probe is None:
-            notes.append("the new head was not probed (it is not one module that maps each voxel's features to the "
+            head_used = "prior"
+            head_note = ("the new head was not probed (it is not one module that maps each voxel's features to the "
                          "logits, or the fit did not improve on the class frequencies): it starts at those")
         else:
-            notes.append(f"the new head fitted alone to the {'pretrained' if fine_tune else 'random'} features of "
-                         f"{probe['patches']} training patches first (a class-balanced linear probe on "
-                         f"{probe['voxels']} voxels: loss {probe['loss_before']:.3f} -> {probe['loss_after']:.3f}, "
-                         f"balanced accuracy {probe['accuracy']:.2f}, {time.perf_counter() - t_probe:.0f} s)")
+            fitted = (f"the new head fitted alone to the {'pretrained' if fine_tune else 'random'} features of "
+                      f"{probe['patches']} training patches (a linear probe on {probe['voxels']} voxels at the "
+                      f"training loss: {probe['loss_before']:.3f} -> {probe['loss_after']:.3f}, "
+                      f"balanced accuracy {probe['accuracy']:.2f}, {time.perf_counter() - t_probe:.0f} s)")
+            if not checked:
+                head_note = f"{fitted}; fine-tuning starts from it"
+            else:
+                probe_ce = _validation_cross_entropy(net, val_regions, patch, config.batch_size, device, use_amp)
+                probe["val_cross_entropy"], probe["prior_val_cross_entropy"] = probe_ce, prior_ce
+                versus = f"cross-entropy {probe_ce:.3f} against {prior_ce:.3f} nats per voxel"
+                if probe_ce < prior_ce:
+                    head_note = (f"{fitted}; on the validation data it predicts the labels better than the class "
+                                 f"frequencies do ({versus}), so fine-tuning starts from it")
+                else:  # the features do not carry the labels to data the probe was not fitted on
+                    head_used = "prior"
+                    with torch.no_grad():
+                        for n, p in net.named_parameters():
+                            if n in prior_head:
+                                p.copy_(prior_head[n])
+                    head_note = (f"{fitted}; on the validation data it predicts the labels worse than the class "
+                                 f"frequencies do ({versus}): the base's features do not tell these labels apart "
+                                 "beyond the training patches, so the new head starts at the class frequencies")
+        notes.append(head_note)
 
     max_epochs = int(config.epochs) if config.epochs else (None if config.minutes else DEFAULT_EPOCHS)
     budget_s = float(config.minutes) * 60 if config.minutes else None
@@ -537,7 +591,7 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
             "best_val_dice": best["val_dice"], "best_per_label": best["per_label"], "best_epoch": best["epoch"],
             "bad_epochs": bad_epochs, "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
             "scaler": scaler.state_dict() if use_amp else {}, "history": history, "rng": ckpt.rng_states(),
-            "seconds": seconds_before + elapsed, "finished": False})
+            "seconds": seconds_before + elapsed, "head_used": head_used, "head_note": head_note, "finished": False})
         record["checkpoint_seconds"] = time.perf_counter() - t2
         preview = {k: record[k] for k in ("epoch", "train_loss", "val_dice", "per_label", "lr", "seconds", "frozen")}
         preview.update(eta_s=min(etas) if etas else None, best_val_dice=best["val_dice"], best_epoch=best["epoch"])
@@ -552,7 +606,7 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     hyper = config.as_dict() | {"patch_used": list(patch), "optimizer": "AdamW", "loss": "DiceCELoss(softmax)",
                                 "schedule": "linear warm-up, cosine decay (per step)", "sampling": sampler.description,
                                 "freeze_epochs_used": freeze_epochs, "encoder_lr_factor_used": enc_factor,
-                                "spacing_mm_used": list(target) if target else None, "head_init_used": head_init}
+                                "spacing_mm_used": list(target) if target else None, "head_init_used": head_used}
     provenance = {
         "parent": f"{base.id} {base.version}", "parent_id": base.id, "parent_version": base.version,
         "parent_sha256": base.card["weights"]["sha256"], "from_scratch": not fine_tune,
