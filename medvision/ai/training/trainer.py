@@ -476,7 +476,6 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
                 head_note = f"{fitted}; fine-tuning starts from it"
             else:
                 probe_ce = _validation_cross_entropy(net, val_regions, patch, config.batch_size, device, use_amp)
-                probe["val_cross_entropy"], probe["prior_val_cross_entropy"] = probe_ce, prior_ce
                 versus = f"cross-entropy {probe_ce:.3f} against {prior_ce:.3f} nats per voxel"
                 if probe_ce < prior_ce:
                     head_note = (f"{fitted}; on the validation data it predicts the labels better than the class "
