@@ -11,7 +11,8 @@ cases, at the same CPU budget; and the speed of ``train_job`` against a plain mo
    * brain1_image + brain1_label: the tumour.
    Each is trained with the trainer's defaults (``TrainConfig``: the base's voxel size, 0.75 mm;
    every base weight but the output head; the new head fitted first, alone, to the base's features
-   on 16 training patches (``head_init="probe"``; from scratch: the class priors); no freeze;
+   on 16 training patches and kept only when it beats the class frequencies on the validation data
+   (``head_init="auto"``; otherwise, and from scratch: the class priors); no freeze;
    class-balanced patches; ``--transfer encoder --head-init prior``: the earlier default, the base's
    encoder with a new decoder and head) fine-tuned from the base and from scratch (random weights,
    same architecture, same recipe), for each seed
@@ -275,9 +276,10 @@ def main() -> int:
     parser.add_argument("--val-slab", help="the validation slab, e.g. x-last (default: the trainer's choice)")
     parser.add_argument("--batch-dice", type=int, choices=(0, 1), help="1: Dice over the whole batch (default: "
                         "the trainer's)")
-    parser.add_argument("--head-init", choices=("prior", "random", "probe"),
-                        help="the fine-tuned arm's new head (default: the trainer's: probe)")
-    parser.add_argument("--scratch-head-init", choices=("prior", "random", "probe"),
+    parser.add_argument("--head-init", choices=("auto", "prior", "random", "probe"),
+                        help="the fine-tuned arm's new head (default: the trainer's 'auto': the probe, kept only "
+                        "when it beats the class frequencies on the validation data)")
+    parser.add_argument("--scratch-head-init", choices=("auto", "prior", "random", "probe"),
                         help="the from-scratch arm's head (default: the trainer's: prior)")
     parser.add_argument("--skip-compare", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
