@@ -100,6 +100,31 @@ def test_forget_drops_folders_and_single_files(tmp_path, two_folders):
     index.close()
 
 
+def test_contents_drops_files_no_longer_on_disk(tmp_path):
+    """A copy of a series scanned, then deleted, leaves the list; the copy still on disk stays, with its
+    own files only (not "4 images (8 files)"); a file removed from a folder leaves too."""
+    import shutil
+
+    index = DicomIndex(tmp_path / "index.sqlite")
+    kept, copy = tmp_path / "kept", tmp_path / "copy"
+    write_series(kept, n=4)
+    shutil.copytree(kept, copy)
+    for folder in (kept, copy):
+        run_job(index.scan(folder))
+    [series] = index.contents(prune=False).all_series()
+    assert series.instance_count == 4 and len(series.files) == 8
+    shutil.rmtree(copy)
+    [series] = index.contents().all_series()
+    assert series.instance_count == 4 and {Path(f.path).parent for f in series.files} == {kept}
+    assert len(series.files) == 4
+    (kept / sorted(p.name for p in kept.iterdir())[0]).unlink()
+    assert index.prune() == 1
+    assert index.contents().all_series()[0].instance_count == 3
+    shutil.rmtree(kept)
+    assert index.contents().patients == [] and index.prune() == 0
+    index.close()
+
+
 # ---- thumbnails ---------------------------------------------------------------------------------------
 def test_thumbnail_of_the_sample_ct():
     series = scan(SAMPLE_CT).all_series()[0]

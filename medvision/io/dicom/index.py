@@ -359,12 +359,45 @@ class DicomIndex:
             self._db.executemany(f"INSERT OR REPLACE INTO files VALUES ({placeholders})",
                                  [tuple(r[c] for c in _COLUMNS) for r in records])
 
-    def contents(self) -> ScanResult:
+    def prune(self) -> int:
+        """Drop the rows of files no longer on disk (their folder deleted or moved, the file removed,
+        a drive unmounted); a later scan brings back any that return. One directory listing per
+        folder, not one check per file. A folder that cannot be listed for another reason than
+        being gone (no permission) keeps its rows. Returns the rows dropped."""
+        with self._lock:
+            paths = [r[0] for r in self._db.execute("SELECT DISTINCT path FROM files")]
+        listings: dict[str, set[str] | None] = {}
+        gone = []
+        for path in paths:
+            folder, name = os.path.split(path)
+            if folder not in listings:
+                try:
+                    listings[folder] = set(os.listdir(folder))
+                except (FileNotFoundError, NotADirectoryError):
+                    listings[folder] = set()
+                except OSError:  # present but unreadable: keep what the index knows
+                    listings[folder] = None
+            names = listings[folder]
+            if names is not None and name not in names:
+                gone.append((path,))
+        if not gone:
+            return 0
+        with self._lock, self._db:
+            cur = self._db.executemany("DELETE FROM files WHERE path = ?", gone)
+        dropped = max(cur.rowcount, 0)
+        log.info("dropped %d indexed files no longer on disk (%d paths)", dropped, len(gone))
+        return dropped
+
+    def contents(self, prune: bool = True) -> ScanResult:
         """Everything the index holds, as one patient -> study -> series tree (``root`` is "").
 
-        Fast on large indexes: the series' details come from one row per series (the file that
-        sorts first, as a scan would pick it) and only the file names are read for every row.
+        Files no longer on disk are dropped first (:meth:`prune`; ``prune=False`` keeps them), so
+        the tree lists only series that can be opened. Fast on large indexes: the series' details
+        come from one row per series (the file that sorts first, as a scan would pick it) and only
+        the file names are read for every row.
         """
+        if prune:
+            self.prune()
         meta = ", ".join(c for c in _COLUMNS if c not in ("path", "member"))
         with self._lock:
             self._db.execute("BEGIN")  # one snapshot for the reads below
