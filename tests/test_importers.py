@@ -178,6 +178,26 @@ def test_bundle_folder_becomes_a_package_with_the_bundles_card(tmp_path):
     assert all(torch.equal(net.state_dict()[k], v) for k, v in reference.items())
 
 
+@pytest.mark.parametrize("clip", [True, False])
+def test_bundle_intensity_window_clips_as_the_bundle_says(tmp_path, clip):
+    """``ScaleIntensityRanged(clip=...)`` is carried to the card and the engine's window gives monai's own
+    values, outside the window too (HU below -57 and above 164)."""
+    from monai.transforms import ScaleIntensityRange
+
+    from medvision.ai.preprocess import normalize
+
+    config = spleen_inference()
+    config["preprocessing"]["transforms"][4]["clip"] = clip
+    card = import_any(make_bundle(tmp_path, inference=config)).card
+    spec = card["input"]["normalization"]
+    assert spec == {"kind": "ct", "low": -57.0, "high": 164.0, "clip": clip}
+    hu = torch.linspace(-1000, 1500, 101)
+    ours = normalize(hu.clone(), spec)
+    theirs = torch.as_tensor(ScaleIntensityRange(a_min=-57, a_max=164, b_min=0, b_max=1, clip=clip)(hu.clone()))
+    torch.testing.assert_close(ours, theirs.float())
+    assert (ours.max() > 1) is not clip
+
+
 def test_bundle_installs_and_runs_on_a_ct_onto_its_exact_grid(tmp_path):
     package = import_any(make_bundle(tmp_path))
     installed = Registry().install(package)

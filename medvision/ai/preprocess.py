@@ -97,9 +97,10 @@ def normalize(x: torch.Tensor, spec: dict, quantiles: tuple[float, float] | None
     if kind == "percentile":
         low, high = _quantiles(x, spec)
         return ((x - low) / max(float(high - low), 1e-8)).clamp(0, 1)
-    if kind in ("ct", "window"):
+    if kind in ("ct", "window"):  # a window to [0, 1]: clipped unless the card says ``"clip": false``
         a, b = float(spec["low"]), float(spec["high"])
-        return ((x - a) / (b - a)).clamp(0, 1)
+        scaled = (x - a) / (b - a)
+        return scaled.clamp(0, 1) if spec.get("clip", True) else scaled
     if kind == "minmax":
         lo, hi = x.min(), x.max()
         return (x - lo) / (hi - lo).clamp(min=1e-8)

@@ -203,8 +203,6 @@ def _input_spec(cfg: _Config, transforms: list[dict], key: str, notes: list[str]
             clip = bool(arg("clip", False))
             spec["normalization"] = {"kind": "ct", "low": float(arg("a_min")), "high": float(arg("a_max")),
                                      "clip": clip}
-            if not clip:
-                notes.append("the bundle does not clip its intensity window; medvision clips to [0, 1]")
         elif name == "NormalizeIntensity":
             if arg("subtrahend") is not None or arg("divisor") is not None:
                 raise PackageError(f"{cfg.path.name}: {where}: a fixed subtrahend/divisor is not supported")
