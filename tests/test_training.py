@@ -438,6 +438,84 @@ def test_training_with_a_probed_head_says_so(tmp_path, datalist):
         next(x for x in train_job(config(tmp_path, head_init="copy"), data) if x.stage == "training")
 
 
+# ---- out of GPU memory -----------------------------------------------------------------------------------
+def _gpu_fills_up(monkeypatch) -> dict:
+    """The training loss raises CUDA's out-of-memory error while ``full["on"]``."""
+    from monai.losses import DiceCELoss
+
+    full = {"on": False}
+    real = DiceCELoss.forward
+
+    def forward(self, *args, **kwargs):
+        if full["on"]:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DiceCELoss, "forward", forward)
+    return full
+
+
+def test_out_of_gpu_memory_while_training_keeps_the_finished_epoch_and_the_run_resumes(tmp_path, datalist,
+                                                                                        monkeypatch):
+    from medvision.ai.memory import is_out_of_memory
+
+    data = TrainingData.from_datalist(datalist)
+    cfg = config(tmp_path, epochs=2, patches_per_epoch=8)
+    full = _gpu_fills_up(monkeypatch)
+    with pytest.raises(RuntimeError, match="out of GPU memory while training; epoch 1's checkpoint is kept") as err:
+        for record in train_job(cfg, data):
+            if record.stage == "epoch":
+                full["on"] = True  # the GPU fills up in epoch 2
+    assert "--device" not in str(err.value) and "device cpu" in str(err.value) and is_out_of_memory(err.value)
+    assert torch.load(Path(cfg.workdir) / ckpt.FILE, weights_only=True)["epoch"] == 1
+    full["on"] = False  # e.g. on the CPU, or with the other program closed: the same run goes on
+    records, result = _collect(train_job(cfg, data))
+    assert [r.done for r in records if r.stage == "epoch"] == [2]
+    assert [h["epoch"] for h in result.history] == [1, 2] and len(result.lineage) == 2
+    # out of memory before any epoch finished says so
+    full["on"] = True
+    with pytest.raises(RuntimeError, match="out of GPU memory while training; no epoch had finished yet"):
+        run_job(train_job(config(tmp_path, new_id="blobs-oom", epochs=1, patches_per_epoch=8,
+                                 workdir=str(tmp_path / "w2")), data))
+
+
+def test_validation_out_of_gpu_memory_stitches_in_cpu_memory():
+    from medvision.ai.training import trainer
+
+    calls = []
+
+    def sliding(x, roi, batch, predictor, **kw):
+        calls.append((x.device.type, batch, kw.get("sw_device"), kw.get("device")))
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return torch.ones(1, 2, *x.shape[2:])
+
+    # "meta" stands in for the GPU here: a device that is not the CPU
+    out = trainer._sliding_windows(sliding, torch.zeros(8, 8, 8), (8, 8, 8), 4, None, "meta")
+    assert calls == [("meta", 4, None, None), ("cpu", 1, "meta", "cpu")] and out.shape == (1, 2, 8, 8, 8)
+    calls.clear()
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # on the CPU nothing is retried
+        trainer._sliding_windows(sliding, torch.zeros(8, 8, 8), (8, 8, 8), 4, None, "cpu")
+    assert len(calls) == 1
+
+
+def test_the_training_process_reports_running_out_of_memory(tmp_path, datalist, monkeypatch, medvision_home):
+    import queue
+    import threading
+
+    from medvision.ai.train_process import _child
+
+    _gpu_fills_up(monkeypatch)["on"] = True
+    out = queue.Queue()
+    cfg = dict(base=BASE, new_id="oom", epochs=1, device="cpu", patches_per_epoch=4, workdir=str(tmp_path / "w"))
+    _child(cfg, {"datalist": str(datalist)}, out, threading.Event(), threading.Event())  # in this process
+    messages = []
+    while not out.empty():
+        messages.append(out.get())
+    kind, payload = messages[-1]
+    assert kind == "error" and payload["out_of_memory"] and "out of GPU memory while training" in payload["message"]
+
+
 # ---- the command ---------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_cli_train_end_to_end_with_ctrl_c_and_resume(tmp_path, datalist, medvision_home):

@@ -97,6 +97,9 @@ def test_a_killed_training_process_is_reported_and_the_window_keeps_working(qtbo
     qtbot.waitUntil(lambda: dialog.final is not None, timeout=30_000)
     assert dialog.final[0] == "crashed"
     assert "ended unexpectedly" in dialog.status.text() and dialog.start_button.isEnabled()
+    kept = (f"epoch {dialog.history[-1]['epoch']}'s checkpoint is kept" if dialog.history
+            else "no epoch of this run had finished")
+    assert kept in dialog.status.text()
     # the window is fine: open an image and paint
     assert open_and_wait(qtbot, window, datalist.parent / "img0.nii.gz")
     window.set_layout("1x1")

@@ -28,6 +28,7 @@ import torch
 from ..core.jobs import Cancelled, Progress
 from ..core.labels import LabelMap, LabelTable
 from ..core.volume import Volume
+from .memory import is_out_of_memory, release_gpu_memory
 from .options import InferenceOptions
 from .package import ModelPackage
 from .preprocess import fill_holes, largest_component, prepare
@@ -82,16 +83,8 @@ def fallback_plan(device: str, sw_batch_size: int, sliding: bool) -> list[Attemp
     return plan
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 def _release_gpu() -> None:
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    release_gpu_memory()
 
 
 class _Stop(Exception):
@@ -203,7 +196,7 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
             used = attempt
             break
         except Exception as exc:  # noqa: BLE001 - out of memory falls back; anything else is reported
-            if not _is_oom(exc) or k == len(plan) - 1:
+            if not is_out_of_memory(exc) or k == len(plan) - 1:
                 raise
             log.warning("CUDA out of memory (%s); falling back", exc)
             net.to("cpu")

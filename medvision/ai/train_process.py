@@ -84,7 +84,9 @@ def _child(config: dict, data_spec: dict, out, cancel, pause) -> None:
             out.put(("progress", _plain({"stage": record.stage, "done": record.done, "total": record.total,
                                          "message": record.message, "epoch": epoch})))
     except BaseException as exc:  # noqa: BLE001 - reported to the window, which keeps working
-        oom = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+        from .memory import is_out_of_memory
+
+        oom = is_out_of_memory(exc)
         out.put(("error", {"message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
                            "out_of_memory": oom}))
 

@@ -287,12 +287,19 @@ class TrainingDialog(QDialog):
         elif kind == "error":
             what = "ran out of memory" if payload.get("out_of_memory") else "failed"
             self.status.setText(f"the training process {what}: {payload.get('message')}\nNothing else was affected; "
-                                "the last finished epoch's checkpoint is kept.")
+                                + self._kept())
             log.error("training failed: %s\n%s", payload.get("message"), payload.get("traceback", ""))
         elif kind == "crashed":
             self.status.setText(f"the training process ended unexpectedly (exit code {payload.get('exitcode')}); "
-                                "nothing else was affected; the last finished epoch's checkpoint is kept")
+                                "nothing else was affected; " + self._kept())
             log.error("training process crashed: exit code %s", payload.get("exitcode"))
+
+    def _kept(self) -> str:
+        """What is left of a run that stopped on an error: its last finished epoch, if any."""
+        if not self.history:
+            return "no epoch of this run had finished."
+        return (f"epoch {self.history[-1].get('epoch', len(self.history))}'s checkpoint is kept: Start with the same "
+                "settings resumes from it.")
 
     def _sync(self) -> None:
         running = self.process is not None and self.process.running

@@ -51,6 +51,7 @@ import torch
 
 from ...core.jobs import Job, Progress
 from ..engine import pick_device
+from ..memory import is_out_of_memory, release_gpu_memory
 from ..package import Registry
 from . import checkpoint as ckpt
 from .data import Part, TrainingData, normalize_for_training, resample_image, resample_labels, resampled_shape
@@ -262,8 +263,7 @@ def _val_outputs(net, regions, patch, batch_size, device, amp):
     try:
         with torch.no_grad():
             for image, label, inner, native in regions:
-                out = sliding_window_inference(image[None, None].to(device), tuple(patch), batch_size, predictor,
-                                               overlap=0.5, mode="gaussian", cval=float(image.min()))
+                out = _sliding_windows(sliding_window_inference, image, patch, batch_size, predictor, device)
                 probabilities = tuple(out.shape[2:]) != tuple(native)
                 if probabilities:  # back onto the region's own grid, as the engine does
                     out = torch.nn.functional.interpolate(torch.softmax(out.float(), 1).cpu(), tuple(native),
@@ -271,6 +271,29 @@ def _val_outputs(net, regions, patch, batch_size, device, amp):
                 yield out.cpu()[(slice(None), slice(None), *inner)], probabilities, label
     finally:
         net.train(was_training)
+
+
+def _sliding_windows(sliding_window_inference, image, patch, batch_size, predictor, device):
+    """The network's output over ``image`` by overlapping windows; on running out of GPU memory, again
+    one window at a time with the windows on the GPU and the whole output stitched in CPU memory."""
+    kw = {"overlap": 0.5, "mode": "gaussian", "cval": float(image.min())}
+    try:
+        return sliding_window_inference(image[None, None].to(device), tuple(patch), batch_size, predictor, **kw)
+    except RuntimeError as exc:
+        if device == "cpu" or not is_out_of_memory(exc):
+            raise
+        log.warning("out of GPU memory while validating (%s): stitching in CPU memory", exc)
+    release_gpu_memory()  # (outside the handler: the error's frames no longer hold GPU tensors)
+    return sliding_window_inference(image[None, None], tuple(patch), 1, predictor, sw_device=device, device="cpu",
+                                    **kw)
+
+
+def _out_of_memory(what: str, epochs_kept: int) -> str:
+    """What to tell the user when the GPU has no room for ``what`` (training or validation)."""
+    kept = (f"epoch {epochs_kept}'s checkpoint is kept: a run with the same model id, base and cases resumes from "
+            "it" if epochs_kept else "no epoch had finished yet")
+    return (f"out of GPU memory while {what}; {kept}. Run it on the CPU (device cpu) or with smaller patches "
+            "(medvision train --patch 32 --batch-size 1)")
 
 
 def _validation_cross_entropy(net, regions, patch, batch_size, device, amp) -> float:
@@ -304,10 +327,6 @@ def _probe_batches(sampler: PatchSampler):
     """Training patches for the probe from "epochs" 0, -1, -2 ... (ones training never draws)."""
     for k in itertools.count():
         yield from sampler.epoch(-k)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None = None) -> Job[TrainResult]:
@@ -548,9 +567,8 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
                 scaler.step(optimizer)
                 scaler.update()
             except RuntimeError as exc:
-                if _is_oom(exc):
-                    raise RuntimeError("out of GPU memory while training: use a smaller patch (--patch) or batch, "
-                                       "or the CPU (--device cpu); the last finished epoch is kept") from exc
+                if is_out_of_memory(exc):
+                    raise RuntimeError(_out_of_memory("training", epoch - 1)) from exc
                 raise
             optimizer.zero_grad(set_to_none=True)
             schedule.steps += 1
@@ -560,7 +578,12 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
         train_seconds = time.perf_counter() - t0
         yield Progress("validation", 0, len(val_regions), f"epoch {epoch}")
         t1 = time.perf_counter()
-        val_dice, per_label = _validate(net, val_regions, patch, config.batch_size, device, n_classes, use_amp)
+        try:
+            val_dice, per_label = _validate(net, val_regions, patch, config.batch_size, device, n_classes, use_amp)
+        except RuntimeError as exc:
+            if is_out_of_memory(exc):
+                raise RuntimeError(_out_of_memory("validating", epoch - 1)) from exc
+            raise
         val_seconds = time.perf_counter() - t1
         train_loss = float(np.mean(losses)) if losses else None
         score = val_dice if val_dice is not None else -(train_loss or 0.0)
