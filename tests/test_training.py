@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from medvision.ai.package import ModelPackage, PackageError, Registry, sha256_of, write_card
+from medvision.ai.package import ModelPackage, PackageError, Registry, sha256_of, user_dir, write_card
 from medvision.ai.training import checkpoint as ckpt
 from medvision.ai.training.data import (
     CaseData,
@@ -514,6 +514,66 @@ def test_the_training_process_reports_running_out_of_memory(tmp_path, datalist, 
         messages.append(out.get())
     kind, payload = messages[-1]
     assert kind == "error" and payload["out_of_memory"] and "out of GPU memory while training" in payload["message"]
+
+
+# ---- a full disk ---------------------------------------------------------------------------------------------
+def _disk_fills_up(monkeypatch) -> dict:
+    """Flushing a file to the disk fails with ENOSPC while ``full["on"]``, as on a full disk."""
+    import errno
+
+    full = {"on": False}
+    real = os.fsync
+
+    def fsync(fd):
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return full
+
+
+def test_a_full_disk_leaves_the_previous_checkpoint_whole_and_says_so(tmp_path, monkeypatch):
+    full = _disk_fills_up(monkeypatch)
+    ckpt.save_checkpoint(tmp_path, {"epoch": 1, "model": {"w": torch.ones(3)}})
+    full["on"] = True
+    with pytest.raises(ckpt.CheckpointError, match=r"could not write the training checkpoint .*: the disk is full, "
+                                                     r"\d+ MiB left"):
+        ckpt.save_checkpoint(tmp_path, {"epoch": 2, "model": {"w": torch.zeros(3)}})
+    state = ckpt.load_checkpoint(tmp_path)
+    assert state["epoch"] == 1 and torch.equal(state["model"]["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ckpt.FILE]  # no temporary file left behind
+
+
+def test_training_on_a_full_disk_stops_clearly_and_goes_on_once_there_is_room(tmp_path, datalist, monkeypatch):
+    import safetensors.torch
+
+    data = TrainingData.from_datalist(datalist)
+    cfg = config(tmp_path, new_id="blobs-full", epochs=2, patches_per_epoch=8)
+    full = _disk_fills_up(monkeypatch)
+    with pytest.raises(RuntimeError, match="the disk is full.*; epoch 1's checkpoint is kept"):
+        for record in train_job(cfg, data):
+            if record.stage == "epoch":
+                full["on"] = True  # the disk fills up during epoch 2
+    assert torch.load(Path(cfg.workdir) / ckpt.FILE, weights_only=True)["epoch"] == 1
+    # room for the checkpoint, but not for the new model: the training is kept
+    full["on"] = False
+    real_save = safetensors.torch.save_file
+
+    def no_room(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", no_room)
+    with pytest.raises(RuntimeError, match="could not write the new model into .*: the disk is full.*the training is "
+                                           "kept \\(epoch 2's checkpoint\\)"):
+        run_job(train_job(cfg, data))
+    with pytest.raises(PackageError):  # nothing half-written among the user's models
+        Registry().get("blobs-full")
+    assert not [p for p in user_dir().iterdir() if "blobs-full" in p.name]
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
+    records, result = _collect(train_job(cfg, data))
+    assert not [r for r in records if r.stage == "epoch"]  # written from the checkpoint, not trained again
+    assert result.epochs_run == 2 and Registry().get("blobs-full").card["provenance"]["epochs_run"] == 2
 
 
 # ---- the command ---------------------------------------------------------------------------------------

@@ -9,11 +9,14 @@ a run stopped and resumed keeps its run id and appends to its lineage).
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import logging
 import os
 import random
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -21,13 +24,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["FILE", "identity_key", "load_checkpoint", "save_checkpoint", "set_aside", "rng_states",
-           "restore_rng_states", "new_run_id", "now"]
+__all__ = ["FILE", "CheckpointError", "disk_problem", "identity_key", "load_checkpoint", "save_checkpoint",
+           "set_aside", "rng_states", "restore_rng_states", "new_run_id", "now"]
 
 log = logging.getLogger(__name__)
 
 FILE = "checkpoint.pt"
 FORMAT = "medvision-training-checkpoint"
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint could not be written (full disk, no permission): the previous one is intact."""
+
+
+def disk_problem(exc: BaseException, folder: Path) -> str:
+    """Why writing into ``folder`` failed, in words: a full disk says how much room is left."""
+    text = str(exc)
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "os error 28" in text:
+        try:
+            free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
+            left = f", {free / 2**20:.0f} MiB left"
+        except (OSError, StopIteration):
+            left = ""
+        return f"the disk is full{left}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return text
 
 
 def now() -> str:
@@ -69,16 +91,26 @@ def restore_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(workdir: Path, state: dict) -> Path:
-    """Write ``state`` as the run's checkpoint: to a temporary file, then ``os.replace``."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    """Write ``state`` as the run's checkpoint: serialised in memory, written to a temporary file
+    (flushed to the disk), then ``os.replace``d, so that a failure leaves the previous checkpoint
+    whole; a failure to write raises :class:`CheckpointError` saying why (a full disk, in words,
+    where torch would say only "unexpected pos")."""
+    buffer = io.BytesIO()
+    torch.save(dict(state, format=FORMAT), buffer)
     path = workdir / FILE
     tmp = workdir / f".{FILE}.{os.getpid()}.tmp"
     try:
-        torch.save(dict(state, format=FORMAT), tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(buffer.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise CheckpointError(f"could not write the training checkpoint in {workdir} "
+                              f"({buffer.tell() / 2**20:.0f} MiB): {disk_problem(exc, workdir)}") from exc
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 

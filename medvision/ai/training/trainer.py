@@ -52,7 +52,7 @@ import torch
 from ...core.jobs import Job, Progress
 from ..engine import pick_device
 from ..memory import is_out_of_memory, release_gpu_memory
-from ..package import Registry
+from ..package import PackageError, Registry, user_dir
 from . import checkpoint as ckpt
 from .data import Part, TrainingData, normalize_for_training, resample_image, resample_labels, resampled_shape
 from .export import created, write_package
@@ -288,12 +288,15 @@ def _sliding_windows(sliding_window_inference, image, patch, batch_size, predict
                                     **kw)
 
 
+def _kept(epochs_kept: int) -> str:
+    return (f"epoch {epochs_kept}'s checkpoint is kept: a run with the same model id, base and cases resumes from "
+            "it" if epochs_kept else "no epoch had finished yet")
+
+
 def _out_of_memory(what: str, epochs_kept: int) -> str:
     """What to tell the user when the GPU has no room for ``what`` (training or validation)."""
-    kept = (f"epoch {epochs_kept}'s checkpoint is kept: a run with the same model id, base and cases resumes from "
-            "it" if epochs_kept else "no epoch had finished yet")
-    return (f"out of GPU memory while {what}; {kept}. Run it on the CPU (device cpu) or with smaller patches "
-            "(medvision train --patch 32 --batch-size 1)")
+    return (f"out of GPU memory while {what}; {_kept(epochs_kept)}. Run it on the CPU (device cpu) or with smaller "
+            "patches (medvision train --patch 32 --batch-size 1)")
 
 
 def _validation_cross_entropy(net, regions, patch, batch_size, device, amp) -> float:
@@ -607,13 +610,18 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
                   "iterations": len(losses), "session": len(lineage)}
         history.append(record)
         t2 = time.perf_counter()
-        ckpt.save_checkpoint(workdir, {
+        saved = {
             "run_id": run_id, "lineage": lineage, "identity": identity, "config": config.as_dict(), "epoch": epoch,
             "model": net.state_dict(), "best_model": best["weights"], "best_score": float(best["score"]),
             "best_val_dice": best["val_dice"], "best_per_label": best["per_label"], "best_epoch": best["epoch"],
             "bad_epochs": bad_epochs, "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
             "scaler": scaler.state_dict() if use_amp else {}, "history": history, "rng": ckpt.rng_states(),
-            "seconds": seconds_before + elapsed, "head_used": head_used, "head_note": head_note, "finished": False})
+            "seconds": seconds_before + elapsed, "head_used": head_used, "head_note": head_note, "finished": False}
+        try:
+            ckpt.save_checkpoint(workdir, saved)
+        except ckpt.CheckpointError as exc:
+            raise RuntimeError(f"{exc}; {_kept(epoch - 1)} once there is room") from exc
+        del saved
         record["checkpoint_seconds"] = time.perf_counter() - t2
         preview = {k: record[k] for k in ("epoch", "train_loss", "val_dice", "per_label", "lr", "seconds", "frozen")}
         preview.update(eta_s=min(etas) if etas else None, best_val_dice=best["val_dice"], best_epoch=best["epoch"])
@@ -641,9 +649,16 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
         "device": device, "seconds": round(seconds_before + time.perf_counter() - session_start, 1),
     }
     name = config.name or f"{', '.join(names)} ({'fine-tuned from ' + base.id if fine_tune else 'trained'})"
-    package = write_package(base=base, new_id=config.new_id, name=name, state=weights, spec=tn.spec,
-                            classes=data.classes, patch=patch, softmax_in_network=tn.softmax_in_network,
-                            provenance=provenance, from_scratch=not fine_tune, spacing_mm=target)
+    try:
+        package = write_package(base=base, new_id=config.new_id, name=name, state=weights, spec=tn.spec,
+                                classes=data.classes, patch=patch, softmax_in_network=tn.softmax_in_network,
+                                provenance=provenance, from_scratch=not fine_tune, spacing_mm=target)
+    except PackageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a full disk
+        raise RuntimeError(f"could not write the new model into {user_dir()}: {ckpt.disk_problem(exc, user_dir())}; "
+                           f"the training is kept (epoch {epoch}'s checkpoint): once there is room, a run with the "
+                           "same model id, base and cases writes the model from it") from exc
     final = ckpt.load_checkpoint(workdir)
     if final is not None:  # the run is complete: the same command again starts a new run
         final.update(finished=True, package=str(package.folder))
