@@ -576,6 +576,49 @@ def test_training_on_a_full_disk_stops_clearly_and_goes_on_once_there_is_room(tm
     assert result.epochs_run == 2 and Registry().get("blobs-full").card["provenance"]["epochs_run"] == 2
 
 
+# ---- on an NVIDIA GPU (skipped without one: CI has none; run these on a machine that has one) -------------
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+
+
+@cuda
+def test_on_cuda_training_uses_mixed_precision_and_the_new_model_runs_there(tmp_path, datalist):
+    from medvision.ai.engine import infer_job
+    from medvision.ai.options import InferenceOptions
+
+    data = TrainingData.from_datalist(datalist)
+    cfg = config(tmp_path, new_id="blobs-cuda", epochs=2, device="cuda", patches_per_epoch=16)
+    result = run_job(train_job(cfg, data))
+    state = torch.load(Path(cfg.workdir) / ckpt.FILE, weights_only=True)
+    assert state["scaler"]["scale"] > 0  # the grad scaler ran (AMP on) and is in the checkpoint
+    assert result.lineage[0]["device"] == "cuda" and all(np.isfinite(h["train_loss"]) for h in result.history)
+    volume = Volume(blobs(1)[0], affine(), None, {"modality": "MR"})
+    package = Registry().get("blobs-cuda")
+    gpu = run_job(infer_job(package, volume, InferenceOptions(device="cuda")))
+    cpu = run_job(infer_job(package, volume, InferenceOptions(device="cpu")))
+    assert gpu.device == "cuda" and cpu.device == "cpu" and gpu.labels.array.shape == SHAPE
+    # float16 on the GPU, float32 on the CPU: the same labels but for a few voxels on the edges
+    assert np.mean(gpu.labels.array == cpu.labels.array) > 0.99
+    assert float(np.abs(gpu.probability - cpu.probability).mean()) < 0.01
+
+
+@cuda
+def test_on_cuda_running_out_of_memory_is_reported_and_the_next_run_works(tmp_path, datalist):
+    data = TrainingData.from_datalist(datalist)
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 2**30 / total))  # a 1 GiB GPU
+    try:
+        big = config(tmp_path, new_id="blobs-oom", epochs=1, device="cuda", batch_size=64, patches_per_epoch=128,
+                     head_init="prior", workdir=str(tmp_path / "big"))
+        with pytest.raises(RuntimeError, match="out of GPU memory while training; no epoch had finished yet"):
+            run_job(train_job(big, data))
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    small = config(tmp_path, new_id="blobs-oom", epochs=1, device="cuda", patches_per_epoch=8, head_init="prior",
+                   workdir=str(tmp_path / "small"))
+    assert run_job(train_job(small, data)).epochs_run == 1  # the GPU is usable again in the same process
+
+
 # ---- the command ---------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_cli_train_end_to_end_with_ctrl_c_and_resume(tmp_path, datalist, medvision_home):
