@@ -518,14 +518,16 @@ def test_the_training_process_reports_running_out_of_memory(tmp_path, datalist, 
 
 # ---- a full disk ---------------------------------------------------------------------------------------------
 def _disk_fills_up(monkeypatch) -> dict:
-    """Flushing a file to the disk fails with ENOSPC while ``full["on"]``, as on a full disk."""
+    """Flushing a file to the disk fails with ENOSPC while ``full["on"]`` is True (or returns True), as
+    on a full disk."""
     import errno
 
     full = {"on": False}
     real = os.fsync
 
     def fsync(fd):
-        if full["on"]:
+        on = full["on"]
+        if on is True or (callable(on) and on()):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd)
 
@@ -571,9 +573,13 @@ def test_training_on_a_full_disk_stops_clearly_and_goes_on_once_there_is_room(tm
         Registry().get("blobs-full")
     assert not [p for p in user_dir().iterdir() if "blobs-full" in p.name]
     monkeypatch.setattr(safetensors.torch, "save_file", real_save)
+    # room for the model, but none left after it for marking the run finished
+    full["on"] = lambda: any(p.name.startswith("blobs-full-") for p in user_dir().iterdir())
     records, result = _collect(train_job(cfg, data))
     assert not [r for r in records if r.stage == "epoch"]  # written from the checkpoint, not trained again
     assert result.epochs_run == 2 and Registry().get("blobs-full").card["provenance"]["epochs_run"] == 2
+    assert not (Path(cfg.workdir) / ckpt.FILE).exists()  # set aside: the same settings again start a new run
+    assert len(list(Path(cfg.workdir).glob("checkpoint-*-finished.pt"))) == 1
 
 
 # ---- on an NVIDIA GPU (skipped without one: CI has none; run these on a machine that has one) -------------

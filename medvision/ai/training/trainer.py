@@ -662,7 +662,11 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     final = ckpt.load_checkpoint(workdir)
     if final is not None:  # the run is complete: the same command again starts a new run
         final.update(finished=True, package=str(package.folder))
-        ckpt.save_checkpoint(workdir, final)
+        try:
+            ckpt.save_checkpoint(workdir, final)
+        except ckpt.CheckpointError as exc:  # the model is written: set the run aside so it is not redone
+            log.warning("%s; the finished run's checkpoint is set aside as it is", exc)
+            ckpt.set_aside(workdir, f"{run_id}-finished")
     net.to("cpu")
     return TrainResult(package.folder, _clean(best["val_dice"]), per_label_best, epoch, history, split.description,
                        package.id, package.version, run_id, lineage, stopped, best["epoch"], notes)
