@@ -87,7 +87,8 @@ def _child(config: dict, data_spec: dict, out, cancel, pause) -> None:
         from .memory import is_out_of_memory
 
         oom = is_out_of_memory(exc)
-        out.put(("error", {"message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+        kind = "" if type(exc) is RuntimeError else f"{type(exc).__name__}: "  # (ours say what happened)
+        out.put(("error", {"message": f"{kind}{exc}", "traceback": traceback.format_exc(),
                            "out_of_memory": oom}))
 
 

@@ -286,8 +286,10 @@ class TrainingDialog(QDialog):
                                 "checkpoint is kept: Start with the same settings resumes")
         elif kind == "error":
             what = "ran out of memory" if payload.get("out_of_memory") else "failed"
-            self.status.setText(f"the training process {what}: {payload.get('message')}\nNothing else was affected; "
-                                + self._kept())
+            message = str(payload.get("message"))
+            said = "checkpoint is kept" in message or "no epoch had finished" in message
+            self.status.setText(f"the training process {what}: {message}\nNothing else was affected"
+                                + ("." if said else "; " + self._kept()))
             log.error("training failed: %s\n%s", payload.get("message"), payload.get("traceback", ""))
         elif kind == "crashed":
             self.status.setText(f"the training process ended unexpectedly (exit code {payload.get('exitcode')}); "
