@@ -539,8 +539,8 @@ def test_a_full_disk_leaves_the_previous_checkpoint_whole_and_says_so(tmp_path, 
     full = _disk_fills_up(monkeypatch)
     ckpt.save_checkpoint(tmp_path, {"epoch": 1, "model": {"w": torch.ones(3)}})
     full["on"] = True
-    with pytest.raises(ckpt.CheckpointError, match=r"could not write the training checkpoint .*: the disk is full, "
-                                                     r"\d+ MiB left"):
+    with pytest.raises(ckpt.CheckpointError, match=r"could not write the training checkpoint .*: the disk is full "
+                                                     r"\(\d+ MiB free, \d+ MiB needed\)"):
         ckpt.save_checkpoint(tmp_path, {"epoch": 2, "model": {"w": torch.zeros(3)}})
     state = ckpt.load_checkpoint(tmp_path)
     assert state["epoch"] == 1 and torch.equal(state["model"]["w"], torch.ones(3))

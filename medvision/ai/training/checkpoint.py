@@ -37,16 +37,18 @@ class CheckpointError(RuntimeError):
     """The checkpoint could not be written (full disk, no permission): the previous one is intact."""
 
 
-def disk_problem(exc: BaseException, folder: Path) -> str:
-    """Why writing into ``folder`` failed, in words: a full disk says how much room is left."""
+def disk_problem(exc: BaseException, folder: Path, needed: int | None = None) -> str:
+    """Why writing into ``folder`` failed, in words: a full disk says how much room is left (and how
+    much the file needed, ``needed`` bytes, when known)."""
     text = str(exc)
     if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "os error 28" in text:
         try:
             free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
-            left = f", {free / 2**20:.0f} MiB left"
+            left = f"{free / 2**20:.0f} MiB free"
         except (OSError, StopIteration):
             left = ""
-        return f"the disk is full{left}"
+        sizes = ", ".join(t for t in (left, needed and f"{needed / 2**20:.0f} MiB needed") if t)
+        return f"the disk is full ({sizes})" if sizes else "the disk is full"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return text
@@ -107,8 +109,8 @@ def save_checkpoint(workdir: Path, state: dict) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise CheckpointError(f"could not write the training checkpoint in {workdir} "
-                              f"({buffer.tell() / 2**20:.0f} MiB): {disk_problem(exc, workdir)}") from exc
+        raise CheckpointError(f"could not write the training checkpoint in {workdir}: "
+                              f"{disk_problem(exc, workdir, buffer.tell())}") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -620,7 +620,8 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
         try:
             ckpt.save_checkpoint(workdir, saved)
         except ckpt.CheckpointError as exc:
-            raise RuntimeError(f"{exc}; {_kept(epoch - 1)} once there is room") from exc
+            raise RuntimeError(f"{exc}; " + (f"{_kept(epoch - 1)} once there is room" if epoch > 1 else
+                                             "no epoch is kept: free some space and start again")) from exc
         del saved
         record["checkpoint_seconds"] = time.perf_counter() - t2
         preview = {k: record[k] for k in ("epoch", "train_loss", "val_dice", "per_label", "lr", "seconds", "frozen")}
@@ -656,7 +657,9 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     except PackageError:
         raise
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a full disk
-        raise RuntimeError(f"could not write the new model into {user_dir()}: {ckpt.disk_problem(exc, user_dir())}; "
+        size = sum(t.numel() * t.element_size() for t in weights.values())
+        raise RuntimeError(f"could not write the new model into {user_dir()}: "
+                           f"{ckpt.disk_problem(exc, user_dir(), size)}; "
                            f"the training is kept (epoch {epoch}'s checkpoint): once there is room, a run with the "
                            "same model id, base and cases writes the model from it") from exc
     final = ckpt.load_checkpoint(workdir)
