@@ -287,7 +287,7 @@ class TrainingDialog(QDialog):
         elif kind == "error":
             what = "ran out of memory" if payload.get("out_of_memory") else "failed"
             message = str(payload.get("message"))
-            said = "checkpoint is kept" in message or "no epoch had finished" in message
+            said = "checkpoint is kept" in message or "no epoch" in message  # the trainer's own words
             self.status.setText(f"the training process {what}: {message}\nNothing else was affected"
                                 + ("." if said else "; " + self._kept()))
             log.error("training failed: %s\n%s", payload.get("message"), payload.get("traceback", ""))
