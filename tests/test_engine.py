@@ -165,7 +165,7 @@ def test_out_of_memory_falls_back_step_by_step(tmp_path, brightness, monkeypatch
 
     monkeypatch.setattr(engine, "_run_attempt", run_attempt)
     monkeypatch.setattr(engine, "pick_device", lambda requested: "cuda")
-    monkeypatch.setattr(engine, "_release_gpu", lambda: released.append(True))
+    monkeypatch.setattr(engine, "release_gpu_memory", lambda: released.append(True))
     result = run_job(infer_job(pkg, volume, InferenceOptions(device="cuda")))
     assert [a.why for a in tried] == ["", "one window at a time", "windows on the GPU, stitching in CPU memory",
                                       "on the CPU"]

@@ -83,10 +83,6 @@ def fallback_plan(device: str, sw_batch_size: int, sliding: bool) -> list[Attemp
     return plan
 
 
-def _release_gpu() -> None:
-    release_gpu_memory()
-
-
 class _Stop(Exception):
     pass
 
@@ -176,7 +172,7 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
             localizer.to(prep_device)
         prep = prepare(card, source, localizer, prep_device)
     except torch.cuda.OutOfMemoryError:
-        _release_gpu()
+        release_gpu_memory()
         notes.append("out of GPU memory while preparing: prepared on the CPU")
         prep = prepare(card, source, localizer.to("cpu") if localizer is not None else None, "cpu")
     seconds["prepare"] = time.perf_counter() - t1
@@ -200,7 +196,7 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
                 raise
             log.warning("CUDA out of memory (%s); falling back", exc)
             net.to("cpu")
-            _release_gpu()
+            release_gpu_memory()
     seconds["inference"] = time.perf_counter() - t2
     yield Progress("post-processing", 0, 0)
     t3 = time.perf_counter()
@@ -240,7 +236,7 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
         notes.append("ran on the CPU after running out of GPU memory")
     net.to("cpu")
     if device == "cuda":
-        _release_gpu()
+        release_gpu_memory()
     return InferenceResult(labels, chosen, uncertainty, used.device if used.sw_device == used.device else
                            f"{used.sw_device} windows, {used.device} stitching", seconds, notes)
 

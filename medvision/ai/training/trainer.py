@@ -622,7 +622,6 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
         except ckpt.CheckpointError as exc:
             raise RuntimeError(f"{exc}; " + (f"{_kept(epoch - 1)} once there is room" if epoch > 1 else
                                              "no epoch is kept: free some space and start again")) from exc
-        del saved
         record["checkpoint_seconds"] = time.perf_counter() - t2
         preview = {k: record[k] for k in ("epoch", "train_loss", "val_dice", "per_label", "lr", "seconds", "frozen")}
         preview.update(eta_s=min(etas) if etas else None, best_val_dice=best["val_dice"], best_epoch=best["epoch"])
