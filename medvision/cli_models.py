@@ -195,6 +195,9 @@ def add_train_parser(sub) -> None:
                    help="the new output head's start: fitted first to the base's features on training patches (a "
                         "linear probe; by default kept only when it predicts the validation data better than "
                         "the class frequencies), the class frequencies, or random (see README)")
+    p.add_argument("--spacing", default=None, metavar="MM",
+                   help="the voxel size to train (and run the new model) at: auto (the scale the base learnt at; "
+                        "the default), native, or mm (one number or X,Y,Z)")
     p.add_argument("--patch", default="64", help="patch size: N or X,Y,Z (multiples of 32; default 64)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of decoder and head (default 1e-3)")
@@ -209,6 +212,10 @@ def add_train_parser(sub) -> None:
     p.add_argument("--val-slab", metavar="AXIS-END", default=None,
                    help="a single case's validation slab, e.g. x-first or z-last (default: the one that leaves "
                         "every label on both sides)")
+    p.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="k-fold cross-validation for a few cases: K runs, each validated on its share of the cases "
+                        "(every case once), then the model trained on all of them; the card records the folds' "
+                        "Dice (default: hold out about 20 %% of the cases)")
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs (0: none)")
     p.add_argument("--patches-per-epoch", type=int, help="patches per epoch (default 4 per training case)")
     p.add_argument("--seed", type=int, default=0)
@@ -231,6 +238,19 @@ def _patch(text: str) -> tuple[int, int, int]:
     return tuple(parts)
 
 
+def _spacing(text: str | None):
+    """--spacing: None (not given: the config's default), "auto", "native", or mm."""
+    if text is None or text in ("auto", "native"):
+        return text
+    try:
+        values = [float(p) for p in str(text).replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 3) or min(values) <= 0:
+        raise ValueError(f"--spacing {text}: give auto, native, or a voxel size in mm (MM or X,Y,Z)")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def _duration(seconds) -> str:
     if seconds is None:
         return "?"
@@ -243,8 +263,9 @@ def _epoch_line(p: dict, total: int) -> str:
     best = "n/a" if p.get("best_val_dice") is None else f"{p['best_val_dice']:.3f}"
     labels = "  ".join(f"{n} {'n/a' if d is None else f'{d:.3f}'}" for n, d in (p.get("per_label") or {}).items())
     loss = "n/a" if p.get("train_loss") is None else f"{p['train_loss']:.4f}"
-    return (f"epoch {p['epoch']}{'/' + str(total) if total else ''}  loss {loss}  val Dice {dice} "
-            f"(best {best} @{p.get('best_epoch')})  [{labels}]  lr {p.get('lr', 0):.2e}"
+    validation = f"val Dice {dice} (best {best} @{p.get('best_epoch')})  [{labels}]" if p.get("best_val_dice") \
+        is not None or any(v is not None for v in (p.get("per_label") or {}).values()) else "no validation"
+    return (f"epoch {p['epoch']}{'/' + str(total) if total else ''}  loss {loss}  {validation}  lr {p.get('lr', 0):.2e}"
             f"{'  pretrained layers held' if p.get('frozen') else ''}  {p.get('seconds', 0):.1f} s  "
             f"ETA {_duration(p.get('eta_s'))}")
 
@@ -265,6 +286,7 @@ def _cmd_train(args) -> int:
         groups[name.strip()] = [m.strip() for m in members.split(",") if m.strip()] or [name.strip()]
     try:
         patch = _patch(args.patch)
+        spacing = _spacing(args.spacing)
         if args.datalist:
             data = TrainingData.from_datalist(args.datalist, label_groups=groups or None)
         else:
@@ -279,12 +301,19 @@ def _cmd_train(args) -> int:
                          **{k: v for k, v in (("transfer", args.transfer), ("freeze_epochs", args.freeze_epochs),
                                               ("freeze_part", args.freeze_part), ("val_slab", args.val_slab),
                                               ("encoder_lr_factor", args.encoder_lr_factor),
-                                              ("head_init", args.head_init)) if v is not None})
+                                              ("head_init", args.head_init), ("folds", args.folds),
+                                              ("spacing_mm", spacing))
+                            if v is not None})
+    if config.folds:
+        try:
+            data.folds(config.folds, config.seed)  # too few cases: said before anything is loaded
+        except TrainingDataError as exc:
+            return _fail(str(exc))
     print(f"{len(data.cases)} cases, labels: {', '.join(data.names)}", flush=True)
     for note in data.notes:
         print(f"note: {note}", flush=True)
     stop = {"asked": False}
-    state = {"epoch": 0, "start": ""}
+    state = {"epoch": 0, "start": "", "run": ""}
 
     def on_sigint(_signum, _frame) -> None:
         if stop["asked"]:
@@ -296,11 +325,16 @@ def _cmd_train(args) -> int:
     bar = _Bar(args.quiet)
 
     def on_progress(record):
+        run = record.message.split(": ")[0] if config.folds else ""
+        if run != state["run"]:  # a cross-validation's next run
+            state.update(run=run, start="", epoch=0)
         if record.stage == "epoch" and isinstance(record.preview, dict):
             bar.close()
             state["epoch"] = record.done
-            print(_epoch_line(record.preview, record.total), flush=True)
-        elif record.stage == "training" and record.done == 0 and record.message and not state["start"]:
+            print((f"{run}: " if run else "") + _epoch_line(record.preview, record.total), flush=True)
+        elif record.stage == "epoch" or record.stage == "training" and record.done == 0 and record.message \
+                and not state["start"]:
+            bar.close()
             state["start"] = record.message
             print(record.message, flush=True)
         else:
@@ -311,7 +345,10 @@ def _cmd_train(args) -> int:
     try:
         result = run_job(train_job(config, data), on_progress)
     except Cancelled:
-        print(f"stopped after epoch {state['epoch']}: run the same command again to resume", flush=True)
+        where = f"in {state['run']} " if state["run"] else ""
+        when = f"after epoch {state['epoch']}" if state["epoch"] else "before an epoch had finished"
+        print(f"stopped {where}{when}: run the same command again to resume"
+              + (" (the folds that finished are kept)" if config.folds else ""), flush=True)
         return 130
     except (PackageError, TrainingDataError, ValueError, RuntimeError) as exc:
         return _fail(str(exc))
@@ -319,10 +356,22 @@ def _cmd_train(args) -> int:
         bar.close()
         signal.signal(signal.SIGINT, previous)
     dice = "n/a" if result.best_val_dice is None else f"{result.best_val_dice:.3f}"
-    print(f"{result.stopped_because}; best validation Dice {dice} (epoch {result.best_epoch}): "
-          + ", ".join(f"{n} {'n/a' if d is None else f'{d:.3f}'}" for n, d in result.per_label.items()))
+    per_label = ", ".join(f"{n} {'n/a' if d is None else f'{d:.3f}'}" for n, d in result.per_label.items())
+    cv = result.cross_validation
+    if cv:
+        for f in cv["per_fold"]:
+            d = "n/a" if f["val_dice"] is None else f"{f['val_dice']:.3f}"
+            print(f"fold {f['fold']}: validation {', '.join(f['validation_cases'])}: Dice {d} (epoch "
+                  f"{f['best_epoch']} of {f['epochs_run']})")
+        sd = "" if cv["val_dice_sd"] is None else f" ± {cv['val_dice_sd']:.3f}"
+        print(f"cross-validated Dice {dice}{sd} over {cv['folds']} folds: {per_label}")
+        epochs = f"{result.epochs_run} epoch{'s' if result.epochs_run != 1 else ''}"
+        print(f"the model: all {len(data.cases)} cases, {epochs} (the folds' median best epoch)")
+    else:
+        print(f"{result.stopped_because}; best validation Dice {dice} (epoch {result.best_epoch}): {per_label}")
     print(f"split: {result.split_description}")
     for note in result.notes:
-        print(f"note: {note}")
+        if note not in data.notes:  # (those were said first)
+            print(f"note: {note}")
     print(f"new model {result.package_id} {result.version} -> {result.package_folder}")
     return 0

@@ -137,10 +137,32 @@ def test_split_holds_out_whole_cases():
         split = _fake_cases(n).split(seed=0)
         assert split.kind == "hold-out" and len(split.val) == n_val and len(split.train) == n - n_val
         assert not {p.case for p in split.val} & {p.case for p in split.train}
-        assert "hold-out" in split.description and "no k-fold" in split.description
+        assert "hold-out" in split.description
     assert _fake_cases(10).split(seed=1).val != _fake_cases(10).split(seed=0).val
     several = _fake_cases(3).split(seed=0, slab="x-first")  # a slab is for one case: said, not used
     assert several.kind == "hold-out" and "slab (x-first) is for a single case: not used" in several.description
+
+
+def test_k_folds_validate_every_case_exactly_once():
+    data = _fake_cases(5)
+    for k in (2, 3, 5):
+        folds = data.folds(k, seed=0)
+        assert len(folds) == k and all(f.kind == "k-fold" for f in folds)
+        val = [p.case for f in folds for p in f.val]
+        assert sorted(val) == [f"k{i}" for i in range(5)]  # every case once
+        assert sorted(len(f.val) for f in folds) == sorted(len(a) for a in np.array_split(range(5), k))
+        for i, f in enumerate(folds):
+            assert not {p.case for p in f.val} & {p.case for p in f.train} and len(f.train) + len(f.val) == 5
+            assert f"{k}-fold cross-validation (seed 0), fold {i + 1}:" in f.description
+    assert [p.case for p in data.folds(5, 0)[0].val] != [p.case for p in data.folds(5, 1)[0].val]
+    everything = data.all_cases()
+    assert everything.kind == "all" and not everything.val and len(everything.train) == 5
+    with pytest.raises(TrainingDataError, match="needs at least 2 cases; a single case is split by region"):
+        _fake_cases(1).folds(2)
+    with pytest.raises(TrainingDataError, match="4 folds need at least 4 cases and there are 3: use 2 to 3 folds"):
+        _fake_cases(3).folds(4)
+    with pytest.raises(TrainingDataError, match="1 folds need at least 2 cases"):
+        _fake_cases(3).folds(1)
 
 
 def test_one_case_is_split_by_region_and_says_how():
@@ -329,6 +351,61 @@ def test_a_stopped_run_resumes_in_the_same_lineage(tmp_path, datalist):
     # finished: the same config again starts a new run (the finished checkpoint is set aside)
     final = torch.load(Path(cfg.workdir) / ckpt.FILE, weights_only=True)
     assert final["finished"] and final["package"] == str(result.package_folder)
+
+
+def test_k_fold_cross_validation_then_the_model_on_every_case(tmp_path, datalist):
+    data = TrainingData.from_datalist(datalist)
+    cfg = config(tmp_path, new_id="blobs-cv", folds=3, epochs=2, freeze_epochs=0, patience=1)
+    records, result = _collect(train_job(cfg, data))
+    runs = [r.preview["run"] for r in records if r.stage == "epoch" and r.preview]
+    assert runs[0] == "fold 1 of 3" and runs[-1] == "the model (all cases)"
+    assert [r for r in dict.fromkeys(runs)] == ["fold 1 of 3", "fold 2 of 3", "fold 3 of 3", "the model (all cases)"]
+    assert all(r.message.startswith(("fold ", "the model")) for r in records)
+
+    cv = result.cross_validation
+    folds = cv["per_fold"]
+    assert sorted(c for f in folds for c in f["validation_cases"]) == ["c1", "c2", "c3"]
+    dice = [f["val_dice"] for f in folds]
+    assert all(d is not None for d in dice) and len({f["run_id"] for f in folds} | {result.run_id}) == 4
+    assert cv["val_dice_mean"] == pytest.approx(np.mean(dice)) == result.best_val_dice
+    assert cv["val_dice_sd"] == pytest.approx(np.std(dice, ddof=1))
+    assert cv["final_epochs"] == max(1, int(np.median([f["best_epoch"] for f in folds]) + 0.5))
+    # the model itself trained on every case, no validation: its last epoch
+    assert result.epochs_run == cv["final_epochs"] and all(h["val_dice"] is None for h in result.history)
+    assert "all 3 cases for training" in result.split_description and "3-fold" in result.split_description
+
+    card = Registry().get("blobs-cv").card
+    prov = card["provenance"]
+    assert prov["cross_validation"]["per_fold"] == folds and prov["cases"] == ["c1", "c2", "c3"]
+    assert prov["metrics"]["val_dice"] == result.best_val_dice and "3-fold" in prov["metrics"]["validation"]
+    assert set(prov["metrics"]["per_label"]) == {"ball", "box"}
+    assert prov["hyperparameters"]["folds"] == 3 and prov["epochs_run"] == cv["final_epochs"]
+    # the folds are done: their checkpoints are set aside, the same command again is a new cross-validation
+    for f in (1, 2, 3):
+        assert not (Path(cfg.workdir) / f"fold-{f}" / ckpt.FILE).exists()
+        assert list((Path(cfg.workdir) / f"fold-{f}").glob("checkpoint-*-finished.pt"))
+
+
+def test_a_stopped_cross_validation_resumes_in_its_fold_and_keeps_the_finished_ones(tmp_path, datalist):
+    data = TrainingData.from_datalist(datalist)
+    cfg = config(tmp_path, new_id="blobs-cv2", folds=2, epochs=1, freeze_epochs=0)
+    job = train_job(cfg, data)
+    for record in job:
+        if record.stage == "validation" and record.message.startswith("fold 2 of 2"):
+            break  # stopped in fold 2's first epoch: fold 1 is finished
+    job.close()
+    first = torch.load(Path(cfg.workdir) / "fold-1" / ckpt.FILE, weights_only=True)
+    assert first["finished"] and not (Path(cfg.workdir) / "fold-2" / ckpt.FILE).exists()
+    assert "blobs-cv2" not in {p.id for p in Registry().packages()}
+
+    records, result = _collect(train_job(cfg, data))
+    trained = {r.message.split(":")[0] for r in records if r.stage == "training"}
+    assert trained == {"fold 2 of 2", "the model (all cases)"}  # fold 1 is not trained again
+    assert any(r.message == "fold 1 of 2: finished earlier" for r in records)
+    assert result.cross_validation["per_fold"][0]["run_id"] == first["run_id"]
+    assert result.cross_validation["per_fold"][0]["val_dice"] == first["best_val_dice"]
+    assert any(n.startswith("fold 1 of 2 finished in an earlier session") for n in result.notes)
+    assert Registry().get("blobs-cv2").card["provenance"]["cross_validation"]["folds"] == 2
 
 
 def test_the_encoder_is_frozen_first_then_trained(tmp_path, datalist):
@@ -650,6 +727,36 @@ def test_cli_train_end_to_end_with_ctrl_c_and_resume(tmp_path, datalist, medvisi
     card = json.loads((medvision_home / "data" / "models" / "cli-blobs-1" / "model.json").read_text())
     assert len(card["provenance"]["lineage"]) == 2 and card["weights"]["sha256"] == sha256_of(
         medvision_home / "data" / "models" / "cli-blobs-1" / "weights.safetensors")
+
+
+def test_cli_cross_validation_stopped_in_a_fold_resumes_there(tmp_path, datalist, medvision_home):
+    env = dict(os.environ, MEDVISION_HOME=str(medvision_home), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "medvision.cli", "train", "--base", BASE, "--datalist", str(datalist),
+           "-o", "cli-cv", "--epochs", "1", "--patches-per-epoch", "8", "--device", "cpu", "--folds", "2",
+           "--spacing", "1.5", "--workdir", str(tmp_path / "work"), "-q"]
+    for bad, said in ((["--folds", "4"], "4 folds need at least 4 cases and there are 3"),
+                      (["--spacing", "fine"], "--spacing fine: give auto, native, or a voxel size in mm")):
+        refused = subprocess.run(cmd + bad, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("fold 2 of 2: fine-tuning on cpu"):
+            proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 130, "".join(lines)
+    assert any(ln.startswith("fold 1 of 2: epoch 1/1") and "val Dice" in ln for ln in lines), "".join(lines)
+    assert any("stopped in fold 2 of 2 before an epoch had finished: run the same command again to resume (the "
+               "folds that finished are kept)" in ln for ln in lines), "".join(lines)
+
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "fold 1 of 2: finished earlier" in out and "fold 1 of 2: epoch" not in out
+    assert "fold 2 of 2: epoch 1/1" in out and "the model (all cases): epoch 1/1  loss" in out
+    assert "no validation" in out and "cross-validated Dice" in out and "new model cli-cv 1" in out
+    card = json.loads((medvision_home / "data" / "models" / "cli-cv-1" / "model.json").read_text())
+    assert card["input"]["spacing_mm"] == [1.5, 1.5, 1.5] and card["provenance"]["cross_validation"]["folds"] == 2
 
 
 def test_the_default_keeps_a_probed_head_only_when_it_beats_the_class_frequencies_on_validation(tmp_path, datalist):

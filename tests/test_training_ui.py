@@ -81,6 +81,53 @@ def test_training_dialog_trains_a_new_model_in_another_process(qtbot, window, da
     assert panel.package.card["provenance"]["parent"].startswith("deepbet-t1-brain")
 
 
+def test_the_dialog_cross_validates_then_trains_the_model_on_every_case(qtbot, window, datalist, screenshot_dir):
+    panel = window.annotating.models
+    dialog = panel.open_training()
+    one = datalist.parent / "one.json"  # a single case: no k-fold offered
+    one.write_text(json.dumps(dict(json.loads(datalist.read_text()), training=json.loads(datalist.read_text())
+                                   ["training"][:1])))
+    dialog.datalist_edit.setText(str(one))
+    dialog.datalist_radio.setChecked(True)
+    assert not dialog.validation_combo.model().item(1).isEnabled() and not dialog.folds_spin.isEnabled()
+    dialog.datalist_edit.setText(str(datalist))
+    assert dialog.validation_combo.model().item(1).isEnabled() and dialog.folds_spin.maximum() == 3
+    dialog.validation_combo.setCurrentIndex(1)
+    assert dialog.folds_spin.isEnabled()
+    dialog.folds_spin.setValue(2)
+    dialog.id_edit.setText("blobs-cv")
+    dialog.epochs_spin.setValue(2)
+    assert dialog.config()[0]["folds"] == 2
+    assert dialog.start()
+    qtbot.waitUntil(lambda: dialog.final is not None, timeout=900_000)
+    kind, payload = dialog.final
+    assert kind == "done", (kind, payload)
+    assert list(dialog.run_curves) == ["fold 1 of 2", "fold 2 of 2", "the model (all cases)"]
+    for run in ("fold 1 of 2", "fold 2 of 2"):
+        assert len(dialog.run_curves[run][1].getData()[0]) >= 1  # its validation Dice, epoch by epoch
+    assert dialog.run_curves["the model (all cases)"][1].getData()[0] is None  # no validation: no Dice curve
+    cv = payload["cross_validation"]
+    assert f"cross-validated Dice {payload['best_val_dice']:.3f}" in dialog.status.text()
+    assert dialog.label_table.rowCount() == 2
+    assert dialog.label_table.horizontalHeaderItem(1).text().startswith("Cross-validated Dice")
+    dialog.grab().save(str(screenshot_dir / "training_dialog_kfold.png"))
+    assert panel.package is not None and panel.package.id == "blobs-cv"
+    card = panel.package.card["provenance"]
+    assert card["cross_validation"]["folds"] == 2 and card["metrics"]["val_dice"] == cv["val_dice_mean"]
+    shown = panel.card_view.toPlainText()  # the dock's card says what the figure is
+    assert f"validation Dice {cv['val_dice_mean']:.3f} ± {cv['val_dice_sd']:.3f}" in shown
+    assert "2-fold cross-validation (seed 0)" in shown
+
+
+def test_a_cards_metrics_in_words():
+    from medvision.ui.model_panel import metrics_text
+
+    assert metrics_text({"val_dice": 0.81234, "per_label": {"liver": 0.9, "spleen": None}, "best_epoch": 7}) == \
+        "validation Dice 0.812 (epoch 7); liver 0.900, spleen n/a"
+    assert metrics_text({"mean_dice": 0.96, "note": "bundle"}) == "mean_dice 0.960; note bundle"
+    assert metrics_text({}) == "" and metrics_text(None) == ""
+
+
 def test_a_killed_training_process_is_reported_and_the_window_keeps_working(qtbot, window, datalist):
     from medvision.ai.train_process import TrainingProcess
 

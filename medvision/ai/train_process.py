@@ -6,7 +6,7 @@ runs :func:`medvision.ai.training.trainer.train_job`; everything it reports come
 messages through a queue, read with :meth:`TrainingProcess.poll` (never blocking):
 
 * ``("progress", {"stage", "done", "total", "message", "epoch": {...} or None})``
-* ``("done", {"package", "best_val_dice", "per_label", "epochs_run", "split"})``
+* ``("done", {"package", "best_val_dice", "per_label", "epochs_run", "split", "cross_validation"})``
 * ``("cancelled", {"epochs_run"})``
 * ``("error", {"message", "traceback", "out_of_memory"})``
 * ``("crashed", {"exitcode"})``: the process ended without saying why (killed, segfault)
@@ -76,6 +76,7 @@ def _child(config: dict, data_spec: dict, out, cancel, pause) -> None:
                     "per_label": getattr(result, "per_label", {}),
                     "epochs_run": getattr(result, "epochs_run", epochs),
                     "split": getattr(result, "split_description", ""),
+                    "cross_validation": getattr(result, "cross_validation", None),
                 })))
                 return
             epoch = record.preview if isinstance(record.preview, dict) else None

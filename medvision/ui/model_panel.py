@@ -185,7 +185,8 @@ class ModelPanel(QWidget):
         rows = [("Task", c.get("task")), ("Modality", f"{pkg.modality or 'any'} {c.get('sequence', '')}".strip()),
                 ("Labels", labels), ("Version", pkg.version), ("Licence", c.get("license")),
                 ("Source", prov.get("source")), ("Parent", prov.get("parent")),
-                ("Metrics", ", ".join(f"{k} {v}" for k, v in (prov.get("metrics") or {}).items())),
+                ("Metrics", metrics_text(prov.get("metrics") or {})),
+                ("Validation", (prov.get("metrics") or {}).get("validation") or prov.get("split")),
                 ("Where", "shipped with medvision" if pkg.shipped else str(pkg.folder))]
         text = "".join(f"<tr><td><b>{k}</b></td><td>{html.escape(str(v)) if k != 'Labels' else v}</td></tr>"
                        for k, v in rows if v)
@@ -385,3 +386,22 @@ class ModelPanel(QWidget):
 
 
 __all__ = ["ModelPanel", "Qt"]
+
+
+def metrics_text(metrics: dict) -> str:
+    """A card's metrics in words: validation Dice (± the folds' spread, at which epoch), per label, the rest."""
+    def num(v) -> str:
+        return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    m = dict(metrics) if isinstance(metrics, dict) else {}
+    parts = []
+    if "val_dice" in m:
+        sd, epoch = m.pop("val_dice_sd", None), m.pop("best_epoch", None)
+        parts.append(f"validation Dice {num(m.pop('val_dice'))}" + (f" ± {num(sd)}" if sd is not None else "")
+                     + (f" (epoch {epoch})" if epoch else ""))
+    per = m.pop("per_label", None)
+    if isinstance(per, dict) and per:
+        parts.append(", ".join(f"{n} {num(v)}" for n, v in per.items()))
+    m.pop("validation", None)  # (its own row)
+    parts += [f"{k} {num(v)}" for k, v in m.items()]
+    return "; ".join(parts)

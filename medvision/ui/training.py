@@ -1,7 +1,8 @@
 """Fine-tuning from the Models dock: a dialog that trains a new model from a pretrained one on the
 worklist's finished cases (or a datalist file) in a separate process, with live loss and
-validation Dice curves, per-label Dice, ETA, pause and cancel. The window stays usable meanwhile;
-a crash of the training process is reported and changes nothing else."""
+validation Dice curves (one per fold of a k-fold cross-validation), per-label Dice, ETA, pause and
+cancel. The window stays usable meanwhile; a crash of the training process is reported and
+changes nothing else."""
 
 from __future__ import annotations
 
@@ -97,6 +98,20 @@ class TrainingDialog(QDialog):
             row.addWidget(w)
         row.addStretch(1)
         form.addRow("Budget", row)
+        row = QHBoxLayout()
+        self.validation_combo = QComboBox()
+        self.validation_combo.addItem("Hold out about 20 % of the cases (one region of a single case)", "hold-out")
+        self.validation_combo.addItem("k-fold cross-validation, then the model on every case", "k-fold")
+        self.validation_combo.setToolTip(
+            "k-fold: one run per fold, each validated on cases it did not see (every case once); the model "
+            "is then trained on all the cases, and its card records the folds' Dice. Takes k + 1 runs.")
+        self.folds_spin = QSpinBox()
+        self.folds_spin.setRange(2, 10)
+        self.folds_spin.setValue(3)
+        self.folds_spin.setSuffix(" folds")
+        row.addWidget(self.validation_combo, 1)
+        row.addWidget(self.folds_spin)
+        form.addRow("Validation", row)
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda"])
         form.addRow("Device", self.device_combo)
@@ -126,6 +141,7 @@ class TrainingDialog(QDialog):
         self.dice_plot.setYRange(0, 1)
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen((230, 120, 60), width=2), symbol="o", symbolSize=5)
         self.dice_curve = self.dice_plot.plot([], [], pen=pg.mkPen((80, 180, 240), width=2), symbol="o", symbolSize=5)
+        self.run_curves: dict[str, tuple] = {}  # a cross-validation's run -> (loss curve, Dice curve)
         plots.addWidget(self.loss_plot)
         plots.addWidget(self.dice_plot)
         layout.addLayout(plots, 1)
@@ -141,8 +157,10 @@ class TrainingDialog(QDialog):
         project = self._project()
         self.project_radio.setEnabled(project is not None)
         (self.project_radio if project is not None else self.datalist_radio).setChecked(True)
+        self.n_cases = 0
         self.project_radio.toggled.connect(self._describe_cases)
         self.datalist_edit.textChanged.connect(self._describe_cases)
+        self.validation_combo.currentIndexChanged.connect(self._sync_folds)
         self._describe_cases()
         self._sync()
 
@@ -159,9 +177,11 @@ class TrainingDialog(QDialog):
             self.datalist_radio.setChecked(True)
 
     def _describe_cases(self) -> None:
+        self.n_cases = 0
         if self.project_radio.isChecked() and self._project() is not None:
             project = self._project()
             done = project.datalist()["training"]
+            self.n_cases = len(done)
             self.cases_label.setText(f"{len(done)} case{'s' if len(done) != 1 else ''} of project "
                                      f"{project.name} marked done or reviewed, with labels")
         else:
@@ -169,9 +189,22 @@ class TrainingDialog(QDialog):
             try:
                 with open(path, encoding="utf-8") if path else open(os.devnull) as fh:
                     n = len(json.loads(fh.read() or "{}").get("training", []))
+                self.n_cases = n if path else 0
                 self.cases_label.setText(f"{n} case{'s' if n != 1 else ''} in the datalist" if path else "")
             except (OSError, ValueError, AttributeError) as exc:
                 self.cases_label.setText(f"cannot read the datalist: {exc}")
+        self._sync_folds()
+
+    def _sync_folds(self) -> None:
+        """k-fold needs two cases or more, and at most one fold per case."""
+        possible = self.n_cases >= 2
+        item = self.validation_combo.model().item(1)
+        item.setEnabled(possible)
+        item.setToolTip("" if possible else "k-fold needs at least 2 cases")
+        if not possible and self.validation_combo.currentIndex() == 1:
+            self.validation_combo.setCurrentIndex(0)
+        self.folds_spin.setMaximum(max(2, min(10, self.n_cases)))
+        self.folds_spin.setEnabled(self.validation_combo.currentData() == "k-fold")
 
     def config(self) -> tuple[dict, dict]:
         """The training settings and the data source chosen, as the child process takes them."""
@@ -184,6 +217,11 @@ class TrainingDialog(QDialog):
             config["epochs"] = self.epochs_spin.value()
         else:
             config["minutes"] = float(self.minutes_spin.value())
+        if self.validation_combo.currentData() == "k-fold":
+            if self.folds_spin.value() > self.n_cases:
+                raise ValueError(f"{self.folds_spin.value()} folds need at least as many cases; there are "
+                                 f"{self.n_cases}")
+            config["folds"] = self.folds_spin.value()
         if self.project_radio.isChecked() and self._project() is not None:
             data = {"project": str(self._project().folder)}
         else:
@@ -211,11 +249,17 @@ class TrainingDialog(QDialog):
         self.final = None
         self.loss_curve.setData([], [])
         self.dice_curve.setData([], [])
+        for loss, dice in self.run_curves.values():
+            self.loss_plot.removeItem(loss)
+            self.dice_plot.removeItem(dice)
+        self.run_curves = {}
+        self.label_table.setHorizontalHeaderLabels(["Label", "Validation Dice"])
         self._new_id = config["new_id"]
         self.process = TrainingProcess(config, data).start()
         self.started = time.monotonic()
         origin = "scratch" if config["from_scratch"] else config["base"]
-        self.status.setText(f"training {config['new_id']} from {origin} in process {self.process.pid} ...")
+        folds = f", {config['folds']}-fold cross-validation first" if config.get("folds") else ""
+        self.status.setText(f"training {config['new_id']} from {origin}{folds} in process {self.process.pid} ...")
         self.timer.start()
         self._sync()
         return True
@@ -252,38 +296,81 @@ class TrainingDialog(QDialog):
         epoch = payload.get("epoch")
         if epoch:
             self.history.append(epoch)
-            xs = [h.get("epoch", i + 1) for i, h in enumerate(self.history)]
-            self.loss_curve.setData(xs, [h.get("train_loss") or 0.0 for h in self.history])
-            dice = [(x, h["val_dice"]) for x, h in zip(xs, self.history, strict=True) if h.get("val_dice") is not None]
+            run = epoch.get("run") or ""
+            history = [h for h in self.history if (h.get("run") or "") == run]
+            loss_curve, dice_curve = self._curves(run)
+            xs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+            loss_curve.setData(xs, [h.get("train_loss") or 0.0 for h in history])
+            dice = [(x, h["val_dice"]) for x, h in zip(xs, history, strict=True) if h.get("val_dice") is not None]
             if dice:
-                self.dice_curve.setData([d[0] for d in dice], [d[1] for d in dice])
+                dice_curve.setData([d[0] for d in dice], [d[1] for d in dice])
             per = epoch.get("per_label") or {}
-            self.label_table.setRowCount(len(per))
-            for r, (name, value) in enumerate(per.items()):
-                self.label_table.setItem(r, 0, QTableWidgetItem(str(name)))
-                self.label_table.setItem(r, 1, QTableWidgetItem("" if value is None else f"{value:.3f}"))
+            if any(v is not None for v in per.values()):  # (the final model of a k-fold has no validation)
+                self.label_table.setRowCount(len(per))
+                for r, (name, value) in enumerate(per.items()):
+                    self.label_table.setItem(r, 0, QTableWidgetItem(str(name)))
+                    self.label_table.setItem(r, 1, QTableWidgetItem("" if value is None else f"{value:.3f}"))
             eta = epoch.get("eta_s")
             frozen = " (pretrained layers held)" if epoch.get("frozen") else ""
+            best = epoch.get("best_val_dice") or 0
+            validation = (f"validation Dice {epoch['val_dice']:.3f} (best {best:.3f})"
+                          if epoch.get("val_dice") is not None else "no validation (every case trains)")
             self.status.setText(
-                f"epoch {epoch.get('epoch')}{'/' + str(payload['total']) if payload.get('total') else ''}{frozen}: "
-                f"loss {epoch.get('train_loss', 0):.4f}, validation Dice {epoch.get('val_dice') or 0:.3f} "
-                f"(best {epoch.get('best_val_dice') or 0:.3f})"
+                f"{run + ', ' if run else ''}epoch {epoch.get('epoch')}"
+                f"{'/' + str(payload['total']) if payload.get('total') else ''}{frozen}: "
+                f"loss {epoch.get('train_loss', 0):.4f}, {validation}"
                 + (f", about {eta / 60:.1f} min left" if eta else ""))
         elif payload.get("message"):
             self.last_message = payload["message"]
 
+    #: curve colours of a cross-validation's runs (folds in turn; the final model in grey)
+    RUN_COLOURS = ((80, 180, 240), (240, 170, 60), (120, 210, 120), (220, 110, 200), (240, 230, 90), (150, 150, 255))
+
+    def _curves(self, run: str) -> tuple:
+        """The (loss, Dice) curves of ``run`` (a hold-out run: the dialog's own)."""
+        if not run:
+            return self.loss_curve, self.dice_curve
+        if run not in self.run_curves:
+            if not self.run_curves:
+                self.loss_plot.addLegend(offset=(-10, 10))
+            final = not run.startswith("fold ")
+            colour = (170, 170, 170) if final else self.RUN_COLOURS[len(self.run_curves) % len(self.RUN_COLOURS)]
+            pen = pg.mkPen(colour, width=2, style=Qt.PenStyle.DashLine if final else Qt.PenStyle.SolidLine)
+            name = run.replace(" (all cases)", "")
+            self.run_curves[run] = (self.loss_plot.plot([], [], pen=pen, symbol="o", symbolSize=4, name=name,
+                                                        symbolBrush=colour),
+                                    self.dice_plot.plot([], [], pen=pen, symbol="o", symbolSize=4, symbolBrush=colour))
+        return self.run_curves[run]
+
     def _final(self, kind: str, payload: dict) -> None:
         self.final = (kind, payload)
-        if kind == "done":
+        cv = payload.get("cross_validation") if kind == "done" else None
+        if cv:
+            sd = "" if cv.get("val_dice_sd") is None else f" ± {cv['val_dice_sd']:.3f}"
+            folds = ", ".join("n/a" if f["val_dice"] is None else f"{f['val_dice']:.3f}"
+                              for f in cv.get("per_fold", []))
+            mean = "n/a" if payload.get("best_val_dice") is None else f"{payload['best_val_dice']:.3f}"
+            self.status.setText(f"done: {payload.get('package')}\ncross-validated Dice {mean}{sd} over "
+                                f"{cv.get('folds')} folds ({folds}); the model then trained on every case for "
+                                f"{payload.get('epochs_run')} epochs (the folds' median best epoch)")
+            per = cv.get("per_label_mean") or {}
+            self.label_table.setHorizontalHeaderLabels(["Label", "Cross-validated Dice (mean of the folds)"])
+            self.label_table.setRowCount(len(per))
+            for r, (name, value) in enumerate(per.items()):
+                self.label_table.setItem(r, 0, QTableWidgetItem(str(name)))
+                self.label_table.setItem(r, 1, QTableWidgetItem("" if value is None else f"{value:.3f}"))
+        elif kind == "done":
             self.status.setText(f"done: {payload.get('package')} (best validation Dice "
                                 f"{payload.get('best_val_dice') or 0:.3f} after {payload.get('epochs_run')} epochs; "
                                 f"{payload.get('split', '')})")
+        if kind == "done":
             self.model_panel.refresh()
             if self.model_panel.select(self._new_id):
                 self.model_ready.emit(self._new_id)
         elif kind == "cancelled":
             self.status.setText(f"cancelled after {payload.get('epochs_run', 0)} epochs; the last epoch's "
-                                "checkpoint is kept: Start with the same settings resumes")
+                                "checkpoint is kept: Start with the same settings resumes"
+                                + (" (the folds that finished are kept too)" if self.run_curves else ""))
         elif kind == "error":
             what = "ran out of memory" if payload.get("out_of_memory") else "failed"
             message = str(payload.get("message"))
@@ -300,8 +387,11 @@ class TrainingDialog(QDialog):
         """What is left of a run that stopped on an error: its last finished epoch, if any."""
         if not self.history:
             return "no epoch of this run had finished."
-        return (f"epoch {self.history[-1].get('epoch', len(self.history))}'s checkpoint is kept: Start with the same "
-                "settings resumes from it.")
+        last = self.history[-1]
+        run = f"{last['run']}: " if last.get("run") else ""
+        folds = " (the folds that finished are kept too)" if run else ""
+        return (f"{run}epoch {last.get('epoch', len(self.history))}'s checkpoint is kept: Start with the same "
+                f"settings resumes from it{folds}.")
 
     def _sync(self) -> None:
         running = self.process is not None and self.process.running

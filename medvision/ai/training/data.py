@@ -9,8 +9,11 @@
   BY NAME (case-insensitive) into one table, class index 1..K (0 = background). ``label_groups``
   merges several names into one class (``{"hippocampus": ["hippo-L", "hippo-R"]}``) and drops
   the names it does not mention. Names with no voxels in any case are dropped (``notes`` says so).
-* :meth:`TrainingData.split`: a hold-out split (no k-fold): about 20 % of the cases, at least one,
-  for validation. A single case is split by region instead (see :func:`region_split`).
+* :meth:`TrainingData.split`: a hold-out split: about 20 % of the cases, at least one, for
+  validation. A single case is split by region instead (see :func:`region_split`).
+  :meth:`TrainingData.folds`: the K splits of a k-fold cross-validation (every case validated
+  once); :meth:`TrainingData.all_cases`: every case for training, none for validation (the final
+  model of a cross-validation).
 * Arrays for the network: the volume reoriented (flips and permutations only, native resolution)
   to the base card's orientation, as an ``[x, y, z]`` array; :func:`normalize_for_training`
   applies the card's intensity normalisation with statistics of the image itself. The trainer may
@@ -88,7 +91,7 @@ class Part:
 class Split:
     train: list[Part]
     val: list[Part]
-    kind: str  # "hold-out" (whole cases) or "region" (one case cut in two)
+    kind: str  # "hold-out" or "k-fold" (whole cases), "region" (one case cut in two), "all" (no validation)
     description: str
 
 
@@ -275,7 +278,7 @@ class TrainingData:
     # ---- split --------------------------------------------------------------------------------
     def split(self, seed: int = 0, val_fraction: float = 0.2, orientation: str | None = "RAS",
               context_margin: int = 32, slab: str | None = None) -> Split:
-        """Hold-out split of whole cases (no k-fold): ``round(val_fraction * n)`` cases, at least
+        """Hold-out split of whole cases (see :meth:`folds` for k-fold): ``round(val_fraction * n)`` cases, at least
         one, chosen at random with ``seed``, for validation. One case: :func:`region_split` (at the
         ``slab`` end, e.g. ``"x-last"``, when given), the validation slab seen with ``context_margin``
         voxels of image around it."""
@@ -294,11 +297,39 @@ class TrainingData:
         order = np.random.default_rng(seed).permutation(n)
         val_ids = [self.cases[i].id for i in sorted(order[:n_val])]
         train_ids = [c.id for c in self.cases if c.id not in val_ids]
-        text = (f"hold-out split (no k-fold), seed {seed}: {n_val} of {n} cases for validation "
+        text = (f"hold-out split, seed {seed}: {n_val} of {n} cases for validation "
                 f"({', '.join(val_ids)}), {len(train_ids)} for training")
         if slab:
             text += f"; the validation slab ({slab}) is for a single case: not used"
         return Split([Part(c) for c in train_ids], [Part(c) for c in val_ids], "hold-out", text)
+
+    def folds(self, k: int, seed: int = 0) -> list[Split]:
+        """The ``k`` splits of a k-fold cross-validation of whole cases: the cases shuffled with
+        ``seed`` and dealt into ``k`` folds of (nearly) equal size; split ``i`` validates on fold
+        ``i`` and trains on the others, so every case is validated exactly once."""
+        n = len(self.cases)
+        if n < 2:
+            raise TrainingDataError("k-fold cross-validation needs at least 2 cases; a single case is split by "
+                                    "region into training and validation instead (train without folds)")
+        if not 2 <= int(k) <= n:
+            raise TrainingDataError(f"{k} folds need at least {max(2, int(k))} cases and there are {n}: use 2 to {n} "
+                                    f"folds ({n} leaves one case out at a time)")
+        k = int(k)
+        groups = np.array_split(np.random.default_rng(seed).permutation(n), k)
+        splits = []
+        for f, group in enumerate(groups):
+            val_ids = [self.cases[i].id for i in sorted(group)]
+            train_ids = [c.id for c in self.cases if c.id not in val_ids]
+            text = (f"{k}-fold cross-validation (seed {seed}), fold {f + 1}: {len(val_ids)} of {n} cases for "
+                    f"validation ({', '.join(val_ids)}), {len(train_ids)} for training")
+            splits.append(Split([Part(c) for c in train_ids], [Part(c) for c in val_ids], "k-fold", text))
+        return splits
+
+    def all_cases(self) -> Split:
+        """Every case for training and none for validation (a cross-validation's final model)."""
+        n = len(self.cases)
+        return Split([Part(c.id) for c in self.cases], [], "all",
+                     f"all {n} case{'s' if n != 1 else ''} for training, none held out")
 
 
 def _resolve(value, root: Path, what: str, k: int) -> Path:

@@ -54,7 +54,7 @@ from ..engine import pick_device
 from ..memory import is_out_of_memory, release_gpu_memory
 from ..package import PackageError, Registry, user_dir
 from . import checkpoint as ckpt
-from .data import Part, TrainingData, normalize_for_training, resample_image, resample_labels, resampled_shape
+from .data import Part, Split, TrainingData, normalize_for_training, resample_image, resample_labels, resampled_shape
 from .export import created, write_package
 from .model import (
     encoder_modules,
@@ -142,6 +142,10 @@ class TrainConfig:
     #: Off by default: on MRIcrop (seeds 0-2, encoder transfer) neither arm learnt the hippocampus better
     batch_dice: bool = False
     val_fraction: float = 0.2
+    #: k-fold cross-validation (2 or more; 0: a hold-out split): one run per fold, each validated on
+    #: its fold's cases (every case once), then the model itself trained on all the cases for the
+    #: median of the folds' best epochs (see :mod:`.crossval`); a time budget is shared by the runs
+    folds: int = 0
     #: a single case's validation slab: "x-first", "z-last" ... (None: chosen, see ``region_split``)
     val_slab: str | None = None
     threads: int | None = None
@@ -156,7 +160,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    package_folder: Path
+    package_folder: Path | None  # None: a cross-validation fold's run (no package of its own)
     best_val_dice: float | None
     per_label: dict[str, float | None]
     epochs_run: int
@@ -169,6 +173,25 @@ class TrainResult:
     stopped_because: str = ""
     best_epoch: int = 0
     notes: list[str] = field(default_factory=list)
+    head_init_used: str = ""
+    #: a cross-validated model's folds: see :func:`.crossval.cross_validation_job`
+    cross_validation: dict | None = None
+    workdir: str = ""  # the run's checkpoint folder
+
+
+@dataclass
+class Run:
+    """One run of a cross-validation (see :mod:`.crossval`): its split, what it adds to the
+    checkpoint's identity, its folder within ``config.workdir``, its name in progress records,
+    whether it writes the package, how many runs of about its length follow it (for the ETA)."""
+
+    split: Split
+    identity: dict
+    subdir: str
+    label: str
+    export: bool
+    runs_after: int = 0
+    cross_validation: dict | None = None
 
 
 class WarmupCosine:
@@ -333,8 +356,25 @@ def _probe_batches(sampler: PatchSampler):
 
 
 def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None = None) -> Job[TrainResult]:
-    """Job: fine-tune ``config.base`` on ``data``; returns a :class:`TrainResult` (see the module doc)."""
-    yield Progress("preparing", 0, 0, "loading the base model")
+    """Job: fine-tune ``config.base`` on ``data``; returns a :class:`TrainResult` (see the module doc).
+    With ``config.folds``: a k-fold cross-validation, then the model (:mod:`.crossval`)."""
+    if config.folds:
+        from .crossval import cross_validation_job
+
+        return (yield from cross_validation_job(config, data, registry))
+    return (yield from train_run(config, data, registry))
+
+
+def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None = None,
+              run: Run | None = None) -> Job[TrainResult]:
+    """One training run: on ``run.split`` when given (a cross-validation's fold or final model),
+    else on ``data.split``."""
+    tag = f"{run.label}: " if run else ""
+
+    def progress(stage, done, total, message, preview=None) -> Progress:
+        return Progress(stage, done, total, tag + message, preview=preview)
+
+    yield progress("preparing", 0, 0, "loading the base model")
     if not _ID.match(config.new_id or ""):
         raise ValueError(f"{config.new_id!r} is not a usable model id (letters, digits, '.', '_', '-')")
     for key, allowed in (("head_init", ("auto", "probe", "prior", "random")), ("freeze_part", ("encoder", "body"))):
@@ -357,15 +397,16 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     head_init = config.head_init if config.head_init != "auto" else ("probe" if fine_tune else "prior")
     notes = list(data.notes) + tn.notes
 
-    split = data.split(config.seed, config.val_fraction, orientation, slab=config.val_slab)
+    split = run.split if run else data.split(config.seed, config.val_fraction, orientation, slab=config.val_slab)
     target = training_spacing(card, config.spacing_mm)
     arrays = {}
     for k, case in enumerate(data.cases):
-        yield Progress("preparing", k, len(data.cases), f"normalising {case.id}")
+        yield progress("preparing", k, len(data.cases), f"normalising {case.id}")
         image, label, spacing = case.arrays(orientation)
         arrays[case.id] = (normalize_for_training(card, image), torch.from_numpy(label), spacing)
     if target is not None:
-        notes.append(f"trained at {'x'.join(f'{s:g}' for s in target)} mm voxels (the scale {base.id} learnt at); "
+        scale = f" (the scale {base.id} learnt at)" if config.spacing_mm == "auto" else ""
+        notes.append(f"trained at {'x'.join(f'{s:g}' for s in target)} mm voxels{scale}; "
                      "the new model is run at that voxel size too")
 
     def region(part, resample=True):
@@ -380,7 +421,7 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
 
     train_regions = []
     for k, p in enumerate(split.train):
-        yield Progress("preparing", k, len(split.train), f"training region {k + 1} of {p.case}")
+        yield progress("preparing", k, len(split.train), f"training region {k + 1} of {p.case}")
         train_regions.append(region(p))
     val_regions = []
     for p in split.val:  # (image of the context, labels of the box, the box within the context, context shape)
@@ -441,9 +482,18 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
                 "sampling": config.sampling}
     if config.val_slab:  # (only when set: checkpoints of runs before the option still resume)
         identity["val_slab"] = config.val_slab
+    if run is not None:
+        identity.update(run.identity)
     key = ckpt.identity_key(identity)
     workdir = Path(config.workdir) if config.workdir else _default_workdir(config.new_id, key)
+    if config.workdir and run is not None:
+        workdir = workdir / run.subdir
     state = ckpt.load_checkpoint(workdir)
+    if state is not None and state.get("identity") == identity and state.get("finished") and run is not None \
+            and not run.export:  # a cross-validation's fold finished before it was stopped: not run again
+        notes.append(f"{run.label} finished in an earlier session (run {state['run_id']}): its result is reused")
+        yield progress("epoch", int(state["epoch"]), int(state["epoch"]), "finished earlier")
+        return _fold_result(state, names, split, notes, workdir)
     if state is not None and (state.get("identity") != identity or state.get("finished")):
         ckpt.set_aside(workdir, f"{state.get('run_id', 'old')}{'-finished' if state.get('finished') else ''}")
         state = None
@@ -476,7 +526,7 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
         lineage = [{"session": 1, "started": ckpt.now(), "from_epoch": 0, "device": device}]
 
     if state is None and head_init == "probe":
-        yield Progress("preparing", 0, 0, "fitting the new head to the base's features (a linear probe)")
+        yield progress("preparing", 0, 0, "fitting the new head to the base's features (a linear probe)")
         t_probe = time.perf_counter()
         checked = config.head_init == "auto" and bool(val_regions)
         if checked:  # the head at the class frequencies, on the validation regions
@@ -521,7 +571,7 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
     session_epochs = 0
     stopped = ""
     resumed = f"resuming run {run_id} after epoch {epoch}; " if len(lineage) > 1 else ""
-    yield Progress("training", 0, n_iter, f"{resumed}{'fine-tuning' if fine_tune else 'training from scratch'} on "
+    yield progress("training", 0, n_iter, f"{resumed}{'fine-tuning' if fine_tune else 'training from scratch'} on "
                    f"{device}, {n_iter} iterations per epoch; {split.description}; checkpoints in {workdir}")
     while True:
         elapsed = time.perf_counter() - session_start
@@ -577,19 +627,23 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
             schedule.steps += 1
             losses.append(float(loss.detach()))
             if (it + 1) % 20 == 0:
-                yield Progress("training", it + 1, n_iter, f"epoch {epoch}: loss {np.mean(losses):.4f}")
+                yield progress("training", it + 1, n_iter, f"epoch {epoch}: loss {np.mean(losses):.4f}")
         train_seconds = time.perf_counter() - t0
-        yield Progress("validation", 0, len(val_regions), f"epoch {epoch}")
         t1 = time.perf_counter()
+        val_dice, per_label = None, [None] * n_classes
         try:
-            val_dice, per_label = _validate(net, val_regions, patch, config.batch_size, device, n_classes, use_amp)
+            if val_regions:  # (none for a cross-validation's final model)
+                yield progress("validation", 0, len(val_regions), f"epoch {epoch}")
+                val_dice, per_label = _validate(net, val_regions, patch, config.batch_size, device, n_classes,
+                                                use_amp)
         except RuntimeError as exc:
             if is_out_of_memory(exc):
                 raise RuntimeError(_out_of_memory("validating", epoch - 1)) from exc
             raise
         val_seconds = time.perf_counter() - t1
         train_loss = float(np.mean(losses)) if losses else None
-        score = val_dice if val_dice is not None else -(train_loss or 0.0)
+        # no validation data (a cross-validation's final model): the last epoch is kept
+        score = val_dice if val_dice is not None else float(epoch) if not val_regions else -(train_loss or 0.0)
         if score > best["score"] + 1e-4:
             best.update(score=score, val_dice=val_dice, per_label=per_label, epoch=epoch,
                         weights={k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()})
@@ -624,15 +678,32 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
                                              "no epoch is kept: free some space and start again")) from exc
         record["checkpoint_seconds"] = time.perf_counter() - t2
         preview = {k: record[k] for k in ("epoch", "train_loss", "val_dice", "per_label", "lr", "seconds", "frozen")}
-        preview.update(eta_s=min(etas) if etas else None, best_val_dice=best["val_dice"], best_epoch=best["epoch"])
+        eta = min(etas) if etas else None
+        if eta is not None and run is not None and run.runs_after:  # the runs after this one, about as long
+            eta += run.runs_after * (seconds_before + elapsed + eta)
+        preview.update(eta_s=eta, best_val_dice=best["val_dice"], best_epoch=best["epoch"])
+        if run is not None:
+            preview["run"] = run.label
         dice = "n/a" if val_dice is None else f"{val_dice:.3f}"
-        yield Progress("epoch", epoch, max_epochs or 0,
+        yield progress("epoch", epoch, max_epochs or 0,
                        f"epoch {epoch}: loss {train_loss:.4f}, validation Dice {dice}", preview=preview)
 
-    # ---- the package -------------------------------------------------------------------------
-    yield Progress("writing the package", 0, 0, config.new_id)
-    weights = best["weights"] or {k: v.detach().cpu() for k, v in net.state_dict().items()}
     per_label_best = {n: _clean(d) for n, d in zip(names, best["per_label"], strict=True)}
+    if run is not None and not run.export:  # a cross-validation's fold: its figures, no package
+        final = ckpt.load_checkpoint(workdir)
+        if final is None:
+            raise RuntimeError(f"{run.label}: its checkpoint in {workdir} is gone")
+        final.update(finished=True, stopped_because=stopped)
+        try:
+            ckpt.save_checkpoint(workdir, final)
+        except ckpt.CheckpointError as exc:
+            raise RuntimeError(f"{exc}; {_kept(epoch)} once there is room") from exc
+        net.to("cpu")
+        return _fold_result(final, names, split, notes, workdir)
+
+    # ---- the package -------------------------------------------------------------------------
+    yield progress("writing the package", 0, 0, config.new_id)
+    weights = best["weights"] or {k: v.detach().cpu() for k, v in net.state_dict().items()}
     hyper = config.as_dict() | {"patch_used": list(patch), "optimizer": "AdamW", "loss": "DiceCELoss(softmax)",
                                 "schedule": "linear warm-up, cosine decay (per step)", "sampling": sampler.description,
                                 "freeze_epochs_used": freeze_epochs, "encoder_lr_factor_used": enc_factor,
@@ -648,6 +719,12 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
         "created": created(), "trained_by": "medvision train", "run_id": run_id, "lineage": lineage,
         "device": device, "seconds": round(seconds_before + time.perf_counter() - session_start, 1),
     }
+    cv = run.cross_validation if run is not None else None
+    if cv:  # the figures are the folds': this model saw every case
+        provenance["cross_validation"] = cv
+        provenance["metrics"] = {"val_dice": cv["val_dice_mean"], "val_dice_sd": cv["val_dice_sd"],
+                                 "per_label": cv["per_label_mean"], "validation": cv["description"]}
+        provenance["seconds"] = round(provenance["seconds"] + cv["seconds"], 1)
     name = config.name or f"{', '.join(names)} ({'fine-tuned from ' + base.id if fine_tune else 'trained'})"
     try:
         package = write_package(base=base, new_id=config.new_id, name=name, state=weights, spec=tn.spec,
@@ -670,8 +747,22 @@ def train_job(config: TrainConfig, data: TrainingData, registry: Registry | None
             log.warning("%s; the finished run's checkpoint is set aside as it is", exc)
             ckpt.set_aside(workdir, f"{run_id}-finished")
     net.to("cpu")
+    if cv:
+        return TrainResult(package.folder, cv["val_dice_mean"], cv["per_label_mean"], epoch, history,
+                           f"{cv['description']}; {split.description}", package.id, package.version, run_id, lineage,
+                           stopped, epoch, notes, head_used, cv, str(workdir))
     return TrainResult(package.folder, _clean(best["val_dice"]), per_label_best, epoch, history, split.description,
-                       package.id, package.version, run_id, lineage, stopped, best["epoch"], notes)
+                       package.id, package.version, run_id, lineage, stopped, best["epoch"], notes, head_used,
+                       workdir=str(workdir))
+
+
+def _fold_result(state: dict, names: list[str], split: Split, notes: list[str], workdir: Path) -> TrainResult:
+    """The result of a cross-validation fold's run, from its finished checkpoint."""
+    per_label = {n: _clean(d) for n, d in zip(names, state["best_per_label"], strict=True)}
+    return TrainResult(None, _clean(state["best_val_dice"]), per_label, int(state["epoch"]), list(state["history"]),
+                       split.description, run_id=state["run_id"], lineage=list(state["lineage"]),
+                       stopped_because=state.get("stopped_because", ""), best_epoch=int(state["best_epoch"]),
+                       notes=notes, head_init_used=state.get("head_used", ""), workdir=str(workdir))
 
 
 def _default_workdir(new_id: str, key: str) -> Path:
