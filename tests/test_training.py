@@ -398,6 +398,18 @@ def test_a_stopped_cross_validation_resumes_in_its_fold_and_keeps_the_finished_o
     assert first["finished"] and not (Path(cfg.workdir) / "fold-2" / ckpt.FILE).exists()
     assert "blobs-cv2" not in {p.id for p in Registry().packages()}
 
+    cfg = config(tmp_path, new_id="blobs-cv2", folds=2, epochs=2, freeze_epochs=0)  # another budget:
+    job = train_job(cfg, data)  # fold 1 is trained again
+    stages = []
+    for record in job:
+        stages.append(record.message.split(":")[0] + " " + record.stage)
+        if record.stage == "validation" and record.message.startswith("fold 2 of 2"):
+            break
+    job.close()
+    assert "fold 1 of 2 training" in stages
+    first = torch.load(Path(cfg.workdir) / "fold-1" / ckpt.FILE, weights_only=True)
+    assert first["finished"] and first["epoch"] == 2
+
     records, result = _collect(train_job(cfg, data))
     trained = {r.message.split(":")[0] for r in records if r.stage == "training"}
     assert trained == {"fold 2 of 2", "the model (all cases)"}  # fold 1 is not trained again

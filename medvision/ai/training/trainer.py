@@ -489,8 +489,10 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     if config.workdir and run is not None:
         workdir = workdir / run.subdir
     state = ckpt.load_checkpoint(workdir)
+    budget = ("epochs", "minutes", "patience")
     if state is not None and state.get("identity") == identity and state.get("finished") and run is not None \
-            and not run.export:  # a cross-validation's fold finished before it was stopped: not run again
+            and not run.export and all((state.get("config") or {}).get(k) == getattr(config, k) for k in budget):
+        # a cross-validation's fold that finished, with this budget, before the cross-validation was stopped
         notes.append(f"{run.label} finished in an earlier session (run {state['run_id']}): its result is reused")
         yield progress("epoch", int(state["epoch"]), int(state["epoch"]), "finished earlier")
         return _fold_result(state, names, split, notes, workdir)
