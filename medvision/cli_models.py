@@ -263,8 +263,8 @@ def _epoch_line(p: dict, total: int) -> str:
     best = "n/a" if p.get("best_val_dice") is None else f"{p['best_val_dice']:.3f}"
     labels = "  ".join(f"{n} {'n/a' if d is None else f'{d:.3f}'}" for n, d in (p.get("per_label") or {}).items())
     loss = "n/a" if p.get("train_loss") is None else f"{p['train_loss']:.4f}"
-    validation = f"val Dice {dice} (best {best} @{p.get('best_epoch')})  [{labels}]" if p.get("best_val_dice") \
-        is not None or any(v is not None for v in (p.get("per_label") or {}).values()) else "no validation"
+    validation = f"val Dice {dice} (best {best} @{p.get('best_epoch')})  [{labels}]" if p.get("validated", True) \
+        else "no validation"
     return (f"epoch {p['epoch']}{'/' + str(total) if total else ''}  loss {loss}  {validation}  lr {p.get('lr', 0):.2e}"
             f"{'  pretrained layers held' if p.get('frozen') else ''}  {p.get('seconds', 0):.1f} s  "
             f"ETA {_duration(p.get('eta_s'))}")
@@ -351,7 +351,7 @@ def _cmd_train(args) -> int:
               + (" (the folds that finished are kept)" if config.folds else ""), flush=True)
         return 130
     except (PackageError, TrainingDataError, ValueError, RuntimeError) as exc:
-        return _fail(str(exc))
+        return _fail((f"{state['run']}: " if state["run"] else "") + str(exc))
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)

@@ -161,7 +161,7 @@ def test_k_folds_validate_every_case_exactly_once():
         _fake_cases(1).folds(2)
     with pytest.raises(TrainingDataError, match="4 folds need at least 4 cases and there are 3: use 2 to 3 folds"):
         _fake_cases(3).folds(4)
-    with pytest.raises(TrainingDataError, match="1 folds need at least 2 cases"):
+    with pytest.raises(TrainingDataError, match="needs 2 folds or more, not 1"):
         _fake_cases(3).folds(1)
 
 
@@ -380,10 +380,28 @@ def test_k_fold_cross_validation_then_the_model_on_every_case(tmp_path, datalist
     assert prov["metrics"]["val_dice"] == result.best_val_dice and "3-fold" in prov["metrics"]["validation"]
     assert set(prov["metrics"]["per_label"]) == {"ball", "box"}
     assert prov["hyperparameters"]["folds"] == 3 and prov["epochs_run"] == cv["final_epochs"]
-    # the folds are done: their checkpoints are set aside, the same command again is a new cross-validation
+    # the folds are done (the card holds them): their checkpoints go, the same command again is a new one
     for f in (1, 2, 3):
-        assert not (Path(cfg.workdir) / f"fold-{f}" / ckpt.FILE).exists()
-        assert list((Path(cfg.workdir) / f"fold-{f}").glob("checkpoint-*-finished.pt"))
+        assert not list((Path(cfg.workdir) / f"fold-{f}").glob("*.pt"))
+    assert torch.load(Path(cfg.workdir) / "final" / ckpt.FILE, weights_only=True)["finished"]
+
+
+def test_the_folds_summary_chooses_the_models_epochs_by_the_folds_that_had_a_dice():
+    from medvision.ai.training.crossval import summarise
+    from medvision.ai.training.trainer import TrainResult
+
+    data = _fake_cases(3)
+    splits = data.folds(3, seed=0)
+    results = [TrainResult(None, dice, {"thing": dice}, 10, [{"seconds": 2.0}] * 10, "", best_epoch=epoch,
+                           head_init_used=head)
+               for dice, epoch, head in ((0.5, 3, "probe"), (None, 10, "prior"), (0.7, 6, "probe"))]
+    summary = summarise(results, splits, ["thing"], seed=0)
+    assert summary["final_epochs"] == 5  # the median of 3 and 6 (rounded half up), not of 3, 10 and 6
+    assert summary["val_dice_mean"] == pytest.approx(0.6) and summary["val_dice_sd"] == pytest.approx(0.1414, abs=1e-4)
+    assert summary["per_label_mean"] == {"thing": pytest.approx(0.6)} and summary["head_init_used"] == "probe"
+    assert "over 2 of the 3 folds (the others' cases hold none of the labels)" in summary["description"]
+    assert summary["seconds"] == 60.0 and [f["fold"] for f in summary["per_fold"]] == [1, 2, 3]
+    assert [f["validation_cases"] for f in summary["per_fold"]] == [[p.case for p in s.val] for s in splits]
 
 
 def test_a_stopped_cross_validation_resumes_in_its_fold_and_keeps_the_finished_ones(tmp_path, datalist):

@@ -119,6 +119,37 @@ def test_the_dialog_cross_validates_then_trains_the_model_on_every_case(qtbot, w
     assert "2-fold cross-validation (seed 0)" in shown
 
 
+def test_the_dialog_says_where_a_stopped_cross_validation_stands(qtbot, window):
+    dialog = window.annotating.models.open_training()
+    dialog.config_sent = {"folds": 3}
+
+    def epoch(run, n, validated=True):
+        dialog._progress({"stage": "epoch", "done": n, "total": 5, "message": f"{run}: epoch {n}",
+                          "epoch": {"epoch": n, "run": run, "train_loss": 0.5, "val_dice": 0.4 if validated else None,
+                                    "best_val_dice": 0.4 if validated else None, "validated": validated,
+                                    "per_label": {"blob": 0.4 if validated else None}}})
+
+    epoch("fold 1 of 3", 1)
+    epoch("fold 1 of 3", 2)
+    dialog._progress({"stage": "training", "done": 0, "total": 4, "message": "fold 2 of 3: fine-tuning on cpu"})
+    dialog._final("cancelled", {"epochs_run": 2})
+    assert dialog.status.text() == "cancelled; fold 2 of 3: no epoch had finished; the fold before it is kept too."
+    epoch("fold 2 of 3", 1)
+    dialog._final("crashed", {"exitcode": -9})
+    assert dialog.status.text().endswith("fold 2 of 3: epoch 1's checkpoint is kept; the fold before it is kept "
+                                         "too: Start with the same settings resumes from it.")
+    dialog._progress({"stage": "training", "done": 0, "total": 4, "message": "the model (all cases): fine-tuning"})
+    epoch("the model (all cases)", 1, validated=False)
+    assert "no validation (every case trains)" in dialog.status.text()
+    assert dialog.label_table.item(0, 1).text() == "0.400"  # the folds' last figures stay
+    dialog._final("error", {"message": "boom"})
+    assert dialog.status.text() == (
+        "the training process failed in the model (all cases): boom\nNothing else was affected; the model (all "
+        "cases): epoch 1's checkpoint is kept; the 3 folds before it are kept too: Start with the same settings "
+        "resumes from it.")
+    assert list(dialog.run_curves) == ["fold 1 of 3", "fold 2 of 3", "the model (all cases)"]
+
+
 def test_a_cards_metrics_in_words():
     from medvision.ui.model_panel import metrics_text
 

@@ -48,6 +48,8 @@ class TrainingDialog(QDialog):
         self.process = None
         self.history: list[dict] = []
         self.last_message = ""
+        self.current_run = ""  # a cross-validation's run going on ("fold 2 of 3", FINAL_RUN)
+        self.config_sent: dict = {}
         self.final: tuple[str, dict] | None = None
         layout = QVBoxLayout(self)
         form = QFormLayout()
@@ -247,6 +249,8 @@ class TrainingDialog(QDialog):
             return False
         self.history = []
         self.final = None
+        self.current_run = ""
+        self.config_sent = dict(config)
         self.loss_curve.setData([], [])
         self.dice_curve.setData([], [])
         for loss, dice in self.run_curves.values():
@@ -304,25 +308,32 @@ class TrainingDialog(QDialog):
             dice = [(x, h["val_dice"]) for x, h in zip(xs, history, strict=True) if h.get("val_dice") is not None]
             if dice:
                 dice_curve.setData([d[0] for d in dice], [d[1] for d in dice])
-            per = epoch.get("per_label") or {}
-            if any(v is not None for v in per.values()):  # (the final model of a k-fold has no validation)
-                self.label_table.setRowCount(len(per))
-                for r, (name, value) in enumerate(per.items()):
-                    self.label_table.setItem(r, 0, QTableWidgetItem(str(name)))
-                    self.label_table.setItem(r, 1, QTableWidgetItem("" if value is None else f"{value:.3f}"))
+            validated = epoch.get("validated", True)  # (not the final model of a k-fold: every case trains)
+            if validated:
+                self._fill_labels(epoch.get("per_label") or {})
             eta = epoch.get("eta_s")
             frozen = " (pretrained layers held)" if epoch.get("frozen") else ""
             best = epoch.get("best_val_dice") or 0
-            validation = (f"validation Dice {epoch['val_dice']:.3f} (best {best:.3f})"
-                          if epoch.get("val_dice") is not None else "no validation (every case trains)")
+            validation = (f"validation Dice {epoch.get('val_dice') or 0:.3f} (best {best:.3f})" if validated
+                          else "no validation (every case trains)")
             self.status.setText(
                 f"{run + ', ' if run else ''}epoch {epoch.get('epoch')}"
                 f"{'/' + str(payload['total']) if payload.get('total') else ''}{frozen}: "
                 f"loss {epoch.get('train_loss', 0):.4f}, {validation}"
                 + (f", about {eta / 60:.1f} min left" if eta else ""))
-        elif payload.get("message"):
+        if payload.get("message"):
             self.last_message = payload["message"]
+            head = payload["message"].split(": ")[0]
+            if head.startswith("fold ") or head == self.FINAL_RUN:
+                self.current_run = head
 
+    def _fill_labels(self, per: dict) -> None:
+        self.label_table.setRowCount(len(per))
+        for r, (name, value) in enumerate(per.items()):
+            self.label_table.setItem(r, 0, QTableWidgetItem(str(name)))
+            self.label_table.setItem(r, 1, QTableWidgetItem("" if value is None else f"{value:.3f}"))
+
+    FINAL_RUN = "the model (all cases)"  # (a cross-validation's last run, as the trainer names it)
     #: curve colours of a cross-validation's runs (folds in turn; the final model in grey)
     RUN_COLOURS = ((80, 180, 240), (240, 170, 60), (120, 210, 120), (220, 110, 200), (240, 230, 90), (150, 150, 255))
 
@@ -333,7 +344,7 @@ class TrainingDialog(QDialog):
         if run not in self.run_curves:
             if not self.run_curves:
                 self.loss_plot.addLegend(offset=(-10, 10))
-            final = not run.startswith("fold ")
+            final = run == self.FINAL_RUN
             colour = (170, 170, 170) if final else self.RUN_COLOURS[len(self.run_curves) % len(self.RUN_COLOURS)]
             pen = pg.mkPen(colour, width=2, style=Qt.PenStyle.DashLine if final else Qt.PenStyle.SolidLine)
             name = run.replace(" (all cases)", "")
@@ -353,12 +364,8 @@ class TrainingDialog(QDialog):
             self.status.setText(f"done: {payload.get('package')}\ncross-validated Dice {mean}{sd} over "
                                 f"{cv.get('folds')} folds ({folds}); the model then trained on every case for "
                                 f"{payload.get('epochs_run')} epochs (the folds' median best epoch)")
-            per = cv.get("per_label_mean") or {}
             self.label_table.setHorizontalHeaderLabels(["Label", "Cross-validated Dice (mean of the folds)"])
-            self.label_table.setRowCount(len(per))
-            for r, (name, value) in enumerate(per.items()):
-                self.label_table.setItem(r, 0, QTableWidgetItem(str(name)))
-                self.label_table.setItem(r, 1, QTableWidgetItem("" if value is None else f"{value:.3f}"))
+            self._fill_labels(cv.get("per_label_mean") or {})
         elif kind == "done":
             self.status.setText(f"done: {payload.get('package')} (best validation Dice "
                                 f"{payload.get('best_val_dice') or 0:.3f} after {payload.get('epochs_run')} epochs; "
@@ -368,14 +375,13 @@ class TrainingDialog(QDialog):
             if self.model_panel.select(self._new_id):
                 self.model_ready.emit(self._new_id)
         elif kind == "cancelled":
-            self.status.setText(f"cancelled after {payload.get('epochs_run', 0)} epochs; the last epoch's "
-                                "checkpoint is kept: Start with the same settings resumes"
-                                + (" (the folds that finished are kept too)" if self.run_curves else ""))
+            self.status.setText(f"cancelled; {self._kept()}")
         elif kind == "error":
             what = "ran out of memory" if payload.get("out_of_memory") else "failed"
             message = str(payload.get("message"))
             said = "checkpoint is kept" in message or "no epoch" in message  # the trainer's own words
-            self.status.setText(f"the training process {what}: {message}\nNothing else was affected"
+            where = f" in {self.current_run}" if self.current_run else ""
+            self.status.setText(f"the training process {what}{where}: {message}\nNothing else was affected"
                                 + ("." if said else "; " + self._kept()))
             log.error("training failed: %s\n%s", payload.get("message"), payload.get("traceback", ""))
         elif kind == "crashed":
@@ -384,14 +390,20 @@ class TrainingDialog(QDialog):
             log.error("training process crashed: exit code %s", payload.get("exitcode"))
 
     def _kept(self) -> str:
-        """What is left of a run that stopped on an error: its last finished epoch, if any."""
-        if not self.history:
-            return "no epoch of this run had finished."
-        last = self.history[-1]
-        run = f"{last['run']}: " if last.get("run") else ""
-        folds = " (the folds that finished are kept too)" if run else ""
-        return (f"{run}epoch {last.get('epoch', len(self.history))}'s checkpoint is kept: Start with the same "
-                f"settings resumes from it{folds}.")
+        """What is left of a run that stopped: its last finished epoch, if any (of a cross-validation:
+        in the run it stopped in, and the folds that finished before it)."""
+        run = self.current_run
+        epochs = [h for h in self.history if (h.get("run") or "") == run]
+        if run.startswith("fold "):
+            done = int(run.split()[1]) - 1
+        else:
+            done = int(self.config_sent.get("folds") or 0) if run == self.FINAL_RUN else 0
+        folds = "" if not done else "; the fold before it is kept too" if done == 1 else \
+            f"; the {done} folds before it are kept too"
+        if not epochs:
+            return f"{run}: no epoch had finished{folds}." if run else "no epoch of this run had finished."
+        return (f"{run + ': ' if run else ''}epoch {epochs[-1].get('epoch', len(epochs))}'s checkpoint is kept{folds}: "
+                "Start with the same settings resumes from it.")
 
     def _sync(self) -> None:
         running = self.process is not None and self.process.running

@@ -4,17 +4,19 @@ says little about how good a model is.
 The cases are dealt into K folds (:meth:`.data.TrainingData.folds`). One run per fold trains on
 the other folds and validates on its own, exactly as a hold-out run does (early stopping, the best
 epoch kept), and writes no package: its figures are what the cross-validation reports. Then the
-model itself is trained on every case, for the median of the folds' best epochs, with no
-validation to choose an epoch by (its last is kept), from the head the folds started from most
-often (the probe, or the class frequencies when the folds' check rejected it). Its card records
-each fold's validation cases, Dice (per label) and best epoch, and as its metrics the folds'
-mean and standard deviation: the estimate of how the model does on a case it has not seen.
+model itself is trained on every case, for the median of the folds' best epochs (its warm-up and
+cosine decay fitted to those epochs), with no validation to choose an epoch by (its last is
+kept), from the head the folds started from most often (the probe, or the class frequencies when
+the folds' check rejected it). Its card records each fold's validation cases, Dice (per label)
+and best epoch, and as its metrics the folds' mean and standard deviation: the estimate of how the
+model does on a case it has not seen.
 
 Each run has its own checkpoint (``fold-1`` ... ``final`` under ``config.workdir``, or its own
 folder in the cache), so a stopped cross-validation resumes in the fold it stopped in, and the
-folds that had finished are not trained again. A time budget (``minutes``) is shared by the K
-fold runs and the final one. Once the model is written the fold checkpoints are set aside, so the
-same command again is a new cross-validation.
+folds that had finished (with the same budget) are not trained again. A time budget (``minutes``)
+is shared: each fold gets ``minutes / (K + 1)``, and the final run, besides its epochs, what the
+folds left of it (at least a fold's share). Once the model is written the fold checkpoints are
+deleted (the card holds their figures), so the same command again is a new cross-validation.
 """
 
 from __future__ import annotations
@@ -42,15 +44,19 @@ def cross_validation_job(config: TrainConfig, data: TrainingData,
     share = replace(config, minutes=config.minutes / (k + 1) if config.minutes else None)
     results: list[TrainResult] = []
     for f, split in enumerate(splits):
-        run = Run(split, {"folds": k, "fold": f + 1}, f"fold-{f + 1}", f"fold {f + 1} of {k}", export=False,
-                  runs_after=k - f)
+        run = Run(split, {"folds": k, "fold": f + 1, "split_seed": config.seed}, f"fold-{f + 1}",
+                  f"fold {f + 1} of {k}", export=False, runs_after=k - f)
         results.append((yield from train_run(share, data, registry, run)))
     summary = summarise(results, splits, data.names, config.seed)
     summary["fold_budget"] = {"epochs": config.epochs, "minutes": share.minutes, "patience": config.patience}
     head = summary["head_init_used"] if config.head_init == "auto" else config.head_init
-    final = replace(config, epochs=summary["final_epochs"], minutes=None, patience=0, head_init=head)
-    run = Run(data.all_cases(), {"folds": k, "fold": "all", "epochs": summary["final_epochs"]}, "final",
-              "the model (all cases)", export=True, cross_validation=summary)
+    left = None  # minutes: what the folds left of the budget (at least a fold's share), besides the epochs
+    if config.minutes:
+        left = max(share.minutes, config.minutes - summary["seconds"] / 60)
+    final = replace(config, epochs=summary["final_epochs"], minutes=left, patience=0, head_init=head)
+    run = Run(data.all_cases(), {"folds": k, "fold": "all", "split_seed": config.seed,
+                                 "epochs": summary["final_epochs"]}, "final", "the model (all cases)", export=True,
+              cross_validation=summary)
     result = yield from train_run(final, data, registry, run)
     seen, extra = set(result.notes), []
     for f, r in enumerate(results):  # what the folds noted (the probe's fit, a fold reused ...), once each
@@ -59,8 +65,8 @@ def cross_validation_job(config: TrainConfig, data: TrainingData,
                 seen.add(note)
                 extra.append(note if note.startswith(f"fold {f + 1} ") else f"fold {f + 1} of {k}: {note}")
     result.notes = extra + result.notes
-    for r in results:  # done: the same command again is a new cross-validation
-        ckpt.set_aside(Path(r.workdir), f"{r.run_id}-finished")
+    for r in results:  # done (the card holds their figures): the same command again is a new cross-validation
+        (Path(r.workdir) / ckpt.FILE).unlink(missing_ok=True)
     return result
 
 
@@ -71,17 +77,23 @@ def summarise(results: list[TrainResult], splits, names: list[str], seed: int) -
     for n in names:
         values = [r.per_label.get(n) for r in results if r.per_label.get(n) is not None]
         per_label[n] = float(np.mean(values)) if values else None
-    best_epochs = [max(1, r.best_epoch) for r in results]
+    # the epochs the model gets: the median of the folds' best epochs, over the folds that had a Dice to choose
+    # by (a fold whose validation cases hold none of the labels chose by its training loss)
+    best_epochs = [max(1, r.best_epoch) for r in results if r.best_val_dice is not None] or \
+        [max(1, r.best_epoch) for r in results]
     heads = [r.head_init_used for r in results if r.head_init_used]
     head = max(sorted(set(heads)), key=heads.count) if heads else "auto"
     mean = float(np.mean(dice)) if dice else None
     sd = float(np.std(dice, ddof=1)) if len(dice) > 1 else None
     final_epochs = max(1, math.floor(float(np.median(best_epochs)) + 0.5))
     k = len(results)
+    over = f"the {k} folds" if len(dice) == k else \
+        f"{len(dice)} of the {k} folds (the others' cases hold none of the labels)"
     text = (f"{k}-fold cross-validation (seed {seed}): validation Dice "
-            f"{'n/a' if mean is None else f'{mean:.3f}'}{'' if sd is None else f' ± {sd:.3f}'} over the {k} folds "
+            f"{'n/a' if mean is None else f'{mean:.3f}'}{'' if sd is None else f' ± {sd:.3f}'} over {over} "
             f"(each case validated once, by a model that did not see it); the model itself trained on all the "
-            f"cases for {final_epochs} epoch{'s' if final_epochs != 1 else ''} (the folds' median best epoch)")
+            f"cases for {final_epochs} epoch{'s' if final_epochs != 1 else ''} (the folds' median best epoch, its "
+            "learning rate decayed over those epochs)")
     return {
         "folds": k, "seed": seed, "val_dice_mean": mean, "val_dice_sd": sd, "per_label_mean": per_label,
         "final_epochs": final_epochs, "head_init_used": head, "description": text,

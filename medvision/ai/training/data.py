@@ -311,9 +311,11 @@ class TrainingData:
         if n < 2:
             raise TrainingDataError("k-fold cross-validation needs at least 2 cases; a single case is split by "
                                     "region into training and validation instead (train without folds)")
-        if not 2 <= int(k) <= n:
-            raise TrainingDataError(f"{k} folds need at least {max(2, int(k))} cases and there are {n}: use 2 to {n} "
-                                    f"folds ({n} leaves one case out at a time)")
+        if int(k) < 2:
+            raise TrainingDataError(f"k-fold cross-validation needs 2 folds or more, not {k}")
+        if int(k) > n:
+            raise TrainingDataError(f"{k} folds need at least {k} cases and there are {n}: use 2 to {n} folds ({n} "
+                                    "leaves one case out at a time)")
         k = int(k)
         groups = np.array_split(np.random.default_rng(seed).permutation(n), k)
         splits = []

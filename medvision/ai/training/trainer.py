@@ -38,6 +38,7 @@ seconds, eta_s, best_val_dice, best_epoch, frozen}``.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -489,10 +490,9 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     if config.workdir and run is not None:
         workdir = workdir / run.subdir
     state = ckpt.load_checkpoint(workdir)
-    budget = ("epochs", "minutes", "patience")
     if state is not None and state.get("identity") == identity and state.get("finished") and run is not None \
-            and not run.export and all((state.get("config") or {}).get(k) == getattr(config, k) for k in budget):
-        # a cross-validation's fold that finished, with this budget, before the cross-validation was stopped
+            and not run.export and _same_settings(state.get("config"), config):
+        # a cross-validation's fold that finished, with these settings, before the cross-validation was stopped
         notes.append(f"{run.label} finished in an earlier session (run {state['run_id']}): its result is reused")
         yield progress("epoch", int(state["epoch"]), int(state["epoch"]), "finished earlier")
         return _fold_result(state, names, split, notes, workdir)
@@ -631,11 +631,12 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
             if (it + 1) % 20 == 0:
                 yield progress("training", it + 1, n_iter, f"epoch {epoch}: loss {np.mean(losses):.4f}")
         train_seconds = time.perf_counter() - t0
-        t1 = time.perf_counter()
         val_dice, per_label = None, [None] * n_classes
+        if val_regions:  # (none for a cross-validation's final model)
+            yield progress("validation", 0, len(val_regions), f"epoch {epoch}")
+        t1 = time.perf_counter()
         try:
-            if val_regions:  # (none for a cross-validation's final model)
-                yield progress("validation", 0, len(val_regions), f"epoch {epoch}")
+            if val_regions:
                 val_dice, per_label = _validate(net, val_regions, patch, config.batch_size, device, n_classes,
                                                 use_amp)
         except RuntimeError as exc:
@@ -683,7 +684,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         eta = min(etas) if etas else None
         if eta is not None and run is not None and run.runs_after:  # the runs after this one, about as long
             eta += run.runs_after * (seconds_before + elapsed + eta)
-        preview.update(eta_s=eta, best_val_dice=best["val_dice"], best_epoch=best["epoch"])
+        preview.update(eta_s=eta, best_val_dice=best["val_dice"], best_epoch=best["epoch"], validated=bool(val_regions))
         if run is not None:
             preview["run"] = run.label
         dice = "n/a" if val_dice is None else f"{val_dice:.3f}"
@@ -692,16 +693,11 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
 
     per_label_best = {n: _clean(d) for n, d in zip(names, best["per_label"], strict=True)}
     if run is not None and not run.export:  # a cross-validation's fold: its figures, no package
-        final = ckpt.load_checkpoint(workdir)
-        if final is None:
-            raise RuntimeError(f"{run.label}: its checkpoint in {workdir} is gone")
-        final.update(finished=True, stopped_because=stopped)
-        try:
-            ckpt.save_checkpoint(workdir, final)
-        except ckpt.CheckpointError as exc:
-            raise RuntimeError(f"{exc}; {_kept(epoch)} once there is room") from exc
+        _mark_finished(workdir, stopped_because=stopped)
         net.to("cpu")
-        return _fold_result(final, names, split, notes, workdir)
+        return _fold_result({"best_val_dice": best["val_dice"], "best_per_label": best["per_label"], "epoch": epoch,
+                             "history": history, "run_id": run_id, "lineage": lineage, "stopped_because": stopped,
+                             "best_epoch": best["epoch"], "head_used": head_used}, names, split, notes, workdir)
 
     # ---- the package -------------------------------------------------------------------------
     yield progress("writing the package", 0, 0, config.new_id)
@@ -740,14 +736,8 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
                            f"{ckpt.disk_problem(exc, user_dir(), size)}; "
                            f"the training is kept (epoch {epoch}'s checkpoint): once there is room, a run with the "
                            "same model id, base and cases writes the model from it") from exc
-    final = ckpt.load_checkpoint(workdir)
-    if final is not None:  # the run is complete: the same command again starts a new run
-        final.update(finished=True, package=str(package.folder))
-        try:
-            ckpt.save_checkpoint(workdir, final)
-        except ckpt.CheckpointError as exc:  # the model is written: set the run aside so it is not redone
-            log.warning("%s; the finished run's checkpoint is set aside as it is", exc)
-            ckpt.set_aside(workdir, f"{run_id}-finished")
+    if not _mark_finished(workdir, package=str(package.folder)):  # (the same command again starts a new run)
+        ckpt.set_aside(workdir, f"{run_id}-finished")  # the model is written: set the run aside, not redo it
     net.to("cpu")
     if cv:
         return TrainResult(package.folder, cv["val_dice_mean"], cv["per_label_mean"], epoch, history,
@@ -756,6 +746,30 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     return TrainResult(package.folder, _clean(best["val_dice"]), per_label_best, epoch, history, split.description,
                        package.id, package.version, run_id, lineage, stopped, best["epoch"], notes, head_used,
                        workdir=str(workdir))
+
+
+def _mark_finished(workdir: Path, **extra) -> bool:
+    """Mark the run's checkpoint finished (with ``extra``); False (logged) when it cannot be written."""
+    state = ckpt.load_checkpoint(workdir)
+    if state is None:
+        return False
+    state.update(finished=True, **extra)
+    try:
+        ckpt.save_checkpoint(workdir, state)
+    except ckpt.CheckpointError as exc:
+        log.warning("%s; the run's checkpoint is not marked finished", exc)
+        return False
+    return True
+
+
+#: settings that do not change what a run computes (a finished fold is reused whatever they are)
+_INCIDENTAL = ("workdir", "device", "threads", "name", "amp")
+
+
+def _same_settings(saved: dict | None, config: TrainConfig) -> bool:
+    """Whether a checkpoint's settings are ``config``'s, but for :data:`_INCIDENTAL` ones."""
+    now = json.loads(json.dumps(config.as_dict()))  # (tuples as lists, as a checkpoint holds them)
+    return isinstance(saved, dict) and all(saved.get(k) == v for k, v in now.items() if k not in _INCIDENTAL)
 
 
 def _fold_result(state: dict, names: list[str], split: Split, notes: list[str], workdir: Path) -> TrainResult:
