@@ -21,6 +21,7 @@ deleted (the card holds their figures), so the same command again is a new cross
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -67,6 +68,8 @@ def cross_validation_job(config: TrainConfig, data: TrainingData,
     result.notes = extra + result.notes
     for r in results:  # done (the card holds their figures): the same command again is a new cross-validation
         (Path(r.workdir) / ckpt.FILE).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (its folder too, when nothing else is in it)
+            Path(r.workdir).rmdir()
     return result
 
 
