@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -274,11 +275,18 @@ def _cmd_train(args) -> int:
     import signal
 
     from .ai.package import PackageError
+    from .ai.training import distributed
     from .ai.training.data import TrainingData, TrainingDataError
     from .ai.training.trainer import TrainConfig, train_job
     from .cli import _Bar
     from .core.jobs import Cancelled, run_job
     from .workspace.project import ProjectError
+
+    main = os.environ.get("RANK", "0") in ("", "0")  # under torchrun: process 0 alone reports
+
+    def say(*values, **kw) -> None:
+        if main or kw.get("file") is sys.stderr:
+            print(*values, **kw)
 
     groups = {}
     for item in args.labels:
@@ -309,9 +317,9 @@ def _cmd_train(args) -> int:
             data.folds(config.folds, config.seed)  # too few cases: said before anything is loaded
         except TrainingDataError as exc:
             return _fail(str(exc))
-    print(f"{len(data.cases)} cases, labels: {', '.join(data.names)}", flush=True)
+    say(f"{len(data.cases)} cases, labels: {', '.join(data.names)}", flush=True)
     for note in data.notes:
-        print(f"note: {note}", flush=True)
+        say(f"note: {note}", flush=True)
     stop = {"asked": False}
     state = {"epoch": 0, "start": "", "run": ""}
 
@@ -319,10 +327,10 @@ def _cmd_train(args) -> int:
         if stop["asked"]:
             raise KeyboardInterrupt
         stop["asked"] = True
-        print("\nstopping: the checkpoint of the last finished epoch is kept (Ctrl+C again to quit at once)",
+        say("\nstopping: the checkpoint of the last finished epoch is kept (Ctrl+C again to quit at once)",
               file=sys.stderr, flush=True)
 
-    bar = _Bar(args.quiet)
+    bar = _Bar(args.quiet or not main)
 
     def on_progress(record):
         run = record.message.split(": ")[0] if config.folds else ""
@@ -331,12 +339,12 @@ def _cmd_train(args) -> int:
         if record.stage == "epoch" and isinstance(record.preview, dict):
             bar.close()
             state["epoch"] = record.done
-            print((f"{run}: " if run else "") + _epoch_line(record.preview, record.total), flush=True)
+            say((f"{run}: " if run else "") + _epoch_line(record.preview, record.total), flush=True)
         elif record.stage == "epoch" or record.stage == "training" and record.done == 0 and record.message \
                 and not state["start"]:
             bar.close()
             state["start"] = record.message
-            print(record.message, flush=True)
+            say(record.message, flush=True)
         else:
             bar(record)
         return False if stop["asked"] else None
@@ -347,31 +355,32 @@ def _cmd_train(args) -> int:
     except Cancelled:
         where = f"in {state['run']} " if state["run"] else ""
         when = f"after epoch {state['epoch']}" if state["epoch"] else "before an epoch had finished"
-        print(f"stopped {where}{when}: run the same command again to resume"
-              + (" (the folds that finished are kept)" if config.folds else ""), flush=True)
+        say(f"stopped {where}{when}: run the same command again to resume"
+            + (" (the folds that finished are kept)" if config.folds else ""), flush=True)
         return 130
     except (PackageError, TrainingDataError, ValueError, RuntimeError) as exc:
         return _fail((f"{state['run']}: " if state["run"] else "") + str(exc))
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
+        distributed.end()
     dice = "n/a" if result.best_val_dice is None else f"{result.best_val_dice:.3f}"
     per_label = ", ".join(f"{n} {'n/a' if d is None else f'{d:.3f}'}" for n, d in result.per_label.items())
     cv = result.cross_validation
     if cv:
         for f in cv["per_fold"]:
             d = "n/a" if f["val_dice"] is None else f"{f['val_dice']:.3f}"
-            print(f"fold {f['fold']}: validation {', '.join(f['validation_cases'])}: Dice {d} (epoch "
-                  f"{f['best_epoch']} of {f['epochs_run']})")
+            say(f"fold {f['fold']}: validation {', '.join(f['validation_cases'])}: Dice {d} (epoch "
+                f"{f['best_epoch']} of {f['epochs_run']})")
         sd = "" if cv["val_dice_sd"] is None else f" ± {cv['val_dice_sd']:.3f}"
-        print(f"cross-validated Dice {dice}{sd} over {cv['folds']} folds: {per_label}")
+        say(f"cross-validated Dice {dice}{sd} over {cv['folds']} folds: {per_label}")
         epochs = f"{result.epochs_run} epoch{'s' if result.epochs_run != 1 else ''}"
-        print(f"the model: all {len(data.cases)} cases, {epochs} (the folds' median best epoch)")
+        say(f"the model: all {len(data.cases)} cases, {epochs} (the folds' median best epoch)")
     else:
-        print(f"{result.stopped_because}; best validation Dice {dice} (epoch {result.best_epoch}): {per_label}")
-    print(f"split: {result.split_description}")
+        say(f"{result.stopped_because}; best validation Dice {dice} (epoch {result.best_epoch}): {per_label}")
+    say(f"split: {result.split_description}")
     for note in result.notes:
         if note not in data.notes:  # (those were said first)
-            print(f"note: {note}")
-    print(f"new model {result.package_id} {result.version} -> {result.package_folder}")
+            say(f"note: {note}")
+    say(f"new model {result.package_id} {result.version} -> {result.package_folder}")
     return 0

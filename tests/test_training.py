@@ -789,6 +789,34 @@ def test_cli_cross_validation_stopped_in_a_fold_resumes_there(tmp_path, datalist
     assert card["input"]["spacing_mm"] == [1.5, 1.5, 1.5] and card["provenance"]["cross_validation"]["folds"] == 2
 
 
+def test_data_parallel_training_over_two_processes_with_torchrun(tmp_path, datalist, medvision_home):
+    """torchrun, two CPU processes (gloo): one report, one package, the weights identical in both
+    processes (the trainer checks it and fails otherwise); stopped after epoch 1, the same command resumes."""
+    env = dict(os.environ, MEDVISION_HOME=str(medvision_home), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "medvision.cli", "train",
+           "--base", BASE, "--datalist", str(datalist), "-o", "ddp-blobs", "--epochs", "3", "--patches-per-epoch", "16",
+           "--device", "cpu", "--workdir", str(tmp_path / "work"), "-q"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("epoch 1/3"):
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl+C in the terminal: torchrun ends both processes
+    proc.wait(120)
+    assert sum(ln.startswith("epoch 1/3") for ln in lines) == 1, "".join(lines)  # process 0 alone reports
+    assert torch.load(tmp_path / "work" / ckpt.FILE, weights_only=True)["epoch"] >= 1
+
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "resuming run" in out and out.count("epoch 3/3") == 1 and "epoch 1/3" not in out
+    assert out.count("new model ddp-blobs 1") == 1
+    assert "data-parallel over 2 processes (torchrun): each draws 8 of the epoch's patches" in out
+    card = json.loads((medvision_home / "data" / "models" / "ddp-blobs-1" / "model.json").read_text())
+    assert card["provenance"]["processes"] == 2 and len(card["provenance"]["lineage"]) == 2
+
+
 def test_the_default_keeps_a_probed_head_only_when_it_beats_the_class_frequencies_on_validation(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
     cfg = config(tmp_path, epochs=1, freeze_epochs=0, transfer="all", patches_per_epoch=4)  # head_init "auto"

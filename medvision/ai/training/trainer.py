@@ -27,6 +27,10 @@ region's reference is left out of its mean), mean over labels. The best weights 
 stops after ``epochs``, after the epoch that passes ``minutes``, or when the validation Dice
 has not improved for ``patience`` epochs.
 
+Started by torchrun in several processes (several GPUs), the run is data-parallel
+(:mod:`.distributed`): each process draws its share of an epoch's patches, the gradients are
+averaged every step, process 0 alone validates, checkpoints and writes the package.
+
 After every epoch the checkpoint (:mod:`.checkpoint`) is written before the epoch's progress
 record is yielded, so closing the job at any yield keeps every finished epoch; the same config
 (base, new id, data hash) in the same work folder resumes from it. Progress records: stage
@@ -56,6 +60,7 @@ from ..memory import is_out_of_memory, release_gpu_memory
 from ..package import PackageError, Registry, user_dir
 from . import checkpoint as ckpt
 from .data import Part, Split, TrainingData, normalize_for_training, resample_image, resample_labels, resampled_shape
+from .distributed import Group
 from .export import created, write_package
 from .model import (
     encoder_modules,
@@ -386,14 +391,16 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     if config.new_id == base.id:
         raise ValueError(f"the new model needs its own id, not the base's ({base.id})")
     device = pick_device(config.device)
+    group = Group.from_environment(device)  # (several processes under torchrun: see .distributed)
     if device == "cpu":
-        torch.set_num_threads(config.threads or max(1, os.cpu_count() or 1))
+        torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // group.world))
     card = base.card
     orientation = (card.get("input") or {}).get("orientation") or None
     names = data.names
     n_classes = len(names)
     tn = make_network(base, n_classes, config.from_scratch, config.architecture, config.seed, config.transfer)
     net = tn.net.to(device)
+    group.broadcast_module(net)  # (every process starts from the same weights)
     fine_tune = bool(tn.pretrained)
     head_init = config.head_init if config.head_init != "auto" else ("probe" if fine_tune else "prior")
     notes = list(data.notes) + tn.notes
@@ -439,10 +446,15 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         notes.append(f"patch {'x'.join(map(str, config.patch_size))} -> {'x'.join(map(str, patch))} "
                      f"(fitted to the images, multiples of {size_multiple(net)})")
     flip_axes = () if lateralised(names) else (0,)
+    per_epoch = config.patches_per_epoch
+    if group.several:  # each process draws its share of the epoch's patches, its own ones
+        per_epoch = group.share(per_epoch or config.patches_per_case * len(train_regions))
+        notes.append(f"data-parallel over {group.world} processes (torchrun): each draws {per_epoch} of the epoch's "
+                     "patches, the gradients are averaged every step")
     sampler = PatchSampler(train_regions, patch, patches_per_case=config.patches_per_case,
-                           batch_size=config.batch_size, patches_per_epoch=config.patches_per_epoch,
-                           seed=config.seed, flip_axes=flip_axes, balance=config.sampling, n_classes=n_classes,
-                           augment=config.augment)
+                           batch_size=config.batch_size, patches_per_epoch=per_epoch,
+                           seed=config.seed + 100_003 * group.rank, flip_axes=flip_axes, balance=config.sampling,
+                           n_classes=n_classes, augment=config.augment)
     if head_init in ("prior", "probe"):
         counts = sum(np.bincount(label.numpy().ravel(), minlength=n_classes + 1)[: n_classes + 1]
                      for _, label in train_regions)
@@ -489,16 +501,23 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     workdir = Path(config.workdir) if config.workdir else _default_workdir(config.new_id, key)
     if config.workdir and run is not None:
         workdir = workdir / run.subdir
-    state = ckpt.load_checkpoint(workdir)
-    if state is not None and state.get("identity") == identity and state.get("finished") and run is not None \
-            and not run.export and _same_settings(state.get("config"), config):
-        # a cross-validation's fold that finished, with these settings, before the cross-validation was stopped
+    state, start = None, "new"  # (process 0 decides; the others read the checkpoint it kept)
+    if group.main:
+        state = ckpt.load_checkpoint(workdir)
+        if state is not None and state.get("identity") == identity and state.get("finished") and run is not None \
+                and not run.export and _same_settings(state.get("config"), config):
+            start = "reuse"  # a cross-validation's fold that finished, with these settings, before it was stopped
+        elif state is not None and (state.get("identity") != identity or state.get("finished")):
+            ckpt.set_aside(workdir, f"{state.get('run_id', 'old')}{'-finished' if state.get('finished') else ''}")
+            state = None
+        start = "resume" if state is not None and start == "new" else start
+    start = group.broadcast(start)
+    if not group.main and start != "new":
+        state = ckpt.load_checkpoint(workdir)
+    if start == "reuse":
         notes.append(f"{run.label} finished in an earlier session (run {state['run_id']}): its result is reused")
         yield progress("epoch", int(state["epoch"]), int(state["epoch"]), "finished earlier")
         return _fold_result(state, names, split, notes, workdir)
-    if state is not None and (state.get("identity") != identity or state.get("finished")):
-        ckpt.set_aside(workdir, f"{state.get('run_id', 'old')}{'-finished' if state.get('finished') else ''}")
-        state = None
     history: list[dict] = []
     epoch = 0
     best = {"score": -math.inf, "val_dice": None, "per_label": [None] * n_classes, "epoch": 0, "weights": None}
@@ -511,7 +530,8 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         schedule.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        ckpt.restore_rng_states(state["rng"])
+        if group.main:  # (the others' patches come from their own seeds)
+            ckpt.restore_rng_states(state["rng"])
         history, epoch, bad_epochs = list(state["history"]), int(state["epoch"]), int(state["bad_epochs"])
         best.update(score=float(state["best_score"]), val_dice=state["best_val_dice"],
                     per_label=list(state["best_per_label"]), epoch=int(state["best_epoch"]),
@@ -527,7 +547,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         run_id = ckpt.new_run_id()
         lineage = [{"session": 1, "started": ckpt.now(), "from_epoch": 0, "device": device}]
 
-    if state is None and head_init == "probe":
+    if state is None and head_init == "probe" and group.main:
         yield progress("preparing", 0, 0, "fitting the new head to the base's features (a linear probe)")
         t_probe = time.perf_counter()
         checked = config.head_init == "auto" and bool(val_regions)
@@ -564,6 +584,13 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
                                  f"frequencies do ({versus}): the base's features do not tell these labels apart "
                                  "beyond the training patches, so the new head starts at the class frequencies")
         notes.append(head_note)
+    if state is None and head_init == "probe" and group.several:  # process 0's head in every process
+        if not group.main:
+            yield progress("preparing", 0, 0, "waiting for process 0's linear probe")
+        head_used, head_note = group.broadcast((head_used, head_note))
+        group.broadcast_module(net)
+        if not group.main:
+            notes.append(head_note)
 
     max_epochs = int(config.epochs) if config.epochs else (None if config.minutes else DEFAULT_EPOCHS)
     budget_s = float(config.minutes) * 60 if config.minutes else None
@@ -583,6 +610,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
             stopped = f"time budget of {config.minutes:g} min used"
         elif config.patience and bad_epochs >= config.patience:
             stopped = f"early stopping: no better validation Dice for {config.patience} epochs"
+        stopped = group.broadcast(stopped)  # (process 0's clock and validation decide)
         if stopped:
             break
         epoch += 1
@@ -602,7 +630,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         horizons = [max_epochs] if max_epochs else []
         if budget_s is not None and session_epochs:
             horizons.append(epoch - 1 + max(0.0, budget_s - elapsed) / (elapsed / session_epochs))
-        schedule.horizon = min(horizons) if horizons else None
+        schedule.horizon = group.broadcast(min(horizons) if horizons else None)
         losses = []
         for it, (x, y) in enumerate(sampler.epoch(epoch)):
             if is_frozen and epoch - 1 + it / n_iter >= freeze_epochs:
@@ -619,6 +647,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
                 with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                     loss = loss_fn(fn(x), y)
                 scaler.scale(loss).backward()
+                group.average_gradients(net.parameters())
                 scaler.step(optimizer)
                 scaler.update()
             except RuntimeError as exc:
@@ -631,12 +660,14 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
             if (it + 1) % 20 == 0:
                 yield progress("training", it + 1, n_iter, f"epoch {epoch}: loss {np.mean(losses):.4f}")
         train_seconds = time.perf_counter() - t0
+        group.broadcast_module(net, buffers_only=True)  # process 0's norm statistics
         val_dice, per_label = None, [None] * n_classes
-        if val_regions:  # (none for a cross-validation's final model)
+        validating = bool(val_regions) and group.main  # (none for a cross-validation's final model)
+        if validating:
             yield progress("validation", 0, len(val_regions), f"epoch {epoch}")
         t1 = time.perf_counter()
         try:
-            if val_regions:
+            if validating:
                 val_dice, per_label = _validate(net, val_regions, patch, config.batch_size, device, n_classes,
                                                 use_amp)
         except RuntimeError as exc:
@@ -644,7 +675,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
                 raise RuntimeError(_out_of_memory("validating", epoch - 1)) from exc
             raise
         val_seconds = time.perf_counter() - t1
-        train_loss = float(np.mean(losses)) if losses else None
+        train_loss = group.mean(float(np.mean(losses))) if losses else None
         # no validation data (a cross-validation's final model): the last epoch is kept
         score = val_dice if val_dice is not None else float(epoch) if not val_regions else -(train_loss or 0.0)
         if score > best["score"] + 1e-4:
@@ -675,7 +706,8 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
             "scaler": scaler.state_dict() if use_amp else {}, "history": history, "rng": ckpt.rng_states(),
             "seconds": seconds_before + elapsed, "head_used": head_used, "head_note": head_note, "finished": False}
         try:
-            ckpt.save_checkpoint(workdir, saved)
+            if group.main:
+                ckpt.save_checkpoint(workdir, saved)
         except ckpt.CheckpointError as exc:
             raise RuntimeError(f"{exc}; " + (f"{_kept(epoch - 1)} once there is room" if epoch > 1 else
                                              "no epoch is kept: free some space and start again")) from exc
@@ -691,13 +723,19 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         yield progress("epoch", epoch, max_epochs or 0,
                        f"epoch {epoch}: loss {train_loss:.4f}, validation Dice {dice}", preview=preview)
 
+    group.check_same(net)
     per_label_best = {n: _clean(d) for n, d in zip(names, best["per_label"], strict=True)}
     if run is not None and not run.export:  # a cross-validation's fold: its figures, no package
-        _mark_finished(workdir, stopped_because=stopped)
+        if group.main:
+            _mark_finished(workdir, stopped_because=stopped)
         net.to("cpu")
-        return _fold_result({"best_val_dice": best["val_dice"], "best_per_label": best["per_label"], "epoch": epoch,
-                             "history": history, "run_id": run_id, "lineage": lineage, "stopped_because": stopped,
-                             "best_epoch": best["epoch"], "head_used": head_used}, names, split, notes, workdir)
+        return group.broadcast(_fold_result(  # (process 0's figures: it validated)
+            {"best_val_dice": best["val_dice"], "best_per_label": best["per_label"], "epoch": epoch,
+             "history": history, "run_id": run_id, "lineage": lineage, "stopped_because": stopped,
+             "best_epoch": best["epoch"], "head_used": head_used}, names, split, notes, workdir))
+    if not group.main:  # process 0 writes the package
+        net.to("cpu")
+        return group.broadcast(None)
 
     # ---- the package -------------------------------------------------------------------------
     yield progress("writing the package", 0, 0, config.new_id)
@@ -717,6 +755,8 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         "created": created(), "trained_by": "medvision train", "run_id": run_id, "lineage": lineage,
         "device": device, "seconds": round(seconds_before + time.perf_counter() - session_start, 1),
     }
+    if group.several:
+        provenance["processes"] = group.world  # data-parallel (torchrun)
     cv = run.cross_validation if run is not None else None
     if cv:  # the figures are the folds': this model saw every case
         provenance["cross_validation"] = cv
@@ -740,12 +780,12 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         ckpt.set_aside(workdir, f"{run_id}-finished")  # the model is written: set the run aside, not redo it
     net.to("cpu")
     if cv:
-        return TrainResult(package.folder, cv["val_dice_mean"], cv["per_label_mean"], epoch, history,
+        return group.broadcast(TrainResult(package.folder, cv["val_dice_mean"], cv["per_label_mean"], epoch, history,
                            f"{cv['description']}; {split.description}", package.id, package.version, run_id, lineage,
-                           stopped, epoch, notes, head_used, cv, str(workdir))
-    return TrainResult(package.folder, _clean(best["val_dice"]), per_label_best, epoch, history, split.description,
-                       package.id, package.version, run_id, lineage, stopped, best["epoch"], notes, head_used,
-                       workdir=str(workdir))
+                           stopped, epoch, notes, head_used, cv, str(workdir)))
+    return group.broadcast(TrainResult(package.folder, _clean(best["val_dice"]), per_label_best, epoch, history,
+                                       split.description, package.id, package.version, run_id, lineage, stopped,
+                                       best["epoch"], notes, head_used, workdir=str(workdir)))
 
 
 def _mark_finished(workdir: Path, **extra) -> bool:

@@ -1,0 +1,145 @@
+"""Data-parallel training over several processes (several GPUs of one server), started by
+``torchrun --nproc_per_node N -m medvision.cli train ...``.
+
+Every process holds the whole network and all the training data; each draws its own patches (its
+sampler seeded apart from the others'), and an epoch's patches are shared among them, so N GPUs
+do an epoch about N times faster. After every backward pass the gradients are averaged over the
+processes (one all-reduce of one flat buffer, what DistributedDataParallel does; done by hand so
+that frozen layers and the networks' own logits functions need nothing special), and every process
+steps its optimizer on the same gradients: the weights stay identical, which :meth:`Group.check_same`
+verifies at the end. Process 0 alone fits the probe, validates, writes the checkpoints and the
+package and reports progress; what the others need of its decisions (the learning-rate horizon,
+when to stop, the head it fitted) it broadcasts. Norm layers' running statistics are taken from
+process 0 after each epoch.
+
+Without torchrun (``WORLD_SIZE`` unset or 1) :class:`Group` is one process and every call is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+__all__ = ["Group", "end"]
+
+log = logging.getLogger(__name__)
+
+
+class Group:
+    """The processes of one training (``world`` of them; this one is ``rank``)."""
+
+    def __init__(self, rank: int = 0, world: int = 1) -> None:
+        self.rank, self.world = int(rank), int(world)
+
+    @classmethod
+    def from_environment(cls, device: str) -> Group:
+        """The group torchrun started this process in (its process group set up here when needed:
+        NCCL on CUDA, gloo on the CPU), or a group of one."""
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def several(self) -> bool:
+        return self.world > 1
+
+    def share(self, count: int) -> int:
+        """This process's part of ``count`` things (patches of an epoch): the count over the processes, rounded up."""
+        return -(-int(count) // self.world)
+
+    def average_gradients(self, parameters) -> None:
+        """Every process's gradients replaced by their mean over the processes."""
+        if not self.several:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset: offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def mean(self, value: float) -> float:
+        """``value``'s mean over the processes (a loss to report)."""
+        if not self.several:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self._device())
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def broadcast_module(self, net: torch.nn.Module, buffers_only: bool = False) -> None:
+        """Process 0's weights (or only its buffers: norm statistics) in every process."""
+        if not self.several:
+            return
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for t in [*([] if buffers_only else net.parameters()), *net.buffers()]:
+                dist.broadcast(t.data, src=0)
+
+    def broadcast(self, value):
+        """Process 0's ``value`` (anything picklable) in every process."""
+        if not self.several:
+            return value
+        import torch.distributed as dist
+
+        box = [value if self.main else None]
+        dist.broadcast_object_list(box, src=0, device=self._device() if self._device().type == "cuda" else None)
+        return box[0]
+
+    def check_same(self, net: torch.nn.Module) -> None:
+        """Raise when the processes' weights differ (they must not: they step on the same gradients)."""
+        if not self.several:
+            return
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            total = sum(float(p.detach().double().abs().sum()) for p in net.parameters())
+        t = torch.tensor([total, total], dtype=torch.float64, device=self._device())
+        low, high = t[:1].clone(), t[1:].clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if float(high - low) > 1e-6 * max(1.0, abs(float(high))):
+            raise RuntimeError(f"the training processes' weights differ ({float(low):.6g} against {float(high):.6g}): "
+                               "the data-parallel run is not consistent")
+
+    def barrier(self) -> None:
+        if self.several:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _device(self) -> torch.device:
+        import torch.distributed as dist
+
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+
+def end() -> None:
+    """End this process's process group, if it has one (at the end of a torchrun training)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
