@@ -789,6 +789,18 @@ def test_cli_cross_validation_stopped_in_a_fold_resumes_there(tmp_path, datalist
     assert card["input"]["spacing_mm"] == [1.5, 1.5, 1.5] and card["provenance"]["cross_validation"]["folds"] == 2
 
 
+def test_one_process_is_a_group_of_one_whatever_world_size_says(monkeypatch):
+    from medvision.ai.training.distributed import Group
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "4")  # left by something else: not torchrun
+    group = Group.from_environment("cpu")
+    assert (group.rank, group.world, group.main, group.several) == (0, 1, True, False)
+    assert group.share(13) == 13 and group.mean(0.5) == 0.5 and group.broadcast("x") == "x"
+    assert Group(1, 4).share(13) == 4 and not Group(1, 4).main
+
+
 def test_data_parallel_training_over_two_processes_with_torchrun(tmp_path, datalist, medvision_home):
     """torchrun, two CPU processes (gloo): one report, one package, the weights identical in both
     processes (the trainer checks it and fails otherwise); stopped after epoch 1, the same command resumes."""

@@ -116,20 +116,24 @@ def save_checkpoint(workdir: Path, state: dict) -> Path:
     return path
 
 
-def load_checkpoint(workdir: Path) -> dict | None:
-    """The checkpoint in ``workdir`` (None when there is none or it is unreadable)."""
+def load_checkpoint(workdir: Path, set_aside_bad: bool = True) -> dict | None:
+    """The checkpoint in ``workdir`` (None when there is none or it is unreadable: then set aside,
+    unless ``set_aside_bad`` is False)."""
     path = workdir / FILE
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a damaged checkpoint is set aside, not fatal
-        log.warning("%s: unreadable checkpoint (%s): set aside, a new run starts", path, exc)
-        set_aside(workdir, "unreadable")
+        log.warning("%s: unreadable checkpoint (%s)%s", path, exc,
+                    ": set aside, a new run starts" if set_aside_bad else "")
+        if set_aside_bad:
+            set_aside(workdir, "unreadable")
         return None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        log.warning("%s: not a medvision training checkpoint: set aside", path)
-        set_aside(workdir, "unknown")
+        log.warning("%s: not a medvision training checkpoint%s", path, ": set aside" if set_aside_bad else "")
+        if set_aside_bad:
+            set_aside(workdir, "unknown")
         return None
     return state
 

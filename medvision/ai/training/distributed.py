@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 
 import torch
 
 __all__ = ["Group", "end"]
 
 log = logging.getLogger(__name__)
+
+#: how long a process waits in a collective call: the others wait while process 0 alone fits the
+#: probe, validates (on a large image, with the CPU-stitching fallback) or writes the package
+TIMEOUT = timedelta(hours=3)
 
 
 class Group:
@@ -38,14 +43,14 @@ class Group:
         """The group torchrun started this process in (its process group set up here when needed:
         NCCL on CUDA, gloo on the CPU), or a group of one."""
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        if world <= 1:
-            return cls()
+        if world <= 1 or not (os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("MASTER_ADDR")):
+            return cls()  # (a WORLD_SIZE left in the environment by something else is not torchrun)
         import torch.distributed as dist
 
         if device == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+            dist.init_process_group(backend="nccl" if device == "cuda" else "gloo", timeout=TIMEOUT)
         return cls(dist.get_rank(), dist.get_world_size())
 
     @property

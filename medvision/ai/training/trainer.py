@@ -392,7 +392,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         raise ValueError(f"the new model needs its own id, not the base's ({base.id})")
     device = pick_device(config.device)
     group = Group.from_environment(device)  # (several processes under torchrun: see .distributed)
-    if device == "cpu":
+    if device == "cpu" or group.several:  # (torchrun sets one thread per process: the patches need more)
         torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // group.world))
     card = base.card
     orientation = (card.get("input") or {}).get("orientation") or None
@@ -513,7 +513,10 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         start = "resume" if state is not None and start == "new" else start
     start = group.broadcast(start)
     if not group.main and start != "new":
-        state = ckpt.load_checkpoint(workdir)
+        state = ckpt.load_checkpoint(workdir, set_aside_bad=False)
+        if state is None:
+            raise RuntimeError(f"process {group.rank} cannot read the checkpoint process 0 resumes from in {workdir}: "
+                               "run the processes on one machine, or give --workdir a folder they all see")
     if start == "reuse":
         notes.append(f"{run.label} finished in an earlier session (run {state['run_id']}): its result is reused")
         yield progress("epoch", int(state["epoch"]), int(state["epoch"]), "finished earlier")
@@ -678,9 +681,10 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         train_loss = group.mean(float(np.mean(losses))) if losses else None
         # no validation data (a cross-validation's final model): the last epoch is kept
         score = val_dice if val_dice is not None else float(epoch) if not val_regions else -(train_loss or 0.0)
-        if score > best["score"] + 1e-4:
+        if score > best["score"] + 1e-4:  # (process 0's best: the others' is not used)
             best.update(score=score, val_dice=val_dice, per_label=per_label, epoch=epoch,
-                        weights={k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()})
+                        weights={k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+                        if group.main else None)
             bad_epochs = 0
         else:
             bad_epochs += 1
