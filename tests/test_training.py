@@ -734,18 +734,28 @@ def test_on_cuda_running_out_of_memory_is_reported_and_the_next_run_works(tmp_pa
 
 # ---- the command ---------------------------------------------------------------------------------------
 @pytest.mark.slow
+def _interrupted(cmd, env, prefix: str, group: bool = False) -> tuple[int, list[str]]:
+    """Run ``cmd``; Ctrl+C (SIGINT: to its whole process group with ``group``, as a terminal sends it)
+    once a line of its output starts with ``prefix``. Returns its exit code and its lines."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=group)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix) and group:
+            os.killpg(proc.pid, signal.SIGINT)
+        elif line.startswith(prefix):
+            proc.send_signal(signal.SIGINT)
+    return proc.wait(120), lines
+
+
 def test_cli_train_end_to_end_with_ctrl_c_and_resume(tmp_path, datalist, medvision_home):
     env = dict(os.environ, MEDVISION_HOME=str(medvision_home), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "medvision.cli", "train", "--base", BASE, "--datalist", str(datalist),
            "-o", "cli-blobs", "--epochs", "3", "--patch", "64", "--patches-per-epoch", "40", "--device", "cpu",
            "--freeze-epochs", "1", "--workdir", str(tmp_path / "work"), "-q"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("epoch 1/3"):
-            proc.send_signal(signal.SIGINT)
-    assert proc.wait(120) == 130, "".join(lines)
+    code, lines = _interrupted(cmd, env, "epoch 1/3")
+    assert code == 130, "".join(lines)
     assert any("run the same command again to resume" in ln for ln in lines), "".join(lines)
     assert "val Dice" in next(ln for ln in lines if ln.startswith("epoch 1/3"))
 
@@ -768,13 +778,8 @@ def test_cli_cross_validation_stopped_in_a_fold_resumes_there(tmp_path, datalist
                       (["--spacing", "fine"], "--spacing fine: give auto, native, or a voxel size in mm")):
         refused = subprocess.run(cmd + bad, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2 and said in refused.stderr, refused.stderr
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("fold 2 of 2: fine-tuning on cpu"):
-            proc.send_signal(signal.SIGINT)
-    assert proc.wait(120) == 130, "".join(lines)
+    code, lines = _interrupted(cmd, env, "fold 2 of 2: fine-tuning on cpu")
+    assert code == 130, "".join(lines)
     assert any(ln.startswith("fold 1 of 2: epoch 1/1") and "val Dice" in ln for ln in lines), "".join(lines)
     assert any("stopped in fold 2 of 2 before an epoch had finished: run the same command again to resume (the "
                "folds that finished are kept)" in ln for ln in lines), "".join(lines)
@@ -808,14 +813,7 @@ def test_data_parallel_training_over_two_processes_with_torchrun(tmp_path, datal
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "medvision.cli", "train",
            "--base", BASE, "--datalist", str(datalist), "-o", "ddp-blobs", "--epochs", "3", "--patches-per-epoch", "16",
            "--device", "cpu", "--workdir", str(tmp_path / "work"), "-q"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("epoch 1/3"):
-            os.killpg(proc.pid, signal.SIGINT)  # Ctrl+C in the terminal: torchrun ends both processes
-    proc.wait(120)
+    _code, lines = _interrupted(cmd, env, "epoch 1/3", group=True)  # Ctrl+C: torchrun ends both processes
     assert sum(ln.startswith("epoch 1/3") for ln in lines) == 1, "".join(lines)  # process 0 alone reports
     assert torch.load(tmp_path / "work" / ckpt.FILE, weights_only=True)["epoch"] >= 1
 
