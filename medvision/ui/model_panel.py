@@ -71,7 +71,7 @@ class ModelPanel(QWidget):
         self.card_view = QTextBrowser()
         self.card_view.setOpenExternalLinks(False)
         self.card_view.setMinimumHeight(120)
-        layout.addWidget(self.card_view)
+        layout.addWidget(self.card_view, 1)  # (the room left over: a trained model's card is long)
 
         box = QGroupBox("Run")
         form = QFormLayout(box)
@@ -140,7 +140,6 @@ class ModelPanel(QWidget):
         row.addWidget(self.train_button)
         row.addWidget(self.compare_button)
         layout.addLayout(row)
-        layout.addStretch(1)
         self.viewer.volume_changed.connect(self._volume_changed)
         self.refresh()
         self._sync()
