@@ -783,13 +783,13 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     if not _mark_finished(workdir, package=str(package.folder)):  # (the same command again starts a new run)
         ckpt.set_aside(workdir, f"{run_id}-finished")  # the model is written: set the run aside, not redo it
     net.to("cpu")
-    if cv:
-        return group.broadcast(TrainResult(package.folder, cv["val_dice_mean"], cv["per_label_mean"], epoch, history,
-                           f"{cv['description']}; {split.description}", package.id, package.version, run_id, lineage,
-                           stopped, epoch, notes, head_used, cv, str(workdir)))
-    return group.broadcast(TrainResult(package.folder, _clean(best["val_dice"]), per_label_best, epoch, history,
-                                       split.description, package.id, package.version, run_id, lineage, stopped,
-                                       best["epoch"], notes, head_used, workdir=str(workdir)))
+    result = TrainResult(package.folder, _clean(best["val_dice"]), per_label_best, epoch, history, split.description,
+                         package.id, package.version, run_id, lineage, stopped, best["epoch"], notes, head_used,
+                         workdir=str(workdir))
+    if cv:  # (the folds' figures; the model's last epoch)
+        result.best_val_dice, result.per_label, result.best_epoch = cv["val_dice_mean"], cv["per_label_mean"], epoch
+        result.split_description, result.cross_validation = f"{cv['description']}; {split.description}", cv
+    return group.broadcast(result)
 
 
 def _mark_finished(workdir: Path, **extra) -> bool:
