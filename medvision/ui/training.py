@@ -32,6 +32,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..ai.training import FINAL_RUN
+
 log = logging.getLogger(__name__)
 
 
@@ -324,7 +326,7 @@ class TrainingDialog(QDialog):
         if payload.get("message"):
             self.last_message = payload["message"]
             head = payload["message"].split(": ")[0]
-            if head.startswith("fold ") or head == self.FINAL_RUN:
+            if head.startswith("fold ") or head == FINAL_RUN:
                 self.current_run = head
 
     def _fill_labels(self, per: dict) -> None:
@@ -333,7 +335,6 @@ class TrainingDialog(QDialog):
             self.label_table.setItem(r, 0, QTableWidgetItem(str(name)))
             self.label_table.setItem(r, 1, QTableWidgetItem("" if value is None else f"{value:.3f}"))
 
-    FINAL_RUN = "the model (all cases)"  # (a cross-validation's last run, as the trainer names it)
     #: curve colours of a cross-validation's runs (folds in turn; the final model in grey)
     RUN_COLOURS = ((80, 180, 240), (240, 170, 60), (120, 210, 120), (220, 110, 200), (240, 230, 90), (150, 150, 255))
 
@@ -344,7 +345,7 @@ class TrainingDialog(QDialog):
         if run not in self.run_curves:
             if not self.run_curves:
                 self.loss_plot.addLegend(offset=(-10, 10))
-            final = run == self.FINAL_RUN
+            final = run == FINAL_RUN
             colour = (170, 170, 170) if final else self.RUN_COLOURS[len(self.run_curves) % len(self.RUN_COLOURS)]
             pen = pg.mkPen(colour, width=2, style=Qt.PenStyle.DashLine if final else Qt.PenStyle.SolidLine)
             name = run.replace(" (all cases)", "")
@@ -397,7 +398,7 @@ class TrainingDialog(QDialog):
         if run.startswith("fold "):
             done = int(run.split()[1]) - 1
         else:
-            done = int(self.config_sent.get("folds") or 0) if run == self.FINAL_RUN else 0
+            done = int(self.config_sent.get("folds") or 0) if run == FINAL_RUN else 0
         folds = "" if not done else "; the fold before it is kept too" if done == 1 else \
             f"; the {done} folds before it are kept too"
         if not epochs:

@@ -7,13 +7,18 @@
   cosine, freeze then unfreeze, validation by sliding windows, early stopping, checkpoints, resume).
 * :mod:`.checkpoint`: the run's checkpoint (``torch.load(weights_only=True)``-loadable) and lineage.
 * :mod:`.export`: the new model package (card with provenance + safetensors) in the user's models.
+* :mod:`.crossval`: k-fold cross-validation, then the model on every case (``TrainConfig.folds``).
+* :mod:`.distributed`: data-parallel training over the processes torchrun starts (several GPUs).
 
 The trainer runs inside a training process (the GUI starts one; ``medvision train`` is one).
 """
 
 from __future__ import annotations
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingData", "train_job"]
+__all__ = ["FINAL_RUN", "TrainConfig", "TrainResult", "TrainingData", "train_job"]
+
+#: what a cross-validation calls its last run, the model trained on every case, in progress records
+FINAL_RUN = "the model (all cases)"
 
 
 def __getattr__(name: str):  # lazy: importing the package does not import torch

@@ -30,6 +30,7 @@ import numpy as np
 
 from ...core.jobs import Job
 from ..package import Registry
+from . import FINAL_RUN
 from . import checkpoint as ckpt
 from .data import TrainingData
 from .trainer import Run, TrainConfig, TrainResult, train_run
@@ -56,7 +57,7 @@ def cross_validation_job(config: TrainConfig, data: TrainingData,
         left = max(share.minutes, config.minutes - summary["seconds"] / 60)
     final = replace(config, epochs=summary["final_epochs"], minutes=left, patience=0, head_init=head)
     run = Run(data.all_cases(), {"folds": k, "fold": "all", "split_seed": config.seed,
-                                 "epochs": summary["final_epochs"]}, "final", "the model (all cases)", export=True,
+                                 "epochs": summary["final_epochs"]}, "final", FINAL_RUN, export=True,
               cross_validation=summary)
     result = yield from train_run(final, data, registry, run)
     seen, extra = set(result.notes), []
