@@ -230,26 +230,29 @@ def add_train_parser(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-def _patch(text: str) -> tuple[int, int, int]:
-    parts = [int(p) for p in str(text).replace("x", ",").split(",") if p.strip()]
+def _triple(text: str, cast, what: str) -> tuple:
+    """``N`` or ``X,Y,Z`` (or ``XxYxZ``) as three positive numbers; ``what``: the usage said otherwise."""
+    try:
+        parts = [cast(p) for p in str(text).replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        parts = []
     if len(parts) == 1:
         parts *= 3
-    if len(parts) != 3 or min(parts) < 1:
-        raise ValueError(f"--patch {text}: give N or X,Y,Z")
+    if len(parts) != 3 or min(parts) <= 0:
+        raise ValueError(what)
     return tuple(parts)
+
+
+def _patch(text: str) -> tuple[int, int, int]:
+    return _triple(text, int, f"--patch {text}: give N or X,Y,Z")
 
 
 def _spacing(text: str | None):
     """--spacing: None (not given: the config's default), "auto", "native", or mm."""
     if text is None or text in ("auto", "native"):
         return text
-    try:
-        values = [float(p) for p in str(text).replace("x", ",").split(",") if p.strip()]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 3) or min(values) <= 0:
-        raise ValueError(f"--spacing {text}: give auto, native, or a voxel size in mm (MM or X,Y,Z)")
-    return values[0] if len(values) == 1 else tuple(values)
+    values = _triple(text, float, f"--spacing {text}: give auto, native, or a voxel size in mm (MM or X,Y,Z)")
+    return values[0] if len(set(values)) == 1 else values
 
 
 def _duration(seconds) -> str:

@@ -17,15 +17,13 @@ Without torchrun (``WORLD_SIZE`` unset or 1) :class:`Group` is one process and e
 
 from __future__ import annotations
 
-import logging
 import os
 from datetime import timedelta
 
 import torch
+import torch.distributed as dist
 
 __all__ = ["Group", "end"]
-
-log = logging.getLogger(__name__)
 
 #: how long a process waits in a collective call: the others wait while process 0 alone fits the
 #: probe, validates (on a large image, with the CPU-stitching fallback) or writes the package
@@ -45,8 +43,6 @@ class Group:
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
         if world <= 1 or not (os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("MASTER_ADDR")):
             return cls()  # (a WORLD_SIZE left in the environment by something else is not torchrun)
-        import torch.distributed as dist
-
         if device == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
@@ -69,8 +65,6 @@ class Group:
         """Every process's gradients replaced by their mean over the processes."""
         if not self.several:
             return
-        import torch.distributed as dist
-
         grads = [p.grad for p in parameters if p.grad is not None]
         if not grads:
             return
@@ -86,8 +80,6 @@ class Group:
         """``value``'s mean over the processes (a loss to report)."""
         if not self.several:
             return value
-        import torch.distributed as dist
-
         t = torch.tensor([float(value)], dtype=torch.float64, device=self._device())
         dist.all_reduce(t)
         return float(t.item()) / self.world
@@ -96,8 +88,6 @@ class Group:
         """Process 0's weights (or only its buffers: norm statistics) in every process."""
         if not self.several:
             return
-        import torch.distributed as dist
-
         with torch.no_grad():
             for t in [*([] if buffers_only else net.parameters()), *net.buffers()]:
                 dist.broadcast(t.data, src=0)
@@ -106,8 +96,6 @@ class Group:
         """Process 0's ``value`` (anything picklable) in every process."""
         if not self.several:
             return value
-        import torch.distributed as dist
-
         box = [value if self.main else None]
         dist.broadcast_object_list(box, src=0, device=self._device() if self._device().type == "cuda" else None)
         return box[0]
@@ -116,8 +104,6 @@ class Group:
         """Raise when the processes' weights differ (they must not: they step on the same gradients)."""
         if not self.several:
             return
-        import torch.distributed as dist
-
         with torch.no_grad():
             total = sum(float(p.detach().double().abs().sum()) for p in net.parameters())
         t = torch.tensor([total, total], dtype=torch.float64, device=self._device())
@@ -128,15 +114,7 @@ class Group:
             raise RuntimeError(f"the training processes' weights differ ({float(low):.6g} against {float(high):.6g}): "
                                "the data-parallel run is not consistent")
 
-    def barrier(self) -> None:
-        if self.several:
-            import torch.distributed as dist
-
-            dist.barrier()
-
     def _device(self) -> torch.device:
-        import torch.distributed as dist
-
         if dist.get_backend() == "nccl":
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
@@ -144,7 +122,5 @@ class Group:
 
 def end() -> None:
     """End this process's process group, if it has one (at the end of a torchrun training)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
