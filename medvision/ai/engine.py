@@ -31,6 +31,7 @@ from ..core.volume import Volume
 from .memory import is_out_of_memory, release_gpu_memory
 from .options import InferenceOptions
 from .package import ModelPackage
+from .plausibility import implausibilities
 from .preprocess import fill_holes, largest_component, prepare
 
 __all__ = ["InferenceOptions", "InferenceResult", "infer_job", "Attempt", "fallback_plan", "pick_device"]
@@ -48,6 +49,8 @@ class InferenceResult:
     device: str
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: why the result cannot be right (volumes outside the card's ranges, a CT given to an MR model)
+    implausible: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,8 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
     if device == "cuda":
         release_gpu_memory()
     return InferenceResult(labels, chosen, uncertainty, used.device if used.sw_device == used.device else
-                           f"{used.sw_device} windows, {used.device} stitching", seconds, notes)
+                           f"{used.sw_device} windows, {used.device} stitching", seconds, notes,
+                           implausibilities(card, labels, frame, whole=options.box is None))
 
 
 def _watched(net, compute):

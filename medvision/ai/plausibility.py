@@ -1,0 +1,91 @@
+"""Is a model's result one a radiologist could believe? Checked on every result, shown with it.
+
+A card may state what its structures can measure in an adult::
+
+    "plausibility": {"volume_ml": {"brain": [600, 2200], "grey matter": [350, 1200]}}
+
+A label whose volume falls outside its range (absent labels count as 0 mL) makes the result
+implausible, and so does an image of another modality than the one the model was made for (a CT
+given to an MR-only model): the model was never shown such an image and its output means nothing.
+The checks only read the label map and the card (no torch), so the CLI and the window share them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from ..core.labels import LabelMap
+from ..core.volume import Volume
+
+__all__ = ["label_volumes_ml", "volume_ranges", "implausibilities", "PlausibilityError"]
+
+log = logging.getLogger(__name__)
+
+
+class PlausibilityError(ValueError):
+    """A card's ``plausibility`` section is malformed."""
+
+
+def label_volumes_ml(labels: LabelMap) -> dict[str, float]:
+    """Each label of the table: its volume in millilitres (0 for a label with no voxel)."""
+    counts = np.bincount(labels.array.ravel(), minlength=1) if labels.array.size else np.zeros(1, np.int64)
+    ml = labels.voxel_volume_ml()
+    return {la.name: float(counts[la.value] if la.value < counts.size else 0) * ml for la in labels.table}
+
+
+def volume_ranges(card: dict) -> dict[str, tuple[float, float]]:
+    """The card's per-label volume ranges in mL (``{}`` when it states none); a malformed one raises."""
+    spec = (card.get("plausibility") or {}).get("volume_ml") or {}
+    if not isinstance(spec, dict):
+        raise PlausibilityError(f"{card.get('id')}: plausibility.volume_ml must map label names to [low, high] mL")
+    out = {}
+    for name, bounds in spec.items():
+        try:
+            low, high = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise PlausibilityError(f"{card.get('id')}: plausibility.volume_ml[{name!r}] must be [low, high] in mL, "
+                                    f"not {bounds!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high)) or not 0 <= low <= high:
+            raise PlausibilityError(f"{card.get('id')}: plausibility.volume_ml[{name!r}] must have 0 <= low <= high")
+        out[str(name)] = (low, high)
+    return out
+
+
+def _ml(v: float) -> str:
+    return f"{v / 1000:.2f} L" if v >= 1000 else f"{v:.1f} mL"
+
+
+def implausibilities(card: dict, labels: LabelMap, volume: Volume | None = None, *,
+                     whole: bool = True) -> list[str]:
+    """Why this result cannot be right, one sentence each (``[]``: nothing implausible found).
+
+    ``whole``: the model saw the whole image (volumes are checked only then: a region drawn by the
+    user holds part of a structure)."""
+    out = []
+    model = card.get("name") or card.get("id") or "the model"
+    want = card.get("modality")
+    have = (volume.metadata.get("modality") if volume is not None else None) or None
+    if want and have and have != want:
+        guessed = " (guessed from its intensities)" if volume.metadata.get("modality_guessed") else ""
+        out.append(f"this is a {have} image{guessed} and {model} was made for {want} only: its output means "
+                   f"nothing here")
+    try:
+        ranges = volume_ranges(card)
+    except PlausibilityError as exc:
+        log.warning("%s", exc)
+        ranges = {}
+    if ranges and whole:
+        found = label_volumes_ml(labels)
+        for name, (low, high) in ranges.items():
+            if name not in found:
+                continue
+            v = found[name]
+            if v < low or v > high:
+                side = "below" if v < low else "above"
+                hint = " (does the image hold all of it?)" if v < low else ""
+                out.append(f"{name} {_ml(v)} is {side} what an adult {name} measures ({_ml(low)} to "
+                           f"{_ml(high)}){hint}")
+    return out
