@@ -28,6 +28,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--series", help="series when INPUT holds several")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_infer)
+    p.epilog = (f"Exit status {IMPLAUSIBLE_EXIT}: the labels were written but the result is implausible (a volume "
+                "outside what the model's card says the structure can measure, or an image of another modality "
+                "than the model's); the reasons are printed.")
 
     p = sub.add_parser("models", help="list, show or import model packages")
     msub = p.add_subparsers(dest="models_command", required=True)
@@ -51,6 +54,10 @@ def add_parsers(sub) -> None:
     add_train_parser(sub)
 
 
+#: the exit status of ``infer`` when the result was written but is implausible (see medvision.ai.plausibility)
+IMPLAUSIBLE_EXIT = 3
+
+
 def _fail(message: str) -> int:
     print(f"medvision: {message}", file=sys.stderr)
     return 2
@@ -70,8 +77,9 @@ def _cmd_infer(args) -> int:
                       args.quiet)
         if isinstance(volume, list):
             volume = volume[0]
-        for warning in package.suitability(volume):
-            print(f"warning: {warning}", file=sys.stderr)
+        warned = [f"warning: {w}" for w in package.suitability(volume)]
+        for warning in warned:  # before a run that may take minutes
+            print(warning, file=sys.stderr)
         options = InferenceOptions(device=args.device, tta=args.tta, uncertainty=bool(args.uncertainty))
         result = _run(infer_job(package, volume, options), args.quiet)
     except (PackageError, RuntimeError, ValueError) as exc:
@@ -94,7 +102,14 @@ def _cmd_infer(args) -> int:
         print(f"{package.id} on {result.device}: {found}; {result.seconds['total']:.1f} s "
               f"(inference {result.seconds['inference']:.1f} s) -> {out}")
         for note in result.notes:
-            print(note)
+            if note not in warned:  # the suitability warnings were printed before the run
+                print(note)
+    for why in result.implausible:  # even with --quiet: the output must not be taken as it is
+        print(f"IMPLAUSIBLE RESULT: {why}", file=sys.stderr)
+    if result.implausible:
+        print(f"medvision: check this result before using it; {out} was written as the model gave it",
+              file=sys.stderr)
+        return IMPLAUSIBLE_EXIT
     return 0
 
 

@@ -2,9 +2,11 @@
 
 A card may state what its structures can measure in an adult::
 
-    "plausibility": {"volume_ml": {"brain": [600, 2200], "grey matter": [350, 1200]}}
+    "plausibility": {"volume_ml": {"brain": [600, 2200], "grey matter": [350, 1200]},
+                     "extent_mm": {"brain": 220}}
 
-A label whose volume falls outside its range (absent labels count as 0 mL) makes the result
+A label whose volume falls outside its range (absent labels count as 0 mL), or which reaches further
+across (the longest side of its box along the patient's axes) than the structure can, makes the result
 implausible, and so does an image of another modality than the one the model was made for (a CT
 given to an MR-only model): the model was never shown such an image and its output means nothing.
 The checks only read the label map and the card (no torch), so the CLI and the window share them.
@@ -20,7 +22,7 @@ import numpy as np
 from ..core.labels import LabelMap
 from ..core.volume import Volume
 
-__all__ = ["label_volumes_ml", "volume_ranges", "implausibilities", "PlausibilityError"]
+__all__ = ["label_volumes_ml", "volume_ranges", "extents_mm", "max_extents", "implausibilities", "PlausibilityError"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,44 @@ def volume_ranges(card: dict) -> dict[str, tuple[float, float]]:
     return out
 
 
+def extents_mm(labels: LabelMap, names) -> dict[str, float]:
+    """The longest side, in mm along the patient's axes, of the box around each named label (0: absent)."""
+    out = {}
+    for la in labels.table:
+        if la.name not in names:
+            continue
+        where = np.nonzero(labels.array == la.value)
+        if not where[0].size:
+            out[la.name] = 0.0
+            continue
+        lo = [int(w.min()) for w in where]
+        hi = [int(w.max()) for w in where]
+        # the eight corners of the index box (x, y, z order), voxel halves included, in patient mm
+        corners = np.array([[x, y, z, 1.0] for z in (lo[0] - 0.5, hi[0] + 0.5) for y in (lo[1] - 0.5, hi[1] + 0.5)
+                            for x in (lo[2] - 0.5, hi[2] + 0.5)])
+        mm = corners @ np.asarray(labels.affine, float).T
+        out[la.name] = float((mm[:, :3].max(0) - mm[:, :3].min(0)).max())
+    return out
+
+
+def max_extents(card: dict) -> dict[str, float]:
+    """The card's ``plausibility.extent_mm``: label name -> the most it can measure across, in mm."""
+    spec = (card.get("plausibility") or {}).get("extent_mm") or {}
+    if not isinstance(spec, dict):
+        raise PlausibilityError(f"{card.get('id')}: plausibility.extent_mm must map label names to a length in mm")
+    out = {}
+    for name, most in spec.items():
+        try:
+            value = float(most)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not math.isfinite(value) or value <= 0:
+            raise PlausibilityError(f"{card.get('id')}: plausibility.extent_mm[{name!r}] must be a length in mm, "
+                                    f"not {most!r}")
+        out[str(name)] = value
+    return out
+
+
 def _ml(v: float) -> str:
     return f"{v / 1000:.2f} L" if v >= 1000 else f"{v:.1f} mL"
 
@@ -73,10 +113,10 @@ def implausibilities(card: dict, labels: LabelMap, volume: Volume | None = None,
         out.append(f"this is a {have} image{guessed} and {model} was made for {want} only: its output means "
                    f"nothing here")
     try:
-        ranges = volume_ranges(card)
+        ranges, longest = volume_ranges(card), max_extents(card)
     except PlausibilityError as exc:
         log.warning("%s", exc)
-        ranges = {}
+        ranges, longest = {}, {}
     if ranges and whole:
         found = label_volumes_ml(labels)
         for name, (low, high) in ranges.items():
@@ -88,4 +128,8 @@ def implausibilities(card: dict, labels: LabelMap, volume: Volume | None = None,
                 hint = " (does the image hold all of it?)" if v < low else ""
                 out.append(f"{name} {_ml(v)} is {side} what an adult {name} measures ({_ml(low)} to "
                            f"{_ml(high)}){hint}")
+    for name, length in extents_mm(labels, longest).items():  # a region run holds part of it: never longer
+        if length > longest[name]:
+            out.append(f"{name} reaches {length:.0f} mm across, more than an adult {name} can "
+                       f"({longest[name]:.0f} mm)")
     return out

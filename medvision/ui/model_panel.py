@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QTextBrowser,
@@ -277,9 +278,10 @@ class ModelPanel(QWidget):
             self.progress.setRange(0, rec.total)
             self.progress.setValue(rec.done)
 
-    def _ended(self, text: str) -> None:
+    def _ended(self, text: str, alarm: bool = False) -> None:
         self.progress.hide()
         self.status.setText(text)
+        self.status.setStyleSheet("color: #e04040; font-weight: bold" if alarm else "")
         self._sync()
 
     def _failed(self, exc: BaseException) -> None:
@@ -300,8 +302,14 @@ class ModelPanel(QWidget):
         ml = result.labels.voxel_volume_ml()
         found = ", ".join(f"{la.name} {int((result.labels.array == la.value).sum()) * ml:.1f} mL"
                           for la in result.labels.table)
-        self._ended(f"done on {result.device} in {s.get('total', 0):.1f} s (inference {s.get('inference', 0):.1f} s): "
-                    f"{found}{notes}")
+        done = (f"done on {result.device} in {s.get('total', 0):.1f} s (inference {s.get('inference', 0):.1f} s): "
+                f"{found}{notes}")
+        if result.implausible:
+            why = "".join(f"\n- {w}" for w in result.implausible)
+            self._ended(f"IMPLAUSIBLE RESULT: check it before accepting it{why}\n{done}", alarm=True)
+            self.annotation.message.emit(f"implausible result: {'; '.join(result.implausible)}")
+        else:
+            self._ended(done)
         self._show_proposal()
 
     # ---- the proposal -----------------------------------------------------------------------
@@ -328,6 +336,8 @@ class ModelPanel(QWidget):
         """Put the proposal (or its label ``value``) into the working labels: one undo step."""
         ann, proposal = self.annotation, self.proposal
         if proposal is None or not ann.can_edit():
+            return False
+        if self.result is not None and self.result.implausible and not self.confirm_implausible():
             return False
         labels = ann.ensure_labels()
         if labels is None:
@@ -358,6 +368,15 @@ class ModelPanel(QWidget):
         else:
             ann.message.emit("the proposal added nothing (the voxels are labelled or locked already)")
         return changed
+
+    def confirm_implausible(self) -> bool:
+        """Ask before an implausible result goes into the labels (default: no)."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "medvision",
+                          "This result is implausible:\n\n" + "\n".join(f"- {w}" for w in self.result.implausible)
+                          + "\n\nPut it into the labels all the same?", parent=self)
+        box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        return box.exec() == QMessageBox.StandardButton.Yes
 
     def discard(self) -> None:
         self.proposal = None

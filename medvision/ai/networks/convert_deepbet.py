@@ -139,6 +139,9 @@ def card(weights_sha256: str, localizer_sha256: str, created: str) -> dict:
         "postprocessing": {"largest_component": True, "fill_holes": True},
         "inference": {"mode": "whole", "sliding_window": None},
         "labels": [{"value": 1, "name": "brain", "color": [255, 160, 60, 255]}],
+        # an adult brain (cerebrum, cerebellum, brain stem) measures about 0.9-1.7 L; wider bounds
+        # so that only a result no head can have is flagged (a CT or a body MR given to the model)
+        "plausibility": {"volume_ml": {"brain": [600, 2200]}, "extent_mm": {"brain": 220}},
         "license": "MIT",
         "license_file": "LICENSE",
         "attribution": ATTRIBUTION,
