@@ -185,9 +185,12 @@ def test_the_window_shows_it_in_red_and_accept_asks(qtbot, ct, bright_models, mo
     assert panel.select("test-bright")
     assert panel.run()
     qtbot.waitUntil(lambda: panel.proposal is not None, timeout=60_000)
+    from medvision.ui.model_panel import ALARM
+
     text = panel.status.text()
-    assert text.startswith("IMPLAUSIBLE RESULT") and "bright" in text and "above what an adult" in text
-    assert "e04040" in panel.status.styleSheet()
+    red, rest = text.split("</span>")
+    assert red.startswith(f'<span style="color:{ALARM}; font-weight:bold">IMPLAUSIBLE RESULT')
+    assert "above what an adult bright measures" in red and "done on cpu" in rest
     asked = []
     monkeypatch.setattr(panel, "confirm_implausible", lambda: asked.append(1) or False)
     assert not panel.accept() and asked == [1]

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
@@ -35,6 +37,9 @@ from .jobs import JobRunner
 from .viewer import Layer
 
 log = logging.getLogger(__name__)
+
+#: the colour of an implausible result's verdict
+ALARM = "#e04040"
 
 PROPOSAL = "proposal"
 UNCERTAINTY = "uncertainty"
@@ -71,8 +76,8 @@ class ModelPanel(QWidget):
         layout.addWidget(self.list)
         self.card_view = QTextBrowser()
         self.card_view.setOpenExternalLinks(False)
-        self.card_view.setMinimumHeight(120)
-        layout.addWidget(self.card_view, 1)  # (the room left over: a trained model's card is long)
+        self.card_view.setMinimumHeight(90)
+        layout.addWidget(self.card_view, 2)  # (the room left over: a trained model's card is long)
 
         box = QGroupBox("Run")
         form = QFormLayout(box)
@@ -104,8 +109,17 @@ class ModelPanel(QWidget):
         form.addRow(self.progress)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        form.addRow(self.status)
-        layout.addWidget(box)
+        self.status.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a long verdict scrolls inside the dock instead of being cut off on a small screen
+        self.status_scroll = QScrollArea()
+        self.status_scroll.setWidget(self.status)
+        self.status_scroll.setWidgetResizable(True)
+        self.status_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.status_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.status_scroll.setMinimumHeight(48)
+        form.addRow(self.status_scroll)
+        layout.addWidget(box, 1)
 
         box = QGroupBox("Proposal")
         form = QFormLayout(box)
@@ -220,7 +234,7 @@ class ModelPanel(QWidget):
         pkg = self.package
         volume = self.viewer.volume
         if pkg is None or volume is None or volume.metadata.get("partial"):
-            self.status.setText("open an image (and let it load) and choose a model first")
+            self._ended("open an image (and let it load) and choose a model first")
             return False
         if self.runner is not None and self.runner.running:
             return False
@@ -243,7 +257,7 @@ class ModelPanel(QWidget):
         self.runner.failed.connect(self._failed)
         self.runner.cancelled.connect(lambda: self._ended("cancelled"))
         self._started = time.perf_counter()
-        self.status.setText("\n".join(f"warning: {w}" for w in warnings) or f"running {pkg.name} ...")
+        self._ended("\n".join(f"warning: {w}" for w in warnings) or f"running {pkg.name} ...")
         self.progress.setRange(0, 0)
         self.progress.show()
         self.runner.start()
@@ -278,11 +292,26 @@ class ModelPanel(QWidget):
             self.progress.setRange(0, rec.total)
             self.progress.setValue(rec.done)
 
-    def _ended(self, text: str, alarm: bool = False) -> None:
+    def _ended(self, text: str, alarm: str = "") -> None:
+        """Show ``text``; ``alarm`` (plain text) above it in bold red."""
         self.progress.hide()
-        self.status.setText(text)
-        self.status.setStyleSheet("color: #e04040; font-weight: bold" if alarm else "")
+        if alarm:
+            self.status.setTextFormat(Qt.TextFormat.RichText)
+            lines = [html.escape(line) for line in (alarm + "\n" + text).splitlines()]
+            cut = alarm.count("\n") + 1
+            self.status.setText(f'<span style="color:{ALARM}; font-weight:bold">{"<br>".join(lines[:cut])}</span>'
+                                f'<br>{"<br>".join(lines[cut:])}')
+        else:
+            self.status.setTextFormat(Qt.TextFormat.PlainText)
+            self.status.setText(text)
+        self._fit_status()
         self._sync()
+
+    def _fit_status(self) -> None:
+        """Room for the status text (up to ~10 lines; the card above gives it up), the rest scrolls."""
+        width = max(100, self.status_scroll.viewport().width())
+        need = self.status.heightForWidth(width) if self.status.text() else 0
+        self.status_scroll.setMinimumHeight(max(48, min(need + 4, 10 * self.fontMetrics().lineSpacing())))
 
     def _failed(self, exc: BaseException) -> None:
         message = f"{self.package.name if self.package else 'the model'} failed: {exc}"
@@ -298,7 +327,10 @@ class ModelPanel(QWidget):
         self.proposal = result.labels
         self.uncertainty = result.uncertainty
         s = result.seconds
-        notes = "".join(f"\n{n}" for n in result.notes)
+        # a modality warning the verdict repeats is not said twice
+        said = " ".join(result.implausible)
+        notes = "".join(f"\n{n}" for n in result.notes
+                        if not (n.startswith("warning:") and "was made for" in n and "was made for" in said))
         ml = result.labels.voxel_volume_ml()
         found = ", ".join(f"{la.name} {int((result.labels.array == la.value).sum()) * ml:.1f} mL"
                           for la in result.labels.table)
@@ -306,7 +338,7 @@ class ModelPanel(QWidget):
                 f"{found}{notes}")
         if result.implausible:
             why = "".join(f"\n- {w}" for w in result.implausible)
-            self._ended(f"IMPLAUSIBLE RESULT: check it before accepting it{why}\n{done}", alarm=True)
+            self._ended(done, alarm=f"IMPLAUSIBLE RESULT: check it before accepting it{why}")
             self.annotation.message.emit(f"implausible result: {'; '.join(result.implausible)}")
         else:
             self._ended(done)
