@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.atomic import write_text
 from ..paths import data_dir
 
 __all__ = ["CARD", "RUNTIME_KINDS", "PackageError", "ModelPackage", "Registry", "sha256_of", "shipped_dir",
@@ -279,7 +280,4 @@ def write_card(folder: str | os.PathLike, card: dict) -> Path:
     """Write ``card`` as the folder's model.json (atomically)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{CARD}.tmp"
-    tmp.write_text(json.dumps(card, indent=1), encoding="utf-8")
-    os.replace(tmp, folder / CARD)
-    return folder / CARD
+    return write_text(folder / CARD, json.dumps(card, indent=1))

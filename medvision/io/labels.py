@@ -11,37 +11,20 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..core.atomic import write_text
 from ..core.labels import LabelMap, LabelTable
 from ..core.volume import Volume
 from .errors import MedvisionIOError, UnsupportedDataError
 from .volumes import read_volume, suffix_of, write_volume
 
-__all__ = ["save_labels", "load_labels", "table_path_for", "read_itksnap_labels", "write_text_atomic",
-           "onto_grid"]
+__all__ = ["save_labels", "load_labels", "table_path_for", "read_itksnap_labels", "onto_grid"]
 
 log = logging.getLogger(__name__)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def table_path_for(path: str | os.PathLike) -> Path:
@@ -51,13 +34,15 @@ def table_path_for(path: str | os.PathLike) -> Path:
     return path.with_name(stem + ".labels.json")
 
 
-def save_labels(labels: LabelMap, path: str | os.PathLike, *, compress: bool = True, fast: bool = False) -> Path:
+def save_labels(labels: LabelMap, path: str | os.PathLike, *, compress: bool = True, fast: bool = False,
+                private: bool = False) -> Path:
     """Write the label array (NIfTI/NRRD/MHA by suffix) and its JSON table beside it, each
-    atomically. ``fast``: the quickest compression (autosave)."""
+    atomically. ``fast``: the quickest compression (autosave); ``private``: owner-only files (the
+    recovery area)."""
     path = Path(path)
     volume = Volume(labels.array, labels.affine, None, {})
-    write_volume(volume, path, compress=compress, level=1 if fast else -1)
-    write_text_atomic(table_path_for(path), labels.table.to_json())
+    write_volume(volume, path, compress=compress, level=1 if fast else -1, private=private)
+    write_text(table_path_for(path), labels.table.to_json(), private=private)
     return path
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.atomic import write_via
 from ..core.labels import Code, Label, LabelMap, LabelTable
 from ..core.terminology import codes_for
 from ..core.volume import Volume
@@ -105,15 +106,7 @@ def write_seg(labels: LabelMap, image: Volume, path: str | os.PathLike, *, serie
         instance_number=1, manufacturer="medvision", manufacturer_model_name="medvision",
         software_versions=__version__, device_serial_number="0", series_description=series_description[:64],
         content_creator_name=content_creator, content_label="LABELS", omit_empty_frames=True)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        seg.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_via(Path(path), lambda tmp: seg.save_as(tmp, enforce_file_format=True))
 
 
 def _rgb_of(desc) -> tuple[int, int, int, int]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import SimpleITK as sitk
 
+from ..core.atomic import write_via
 from ..core.volume import Volume
 from ..core.windowing import looks_like_ct
 from .errors import MedvisionIOError, UnsupportedDataError
@@ -60,9 +59,10 @@ def read_volume(path: str | os.PathLike) -> Volume:
     return volume
 
 
-def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True, level: int = -1) -> Path:
+def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True, level: int = -1,
+                 private: bool = False) -> Path:
     """Write a Volume (3D or 4D) atomically; the format follows the file name. ``level``: the
-    compression level (1 fastest .. 9 smallest; -1 the writer's default)."""
+    compression level (1 fastest .. 9 smallest; -1 the writer's default); ``private``: owner-only."""
     path = Path(path)
     suffix = suffix_of(path)
     if suffix not in WRITE_SUFFIXES:
@@ -74,17 +74,11 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
         raise MedvisionIOError(f"{path}: {exc}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     use_compression = compress and suffix not in (".nii",)
-    tmpdir = tempfile.mkdtemp(prefix=".medvision-", dir=path.parent)
-    try:
-        tmp = Path(tmpdir) / path.name
-        sitk.WriteImage(image, str(tmp), useCompression=use_compression, compressionLevel=level)
-        # a header/data pair: move the data files first, the header last
-        for part in sorted(Path(tmpdir).iterdir(), key=lambda p: p.name == path.name):
-            os.replace(part, path.parent / part.name)
+    try:  # (a header/data pair: the data file is moved first, the header last)
+        write_via(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=use_compression,
+                                                    compressionLevel=level), private=private)
     except RuntimeError as exc:
         raise MedvisionIOError(f"{path}: writing failed ({str(exc).strip().splitlines()[-1][:300]})") from exc
     except OSError as exc:
         raise MedvisionIOError(f"{path}: writing failed ({exc.strerror or exc}); nothing was overwritten") from exc
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
     return path

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.atomic import write_via
 from ..core.jobs import Progress
 from ..core.volume import Volume
 from ..io.dicom.index import DicomIndex, ScanResult, SeriesInfo
@@ -634,12 +635,11 @@ class MainWindow(QMainWindow):
     def save_screenshot(self, path: str) -> bool:
         """Render the whole window (3D view included) to a PNG, atomically."""
         image = self.grab().toImage()
-        folder = os.path.dirname(os.path.abspath(path))
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.png")
-        if not image.save(tmp, "PNG"):
-            self.report_error(f"{path}: could not write the screenshot")
+        try:
+            write_via(path, lambda tmp: image.save(str(tmp), "PNG"))
+        except OSError as exc:
+            self.report_error(f"{path}: could not write the screenshot ({exc.strerror or exc})")
             return False
-        os.replace(tmp, path)
         return True
 
     def show_shortcuts(self) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.atomic import private_dir, write_via
 from ..core.jobs import Job, Progress
 from ..io.dicom.files import FileRef
 from ..io.dicom.index import DicomIndex, PatientInfo, ScanResult, SeriesInfo, StudyInfo
@@ -92,22 +92,16 @@ def _load_or_make(path: Path, series: SeriesInfo, size: int) -> tuple[QImage | N
     h, w = array.shape
     data = array.tobytes()  # must outlive the QImage that wraps it until copy() returns
     image = QImage(data, w, h, w, QImage.Format.Format_Grayscale8).copy()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        if image.save(str(tmp), "PNG"):
-            os.replace(tmp, path)
-        else:
-            log.warning("cannot write the thumbnail cache file %s", path)
+        write_via(path, lambda tmp: image.save(str(tmp), "PNG"), private=True)
     except OSError as exc:
         log.warning("cannot write the thumbnail cache file %s: %s", path, exc)
-    finally:
-        tmp.unlink(missing_ok=True)
     return image, None
 
 
 def thumbnail_job(requests: list[tuple[str, SeriesInfo]], folder: Path, size: int = THUMB_SIZE) -> Job[int]:
     """Load (disk cache) or make each thumbnail; every record's preview is ``(name, QImage|None, error|None)``."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     yield Progress("thumbnails", 0, len(requests))
     for i, (name, series) in enumerate(requests):
         image, error = _load_or_make(folder / name, series, size)

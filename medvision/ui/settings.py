@@ -1,6 +1,6 @@
 """User settings (layout, window presets, recent files, ...) in ``config_dir()/settings.json``.
 
-Written atomically (temporary file + ``os.replace``); a missing, unreadable or partly wrong file
+Written atomically (``medvision.core.atomic``); a missing, unreadable or partly wrong file
 falls back to defaults value by value and never stops the program from starting.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..core.atomic import write_text
 from ..paths import config_dir
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,7 @@ class Settings:
         path = self.path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".json", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(asdict(self), f, indent=2)
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            write_text(path, json.dumps(asdict(self), indent=2))
         except OSError as exc:
             log.warning("could not save settings to %s: %s", path, exc)
 

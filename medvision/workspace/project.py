@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.atomic import write_text
 from ..core.labels import LabelMap, LabelTable
-from ..io.labels import load_labels, save_labels, write_text_atomic
+from ..io.labels import load_labels, save_labels
 
 __all__ = ["STATUSES", "Case", "Project", "ProjectError"]
 
@@ -107,7 +108,7 @@ class Project:
     def save(self) -> None:
         data = {"format": "medvision-project", "version": 1, "name": self.name,
                 "labels": [la.as_dict() for la in self.table], "cases": [c.as_dict() for c in self.cases]}
-        write_text_atomic(self.folder / PROJECT_FILE, json.dumps(data, indent=1))
+        write_text(self.folder / PROJECT_FILE, json.dumps(data, indent=1))
 
     # ---- cases ------------------------------------------------------------------------------
     def case(self, case_id: str) -> Case:

@@ -18,8 +18,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.atomic import private_dir, write_text
 from ..core.labels import LabelMap
-from ..io.labels import load_labels, save_labels, write_text_atomic
+from ..io.labels import load_labels, save_labels
 from ..paths import data_dir
 
 __all__ = ["RecoverySlot", "Recovered", "pending", "recovery_root"]
@@ -28,9 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def recovery_root() -> Path:
-    path = data_dir() / "recovery"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return private_dir(data_dir() / "recovery")
 
 
 def _start_time(pid: int) -> str:
@@ -74,14 +73,14 @@ class RecoverySlot:
 
     def save(self, labels: LabelMap, version: int) -> Path:
         """Write ``labels`` (edit ``version``) into the slot; the state file goes last."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        save_labels(labels, self.dir / "labels.nii.gz", fast=True)
+        private_dir(self.dir)
+        save_labels(labels, self.dir / "labels.nii.gz", fast=True, private=True)
         state = {"pid": os.getpid(), "pid_started": _start_time(os.getpid()), "image": self.image_source,
                  "series": self.series,
                  "target": self.target, "project": self.project,
                  "case": self.case, "version": version, "saved_at": time.time(),
                  "saved": time.strftime("%Y-%m-%d %H:%M:%S"), "labels_name": labels.name}
-        write_text_atomic(self.dir / "state.json", json.dumps(state, indent=1))
+        write_text(self.dir / "state.json", json.dumps(state, indent=1), private=True)
         self.saved_version, self.saved_at = version, state["saved_at"]
         return self.dir
 

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from ...core.atomic import write_via
 from ...core.labels import PALETTE
 from ...paths import cache_dir
 from ..package import CARD, ModelPackage, PackageError, sha256_of, write_card
@@ -216,9 +217,7 @@ def _save_safetensors(net, path: Path) -> None:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    write_via(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
 
 
 # ---- the check every import passes ------------------------------------------------------------

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...core.atomic import write_bytes
+
 __all__ = ["FILE", "CheckpointError", "disk_problem", "identity_key", "load_checkpoint", "save_checkpoint",
            "set_aside", "rng_states", "restore_rng_states", "new_run_id", "now"]
 
@@ -93,26 +95,19 @@ def restore_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(workdir: Path, state: dict) -> Path:
-    """Write ``state`` as the run's checkpoint: serialised in memory, written to a temporary file
-    (flushed to the disk), then ``os.replace``d, so that a failure leaves the previous checkpoint
+    """Write ``state`` as the run's checkpoint: serialised in memory, then written atomically
+    (:func:`medvision.core.atomic.write_bytes`), so that a failure leaves the previous checkpoint
     whole; a failure to write raises :class:`CheckpointError` saying why (a full disk, in words,
     where torch would say only "unexpected pos")."""
     buffer = io.BytesIO()
     torch.save(dict(state, format=FORMAT), buffer)
     path = workdir / FILE
-    tmp = workdir / f".{FILE}.{os.getpid()}.tmp"
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(buffer.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_bytes(path, buffer.getbuffer())
     except OSError as exc:
         raise CheckpointError(f"could not write the training checkpoint in {workdir}: "
                               f"{disk_problem(exc, workdir, buffer.tell())}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -10,6 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ...core.atomic import write_via
 from ..package import ModelPackage, PackageError, sha256_of, user_dir, write_card
 
 __all__ = ["next_version", "write_package", "inference_card", "created"]
@@ -66,7 +67,7 @@ def write_package(*, base: ModelPackage, new_id: str, name: str, state: dict, sp
     tmp.mkdir(parents=True)
     try:
         weights = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-        save_file(weights, str(tmp / "weights.safetensors"), metadata={"format": "pt"})
+        write_via(tmp / "weights.safetensors", lambda part: save_file(weights, str(part), metadata={"format": "pt"}))
         bc = base.card
         licence = str(bc.get("license") or "unspecified")
         if from_scratch:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...core.atomic import private_file
 from ...core.jobs import Job, Progress, run_job
 from ...paths import data_dir
 from ..errors import NotDicomError
@@ -327,6 +328,7 @@ class DicomIndex:
     def __init__(self, db_path: str | os.PathLike | None = None) -> None:
         self.db_path = Path(db_path) if db_path else data_dir() / "dicom-index.sqlite"
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.db_path)  # patient names and ids: the owner's only (its WAL files follow)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.db_path, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
