@@ -165,6 +165,8 @@ def _cmd_convert_labels(args, source_is_seg: bool, source_is_rtstruct: bool = Fa
         if reference is None:
             raise SystemExit("medvision: writing a DICOM SEG needs the image series it refers to: --reference SERIES")
         write_seg(labels, reference, out, series_description=args.description or "Labels")
+        for w in reference.metadata.get("warnings", []):  # (empty UIDs: the SEG's are generated)
+            print(f"  warning: the reference series: {w}", file=sys.stderr)
     else:
         save_labels(labels, out)
     placed = f", {labels.placement} onto the reference" if reference is not None else ""
