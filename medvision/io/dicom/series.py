@@ -31,6 +31,11 @@ _META_KEYWORDS = {
 }
 
 
+#: said of a series whose Study or Series Instance UID is empty (an anonymiser's quirk)
+BLANK_UIDS_WARNING = ("the series' Study/Series Instance UIDs are empty (as some anonymisers leave them): it is "
+                      "told apart by its other attributes, and a DICOM SEG made on it gets UIDs medvision generates")
+
+
 @dataclass
 class FileFrames:
     ref: FileRef
@@ -439,6 +444,8 @@ def load_series_job(
         plans = [plans[stack]]
     volumes = []
     for plan in plans:
+        if not meta.get("study_uid") or not meta.get("series_uid"):
+            plan.warnings.insert(0, BLANK_UIDS_WARNING)
         if problems:
             plan.warnings.insert(0, f"{len(problems)} files were left out: " + "; ".join(problems[:5])
                                  + (" ..." if len(problems) > 5 else ""))
