@@ -2,7 +2,8 @@
 
 * Cases come from a MONAI-style datalist (``{"labels": {name: value}, "training": [{"image",
   "label", "case"?, "series"?, "labels"?}]}``, a dict or a JSON file whose relative paths are
-  relative to it) or from a project (:meth:`Project.datalist`: the cases marked done or reviewed).
+  relative to it; ``labels`` in any form :mod:`.labelspec` reads: nnU-Net v2's, MSD's ``{value:
+  name}``) or from a project (:meth:`Project.datalist`: the cases marked done or reviewed).
 * Each case's labels are read onto its image's exact grid; their names come from the label file's
   own table (``.labels.json`` or an ITK-SNAP ``.label`` beside it), else from the item's or the
   datalist's ``labels``. Cases may number the same structure differently: the labels are merged
@@ -37,6 +38,7 @@ import numpy as np
 from ...core.labels import LabelTable
 from ...core.volume import Volume
 from ...io.labels import load_labels, read_itksnap_labels, table_path_for
+from .labelspec import LabelSpecError, label_values
 
 if TYPE_CHECKING:
     import torch
@@ -124,8 +126,16 @@ def _own_table(path: Path) -> LabelTable | None:
     return None
 
 
-def _table_from_names(names: dict) -> LabelTable:
-    return LabelTable.from_json(json.dumps({str(k): int(v) for k, v in names.items()}))
+def _table_from_names(names: dict[str, int]) -> LabelTable:
+    """A table of ``{name: value}`` (as :func:`label_values` gives it)."""
+    return LabelTable.from_json(json.dumps(names))
+
+
+def _label_values(spec, where: str) -> dict[str, int]:
+    try:
+        return label_values(spec, where)
+    except LabelSpecError as exc:
+        raise TrainingDataError(str(exc)) from exc
 
 
 class TrainingData:
@@ -171,7 +181,7 @@ class TrainingData:
         if not items:
             raise TrainingDataError("the datalist has no 'training' cases")
         root = Path(root) if root else Path.cwd()
-        common = datalist.get("labels")
+        common = _label_values(datalist["labels"], f"{source}: 'labels'") if datalist.get("labels") else {}
         groups = {g.strip().lower(): [n.strip().lower() for n in names] for g, names in (label_groups or {}).items()}
         group_name = {g.strip().lower(): g for g in (label_groups or {})}
         notes: list[str] = []
@@ -190,7 +200,7 @@ class TrainingData:
                 volume = volume.frame(0)
             table = None
             if item.get("labels"):
-                table = _table_from_names(item["labels"])
+                table = _table_from_names(_label_values(item["labels"], f"{source}: case {cid}'s 'labels'"))
             elif _own_table(label_path) is None and common:
                 table = _table_from_names(common)
             lm = load_labels(label_path, reference=volume, table=table)
@@ -210,11 +220,10 @@ class TrainingData:
                 order.append(key)
                 display[key] = group_name[key]
         elif common:
-            for name, value in sorted(common.items(), key=lambda kv: int(kv[1])):
-                if int(value) != 0:
-                    key = str(name).strip().lower()
-                    order.append(key)
-                    display.setdefault(key, str(name))
+            for name, _value in sorted(common.items(), key=lambda kv: kv[1]):
+                key = name.lower()
+                order.append(key)
+                display.setdefault(key, name)
         dropped: set[str] = set()
         case_keys = []
         for _cid, _vol, _arr, names, colours, _files in loaded:
