@@ -51,9 +51,11 @@ def load_job(
     regularize: bool = False,
     correct_tilt: bool = True,
     index: DicomIndex | None = None,
+    philips_scaling: str = "precise",
 ) -> Job[list[Volume]]:
     """Job form of :func:`load`: yields progress, returns a list of volumes (one unless
-    ``stack=None`` asks for every stack of the series)."""
+    ``stack=None`` asks for every stack of the series). ``philips_scaling``: "precise" (Philips'
+    floating-point values, as dcm2niix writes them) or "display" (RescaleSlope/Intercept)."""
     path = os.path.abspath(os.fspath(path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder")
@@ -73,7 +75,8 @@ def load_job(
             if own:
                 index.close()
         refs = choose_series(result, series).files
-    return (yield from load_series_job(refs, regularize=regularize, correct_tilt=correct_tilt, stack=stack))
+    return (yield from load_series_job(refs, regularize=regularize, correct_tilt=correct_tilt, stack=stack,
+                                       philips_scaling=philips_scaling))
 
 
 def load(
@@ -84,6 +87,7 @@ def load(
     regularize: bool = False,
     correct_tilt: bool = True,
     index: DicomIndex | None = None,
+    philips_scaling: str = "precise",
 ) -> Volume:
     """Load an image: a DICOM series folder, a zip or DICOMDIR, one DICOM file, NIfTI, NRRD, MHA...
 
@@ -93,7 +97,7 @@ def load(
     (``stack=0``) and says so in ``volume.metadata["warnings"]``; pass ``stack=1``... for the others.
     """
     volumes = run_job(load_job(path, series=series, stack=stack, regularize=regularize,
-                               correct_tilt=correct_tilt, index=index))
+                               correct_tilt=correct_tilt, index=index, philips_scaling=philips_scaling))
     return volumes[0]
 
 

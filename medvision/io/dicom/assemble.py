@@ -3,10 +3,12 @@
 Rules (what scanners really produce):
 
 * Frames are split into separate stacks when they cannot share one grid: different image size,
-  orientation, pixel spacing, echo, or enhanced-MF stack.
+  orientation, pixel spacing, echo, enhanced-MF stack, or derived images (a scanner's trace/ADC
+  image kept in its diffusion series) beside acquired ones.
 * Within a stack, slices are sorted by their position along the slice normal (never by file name
-  or InstanceNumber alone). Several frames at one position make a 4D series: they are ordered by
-  temporal position, trigger time, b-value, acquisition number/time, then instance number.
+  or InstanceNumber alone). Several frames at one position make a 4D series: they are put in
+  acquisition order the way dcm2niix orders volumes (:mod:`.diffusion`: instance number and the
+  vendors' volume counters for classic files, Dimension Index Values for enhanced objects).
 * Non-uniform slice spacing is detected and reported; resampling onto a regular grid happens
   only when asked (:func:`plan_stacks` ``regularize=True``).
 * Gantry tilt (slice positions not along the slice normal) is detected; by default each slice is
@@ -76,7 +78,7 @@ class StackPlan:
 def _split_key(f: Frame) -> tuple:
     iop = tuple(np.round(f.iop, 3)) if f.iop is not None else None
     sp = tuple(np.round(f.pixel_spacing, 4)) if f.pixel_spacing is not None else None
-    return (f.rows, f.cols, iop, sp, f.echo, f.stack_id, f.pixel.samples_per_pixel)
+    return (f.rows, f.cols, iop, sp, f.echo, f.stack_id, f.pixel.samples_per_pixel, f.derived)
 
 
 def _describe_split(keys: list[tuple], key: tuple) -> str:
@@ -97,6 +99,8 @@ def _describe_split(keys: list[tuple], key: tuple) -> str:
         parts.append(f"stack {key[5] or '-'}")
     if differs(6):
         parts.append(f"{key[6]} samples")
+    if differs(7):
+        parts.append(key[7] or "acquired")
     return ", ".join(parts)
 
 
@@ -138,7 +142,10 @@ def _cluster_positions(d: np.ndarray) -> list[np.ndarray]:
 
 def _frame_axis(volumes: list[list[Frame]]) -> tuple[str, list[float] | None]:
     first = [v[0] for v in volumes]
-    for attr, name in (("b_value", "diffusion"), ("temporal_index", "time"), ("trigger_time", "cardiac phase")):
+    if any(f.b_value for f in first) or any(f.gradient is not None and np.any(f.gradient) for f in first):
+        # diffusion: b-values repeat across directions; a b=0 image may omit its b-value (Canon)
+        return "diffusion", [float(f.b_value or 0.0) for f in first]
+    for attr, name in (("temporal_index", "time"), ("trigger_time", "cardiac phase")):
         values = [getattr(f, attr) for f in first]
         if all(v is not None for v in values) and len(set(values)) == len(values):
             return name, [float(v) for v in values]
@@ -172,7 +179,7 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
     if not have_geometry:
         missing = "ImageOrientationPatient" if f0.iop is None else "ImagePositionPatient"
         warnings.append(f"{missing} missing: slices ordered by instance number, positions are not reliable")
-        ordered = sorted(frames, key=Frame.temporal_key)
+        ordered = sorted(frames, key=Frame.volume_key)
         dz = f0.spacing_between_slices or f0.slice_thickness or 1.0
         origin = f0.ipp if f0.ipp is not None else np.zeros(3)
         plan.frames = [ordered]
@@ -182,7 +189,7 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
     d = np.array([float(f.ipp @ normal) for f in frames])
     clusters = _cluster_positions(d)
     counts = Counter(len(c) for c in clusters)
-    per_position = [sorted((frames[i] for i in c), key=Frame.temporal_key) for c in clusters]
+    per_position = [sorted((frames[i] for i in c), key=Frame.volume_key) for c in clusters]
     if len(counts) > 1:
         m = min(counts)
         dropped = sum(len(p) - m for p in per_position)

@@ -16,6 +16,16 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from .diffusion import (
+    SIEMENS_MR,
+    classic_order_key,
+    derived_kind,
+    diffusion,
+    dimension_keys,
+    manufacturer,
+    philips_scale,
+    private_value,
+)
 from .files import FileRef
 
 log = logging.getLogger(__name__)
@@ -70,6 +80,12 @@ class Frame:
     tiles_per_row: int = 0
     spacing_source: str = "PixelSpacing"
     notes: list[str] = field(default_factory=list)
+    # acquisition order among the frames at one position, as dcm2niix orders volumes (diffusion.py)
+    order_key: tuple = ()
+    derived: str = ""  # why the frame is not an acquired volume (a derived trace/ADC image), or ""
+    gradient: np.ndarray | None = None  # diffusion gradient direction, patient LPS
+    philips_scale: float | None = None  # Philips private scale slope (2005,100E)
+    slice_time: float | None = None  # acquisition time of the slice within its volume, ms
 
     def temporal_key(self) -> tuple:
         def k(v):
@@ -77,6 +93,12 @@ class Frame:
 
         return (k(self.temporal_index), k(self.trigger_time), k(self.b_value), k(self.acquisition),
                 k(self.acquisition_time), k(self.instance), self.ref, self.index, self.tile)
+
+    def volume_key(self) -> tuple:
+        """Sort key of the frames at one position: acquisition order (volume 0 first)."""
+        if not self.order_key:
+            return self.temporal_key()
+        return (*self.order_key, self.index, self.tile, self.ref)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -198,12 +220,12 @@ def mosaic_tiles(ds: Dataset) -> int:
         if tag in ds:
             n = _int(ds[tag].value)
     if not n:
-        csa = _csa_image(ds)
+        csa = csa_image(ds)
         n = _int((csa.get("NumberOfImagesInMosaic") or [None])[0])
     return n or 0
 
 
-def _csa_image(ds: Dataset) -> dict[str, list[str]]:
+def csa_image(ds: Dataset) -> dict[str, list[str]]:
     for tag in (Tag(0x0029, 0x1010), Tag(0x0029, 0x1110), Tag(0x0029, 0x1210)):
         if tag in ds:
             value = ds[tag].value
@@ -254,6 +276,10 @@ def frames_from_dataset(ds: Dataset, ref: FileRef) -> list[Frame]:
         intercept=intercept if intercept is not None else 0.0,
         **common,
     )
+    b, grad, directionality = diffusion(ds, None, csa_image(ds) if manufacturer(ds) == "siemens" else None)
+    base.update(b_value=b, gradient=grad, derived=derived_kind(ds, b, grad, directionality),
+                philips_scale=philips_scale(ds) if manufacturer(ds) == "philips" else None,
+                order_key=classic_order_key(ds, base["instance"], b, grad))
     n_tiles = mosaic_tiles(ds)
     if n_tiles > 1:
         return _mosaic_frames(ds, ref, info, n_tiles, base)
@@ -271,6 +297,7 @@ def _mosaic_frames(ds: Dataset, ref: FileRef, info: PixelInfo, n_tiles: int, bas
     tile_rows, tile_cols = info.rows // grid, info.columns // grid
     iop, ipp, spacing = base["iop"], base["ipp"], base["pixel_spacing"]
     frames = []
+    csa = csa_image(ds)
     if iop is None or ipp is None or spacing is None:
         positions = [None] * n_tiles
     else:
@@ -278,15 +305,21 @@ def _mosaic_frames(ds: Dataset, ref: FileRef, info: PixelInfo, n_tiles: int, bas
         # The header's position is that of a (Rows x Columns) image centred like the tile.
         corner = (ipp + row_cos * spacing[1] * (info.columns - tile_cols) / 2.0
                   + col_cos * spacing[0] * (info.rows - tile_rows) / 2.0)
-        csa = _csa_image(ds)
         normal = _floats(csa.get("SliceNormalVector") or [], 3)
         if normal is None:
             normal = np.cross(row_cos, col_cos)
         normal = normal / np.linalg.norm(normal)
         dz = base["spacing_between_slices"] or base["slice_thickness"] or 1.0
         positions = [corner + k * dz * normal for k in range(n_tiles)]
+    # each tile's acquisition time within the volume (ms): slice timing for the JSON sidecar
+    times = [_float(v) for v in (csa.get("MosaicRefAcqTimes") or [])]
+    if len(times) < n_tiles:
+        raw = private_value(ds, 0x0019, SIEMENS_MR, 0x29)
+        times = [] if raw is None or isinstance(raw, str | bytes) else [_float(v) for v in raw]
+    if len(times) < n_tiles:
+        times = [None] * n_tiles
     for k in range(n_tiles):
-        f = Frame(ref, 0, info, tile_rows, tile_cols, **{**base, "ipp": positions[k]})
+        f = Frame(ref, 0, info, tile_rows, tile_cols, **{**base, "ipp": positions[k], "slice_time": times[k]})
         f.tile, f.tiles_per_row = k, grid
         frames.append(f)
     return frames
@@ -306,6 +339,9 @@ def _enhanced_frames(ds: Dataset, ref: FileRef, info: PixelInfo) -> list[Frame]:
     per_frame_seq = ds.get("PerFrameFunctionalGroupsSequence") or []
     common = _common(ds)
     frames = []
+    dim_keys = dimension_keys(ds, per_frame_seq, info.n_frames)
+    vendor = manufacturer(ds)
+    file_key = (common["instance"] or 0,)
     for i in range(info.n_frames):
         pf = per_frame_seq[i] if i < len(per_frame_seq) else None
         pos = _fg(pf, shared, "PlanePositionSequence")
@@ -331,6 +367,9 @@ def _enhanced_frames(ds: Dataset, ref: FileRef, info: PixelInfo) -> list[Frame]:
         ipp = _floats(pos.get("ImagePositionPatient") or [], 3) if pos is not None else None
         iop = _floats(ori.get("ImageOrientationPatient") or [], 6) if ori is not None else None
         temporal = _float(content.get("TemporalPositionIndex")) if content is not None else None
+        b, grad, directionality = diffusion(ds, diff)
+        mr_type = _fg(pf, shared, "MRImageFrameTypeSequence")
+        frame_type = mr_type.get("FrameType") if mr_type is not None else None
         frame = Frame(
             ref, i, info, info.rows, info.columns, ipp=ipp, iop=iop, pixel_spacing=spacing,
             slope=slope if slope not in (None, 0.0) else 1.0,
@@ -339,7 +378,9 @@ def _enhanced_frames(ds: Dataset, ref: FileRef, info: PixelInfo) -> list[Frame]:
             acquisition=common["acquisition"], instance=i,
             temporal_index=temporal,
             trigger_time=_float(cardiac.get("NominalCardiacTriggerDelayTime")) if cardiac is not None else None,
-            b_value=_float(diff.get("DiffusionBValue")) if diff is not None else None,
+            b_value=b, gradient=grad, derived=derived_kind(ds, b, grad, directionality, frame_type),
+            philips_scale=philips_scale(ds, pf) if vendor == "philips" else None,
+            order_key=file_key + (dim_keys[i] if dim_keys else (i,)),
             stack_id=str(content.get("StackID", "")) if content is not None else "",
             slice_thickness=thickness, spacing_between_slices=between,
         )

@@ -12,12 +12,15 @@ import numpy as np
 from ...core.jobs import Job, Progress
 from ...core.volume import Volume
 from ..errors import MedvisionIOError, NoImagesError, NotDicomError, PixelDataError
+from .acquisition import acquisition_fields
 from .assemble import StackPlan, plan_stacks
 from .decode import DecodeTask, check_decodable, decode_tasks, read_native_frame, stored_dtype, stored_range
+from .diffusion import manufacturer
 from .files import FileRef, read_dataset
-from .frames import Frame, frames_from_dataset, has_pixel_data
+from .frames import Frame, csa_image, frames_from_dataset, has_pixel_data
 from .index import _incomplete, classify
 from .pool import default_workers, map_chunks
+from .scaling import apply_philips_scaling
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,10 @@ def _series_meta(ds) -> dict:
         else:
             value = str(value).strip()
         meta[key] = value
+    try:
+        meta["acquisition"] = acquisition_fields(ds, csa_image(ds) if manufacturer(ds) == "siemens" else None)
+    except Exception as exc:  # odd private data must not stop loading; the sidecar just has less
+        log.debug("acquisition fields not read: %s", exc)
     return meta
 
 
@@ -156,7 +163,10 @@ def _fits(range_: tuple[int, int], dtype: np.dtype) -> bool:
 
 
 def _apply_lut(stored: np.ndarray, frame: Frame, out: np.ndarray) -> None:
-    """out = stored * slope + intercept, exactly, without temporaries wider than needed."""
+    """out = stored * slope + intercept, exactly, without temporaries wider than needed.
+
+    Floating-point output uses the slope and intercept rounded to single precision (NIfTI's
+    scl_slope/scl_inter are float32) and rounds once, so values equal those of dcm2niix's files."""
     if frame.slope == 1.0 and frame.intercept == 0.0:
         out[...] = stored
     elif out.dtype.kind in "iu" and frame.slope == 1.0 and _fits(stored_range(frame.pixel), out.dtype):
@@ -171,8 +181,9 @@ def _apply_lut(stored: np.ndarray, frame: Frame, out: np.ndarray) -> None:
         tmp += int(frame.intercept)
         out[...] = tmp
     else:
-        np.multiply(stored, frame.slope, out=out, casting="unsafe")
-        out += out.dtype.type(frame.intercept)
+        value = stored.astype(np.float64) * float(np.float32(frame.slope))
+        value += float(np.float32(frame.intercept))
+        out[...] = value
 
 
 def _cut_tile(image: np.ndarray, f: Frame) -> np.ndarray:
@@ -365,6 +376,15 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
         metadata["slice_sources"] = per_frame[0]
         if n_t > 1:
             metadata["frame_slice_sources"] = per_frame
+    first = plan.frames[0]
+    if plan.resample_to is None and all(f.slice_time is not None for f in first):
+        metadata["slice_timing"] = [round(f.slice_time / 1000.0, 6) for f in first]  # s, per slice (z)
+    if any(vol[0].b_value or (vol[0].gradient is not None and np.any(vol[0].gradient)) for vol in plan.frames):
+        # per volume: b-value (s/mm²) and gradient direction in patient LPS (None: none given)
+        metadata["diffusion"] = [
+            {"b": float(vol[0].b_value or 0.0),
+             "gradient": None if vol[0].gradient is None else [float(v) for v in vol[0].gradient]}
+            for vol in plan.frames]
     if n_t > 1:
         metadata["frame_axis"] = plan.frame_axis
         if plan.frame_values is not None:
@@ -431,12 +451,18 @@ def load_series_job(
     correct_tilt: bool = True,
     stack: int | None = 0,
     workers: int | None = None,
+    philips_scaling: str = "precise",
 ) -> Job[list[Volume]]:
     """Load the files of one series. Returns the volume of stack ``stack`` (0: the largest) in a
-    list, or every stack when ``stack`` is None. Problems with single files become warnings."""
+    list, or every stack when ``stack`` is None. Problems with single files become warnings.
+    ``philips_scaling``: "precise" (Philips' floating-point values, dcm2niix's default) or
+    "display" (the console's values) for Philips images with a private scale slope."""
     frames, meta, problems = yield from read_series_frames(refs, workers=workers)
     if not frames:
         raise NoImagesError(f"no loadable image among {len(refs)} files")
+    scaling = apply_philips_scaling(frames, philips_scaling)
+    if scaling:
+        meta = dict(meta, philips_scaling=scaling)
     plans = plan_stacks(frames, regularize=regularize, correct_tilt=correct_tilt)
     if stack is not None:
         if not 0 <= stack < len(plans):
