@@ -187,20 +187,29 @@ def _cmd_convert(args) -> int:
     source_is_rtstruct = not source_is_seg and os.path.isfile(args.path) and is_rtstruct(args.path)
     if args.reference or source_is_seg or source_is_rtstruct or Path(args.output).suffix.lower() == ".dcm":
         return _cmd_convert_labels(args, source_is_seg, source_is_rtstruct)
+    from .io.sidecars import write_sidecars
+
     volumes = _run(load_job(args.path, series=args.series, stack=None if args.stack is None else args.stack,
-                            regularize=args.regularize, correct_tilt=not args.keep_tilt), args.quiet)
+                            regularize=args.regularize, correct_tilt=not args.keep_tilt,
+                            philips_scaling=args.philips_scaling), args.quiet)
     out = Path(args.output)
     suffix = suffix_of(out)
     written = []
     for i, v in enumerate(volumes):
         target = out if len(volumes) == 1 else out.with_name(out.name[: -len(suffix)] + f"_{i + 1}{suffix}")
         save(v, target)
+        if suffix in (".nii", ".nii.gz"):  # dcm2niix's sidecars: .json, and .bval/.bvec for diffusion
+            write_sidecars(v, target)
         written.append((target, v))
     for target, v in written:
         frames = f" x {v.n_frames} {v.metadata.get('frame_axis') or 'frames'}" if v.is_4d else ""
         stack = f"  [{v.metadata['stack']}]" if v.metadata.get("stack") else ""
         print(f"wrote {target}: {v.shape[2]}x{v.shape[1]}x{v.shape[0]}{frames} {v.dtype}, "
               f"spacing {' x '.join(f'{s:.4g}' for s in v.spacing)} mm{stack}")
+        if v.metadata.get("philips_scaling"):
+            from .io.dicom.scaling import SCALING_TEXT
+
+            print(f"  values: {SCALING_TEXT.get(v.metadata['philips_scaling'], v.metadata['philips_scaling'])}")
         for w in v.metadata.get("warnings", []):
             print(f"  warning: {w}", file=sys.stderr)
     return 0
@@ -241,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "numbered _1, _2, ...")
     p.add_argument("--regularize", action="store_true", help="resample non-uniform slice spacing onto a regular grid")
     p.add_argument("--keep-tilt", action="store_true", help="keep gantry tilt as a sheared grid (no correction)")
+    p.add_argument("--philips-scaling", choices=("precise", "display"), default="precise",
+                   help="Philips images: precise floating-point values (private scale slope, dcm2niix's default) "
+                        "or the console's display values (Rescale Slope/Intercept); default: precise")
     p.add_argument("--reference", metavar="SERIES",
                    help="labels: the image series (folder, zip, file) they lie on; needed to write a DICOM SEG "
                         "(-o OUT.dcm), and places labels read from a SEG, an RTSTRUCT or a volume file onto its "
