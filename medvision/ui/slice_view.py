@@ -22,6 +22,7 @@ from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy
 
 from ..core.windowing import WindowMapper
+from ..io.dicom.scaling import scaling_label
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
@@ -442,7 +443,13 @@ class SliceView(pg.GraphicsView):
             position = f"Im {source[2]}  ({position})"  # the image's InstanceNumber, as PACS shows it
         lines = [self.plane.capitalize(), position]
         if viewer.volume.is_4d:
-            lines.append(f"Frame {viewer.frame + 1}/{viewer.volume.n_frames}")
+            frame = f"Frame {viewer.frame + 1}/{viewer.volume.n_frames}"
+            diffusion = meta.get("diffusion")
+            if diffusion and viewer.frame < len(diffusion):
+                frame += f"  b={diffusion[viewer.frame]['b']:g}"
+            lines.append(frame)
+        if meta.get("philips_scaling"):  # which of Philips' two value scales the pixels are in
+            lines.append(scaling_label(meta["philips_scaling"]))
         if grid.obliquity_deg > 1.0 and meta.get("orientation_known", True):
             lines.append(f"oblique {grid.obliquity_deg:.0f}\N{DEGREE SIGN}")
         if compact:
