@@ -83,3 +83,19 @@ def test_the_command_explains_a_malformed_labels_entry(shared_data, tmp_path, me
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "dataset.json: 'labels': mixes" in r.stderr and EXPECTED in r.stderr
+
+
+def test_only_the_labels_asked_for_are_trained(shared_data, tmp_path):
+    """Five of the eight labelled structures asked for: the case's own table (ITK-SNAP .label beside
+    it) names eleven, but the others are background and the model's table has exactly the five."""
+    asked = {1: "vent-lat", 4: "hippo-R", 5: "hippo-L", 7: "caudates", 8: "corpus-callosum"}
+    data = TrainingData.from_datalist(_mricrop_datalist(tmp_path, shared_data, {
+        "0": "background", **{str(v): n for v, n in asked.items()}}))
+    assert data.names == list(asked.values()) and [c["value"] for c in data.classes] == [1, 2, 3, 4, 5]
+    assert any(n == "labels not asked for, trained as background: vent-3rd, vent-4th, vent-temp" for n in data.notes)
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "labeled" / "MRIcrop-seg.gipl.gz")))
+    (case,) = data.cases
+    for index, value in enumerate(asked, start=1):
+        assert np.array_equal(case.labels == index, seg == value)
+    assert np.array_equal(case.labels == 0, ~np.isin(seg, list(asked)))
+    assert case.original_values == {name: [value] for value, name in asked.items()}

@@ -9,7 +9,9 @@
   datalist's ``labels``. Cases may number the same structure differently: the labels are merged
   BY NAME (case-insensitive) into one table, class index 1..K (0 = background). ``label_groups``
   merges several names into one class (``{"hippocampus": ["hippo-L", "hippo-R"]}``) and drops
-  the names it does not mention. Names with no voxels in any case are dropped (``notes`` says so).
+  the names it does not mention; so do the datalist's ``labels`` when it has them (a case's own
+  table may name more: those are background). Names with no voxels in any case are dropped
+  (``notes`` says so).
 * :meth:`TrainingData.split`: a hold-out split: about 20 % of the cases, at least one, for
   validation. A single case is split by region instead (see :func:`region_split`).
   :meth:`TrainingData.folds`: the K splits of a k-fold cross-validation (every case validated
@@ -235,6 +237,9 @@ class TrainingData:
                     if key is None:
                         dropped.add(name)
                         continue
+                elif common and key not in order:  # only the labels the datalist asks for are trained
+                    dropped.add(name)
+                    continue
                 if key not in order:
                     order.append(key)
                     display[key] = name
