@@ -376,9 +376,10 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
         metadata["slice_sources"] = per_frame[0]
         if n_t > 1:
             metadata["frame_slice_sources"] = per_frame
-    first = plan.frames[0]
-    if plan.resample_to is None and all(f.slice_time is not None for f in first):
-        metadata["slice_timing"] = [round(f.slice_time / 1000.0, 6) for f in first]  # s, per slice (z)
+    if plan.resample_to is None:
+        timing = slice_timing(plan.frames, (meta.get("acquisition") or {}).get("RepetitionTime"))
+        if timing is not None:
+            metadata["slice_timing"] = timing
     if any(vol[0].b_value or (vol[0].gradient is not None and np.any(vol[0].gradient)) for vol in plan.frames):
         # per volume: b-value (s/mm²) and gradient direction in patient LPS (None: none given)
         metadata["diffusion"] = [
@@ -395,6 +396,25 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
     for w in warnings:
         log.warning("%s: %s", meta.get("description") or meta.get("series_uid", "series"), w)
     return Volume(array, plan.affine, frame_of_reference, metadata)
+
+
+def slice_timing(volumes: list[list[Frame]], tr_s: float | None) -> list[float] | None:
+    """Slice acquisition times (s, per slice z) as dcm2niix reports them: the first volume's,
+    unless they are implausible (all equal, or beyond the TR: a known sequence bug), then the
+    second volume's, made to start at 0."""
+    def times(vol):
+        return [f.slice_time for f in vol] if all(f.slice_time is not None for f in vol) else None
+
+    first = times(volumes[0])
+    if first is None:
+        return None
+    tr_ms = (tr_s or 0.0) * 1000.0
+    chosen = first
+    if (min(first) == max(first) or (tr_ms and max(first) > tr_ms)) and len(volumes) > 1:
+        second = times(volumes[1])
+        if second and min(second) < max(second) and (not tr_ms or max(second) - min(second) <= tr_ms):
+            chosen = [t - min(second) for t in second]
+    return [round(t / 1000.0, 6) for t in chosen]
 
 
 def shift_image(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
