@@ -226,3 +226,28 @@ def test_oblique_dicom_acquisition_goes_to_its_closest_planes(qtbot, tmp_path):
     viewer.set_cursor([5, 7, 3])
     x, y, z = grid.to_volume_index(viewer.cursor)
     np.testing.assert_allclose(vol.index_to_world([x, y, z]), grid.world(viewer.cursor), atol=1e-6)
+
+
+def test_overlay_names_the_philips_value_scale_and_the_b_value(qtbot, tmp_path):
+    from .dicomgen import write_series
+
+    def extra(k, t):
+        return {"Manufacturer": "Philips", "DiffusionBValue": [0.0, 1000.0][t],
+                "DiffusionGradientOrientation": [0.0, 0.0, 0.0] if t == 0 else [1.0, 0.0, 0.0]}
+
+    paths = write_series(tmp_path / "p", 3, frames=2, modality="MR", slope=2.5, intercept=0.0, extra_per_slice=extra)
+    import pydicom
+
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True).add_new(0x0E, "FL", 0.5)
+        ds.save_as(p)
+    viewer = Viewer()
+    view = SliceView(viewer, "axial")
+    qtbot.addWidget(view)
+    for mode, text in (("precise", "Philips precise values (FP)"), ("display", "Philips display values (DV)")):
+        viewer.set_volume(load(tmp_path / "p", philips_scaling=mode))
+        viewer.set_frame(1)
+        lines = view.info_lines()
+        assert text in lines
+        assert "Frame 2/2  b=1000" in lines

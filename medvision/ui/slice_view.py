@@ -415,6 +415,28 @@ class SliceView(pg.GraphicsView):
         painter.drawImage(0, 0, self._annotation_image)
         painter.restore()
 
+    def info_lines(self) -> list[str]:
+        """The overlay's top-left lines: plane, slice (and image number), frame, value scale, obliquity."""
+        viewer, grid = self.viewer, self.viewer.grid
+        meta = viewer.volume.metadata
+        index = int(viewer.cursor[grid.slice_axis(self.plane)])
+        position = f"{index + 1}/{grid.n_slices(self.plane)}"
+        source = viewer.slice_source() if self.plane == grid.acquisition_plane else None
+        if source is not None and source[2] is not None:
+            position = f"Im {source[2]}  ({position})"  # the image's InstanceNumber, as PACS shows it
+        lines = [self.plane.capitalize(), position]
+        if viewer.volume.is_4d:
+            frame = f"Frame {viewer.frame + 1}/{viewer.volume.n_frames}"
+            diffusion = meta.get("diffusion")
+            if diffusion and viewer.frame < len(diffusion):
+                frame += f"  b={diffusion[viewer.frame]['b']:g}"
+            lines.append(frame)
+        if meta.get("philips_scaling"):  # which of Philips' two value scales the pixels are in
+            lines.append(scaling_label(meta["philips_scaling"]))
+        if grid.obliquity_deg > 1.0 and meta.get("orientation_known", True):
+            lines.append(f"oblique {grid.obliquity_deg:.0f}\N{DEGREE SIGN}")
+        return lines
+
     def _paint_annotations(self, painter: QPainter, grid, w: int, h: int) -> None:
         """Orientation labels, slice number, frame, window and scale bar, in viewport pixels."""
         painter.save()
@@ -436,22 +458,7 @@ class SliceView(pg.GraphicsView):
             _text(painter, QRectF(0, 2, w, h - 4), top, labels["top"], colour)
             _text(painter, QRectF(0, 2, w, h - 4), bottom, labels["bottom"], colour)
         viewer = self.viewer
-        index = int(viewer.cursor[grid.slice_axis(self.plane)])
-        position = f"{index + 1}/{grid.n_slices(self.plane)}"
-        source = viewer.slice_source() if self.plane == grid.acquisition_plane else None
-        if source is not None and source[2] is not None:
-            position = f"Im {source[2]}  ({position})"  # the image's InstanceNumber, as PACS shows it
-        lines = [self.plane.capitalize(), position]
-        if viewer.volume.is_4d:
-            frame = f"Frame {viewer.frame + 1}/{viewer.volume.n_frames}"
-            diffusion = meta.get("diffusion")
-            if diffusion and viewer.frame < len(diffusion):
-                frame += f"  b={diffusion[viewer.frame]['b']:g}"
-            lines.append(frame)
-        if meta.get("philips_scaling"):  # which of Philips' two value scales the pixels are in
-            lines.append(scaling_label(meta["philips_scaling"]))
-        if grid.obliquity_deg > 1.0 and meta.get("orientation_known", True):
-            lines.append(f"oblique {grid.obliquity_deg:.0f}\N{DEGREE SIGN}")
+        lines = self.info_lines()
         if compact:
             lines = lines[:2]
         grey = QColor(230, 230, 230)
