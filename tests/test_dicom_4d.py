@@ -151,3 +151,21 @@ def test_fsl_bvecs_are_in_the_voxel_frame(tmp_path):
     np.testing.assert_allclose(np.array(rows), vecs, atol=1e-6)
     sidecar = json.loads((tmp_path / "out.json").read_text())
     assert sidecar["Manufacturer"] == "SIEMENS" and sidecar["ConversionSoftware"] == "medvision"
+
+
+def test_convert_writes_sidecars_and_honours_philips_scaling(tmp_path, capsys):
+    from medvision.cli import main
+    from medvision.io.volumes import read_volume
+
+    _philips_series(tmp_path / "s")
+    out = tmp_path / "out" / "p.nii.gz"
+    assert main(["convert", str(tmp_path / "s"), "-o", str(out), "-q"]) == 0
+    assert "Philips precise" in capsys.readouterr().out
+    sidecar = json.loads((tmp_path / "out" / "p.json").read_text())
+    assert sidecar["PhilipsScaling"] == "precise" and sidecar["Manufacturer"] == "Philips"
+    assert not (tmp_path / "out" / "p.bval").exists()  # not a diffusion series
+    precise = read_volume(out).array
+    assert main(["convert", str(tmp_path / "s"), "-o", str(out), "-q", "--philips-scaling", "display"]) == 0
+    display = read_volume(out).array
+    np.testing.assert_allclose(precise, display / (1.51477411477411 * 0.026934709399938583), rtol=1e-5)
+    assert json.loads((tmp_path / "out" / "p.json").read_text())["PhilipsScaling"] == "display"
