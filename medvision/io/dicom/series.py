@@ -391,7 +391,7 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
         if plan.frame_values is not None:
             metadata["frame_values"] = plan.frame_values
             steps = np.diff(plan.frame_values)
-            if len(steps) and np.allclose(steps, steps[0], rtol=0.01):
+            if plan.frame_axis != "diffusion" and len(steps) and np.allclose(steps, steps[0], rtol=0.01):
                 metadata["frame_interval"] = float(steps[0])
     for w in warnings:
         log.warning("%s: %s", meta.get("description") or meta.get("series_uid", "series"), w)
