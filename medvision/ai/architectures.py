@@ -1,4 +1,5 @@
-"""Networks by the name a model card gives them: medvision's own (``deepbet.LinkNet3D``) and any of
+"""Networks by the name a model card gives them: medvision's own (``deepbet.LinkNet3D``,
+``meshnet.MeshNet``) and any of
 monai's (``monai.UNet``, ``monai.SegResNet``, ``monai.SwinUNETR`` ...) with the card's arguments."""
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ def _deepbet(args: dict[str, Any]):
     return deepbet.LinkNet3D(**args)
 
 
-_OWN = {"deepbet.LinkNet3D": _deepbet}
+def _meshnet(args: dict[str, Any]):
+    from .networks import meshnet
+
+    return meshnet.MeshNet(**args)
+
+
+_OWN = {"deepbet.LinkNet3D": _deepbet, "meshnet.MeshNet": _meshnet}
 
 
 def known() -> list[str]:

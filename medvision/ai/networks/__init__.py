@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .deepbet import LinkNet3D
+from .meshnet import MeshNet
 
-__all__ = ["ARCHITECTURES", "LinkNet3D"]
+__all__ = ["ARCHITECTURES", "LinkNet3D", "MeshNet"]
 
 #: model.json ``architecture.name`` -> module class (built with ``architecture.args``)
-ARCHITECTURES = {"deepbet.LinkNet3D": LinkNet3D}
+ARCHITECTURES = {"deepbet.LinkNet3D": LinkNet3D, "meshnet.MeshNet": MeshNet}
