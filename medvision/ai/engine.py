@@ -167,6 +167,13 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
     source = frame
     if options.box is not None:
         source = _sub_volume(frame, options.box)
+    if (card.get("inference") or {}).get("mode") == "brainchop":
+        labels, chosen = yield from _brainchop(package, net, source, device, options, notes, seconds)
+        if options.box is not None:
+            labels, chosen, _ = _into_full(frame, options.box, labels, chosen, None)
+        seconds["total"] = time.perf_counter() - t0
+        return InferenceResult(labels, chosen, None, device, seconds, notes,
+                               implausibilities(card, labels, frame, whole=options.box is None))
     t1 = time.perf_counter()
     yield Progress("preparing the image", 0, 0)
     prep_device = device if localizer is not None else "cpu"
@@ -243,6 +250,58 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
     return InferenceResult(labels, chosen, uncertainty, used.device if used.sw_device == used.device else
                            f"{used.sw_device} windows, {used.device} stitching", seconds, notes,
                            implausibilities(card, labels, frame, whole=options.box is None))
+
+
+def _brainchop(package: ModelPackage, net, source: Volume, device: str, options: InferenceOptions, notes: list[str],
+               seconds: dict[str, float]):
+    """Job steps of a model run as brainchop runs it (conform, pre-model, crop, MeshNet, largest
+    component, back by nearest neighbour: :mod:`medvision.ai.networks.brainchop_pipeline`)."""
+    from .networks import brainchop_pipeline as bp
+
+    card = package.card
+    if options.tta or options.uncertainty:
+        notes.append("test-time augmentation and uncertainty are not offered for brainchop's models: plain run")
+    pre = package.network("pre_model") if "pre_model" in card else None
+    t1 = time.perf_counter()
+    yield Progress("preparing the image", 0, 0, "conforming to 256^3, 1 mm")
+    conformed = bp.conform(source)
+    seconds["prepare"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    for attempt in (device, "cpu") if device != "cpu" else ("cpu",):
+        try:
+            mask = None
+            if pre is not None:
+                yield Progress("finding the brain", 0, 0, card["pre_model"].get("source", "pre-model"))
+                mask = yield from _watched(pre, lambda a=attempt: bp.pre_mask_of(conformed, card, pre, a))
+            x, box, pad = bp.prepare_input(conformed, card, mask, attempt)
+            net.to(attempt)
+            labels, prob = yield from _watched(net, lambda xx=x: bp.predict(net, xx))
+            labels, prob = labels.cpu().numpy(), prob.cpu().numpy()
+            break
+        except Exception as exc:  # noqa: BLE001 - out of GPU memory falls back to the CPU; the rest is reported
+            if attempt == "cpu" or not is_out_of_memory(exc):
+                raise
+            log.warning("CUDA out of memory (%s); running on the CPU", exc)
+            notes.append("out of GPU memory: ran on the CPU")
+            net.to("cpu")
+            if pre is not None:
+                pre.to("cpu")
+            release_gpu_memory()
+    seconds["inference"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    yield Progress("post-processing", 0, 0)
+    cube = bp.finish_cube(labels, box, pad, card)
+    chosen_cube = bp.to_cube(prob, box, pad) * (cube != 0)
+    array = bp.to_volume_grid(cube, conformed.affine, source)
+    chosen = bp.to_volume_grid(chosen_cube, conformed.affine, source)
+    table_values = [int(la["value"]) for la in card.get("labels") or []]
+    if array.dtype != np.uint8 and max(table_values, default=0) < 256:
+        array = array.astype(np.uint8)
+    seconds["postprocess"] = time.perf_counter() - t3
+    net.to("cpu")
+    if device == "cuda":
+        release_gpu_memory()
+    return _card_labels(card, array, source), chosen
 
 
 def _watched(net, compute):
