@@ -22,72 +22,29 @@ Rules (from how the scanners store them and how dcm2niix reads them):
 from __future__ import annotations
 
 import logging
-import math
 import zlib
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from .private import (  # noqa: F401  (re-exported: the readers' shared names)
+    B0_EPS,
+    PHILIPS_DD001,
+    PHILIPS_DD005,
+    PHILIPS_DD006,
+    PHILIPS_IMAGING,
+    SIEMENS_MR,
+    manufacturer,
+    private_value,
+)
+from .private import number as _number
+from .private import vector as _vector
+from .vendor_dwi import vendor_diffusion
+
 log = logging.getLogger(__name__)
 
-PHILIPS_DD001 = "Philips MR Imaging DD 001"
-PHILIPS_DD005 = "Philips MR Imaging DD 005"
-PHILIPS_DD006 = "Philips MR Imaging DD 006"
-PHILIPS_IMAGING = "Philips Imaging DD 001"
-SIEMENS_MR = "SIEMENS MR HEADER"
 _DERIVED_TYPES = frozenset({"ADC", "EADC", "TRACEW", "TRACE", "ISOTROPIC", "FA", "EXP"})
-B0_EPS = 1.1920929e-07  # FLT_EPSILON: dcm2niix treats b at or below it as b=0
-
-
-def private_value(ds: Dataset, group: int, creator: str, offset: int):
-    """A private element by its creator (wherever the block was put), else at the usual tag."""
-    try:
-        block = ds.private_block(group, creator)
-        if offset in block:
-            return block[offset].value
-    except (KeyError, ValueError, TypeError):
-        pass
-    tag = Tag(group, 0x1000 + offset)
-    if tag in ds:
-        try:
-            return ds[tag].value
-        except Exception:  # an undecodable private value: treat as absent
-            return None
-    return None
-
-
-def _number(value) -> float | None:
-    if isinstance(value, bytes | bytearray):
-        try:
-            value = value.decode("latin-1").strip("\0 ")
-        except ValueError:
-            return None
-    if isinstance(value, list | tuple) or (hasattr(value, "__len__") and not isinstance(value, str)):
-        value = value[0] if len(value) else None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
-def _vector(value) -> np.ndarray | None:
-    try:
-        arr = np.array([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    return arr if arr.shape == (3,) and np.all(np.isfinite(arr)) else None
-
-
-def manufacturer(ds: Dataset) -> str:
-    """A short vendor name: philips, siemens, ge, canon (Toshiba too), or the header's text."""
-    text = str(ds.get("Manufacturer", "")).upper()
-    for key, name in (("PHILIPS", "philips"), ("SIEMENS", "siemens"), ("GE ", "ge"), ("GE_", "ge"),
-                      ("GENERAL ELECTRIC", "ge"), ("CANON", "canon"), ("TOSHIBA", "canon"), ("BRUKER", "bruker")):
-        if key in text + " ":
-            return name
-    return text.strip().lower()
 
 
 def diffusion(ds: Dataset, item: Dataset | None, csa: dict[str, list[str]] | None = None
@@ -131,6 +88,8 @@ def diffusion(ds: Dataset, item: Dataset | None, csa: dict[str, list[str]] | Non
             text = private_value(ds, 0x2001, PHILIPS_IMAGING, 0x04)
             if str(text or "").strip().upper() == "I":
                 directionality = "ISOTROPIC"
+    else:
+        b, grad = vendor_diffusion(ds, vendor, b, grad)
     return b, grad, directionality
 
 
