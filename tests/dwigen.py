@@ -87,3 +87,92 @@ def dcm2niix_gradients(image: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     return (np.loadtxt(stem.with_suffix(".bval"), ndmin=1),
             np.loadtxt(stem.with_suffix(".bvec"), ndmin=2))
+
+
+def csa_header(fields: dict[str, list[str]]) -> bytes:
+    """A Siemens CSA2 ('SV10') header holding ``fields`` (name -> values as text)."""
+    import struct
+
+    out = bytearray(b"SV10\x04\x03\x02\x01" + struct.pack("<II", len(fields), 77))
+    for name, values in fields.items():
+        out += name.encode("latin-1").ljust(64, b"\0")
+        out += struct.pack("<i4siii", len(values), b"DS\0\0", 3, len(values), 77)
+        for value in values:
+            data = value.encode("latin-1") + b"\0"
+            out += struct.pack("<4i", len(data), len(data), 77, len(data))
+            out += data.ljust((len(data) + 3) // 4 * 4, b"\0")
+    return bytes(out)
+
+
+def siemens_elements(bvals: list, vectors: list, *, where: str):
+    """Siemens diffusion elements of volume t: in the CSA image header ('csa', older VB/VD), the
+    SIEMENS MR HEADER private group ('private') or the public (0018,9087)/(0018,9089) ('public')."""
+    def add(t, ds):
+        b, g = bvals[t], vectors[t]
+        if where == "csa":
+            fields = {"B_value": [f"{b:g}"]}
+            if b > 0:
+                fields["DiffusionGradientDirection"] = [f"{v:.8f}" for v in g]
+            block = ds.private_block(0x0029, "SIEMENS CSA HEADER", create=True)
+            block.add_new(0x10, "OB", csa_header(fields))
+        elif where == "private":
+            block = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+            block.add_new(0x0C, "IS", str(int(b)))
+            if b > 0:
+                block.add_new(0x0E, "FD", [float(v) for v in g])
+        else:
+            ds.DiffusionBValue = float(b)
+            if b > 0:
+                ds.DiffusionGradientOrientation = [float(v) for v in g]
+    return add
+
+
+def write_siemens_mosaic(folder: Path, bvals: list, vectors: list, *, n: int = 4, iop=PLANES["axial"],
+                         with_private: bool = False) -> list[Path]:
+    """A Siemens mosaic diffusion series: one file per volume, ``n`` 8x8 slices tiled in it, the
+    diffusion values in the CSA image header (and the SIEMENS MR HEADER group when asked)."""
+    import math
+
+    from pydicom.uid import generate_uid
+
+    from .dicomgen import make_dataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    grid = math.ceil(math.sqrt(n))
+    tile, spacing, dz = 8, (2.0, 2.0), 3.0
+    row, col = np.array(iop[:3], float), np.array(iop[3:], float)
+    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    normal = np.cross(row, col)
+    first = np.array([-10.0, -20.0, 30.0])
+    # the header's position is that of a whole-mosaic image centred like the first tile
+    ipp = first - row * spacing[1] * (grid - 1) * tile / 2 - col * spacing[0] * (grid - 1) * tile / 2
+    series, study = generate_uid(), generate_uid()
+    paths = []
+    for t, (b, g) in enumerate(zip(bvals, vectors, strict=True)):
+        image = np.zeros((grid * tile, grid * tile), np.uint16)
+        for k in range(n):
+            r, c = divmod(k, grid)
+            yy, xx = np.mgrid[0:tile, 0:tile]
+            image[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = xx + 2 * yy + 100 * k + 1000 * t + 1
+        ds = make_dataset(image, ipp=ipp, iop=iop, spacing=spacing, series_uid=series, study_uid=study,
+                          modality="MR", instance=t + 1, slope=None, intercept=None,
+                          extra={"Manufacturer": "SIEMENS", "PatientPosition": "HFS",
+                                 "ImageType": ["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE", "ND", "MOSAIC"],
+                                 "InPlanePhaseEncodingDirection": "COL", "SpacingBetweenSlices": dz,
+                                 "SliceThickness": dz, "EchoTime": 80.0, "RepetitionTime": 5000.0,
+                                 "AcquisitionMatrix": [0, tile, tile, 0]})
+        fields = {"NumberOfImagesInMosaic": [str(n)], "SliceNormalVector": [f"{v:.8f}" for v in normal],
+                  "B_value": [f"{b:g}"]}
+        if b > 0:
+            fields["DiffusionGradientDirection"] = [f"{v:.8f}" for v in g]
+        ds.private_block(0x0029, "SIEMENS CSA HEADER", create=True).add_new(0x10, "OB", csa_header(fields))
+        if with_private:
+            block = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+            block.add_new(0x0A, "US", n)
+            block.add_new(0x0C, "IS", str(int(b)))
+            if b > 0:
+                block.add_new(0x0E, "FD", [float(v) for v in g])
+        path = folder / f"mosaic{t:03d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

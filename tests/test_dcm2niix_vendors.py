@@ -12,7 +12,16 @@ import pytest
 from medvision.io import load_all
 from medvision.io.sidecars import fsl_gradients
 
-from .dwigen import PLANES, dcm2niix_gradients, ge_elements, read_nifti, run_dcm2niix, write_dwi
+from .dwigen import (
+    PLANES,
+    dcm2niix_gradients,
+    ge_elements,
+    read_nifti,
+    run_dcm2niix,
+    siemens_elements,
+    write_dwi,
+    write_siemens_mosaic,
+)
 from .test_dcm2niix_dcm_qa import world_bvecs
 from .test_dicom_conformance import assert_same_grid_and_voxels
 
@@ -65,3 +74,28 @@ def test_ge_descending_slices_and_plain_b_values(tmp_path):
               private=ge_elements(bvals, vectors, offset=False))
     got, _world = assert_matches_dcm2niix(folder, tmp_path)
     assert got == bvals
+
+
+SIEMENS_BVALS = [0, 1000, 1000, 2000]
+SIEMENS_VECTORS = [(0, 0, 0), (0.86243188, -0.36244097, 0.35333803), (0.0, 0.6, -0.8), (-1.0, 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("plane", ["axial", "sagittal", "oblique"])
+@pytest.mark.parametrize("where", ["csa", "private", "public"])
+def test_siemens_single_slice_files_match_dcm2niix(tmp_path, where, plane):
+    folder = tmp_path / "si"
+    write_dwi(folder, SIEMENS_BVALS, SIEMENS_VECTORS, manufacturer="SIEMENS", iop=PLANES[plane],
+              private=siemens_elements(SIEMENS_BVALS, SIEMENS_VECTORS, where=where))
+    bvals, world = assert_matches_dcm2niix(folder, tmp_path)
+    assert bvals == SIEMENS_BVALS
+    np.testing.assert_allclose(world[:, 1:].T, SIEMENS_VECTORS[1:], atol=1e-6)  # Siemens: patient frame
+
+
+@pytest.mark.parametrize("with_private", [False, True])
+@pytest.mark.parametrize("plane", ["axial", "oblique"])
+def test_siemens_mosaic_csa_matches_dcm2niix(tmp_path, plane, with_private):
+    folder = tmp_path / "mosaic"
+    write_siemens_mosaic(folder, SIEMENS_BVALS, SIEMENS_VECTORS, iop=PLANES[plane], with_private=with_private)
+    bvals, world = assert_matches_dcm2niix(folder, tmp_path)
+    assert bvals == SIEMENS_BVALS
+    np.testing.assert_allclose(world[:, 1:].T, SIEMENS_VECTORS[1:], atol=1e-6)
