@@ -165,3 +165,19 @@ def test_scan_survives_unreadable_files(tmp_path):
         assert sum(s.instance_count for s in result.all_series()) >= 5
     finally:
         paths[0].chmod(0o644)
+
+
+def test_non_image_object_in_a_series_folder_is_skipped_silently(tmp_path):
+    # Philips puts private non-image objects (XX_*: series data, no pixel data, a private SOP
+    # class) beside the images; like dcm2niix, they are not images, not damaged files
+    paths = _series(tmp_path)
+    ds = pydicom.dcmread(paths[0])
+    del ds.PixelData
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.3.46.670589.11.0.0.12.2"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(tmp_path / "s" / "XX_0001")
+    v = load(tmp_path / "s")
+    assert v.shape[0] == 6
+    assert not any("left out" in w for w in v.metadata["warnings"])
+    with pytest.raises(NoImagesError, match="not an image"):
+        load(tmp_path / "s" / "XX_0001")

@@ -46,6 +46,7 @@ class FileFrames:
     meta: dict = field(default_factory=dict)
     error: str | None = None
     error_type: type[MedvisionIOError] = MedvisionIOError
+    not_image: str | None = None  # a well-formed object that is not an image (what it is), not an error
 
 
 def _series_meta(ds) -> dict:
@@ -85,8 +86,13 @@ def read_file_frames(ref: FileRef, *, with_meta: bool = True) -> FileFrames:
             raise NotDicomError(f"{ref}: {problem}")
         kind = classify(ds)
         if kind != "image":
-            raise NoImagesError(f"{ref}: a {kind} object, not an image")
+            out.not_image = f"{ref}: a {kind} object, not an image"
+            return out
         if not has_pixel_data(ds):
+            if not _is_image_sop_class(ds):
+                # e.g. Philips' private series data (XX_*) beside the images: not an image, as dcm2niix skips it
+                out.not_image = f"{ref}: a {_sop_name(ds)} object without pixel data, not an image"
+                return out
             raise PixelDataError(f"{ref}: the file has no pixel data")
         frames = frames_from_dataset(ds, ref)
         p = frames[0].pixel
@@ -113,6 +119,27 @@ def read_file_frames(ref: FileRef, *, with_meta: bool = True) -> FileFrames:
     except Exception as exc:  # never let one odd file stop a series
         out.error = f"{ref}: cannot be read ({type(exc).__name__}: {exc})"
     return out
+
+
+def _sop_class(ds) -> str:
+    return str(ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+
+
+def _sop_name(ds) -> str:
+    from pydicom.uid import UID
+
+    uid = _sop_class(ds)
+    name = UID(uid).name if uid else ""
+    return name if name and name != uid else f"SOP class {uid or 'unknown'}"
+
+
+def _is_image_sop_class(ds) -> bool:
+    """Whether the object's SOP class is a standard image storage class (whose missing pixel data
+    is damage), rather than a private or non-image class."""
+    from pydicom.uid import UID
+
+    uid = _sop_class(ds)
+    return bool(uid) and "Image Storage" in (UID(uid).name or "")
 
 
 def _file_size(ref: FileRef) -> int | None:
@@ -199,12 +226,16 @@ def read_series_frames(refs: list[FileRef], *, workers: int | None = None) -> Jo
     yield Progress("reading headers", 0, len(refs))
     frames: list[Frame] = []
     problems: list[str] = []
+    skipped: list[str] = []
     kinds: set[type] = set()
     meta: dict = {}
     done = 0
     for chunk in map_chunks(_read_chunk, refs, workers=workers, min_parallel=400):
         for ff in chunk:
-            if ff.error:
+            if ff.not_image:
+                skipped.append(ff.not_image)
+                log.debug("skipped: %s", ff.not_image)
+            elif ff.error:
                 problems.append(ff.error)
                 kinds.add(ff.error_type)
             else:
@@ -220,6 +251,11 @@ def read_series_frames(refs: list[FileRef], *, workers: int | None = None) -> Jo
         if len(refs) == 1:
             raise kind(problems[0])
         raise kind(f"no loadable image among {len(refs)} files:\n  {detail}")
+    if not frames and skipped:
+        if len(refs) == 1:
+            raise NoImagesError(skipped[0])
+        detail = "\n  ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        raise NoImagesError(f"no image among {len(refs)} files:\n  {detail}")
     return frames, meta, problems
 
 

@@ -54,7 +54,7 @@ def file_thumbnail(ref: FileRef, size: int = 96) -> np.ndarray:
     if ff.error:
         raise ff.error_type(ff.error)
     if not ff.frames:
-        raise NoImagesError(f"{ref}: no image frames")
+        raise NoImagesError(ff.not_image or f"{ref}: no image frames")
     frame = ff.frames[len(ff.frames) // 2]
     decoded = decode_task(DecodeTask(ref, frame.pixel, (frame.index,)))
     if isinstance(decoded, PixelDataError):
