@@ -152,7 +152,11 @@ def normalize(cube: torch.Tensor, kind: str, low_quantile: float = 0.05, high_qu
         raise ValueError(f"unknown brainchop normalisation {kind!r}")
     span = hi - lo
     if not bool(span > 0):
-        raise BrainchopError("the image is constant where the model looks: nothing to segment")
+        if kind == "quantile":
+            raise BrainchopError(f"the image's {low_quantile:g} and {high_quantile:g} quantiles on brainchop's 256 mm "
+                                 "cube are equal: it fills too little of the cube for this model's normalisation "
+                                 "(brainchop would divide by zero); use a model with min-max normalisation")
+        raise BrainchopError("the image is constant: nothing to segment")
     return (x - lo) / span
 
 
