@@ -176,3 +176,15 @@ def write_siemens_mosaic(folder: Path, bvals: list, vectors: list, *, n: int = 4
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def canon_comment_elements(bvals: list, vectors: list, *, public_vector=None):
+    """Older Toshiba/Canon: b in (0018,9087) only for b>0 images, the gradient in Image Comments
+    (``b=1000(0.140,0.134,-0.981)``); ``public_vector`` also writes a (0018,9089)."""
+    def add(t, ds):
+        if bvals[t] > 0:
+            ds.DiffusionBValue = float(bvals[t])
+            ds.ImageComments = "b={}({:.3f},{:.3f},{:.3f})".format(int(bvals[t]), *vectors[t])
+            if public_vector is not None:
+                ds.DiffusionGradientOrientation = [float(v) for v in public_vector]
+    return add

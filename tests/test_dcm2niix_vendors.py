@@ -14,6 +14,7 @@ from medvision.io.sidecars import fsl_gradients
 
 from .dwigen import (
     PLANES,
+    canon_comment_elements,
     dcm2niix_gradients,
     ge_elements,
     read_nifti,
@@ -99,3 +100,19 @@ def test_siemens_mosaic_csa_matches_dcm2niix(tmp_path, plane, with_private):
     bvals, world = assert_matches_dcm2niix(folder, tmp_path)
     assert bvals == SIEMENS_BVALS
     np.testing.assert_allclose(world[:, 1:].T, SIEMENS_VECTORS[1:], atol=1e-6)
+
+
+CANON_BVALS = [0, 1000, 1000, 1000, 1500]
+CANON_VECTORS = [(0, 0, 0), (0.140, 0.134, -0.981), (1.0, 0.0, 0.0), (0.0, 0.6, 0.8), (-0.6, 0.0, 0.8)]
+
+
+@pytest.mark.parametrize("public", [False, True])
+@pytest.mark.parametrize("plane", sorted(PLANES))
+def test_canon_image_comments_vectors_match_dcm2niix(tmp_path, plane, public):
+    folder = tmp_path / "canon"
+    write_dwi(folder, CANON_BVALS, CANON_VECTORS, manufacturer="CANON_MEC", iop=PLANES[plane],
+              private=canon_comment_elements(CANON_BVALS, CANON_VECTORS,
+                                             public_vector=(0.0, 0.0, 1.0) if public else None))
+    bvals, world = assert_matches_dcm2niix(folder, tmp_path)  # the comment wins over (0018,9089)
+    assert bvals == CANON_BVALS
+    np.testing.assert_allclose(np.linalg.norm(world[:, 1:], axis=0), 1.0, atol=1e-4)  # 3 decimals, as written

@@ -54,8 +54,7 @@ def fsl_gradients(volume: Volume) -> tuple[list[float], np.ndarray] | None:
             continue
         # LPS patient vector -> components along the voxel axes (columns of the LPS affine);
         # the same in RAS, since the file's RAS axes are the LPS ones with x and y negated
-        v = directions.T @ g
-        v /= np.linalg.norm(v)
+        v = directions.T @ g  # not renormalised: the readers normalise where dcm2niix does
         if flip_x:
             v[0] = -v[0]
         vecs[:, t] = v

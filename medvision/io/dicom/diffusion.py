@@ -88,8 +88,7 @@ def diffusion(ds: Dataset, item: Dataset | None, csa: dict[str, list[str]] | Non
             text = private_value(ds, 0x2001, PHILIPS_IMAGING, 0x04)
             if str(text or "").strip().upper() == "I":
                 directionality = "ISOTROPIC"
-    else:
-        b, grad = vendor_diffusion(ds, vendor, b, grad)
+    b, grad = vendor_diffusion(ds, vendor, b, grad)
     return b, grad, directionality
 
 

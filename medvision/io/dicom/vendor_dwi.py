@@ -8,16 +8,21 @@ GE (rules of dcm2niix's GE reader, checked against the installed dcm2niix on cra
 * The gradient (0019,10BB/10BC/10BD ``GEMS_ACQU_01``) is in GE's logical frame (frequency,
   phase, slice), not the patient's. Its patient direction depends on the in-plane phase-encoding
   axis (0018,1312 ROW or COL) and on the acquisition plane (the patient axis closest to the slice
-  normal): see :func:`_GE_FRAME`. dcm2niix only reorients for head-first-supine patients; for
+  normal): see ``_VOXEL_SIGNS``. dcm2niix only reorients for head-first-supine patients; for
   any other Patient Position (0018,5100) the direction is unknown here and left out.
 * A direction whose length is between 0.03 and 0.97 scales the b-value by its squared length and
   is then normalised (GE scales b this way for low-b shells).
 * A b>0 image with no direction (GE's isotropic trace image) is reported as b=0, as dcm2niix does.
+
+Toshiba/Canon: older software leaves (0018,9089) out and writes the gradient into Image Comments
+(``b=1000(0.140,0.134,-0.981)``), in the image's frame: see :func:`canon_comment_gradient`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -26,16 +31,10 @@ from .private import B0_EPS, GE_ACQU, GE_PARM, number, private_value, texts
 
 log = logging.getLogger(__name__)
 
-# GE logical (a, b, c) -> components along (row cosines, column cosines, slice normal) of the image,
-# by acquisition plane and phase-encoding axis: ((index of a/b/c for each image axis), (signs))
-_GE_FRAME = {
-    ("axial", "COL"): ((0, 1, 2), (-1, -1, 1)),
-    ("axial", "ROW"): ((1, 0, 2), (-1, 1, 1)),
-    ("coronal", "COL"): ((0, 1, 2), (-1, 1, 1)),
-    ("coronal", "ROW"): ((1, 0, 2), (-1, -1, 1)),
-    ("sagittal", "COL"): ((0, 1, 2), (1, 1, -1)),
-    ("sagittal", "ROW"): ((1, 0, 2), (1, -1, -1)),
-}
+# Signs that put a vector given in dcm2niix's output voxel frame (as GE's COL-encoded gradients and
+# Canon's ImageComments vectors are, once dcm2niix has read them) onto the image's (row cosines,
+# column cosines, slice normal), by acquisition plane. Measured with the installed dcm2niix.
+_VOXEL_SIGNS = {"axial": (-1, -1, 1), "coronal": (-1, 1, 1), "sagittal": (1, 1, -1)}
 
 
 def _plane(normal: np.ndarray) -> str:
@@ -74,17 +73,33 @@ def ge_to_patient(logical: np.ndarray, ds: Dataset) -> np.ndarray | None:
     (no orientation, phase-encoding axis neither ROW nor COL, patient not head-first supine)."""
     position = str(ds.get("PatientPosition", "") or "").strip().upper()
     axis = str(ds.get("InPlanePhaseEncodingDirection", "") or "").strip().upper()
-    iop = ds.get("ImageOrientationPatient")
-    if position != "HFS" or axis not in ("ROW", "COL") or iop is None or len(iop) != 6:
+    frame = _orientation(ds)
+    if position != "HFS" or axis not in ("ROW", "COL") or frame is None:
         return None
-    row = np.array([float(v) for v in iop[:3]])
-    col = np.array([float(v) for v in iop[3:]])
-    row /= np.linalg.norm(row)
-    col /= np.linalg.norm(col)
+    row, col = frame
+    if axis == "ROW":  # GE swaps frequency and phase when the phase is encoded along a row
+        logical = np.array([logical[1], -logical[0], logical[2]])
+    return _voxel_to_patient(logical, row, col)
+
+
+def _voxel_to_patient(v: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
     normal = np.cross(row, col)
-    order, signs = _GE_FRAME[(_plane(normal), axis)]
-    image = [signs[i] * logical[order[i]] for i in range(3)]
-    return image[0] * row + image[1] * col + image[2] * normal
+    signs = _VOXEL_SIGNS[_plane(normal)]
+    return signs[0] * v[0] * row + signs[1] * v[1] * col + signs[2] * v[2] * normal
+
+
+def _orientation(ds: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    iop = ds.get("ImageOrientationPatient")
+    try:
+        values = [float(v) for v in iop]
+    except (TypeError, ValueError):
+        return None
+    if len(values) != 6:
+        return None
+    row, col = np.array(values[:3]), np.array(values[3:])
+    if np.linalg.norm(row) == 0 or np.linalg.norm(col) == 0:
+        return None
+    return row / np.linalg.norm(row), col / np.linalg.norm(col)
 
 
 def ge_diffusion(ds: Dataset, b: float | None, grad: np.ndarray | None) -> tuple[float | None, np.ndarray | None]:
@@ -98,17 +113,52 @@ def ge_diffusion(ds: Dataset, b: float | None, grad: np.ndarray | None) -> tuple
     length = float(np.linalg.norm(logical))
     if b <= B0_EPS or length <= B0_EPS:
         return (0.0 if length <= B0_EPS else b), None
-    if 0.03 < length < 0.97:
+    if 0.03 < length < 0.97:  # dcm2niix normalises (and rescales b) only in this range
         b = float(np.float32(b) * np.float32(length) ** 2)
-    patient = ge_to_patient(logical / length, ds)
+        logical = logical / length
+    patient = ge_to_patient(logical, ds)
     if patient is None:
         log.debug("GE gradient directions need a head-first-supine patient and ROW/COL phase encoding")
     return b, patient
 
 
+_COMMENT_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def canon_comment_gradient(ds: Dataset, b: float | None) -> np.ndarray | None:
+    """Older Toshiba/Canon DWI: the gradient in Image Comments, e.g. ``b=1000(0.140,0.134,-0.981)``,
+    in the image's frame with the first two components swapped; used when the comment names the
+    image's own b-value (0018,9087), as dcm2niix requires. Returns the patient direction."""
+    if b is None or b <= 0:
+        return None
+    comment = str(ds.get("ImageComments", "") or "")
+    key = f"b={int(math.floor(b + 0.5))}("
+    at = comment.find(key)
+    if at < 0:
+        return None
+    values = [float(v) for v in _COMMENT_NUMBER.findall(comment[at + len(key):])[:3]]
+    frame = _orientation(ds)
+    if len(values) != 3 or frame is None or not np.all(np.isfinite(values)):
+        return None
+    v = np.array([values[1], values[0], values[2]])
+    if np.linalg.norm(v) <= B0_EPS:
+        return None
+    return _voxel_to_patient(v, *frame)  # as written (3 decimals), not renormalised, as dcm2niix
+
+
+#: vendors whose patient-frame vectors dcm2niix normalises (the others are written as stored)
+_NORMALISED = frozenset({"siemens", "philips", "uih", "bruker", "hitachi"})
+
+
 def vendor_diffusion(ds: Dataset, vendor: str, b: float | None, grad: np.ndarray | None
                      ) -> tuple[float | None, np.ndarray | None]:
     """Apply the vendor's private b-value/direction rules to what the public tags gave."""
+    if vendor in _NORMALISED and grad is not None and np.linalg.norm(grad) > B0_EPS:
+        grad = grad / np.linalg.norm(grad)
     if vendor == "ge":
         return ge_diffusion(ds, b, grad)
+    if vendor == "canon":
+        comment = canon_comment_gradient(ds, b)
+        if comment is not None:
+            return b, comment  # dcm2niix prefers the comment to (0018,9089)
     return b, grad
