@@ -116,3 +116,30 @@ def test_canon_image_comments_vectors_match_dcm2niix(tmp_path, plane, public):
     bvals, world = assert_matches_dcm2niix(folder, tmp_path)  # the comment wins over (0018,9089)
     assert bvals == CANON_BVALS
     np.testing.assert_allclose(np.linalg.norm(world[:, 1:], axis=0), 1.0, atol=1e-4)  # 3 decimals, as written
+
+
+@pytest.mark.parametrize("order", ["LINEAR", "REVERSE_LINEAR", None])
+@pytest.mark.parametrize("pe", ["COL", "ROW"])
+@pytest.mark.parametrize("plane", ["axial", "sagittal"])
+def test_ge_phase_encoding_polarity_matches_dcm2niix(tmp_path, plane, pe, order):
+    import json
+
+    from medvision.io.sidecars import bids_sidecar
+
+    from .test_dcm2niix_dcm_qa import world_phase
+
+    header = {"InPlanePhaseEncodingDirection": pe}
+    if order:
+        header["RectilinearPhaseEncodeReordering"] = order  # GE Rx27 and later
+    folder = tmp_path / "ge"
+    write_dwi(folder, [0, 1000], [(0, 0, 0), (1, 0, 0)], manufacturer="GE MEDICAL SYSTEMS", iop=PLANES[plane],
+              header=header, private=ge_elements([0, 1000], [(0, 0, 0), (1, 0, 0)]))
+    image = run_dcm2niix(folder, tmp_path / "dcm2niix")[0]
+    theirs = json.loads(image.with_suffix(".json").read_text())
+    ours = load_all(folder)[0]
+    mine = bids_sidecar(ours)
+    if order is None:  # polarity unknown from public tags: only the axis, never a guess
+        assert "PhaseEncodingDirection" not in mine and mine["PhaseEncodingAxis"] == ("j" if pe == "COL" else "i")
+        return
+    np.testing.assert_allclose(world_phase(mine["PhaseEncodingDirection"], ours.affine),
+                               world_phase(theirs["PhaseEncodingDirection"], read_nifti(image).affine), atol=1e-6)

@@ -128,6 +128,11 @@ def acquisition_fields(ds: Dataset, csa: dict[str, list[str]] | None = None) -> 
 
 def _phase_polarity(ds: Dataset, csa: dict[str, list[str]] | None) -> bool | None:
     """True when phase encoding runs along the stored axis (Siemens says so), None when unknown."""
+    if manufacturer(ds) == "ge":
+        # GE Rx27 and later: (0018,9034) LINEAR runs along the stored axis, REVERSE_LINEAR against it
+        # (as dcm2niix reads it); older GE software keeps it only in a proprietary block: unknown
+        order = str(ds.get("RectilinearPhaseEncodeReordering", "") or "").strip().upper()
+        return {"LINEAR": True, "REVERSE_LINEAR": False}.get(order)
     value = None
     if csa:
         value = _float((csa.get("PhaseEncodingDirectionPositive") or [None])[0])
