@@ -188,3 +188,12 @@ def canon_comment_elements(bvals: list, vectors: list, *, public_vector=None):
             if public_vector is not None:
                 ds.DiffusionGradientOrientation = [float(v) for v in public_vector]
     return add
+
+
+def uih_elements(bvals: list, vectors: list):
+    """United Imaging: b in (0065,1009) FD, gradient in (0065,1037) FD (image frame)."""
+    def add(t, ds):
+        block = ds.private_block(0x0065, "Image Private Header", create=True)
+        block.add_new(0x09, "FD", float(bvals[t]))
+        block.add_new(0x37, "FD", [float(v) for v in vectors[t]])
+    return add

@@ -20,6 +20,7 @@ from .dwigen import (
     read_nifti,
     run_dcm2niix,
     siemens_elements,
+    uih_elements,
     write_dwi,
     write_siemens_mosaic,
 )
@@ -143,3 +144,16 @@ def test_ge_phase_encoding_polarity_matches_dcm2niix(tmp_path, plane, pe, order)
         return
     np.testing.assert_allclose(world_phase(mine["PhaseEncodingDirection"], ours.affine),
                                world_phase(theirs["PhaseEncodingDirection"], read_nifti(image).affine), atol=1e-6)
+
+
+@pytest.mark.parametrize("plane", sorted(PLANES))
+def test_uih_private_diffusion_matches_dcm2niix(tmp_path, plane):
+    folder = tmp_path / "uih"
+    bvals = [0, 1000, 1000, 1000, 2000]
+    vectors = [(0, 0, 0), (1, 0, 0), (0, 0.6, 0.8), (0.6, 0.8, 0), (0.0, 0.0, -1.0)]
+    write_dwi(folder, bvals, vectors, manufacturer="UIH", iop=PLANES[plane], private=uih_elements(bvals, vectors))
+    got, world = assert_matches_dcm2niix(folder, tmp_path)
+    assert got == bvals
+    row, col = np.array(PLANES[plane][:3], float), np.array(PLANES[plane][3:], float)
+    frame = np.stack([row, col, np.cross(row, col)], axis=1)
+    np.testing.assert_allclose(world[:, 1:].T, (frame @ np.array(vectors[1:]).T).T, atol=1e-6)  # image frame

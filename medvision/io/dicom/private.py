@@ -17,6 +17,7 @@ SIEMENS_MR = "SIEMENS MR HEADER"
 GE_ACQU = "GEMS_ACQU_01"  # group 0019
 GE_RELA = "GEMS_RELA_01"  # group 0021
 GE_PARM = "GEMS_PARM_01"  # group 0043
+UIH_IMAGE = "Image Private Header"  # group 0065 (dcm2niix reads the elements by number alone)
 B0_EPS = 1.1920929e-07  # FLT_EPSILON: dcm2niix treats b at or below it as b=0
 
 

@@ -14,6 +14,8 @@ GE (rules of dcm2niix's GE reader, checked against the installed dcm2niix on cra
   is then normalised (GE scales b this way for low-b shells).
 * A b>0 image with no direction (GE's isotropic trace image) is reported as b=0, as dcm2niix does.
 
+United Imaging (UIH): (0065,1009) b-value and (0065,1037) gradient in the image's frame.
+
 Toshiba/Canon: older software leaves (0018,9089) out and writes the gradient into Image Comments
 (``b=1000(0.140,0.134,-0.981)``), in the image's frame: see :func:`canon_comment_gradient`.
 """
@@ -27,7 +29,7 @@ import re
 import numpy as np
 from pydicom.dataset import Dataset
 
-from .private import B0_EPS, GE_ACQU, GE_PARM, number, private_value, texts
+from .private import B0_EPS, GE_ACQU, GE_PARM, UIH_IMAGE, number, private_value, texts, vector
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +148,24 @@ def canon_comment_gradient(ds: Dataset, b: float | None) -> np.ndarray | None:
     return _voxel_to_patient(v, *frame)  # as written (3 decimals), not renormalised, as dcm2niix
 
 
+def uih_diffusion(ds: Dataset, b: float | None, grad: np.ndarray | None
+                  ) -> tuple[float | None, np.ndarray | None]:
+    """United Imaging: b in (0065,1009), gradient in (0065,1037) (both FD), the gradient in the
+    image's frame (row cosines, column cosines, slice normal); both preferred to the public tags,
+    and the vector kept as stored, as dcm2niix does."""
+    b_uih = number(private_value(ds, 0x0065, UIH_IMAGE, 0x09))
+    if b_uih is not None:
+        b = b_uih
+    v = vector(private_value(ds, 0x0065, UIH_IMAGE, 0x37))
+    frame = _orientation(ds)
+    if v is not None and frame is not None:
+        row, col = frame
+        grad = v[0] * row + v[1] * col + v[2] * np.cross(row, col)
+    return b, grad
+
+
 #: vendors whose patient-frame vectors dcm2niix normalises (the others are written as stored)
-_NORMALISED = frozenset({"siemens", "philips", "uih", "bruker", "hitachi"})
+_NORMALISED = frozenset({"siemens", "philips", "bruker", "hitachi"})
 
 
 def vendor_diffusion(ds: Dataset, vendor: str, b: float | None, grad: np.ndarray | None
@@ -157,6 +175,8 @@ def vendor_diffusion(ds: Dataset, vendor: str, b: float | None, grad: np.ndarray
         grad = grad / np.linalg.norm(grad)
     if vendor == "ge":
         return ge_diffusion(ds, b, grad)
+    if vendor == "uih":
+        return uih_diffusion(ds, b, grad)
     if vendor == "canon":
         comment = canon_comment_gradient(ds, b)
         if comment is not None:
