@@ -6,12 +6,15 @@ Most orders run reduced networks that see direction (a convolution that moves th
 along the network's first axis and one along its second): any storage order handled differently by the
 pipeline moves the result elsewhere in the patient. They run through the real cards' pipelines:
 deepbet's (localizer, box, resize to 256^3, threshold, largest component, holes) and a fine-tuned
-model's (resampled to its spacing, sliding windows). The full deepbet model runs on a few orders."""
+model's (resampled to its spacing, sliding windows), and brainchop's (conformed to 256^3 1 mm LIA,
+cropped, a pre-model first for the 104-class card). The full deepbet model runs on a few orders (and
+tests/test_brainchop.py runs a full brainchop model on a few)."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,22 +45,50 @@ class Shift(torch.nn.Module):
         return torch.cat([1 - p, p], 1)
 
 
+class _Moved(torch.nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.pad(x[:, :, 2:, 1:, :], (0, 0, 0, 1, 0, 2))
+
+
+class LayeredShift(torch.nn.Module):
+    """:class:`Shift` shaped as MeshNet (hidden ``layers``, then a 1^3 ``classifier`` giving logits), for
+    brainchop's pipeline, which runs the layers and the classifier apart."""
+
+    def __init__(self, level: float = 0.55, **_ignored) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList([_Moved()])
+        self.classifier = torch.nn.Conv3d(1, 2, 1)
+        with torch.no_grad():
+            self.classifier.weight[:] = torch.tensor([-12.0, 12.0]).view(2, 1, 1, 1, 1)
+            self.classifier.bias[:] = torch.tensor([12.0 * level, -12.0 * level])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return self.classifier(x)
+
+
 @pytest.fixture
 def shift_arch(monkeypatch):
     from medvision.ai import architectures
 
     monkeypatch.setitem(architectures._OWN, "test.Shift", lambda args: Shift(**args))
+    monkeypatch.setitem(architectures._OWN, "test.LayeredShift", lambda args: LayeredShift(**args))
 
 
 def _reduced(folder: Path, card: dict, parts=("weights",)) -> ModelPackage:
     """``card`` with its networks replaced by :class:`Shift` (the rest of the pipeline as it is)."""
     folder.mkdir(parents=True, exist_ok=True)
     card = json.loads(json.dumps(card))
+    layered = (card.get("inference") or {}).get("mode") == "brainchop"
     for part in parts:
         spec = card if part == "weights" else card[part]
         name = f"{part}.safetensors"
-        save_file({"weight": Shift().weight.detach().clone()}, str(folder / name))
-        spec["architecture"] = {"name": "test.Shift", "args": {}}
+        net = LayeredShift() if layered else Shift()
+        save_file({k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}, str(folder / name))
+        # brainchop's min-max over the whole conformed cube puts the T1's tissue lower
+        spec["architecture"] = {"name": "test.LayeredShift", "args": {"level": 0.2}} if layered else \
+            {"name": "test.Shift", "args": {}}
         spec["weights"] = {"file": name, "sha256": sha256_of(folder / name)}
     card["id"] = f"test-{folder.name}"
     write_card(folder, card)
@@ -255,3 +286,41 @@ def test_oblique_acquisitions_give_the_same_labels_in_the_grid_they_were_acquire
         perm, flips = (2, 0, 1), (1, 0, 1)  # and stored in another order
         got = stored_back(_labels(pkg, restored(tilted, perm, flips)), perm, flips)
         assert np.array_equal(got, reference) if exact else _dice(got, reference) >= 0.999, name
+
+
+def _brainchop_card(model_id: str) -> dict:
+    return json.loads((shipped_dir() / model_id / "model.json").read_text())
+
+
+@pytest.mark.slow
+def test_brainchops_pipeline_in_storage_orders(t1, shift_arch, tmp_path):
+    """brainchop's pipeline (conform to 256^3 1 mm LIA with trilinear interpolation and uint8 intensities,
+    min-max, the threshold crop, back with nearest neighbour) as mindgrab's card runs it: 16 orders
+    (each permutation of the axes with two or three flip patterns; MEDVISION_FULL_SWEEP=1: all 48, which
+    were all voxel-exact when written)."""
+    pkg = _reduced(tmp_path / "mindgrab-reduced", _brainchop_card("brainchop-mindgrab"))
+    reference = _labels(pkg, t1)
+    assert (reference > 0).sum() > 1000  # inside the crop of the brightest tissue (threshold 0.5)
+    moved = _labels(pkg, Volume(np.roll(t1.array, 3, axis=2), t1.affine, None, dict(t1.metadata)))
+    assert _dice(moved, reference) < 0.999  # the sweep sees a shift of 3 voxels
+    worst, exact = 1.0, 0
+    orders = ORDERS if os.environ.get("MEDVISION_FULL_SWEEP") else ORDERS[::3]  # 16: each permutation, 2-3 flips
+    for perm, flips in orders:
+        got = stored_back(_labels(pkg, restored(t1, perm, flips)), perm, flips)
+        exact += int(np.array_equal(got, reference))
+        worst = min(worst, _dice(got, reference))
+    print(f"\n[sweep] brainchop pipeline: {exact}/{len(orders)} orders voxel-exact, worst Dice {worst:.6f}")
+    assert worst >= 0.999
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_id", ["brainchop-subcortical-18", "brainchop-dkt-104"])
+def test_brainchops_other_cards_in_storage_orders(t1, shift_arch, tmp_path, model_id):
+    """The 18-class card (threshold crop) and the 104-class card (a pre-model's mask first) on a few orders."""
+    card = _brainchop_card(model_id)
+    pkg = _reduced(tmp_path / "reduced", card, ("weights", "pre_model") if "pre_model" in card else ("weights",))
+    reference = _labels(pkg, t1)
+    assert (reference > 0).any()
+    for perm, flips in ORDERS[5::18]:
+        got = stored_back(_labels(pkg, restored(t1, perm, flips)), perm, flips)
+        assert _dice(got, reference) >= 0.999, (perm, flips)
