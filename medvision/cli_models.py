@@ -201,7 +201,8 @@ def add_train_parser(sub) -> None:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, help="epochs to train (default 50 unless --minutes; early stopping "
                                                    "may end sooner)")
-    budget.add_argument("--minutes", type=float, help="time budget: stops after the epoch that passes it")
+    budget.add_argument("--minutes", type=float, help="time budget for the whole run (loading, the head's probe, "
+                        "validation, writing the model): the last epoch is cut short to end within it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--from-scratch", action="store_true", help="random initial weights instead of the base's")
     p.add_argument("--transfer", choices=("encoder", "all"), default=None,

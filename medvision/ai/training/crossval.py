@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ __all__ = ["cross_validation_job", "summarise"]
 def cross_validation_job(config: TrainConfig, data: TrainingData,
                          registry: Registry | None = None) -> Job[TrainResult]:
     """Job: K fold runs, then the model on every case (see the module docstring)."""
+    started = time.perf_counter()  # (the folds' runs count from their starts: loading and probes too)
     k = int(config.folds)
     splits = data.folds(k, config.seed)  # (too few cases: TrainingDataError, before any training)
     share = replace(config, minutes=config.minutes / (k + 1) if config.minutes else None)
@@ -54,7 +56,7 @@ def cross_validation_job(config: TrainConfig, data: TrainingData,
     head = summary["head_init_used"] if config.head_init == "auto" else config.head_init
     left = None  # minutes: what the folds left of the budget (at least a fold's share), besides the epochs
     if config.minutes:
-        left = max(share.minutes, config.minutes - summary["seconds"] / 60)
+        left = max(share.minutes, config.minutes - (time.perf_counter() - started) / 60)
     final = replace(config, epochs=summary["final_epochs"], minutes=left, patience=0, head_init=head)
     run = Run(data.all_cases(), {"folds": k, "fold": "all", "split_seed": config.seed,
                                  "epochs": summary["final_epochs"]}, "final", FINAL_RUN, export=True,

@@ -18,6 +18,7 @@ fitted head on the validation data before keeping it (see ``trainer.train_job``)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -60,7 +61,7 @@ def _per_voxel(module: nn.Module) -> tuple[int, ...] | None:
 def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor], head: list[str],
                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n_classes: int, *,
                    voxels_per_class: int = 20000, steps: int = 300, lr: float = 0.05, seed: int = 0,
-                   device: str = "cpu") -> dict | None:
+                   device: str = "cpu", deadline: float | None = None) -> dict | None:
     """Fit the head of ``net`` alone to the features its body gives for ``batches`` (image, label),
     at the fine-tuning's own loss (cross-entropy + soft Dice over every class, background included)
     on the patches' voxels; the rest of the network is untouched. Up to ``voxels_per_class`` voxels
@@ -68,7 +69,9 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
     weighted back to the classes' frequencies in the patches. Returns ``{"patches", "voxels",
     "loss_before", "loss_after", "accuracy"}`` (balanced accuracy of the probe on its voxels), or
     None (nothing changed) when the head is not one module that maps each voxel's features to its own
-    logits and gives the network's output, or when the fit did not lower the loss."""
+    logits and gives the network's output, or when the fit did not lower the loss. ``deadline`` (a
+    ``time.perf_counter()`` time): the patches not reached by then are left out (the first is always
+    used) and the fit stops there (after its first step); ``"stopped_early"`` in the result says so."""
     module = head_module(net, head)
     factor = _per_voxel(module) if module is not None else None
     if factor is None:
@@ -109,6 +112,8 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
         with torch.no_grad():
             first = 0
             for images, labels in batches:
+                if first and deadline is not None and time.perf_counter() >= deadline:
+                    break  # (the voxels of the patches not reached are left out below)
                 out = logits(images.to(device))
                 if "x" not in seen or seen["y"].shape != out.shape or not torch.allclose(
                         seen["y"].float(), out.float(), atol=1e-4, rtol=1e-3):
@@ -125,6 +130,17 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
             h.remove()
         net.train(was_training)
     n_patches = first
+    stopped_early = first < len(y)
+    if stopped_early:
+        reached = where[:, 0] < first
+        if not bool(reached.any()):
+            return None
+        x, where, target, sub = x[reached], where[reached], target[reached], sub[reached]
+        y = y[:first]
+    # voxels grouped by their kernel position: one matrix product per position (the loss is a sum
+    # over voxels, so their order does not matter)
+    order = torch.argsort(sub, stable=True)
+    x, target, sub = x[order], target[order], sub[order]
     weight, bias = module.weight, module.bias  # fitted on copies: the module changes only at the end
     transposed = isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d))
     if transposed:  # (C_in, C_out, *k)
@@ -141,8 +157,12 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
     voxel_weight = weights[target][:, None]
     onehot = torch.nn.functional.one_hot(target, k_out).float()
 
+    counts = torch.bincount(sub, minlength=w.shape[0]).tolist()
+    starts = np.cumsum([0, *counts[:-1]]).tolist()
+    spans = [(k, a, a + n) for k, (a, n) in enumerate(zip(starts, counts, strict=True)) if n]
+
     def scores() -> torch.Tensor:
-        return torch.einsum("ni,nio->no", x, w[sub]) + b
+        return torch.cat([x[a:e] @ w[k] for k, a, e in spans]) + b
 
     def loss_of() -> torch.Tensor:  # as monai's DiceCELoss over the patches (softmax, background included)
         s = scores()
@@ -153,7 +173,12 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
     opt = torch.optim.Adam(params, lr=lr)
     with torch.no_grad():
         before = float(loss_of())
-    for _ in range(steps):
+    done = 0
+    for step in range(steps):
+        if step and deadline is not None and time.perf_counter() >= deadline:
+            stopped_early = True
+            break
+        done = step + 1
         opt.zero_grad(set_to_none=True)
         loss = loss_of()
         loss.backward()
@@ -171,5 +196,5 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
             weight.copy_(w.detach()[0].T.reshape(weight.shape).to(weight))
         if bias is not None:
             bias.copy_(b.detach().to(bias))
-    return {"patches": int(n_patches), "voxels": int(len(where)), "loss_before": before, "loss_after": after,
-            "accuracy": accuracy}
+    return {"patches": int(n_patches), "voxels": int(len(target)), "loss_before": before, "loss_after": after,
+            "accuracy": accuracy, "steps": done, "stopped_early": stopped_early}

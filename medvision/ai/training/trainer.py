@@ -24,8 +24,10 @@ autocast + GradScaler on CUDA only. Then validation: sliding windows (monai, roi
 validation region at the training voxel size, the probabilities mapped back onto the region's own
 grid (as the engine does), Dice per label there (monai ``compute_dice``; a label absent from a
 region's reference is left out of its mean), mean over labels. The best weights are kept; training
-stops after ``epochs``, after the epoch that passes ``minutes``, or when the validation Dice
-has not improved for ``patience`` epochs.
+stops after ``epochs``, when ``minutes`` is used, or when the validation Dice has not improved for
+``patience`` epochs. ``minutes`` covers the whole run, from its start to the package written
+(:mod:`.budget`): the probe gets a share of it, and the last epoch stops early enough for its
+validation, its checkpoint and the package to fit.
 
 Started by torchrun in several processes (several GPUs), the run is data-parallel
 (:mod:`.distributed`): each process draws its share of an epoch's patches, the gradients are
@@ -59,6 +61,7 @@ from ..engine import pick_device
 from ..memory import is_out_of_memory, release_gpu_memory
 from ..package import PackageError, Registry, user_dir
 from . import checkpoint as ckpt
+from .budget import PROBE_SHARE, VALIDATION_MARGIN, Budget, window_count
 from .data import Part, Split, TrainingData, normalize_for_training, resample_image, resample_labels, resampled_shape
 from .distributed import Group
 from .export import created, write_package
@@ -328,6 +331,29 @@ def _out_of_memory(what: str, epochs_kept: int) -> str:
             "patches (medvision train --patch 32 --batch-size 1)")
 
 
+def _estimate_validation_s(net, regions, patch, batch_size, device, amp) -> float:
+    """About how long a validation over ``regions`` takes: a timed forward pass of ``batch_size``
+    windows times the batches of windows the regions need (times :data:`.budget.VALIDATION_MARGIN`)."""
+    fn = logits_function(net)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            x = torch.zeros((batch_size, 1, *patch), device=device)
+            times = []
+            for _ in range(2):  # (the first pass allocates and warms up: the faster one counts)
+                t = time.perf_counter()
+                fn(x)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+            seconds = min(times)
+    finally:
+        net.train(was_training)
+    batches = sum(math.ceil(window_count(tuple(image.shape), patch) / batch_size) for image, *_ in regions)
+    return VALIDATION_MARGIN * seconds * batches
+
+
 def _validation_cross_entropy(net, regions, patch, batch_size, device, amp) -> float:
     """Mean cross-entropy (nats per voxel) of the network's predictions on the validation regions'
     labels: how well its probabilities, not only its argmax, describe data it was not fitted on."""
@@ -376,6 +402,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     """One training run: on ``run.split`` when given (a cross-validation's fold or final model),
     else on ``data.split``."""
     tag = f"{run.label}: " if run else ""
+    budget = Budget(config.minutes)  # (the whole run counts: loading, probe, validation, the package)
 
     def progress(stage, done, total, message, preview=None) -> Progress:
         return Progress(stage, done, total, tag + message, preview=preview)
@@ -550,25 +577,45 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         run_id = ckpt.new_run_id()
         lineage = [{"session": 1, "started": ckpt.now(), "from_epoch": 0, "device": device}]
 
+    if budget.limited and group.main:  # what the end of an epoch will cost, before it was measured
+        budget.saw_checkpoint(6 * sum(p.numel() * p.element_size() for p in net.parameters()) / 200e6)
+        if val_regions:
+            budget.saw_validation(_estimate_validation_s(net, val_regions, patch, config.batch_size, device, use_amp))
     if state is None and head_init == "probe" and group.main:
         yield progress("preparing", 0, 0, "fitting the new head to the base's features (a linear probe)")
         t_probe = time.perf_counter()
+        probe_end = budget.part(PROBE_SHARE)  # (None without a time budget)
         checked = config.head_init == "auto" and bool(val_regions)
-        if checked:  # the head at the class frequencies, on the validation regions
+        probe, no_time = None, False
+        if probe_end is not None and time.perf_counter() + (2 * budget.validation_s if checked else 0) >= probe_end:
+            no_time = True  # its check alone would take more than its share of the budget
+        elif checked:  # the head at the class frequencies, on the validation regions
+            t_ce = time.perf_counter()
             prior_ce = _validation_cross_entropy(net, val_regions, patch, config.batch_size, device, use_amp)
+            budget.saw_validation(time.perf_counter() - t_ce)
             prior_head = {n: p.detach().clone() for n, p in net.named_parameters() if n in set(tn.head)}
-        batches = itertools.islice(_probe_batches(sampler), PROBE_BATCHES)
-        probe = fit_head_probe(net, logits_function(net), tn.head, batches, n_classes + 1, seed=config.seed,
-                               device=device)
-        if probe is None:
+        fit_end = None if probe_end is None else probe_end - (budget.validation_s if checked else 0.0)
+        if no_time or (fit_end is not None and time.perf_counter() >= fit_end):
+            no_time = True
+        else:
+            batches = itertools.islice(_probe_batches(sampler), PROBE_BATCHES)
+            probe = fit_head_probe(net, logits_function(net), tn.head, batches, n_classes + 1, seed=config.seed,
+                                   device=device, deadline=fit_end)
+        if no_time:
+            head_used = "prior"
+            head_note = (f"the new head was not probed: the time budget ({config.minutes:g} min) leaves no room for "
+                         "the linear probe and its check; it starts at the class frequencies")
+        elif probe is None:
             head_used = "prior"
             head_note = ("the new head was not probed (it is not one module that maps each voxel's features to the "
                          "logits, or the fit did not improve on the class frequencies): it starts at those")
         else:
+            short = (f", cut short by the time budget after {probe['steps']} steps" if probe["stopped_early"]
+                     else "")
             fitted = (f"the new head fitted alone to the {'pretrained' if fine_tune else 'random'} features of "
                       f"{probe['patches']} training patches (a linear probe on {probe['voxels']} voxels at the "
                       f"training loss: {probe['loss_before']:.3f} -> {probe['loss_after']:.3f}, "
-                      f"balanced accuracy {probe['accuracy']:.2f}, {time.perf_counter() - t_probe:.0f} s)")
+                      f"balanced accuracy {probe['accuracy']:.2f}, {time.perf_counter() - t_probe:.0f} s{short})")
             if not checked:
                 head_note = f"{fitted}; fine-tuning starts from it"
             else:
@@ -596,11 +643,12 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
             notes.append(head_note)
 
     max_epochs = int(config.epochs) if config.epochs else (None if config.minutes else DEFAULT_EPOCHS)
-    budget_s = float(config.minutes) * 60 if config.minutes else None
     fn = logits_function(net)
     n_iter = len(sampler)
     session_start = time.perf_counter()
-    session_epochs = 0
+    session_epochs = session_iterations = 0
+    cut_short = False  # an epoch ended early for the time budget
+    skipped_validation = []  # epochs the time budget left no room to validate
     stopped = ""
     resumed = f"resuming run {run_id} after epoch {epoch}; " if len(lineage) > 1 else ""
     yield progress("training", 0, n_iter, f"{resumed}{'fine-tuning' if fine_tune else 'training from scratch'} on "
@@ -609,7 +657,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         elapsed = time.perf_counter() - session_start
         if max_epochs is not None and epoch >= max_epochs:
             stopped = f"{max_epochs} epochs done"
-        elif budget_s is not None and session_epochs and elapsed >= budget_s:
+        elif budget.limited and session_epochs and (cut_short or not budget.room_for_iteration(bool(val_regions))):
             stopped = f"time budget of {config.minutes:g} min used"
         elif config.patience and bad_epochs >= config.patience:
             stopped = f"early stopping: no better validation Dice for {config.patience} epochs"
@@ -631,11 +679,19 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         freeze(frozen)
         is_frozen = frozen
         horizons = [max_epochs] if max_epochs else []
-        if budget_s is not None and session_epochs:
-            horizons.append(epoch - 1 + max(0.0, budget_s - elapsed) / (elapsed / session_epochs))
+        if budget.limited and session_epochs:
+            horizons.append(epoch - 1 + max(0.0, budget.left()) / (elapsed / session_epochs))
         schedule.horizon = group.broadcast(min(horizons) if horizons else None)
         losses = []
+        validate_after = bool(val_regions) and group.main
         for it, (x, y) in enumerate(sampler.epoch(epoch)):
+            if it:  # (an epoch started does at least one iteration: the loop's start checked for room)
+                cut_short = budget.limited and not budget.room_for_iteration(validate_after)
+                if group.several and budget.limited:
+                    cut_short = group.broadcast(cut_short)  # (process 0's clock decides)
+                if cut_short:
+                    break
+            t_it = time.perf_counter()
             if is_frozen and epoch - 1 + it / n_iter >= freeze_epochs:
                 is_frozen = False
                 freeze(False)
@@ -660,12 +716,17 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
             optimizer.zero_grad(set_to_none=True)
             schedule.steps += 1
             losses.append(float(loss.detach()))
+            session_iterations += 1
+            budget.saw_iteration(time.perf_counter() - t_it, session_iterations)
             if (it + 1) % 20 == 0:
                 yield progress("training", it + 1, n_iter, f"epoch {epoch}: loss {np.mean(losses):.4f}")
         train_seconds = time.perf_counter() - t0
         group.broadcast_module(net, buffers_only=True)  # process 0's norm statistics
         val_dice, per_label = None, [None] * n_classes
         validating = bool(val_regions) and group.main  # (none for a cross-validation's final model)
+        if validating and not budget.room_for_validation():
+            validating = False
+            skipped_validation.append(epoch)
         if validating:
             yield progress("validation", 0, len(val_regions), f"epoch {epoch}")
         t1 = time.perf_counter()
@@ -678,9 +739,13 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
                 raise RuntimeError(_out_of_memory("validating", epoch - 1)) from exc
             raise
         val_seconds = time.perf_counter() - t1
+        if validating:
+            budget.saw_validation(val_seconds)
         train_loss = group.mean(float(np.mean(losses))) if losses else None
         # no validation data (a cross-validation's final model): the last epoch is kept
         score = val_dice if val_dice is not None else float(epoch) if not val_regions else -(train_loss or 0.0)
+        if skipped_validation and skipped_validation[-1] == epoch and group.main:
+            score = -math.inf  # not validated: not the best (the last weights are kept when no epoch was)
         if score > best["score"] + 1e-4:  # (process 0's best: the others' is not used)
             best.update(score=score, val_dice=val_dice, per_label=per_label, epoch=epoch,
                         weights={k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
@@ -691,7 +756,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         session_epochs += 1
         elapsed = time.perf_counter() - session_start
         per_epoch = elapsed / session_epochs
-        etas = [max(0.0, budget_s - elapsed)] if budget_s is not None else []
+        etas = [max(0.0, budget.left())] if budget.limited else []
         if max_epochs is not None:
             etas.append((max_epochs - epoch) * per_epoch)
         lrs = {g["name"]: float(g["lr"]) for g in optimizer.param_groups}
@@ -716,6 +781,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
             raise RuntimeError(f"{exc}; " + (f"{_kept(epoch - 1)} once there is room" if epoch > 1 else
                                              "no epoch is kept: free some space and start again")) from exc
         record["checkpoint_seconds"] = time.perf_counter() - t2
+        budget.saw_checkpoint(record["checkpoint_seconds"])
         preview = {k: record[k] for k in ("epoch", "train_loss", "val_dice", "per_label", "lr", "seconds", "frozen")}
         eta = min(etas) if etas else None
         if eta is not None and run is not None and run.runs_after:  # the runs after this one, about as long
@@ -727,6 +793,13 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         yield progress("epoch", epoch, max_epochs or 0,
                        f"epoch {epoch}: loss {train_loss:.4f}, validation Dice {dice}", preview=preview)
 
+    if skipped_validation:
+        notes.append(f"epoch{'s' if len(skipped_validation) > 1 else ''} {', '.join(map(str, skipped_validation))} "
+                     f"not validated: the time budget ({config.minutes:g} min) had no room left for it")
+    if cut_short:
+        notes.append(f"epoch {epoch} was cut short ({history[-1]['iterations']} of {n_iter} iterations) to end within "
+                     f"the time budget of {config.minutes:g} min (the whole run counts: {budget.elapsed():.0f} s "
+                     "before the package)")
     group.check_same(net)
     per_label_best = {n: _clean(d) for n, d in zip(names, best["per_label"], strict=True)}
     if run is not None and not run.export:  # a cross-validation's fold: its figures, no package
