@@ -182,3 +182,13 @@ def test_a_short_write_is_refused(tmp_path, monkeypatch):
         atomic.write_text(tmp_path / "a.json", "new content")
     monkeypatch.undo()
     assert _only(tmp_path) == ["a.json"] and (tmp_path / "a.json").read_text() == "old"
+
+
+def test_a_private_file_is_made_or_restricted(tmp_path, umask):
+    made = atomic.private_file(tmp_path / "new.sqlite")
+    assert made.read_bytes() == b"" and mode(made) == 0o600
+    old = tmp_path / "old.sqlite"
+    old.write_bytes(b"SQLite format 3\0")
+    os.chmod(old, 0o444)  # (read-only: still restricted, its content kept)
+    atomic.private_file(old)
+    assert mode(old) == 0o600 and old.read_bytes() == b"SQLite format 3\0"

@@ -155,12 +155,17 @@ def write_via(path: str | os.PathLike, writer: Callable[[Path], object], *, priv
 
 def private_file(path: str | os.PathLike) -> Path:
     """Create ``path`` (empty) when missing and restrict it to its owner (0600): a database that
-    another library writes in place (SQLite, whose journal files take the database's mode)."""
+    another library writes in place (SQLite, whose journal files take the database's mode). A file
+    the process may not change the mode of (another user's) is left as it is, with a warning."""
     path = Path(path)
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE)
     try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_FILE:
-            os.fchmod(fd, PRIVATE_FILE)
-    finally:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE)
+    except FileExistsError:
+        try:
+            if stat.S_IMODE(path.stat().st_mode) != PRIVATE_FILE:
+                os.chmod(path, PRIVATE_FILE)
+        except OSError as exc:
+            log.warning("%s: could not make it readable by its owner only (%s)", path, exc.strerror or exc)
+    else:
         os.close(fd)
     return path
