@@ -157,3 +157,21 @@ def test_uih_private_diffusion_matches_dcm2niix(tmp_path, plane):
     row, col = np.array(PLANES[plane][:3], float), np.array(PLANES[plane][3:], float)
     frame = np.stack([row, col, np.cross(row, col)], axis=1)
     np.testing.assert_allclose(world[:, 1:].T, (frame @ np.array(vectors[1:]).T).T, atol=1e-6)  # image frame
+
+
+def test_ge_directions_unknown_in_patient_space_write_no_bvec(tmp_path, capsys):
+    """GE's gradients are turned into patient space only for a head-first supine patient (as dcm2niix);
+    feet first, the directions are unknown: no .bvec (zero vectors would read as b=0 volumes), the
+    .bval and the reason written, the image as it is."""
+    from medvision.cli import main
+
+    folder = tmp_path / "ge"
+    bvals, vectors = [0, 1000, 1000], [(0, 0, 0), (1, 0, 0), (0, 1, 0)]
+    write_dwi(folder, bvals, vectors, manufacturer="GE MEDICAL SYSTEMS", header={"PatientPosition": "FFS"},
+              private=ge_elements(bvals, vectors))
+    out = tmp_path / "dwi.nii.gz"
+    assert main(["convert", str(folder), "-o", str(out), "-q"]) == 0
+    assert (tmp_path / "dwi.bval").read_text().split() == ["0", "1000", "1000"]
+    assert not (tmp_path / "dwi.bvec").exists()
+    assert "dwi.bvec not written: the gradient direction of 2 diffusion-weighted volumes" in capsys.readouterr().err
+    assert read_nifti(out).n_frames == 3

@@ -4,8 +4,9 @@ BIDS names (times in seconds).
 
 FSL's b-vectors are in the image's voxel axes (the NIfTI file's i, j, k), with the first
 component negated when the voxel-to-world matrix has a positive determinant (FSL's radiological
-voxel convention). Volumes with b=0 (b at or below float epsilon, as dcm2niix) or no gradient get
-a zero vector.
+voxel convention). Volumes with b=0 (b at or below float epsilon, as dcm2niix) get a zero vector;
+when a diffusion-weighted volume's direction is unknown in patient space no ``.bvec`` is written
+(the reason goes into the volume's warnings), rather than a zero vector that reads as b=0.
 """
 
 from __future__ import annotations
@@ -34,20 +35,25 @@ def sidecar_base(path: str | os.PathLike) -> Path:
     return path.with_suffix("")
 
 
-def fsl_gradients(volume: Volume) -> tuple[list[float], np.ndarray] | None:
+def fsl_gradients(volume: Volume) -> tuple[list[float], np.ndarray | None] | None:
     """(b-values, 3 x N b-vectors in the voxel frame of ``volume`` as written) or None when the
-    volume is not a diffusion series."""
+    volume is not a diffusion series. The b-vectors are None when a diffusion-weighted volume's
+    direction is not known in patient space (a zero vector there would read as a b=0 volume's)."""
     entries = volume.metadata.get("diffusion")
     if not entries or len(entries) != volume.n_frames:
         return None
     directions = volume.affine[:3, :3] / np.linalg.norm(volume.affine[:3, :3], axis=0)
     flip_x = np.linalg.det(directions) > 0
     bvals, vecs = [], np.zeros((3, len(entries)))
+    unknown = 0
     for t, entry in enumerate(entries):
         b = float(entry["b"])
         bvals.append(b)
+        if b <= B0_EPS:
+            continue
         g = entry.get("gradient")
-        if b <= B0_EPS or g is None:
+        if g is None:  # diffusion-weighted, direction not known in patient space
+            unknown += 1
             continue
         g = np.asarray(g, dtype=np.float64)
         if np.linalg.norm(g) <= B0_EPS:
@@ -58,6 +64,8 @@ def fsl_gradients(volume: Volume) -> tuple[list[float], np.ndarray] | None:
         if flip_x:
             v[0] = -v[0]
         vecs[:, t] = v
+    if unknown:
+        return bvals, None
     return bvals, vecs
 
 
@@ -98,6 +106,14 @@ def write_sidecars(volume: Volume, image_path: str | os.PathLike) -> list[Path]:
         write_text(path, " ".join(_g(b) for b in bvals) + "\n")
         written.append(path)
         path = base.with_name(base.name + ".bvec")
-        write_text(path, "".join(" ".join(_g(v) for v in row) + "\n" for row in vecs))
-        written.append(path)
+        if vecs is None:
+            unknown = sum(1 for e in volume.metadata["diffusion"]
+                          if float(e["b"]) > B0_EPS and e.get("gradient") is None)
+            note = (f"{path.name} not written: the gradient direction of {unknown} diffusion-weighted volumes is not "
+                    "known in patient space (e.g. GE with the patient not head-first supine)")
+            log.warning("%s", note)
+            volume.metadata.setdefault("warnings", []).append(note)
+        else:
+            write_text(path, "".join(" ".join(_g(v) for v in row) + "\n" for row in vecs))
+            written.append(path)
     return written
