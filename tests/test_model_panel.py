@@ -148,26 +148,34 @@ def test_run_inside_the_region_the_views_show(qtbot, ct, models):
     assert np.array_equal(panel.proposal.array == 1, (window.viewer.volume.array > 200) & inside)
 
 
-def test_the_shipped_tissue_model_on_a_real_t1_from_the_panel(qtbot, window, shared_data, screenshot_dir):
-    """Three classes from brain-tissue-mni152 on MRIcrop: accepting one label (grey matter) brings only
-    that label into the working labels."""
+def test_the_shipped_structures_model_on_a_real_t1_from_the_panel(qtbot, window, shared_data, screenshot_dir,
+                                                                   monkeypatch):
+    """brainchop's 17 structures on MRIcrop: white matter, cortex, ventricles, caudate, hippocampus ...
+    found; MRIcrop is a crop of a head, so whole-brain structures are flagged as too small (Accept asks
+    first); accepting one label (the lateral ventricles) brings only that label into the working labels."""
     from .qtutil import open_and_wait
 
     assert open_and_wait(qtbot, window, shared_data / "labeled" / "MRIcrop-orig.gipl.gz")
     window.set_layout("2x2")
     panel, ann = window.annotating.models, window.annotating.annotation
     window.annotating.models_dock.raise_()
-    assert panel.select("brain-tissue-mni152")
-    assert "MNI" in panel.card_view.toPlainText()
+    assert panel.select("brainchop-subcortical-18")
+    assert "brainchop" in panel.card_view.toPlainText()
     assert panel.run()
     qtbot.waitUntil(lambda: panel.proposal is not None, timeout=300_000)
-    counts = np.bincount(panel.proposal.array.ravel(), minlength=4)
-    assert counts[1:].min() > 1000 and counts[2] > counts[1]  # CSF, grey, white matter all found
+    table = panel.proposal.table
+    counts = np.bincount(panel.proposal.array.ravel(), minlength=len(table) + 1)
+    value = {la.name: la.value for la in table}
+    for name in ("Cerebral-White-Matter", "Cerebral-Cortex", "Lateral-Ventricle", "Caudate", "Hippocampus"):
+        assert counts[value[name]] > 200, name
     for _ in range(5):
         QApplication.processEvents()
-    window.save_screenshot(str(screenshot_dir / "model_panel_tissue.png"))
-    grey = panel.proposal.array == 2
-    assert panel.accept(2)
-    label = ann.labels.table.by_name("grey matter")
-    assert label is not None and np.array_equal(ann.labels.array == label.value, grey)
+    window.save_screenshot(str(screenshot_dir / "model_panel_structures.png"))
+    assert "IMPLAUSIBLE RESULT" in panel.status.text() and "Cerebral-White-Matter" in panel.status.text()
+    asked = []
+    monkeypatch.setattr(panel, "confirm_implausible", lambda: asked.append(1) or True)
+    ventricles = panel.proposal.array == value["Lateral-Ventricle"]
+    assert panel.accept(value["Lateral-Ventricle"]) and asked == [1]
+    label = ann.labels.table.by_name("Lateral-Ventricle")
+    assert label is not None and np.array_equal(ann.labels.array == label.value, ventricles)
     assert set(np.unique(ann.labels.array)) == {0, label.value}  # only the label accepted

@@ -77,7 +77,7 @@ def test_a_short_budget_bounds_the_whole_run_on_a_real_case(shared_data, tmp_pat
                                        "training": [{"image": str(data_dir / "MRIcrop-orig.gipl.gz"),
                                                      "label": str(data_dir / "MRIcrop-seg.gipl.gz")}]})
     minutes = 0.15
-    config = TrainConfig(base="brain-tissue-mni152", new_id="mricrop-budget", minutes=minutes, device="cpu",
+    config = TrainConfig(base="deepbet-t1-brain", new_id="mricrop-budget", minutes=minutes, device="cpu",
                          patch_size=(32, 32, 32), spacing_mm=None, threads=1, workdir=str(tmp_path / "work"))
     job = train_job(config, data)
     started = time.perf_counter()  # the run's start: its first step
