@@ -2,15 +2,18 @@
 
 1. Each package run by the engine (``infer_job``: conform, pre-model, crop, MeshNet, largest
    component, back to the image grid) on the MNI152 T1: seconds per model and label volumes.
-2. TensorFlow.js equality on whole network inputs: where ``make_reference.py --full`` left tfjs's
-   classes in ``benchmarks/out/brainchop/*-full.npz``, the PyTorch MeshNet on the same input;
-   share of equal voxels and the lowest Dice of any label.
+2. Equality with the original on whole network inputs: the PyTorch MeshNet on the input the pipeline
+   gives it (pre-model mask, crop, padding) against TensorFlow's classes stored in
+   ``tests/data/brainchop/*-full.npz`` by ``brainchop_tfjs/reference_tf.py`` (every model on the MNI
+   T1 and MRIcrop; the suite checks one crop per model), and against TensorFlow.js's where
+   ``make_reference.py --full`` left them in ``benchmarks/out/brainchop/*-full.npz``: share of equal
+   voxels, the lowest Dice of any label and the Dice of each.
 3. Grey/white matter (brainchop-gwm) against the MNI template's probability maps (> 0.5).
 4. The 18-class model's hippocampus, caudate and ventricles against MRIcrop's hand-drawn labels.
 5. The share of each tissue label outside the brain mask (mindgrab's and deepbet's; target < 1 %).
 6. Tissue volumes (mL) on every real T1: MNI T1, MRIcrop, brain1_image.
 
-    python benchmarks/bench_brainchop.py [--threads N] [--skip-tfjs]
+    python benchmarks/bench_brainchop.py [--threads N] [--skip-tfjs] [--only-tfjs]
 
 Needs ../shared/data; figures are printed as JSON lines.
 """
@@ -65,7 +68,7 @@ def _volumes(labels) -> dict[str, float]:
 
 
 def tfjs_equality(threads: int) -> None:
-    import make_reference as mr
+    import reference_tf as rt
     import torch
 
     from medvision.ai.networks import brainchop_pipeline as bp
@@ -73,27 +76,37 @@ def tfjs_equality(threads: int) -> None:
     from medvision.ai.package import Registry
 
     torch.set_num_threads(threads)
-    for path in sorted(OUT.glob("*-full.npz")):
-        image, model = path.name[: -len("-full.npz")].split("-", 1)
-        package_id = next(p for p, s in MODELS.items()
-                          if model in (s["source"], (s.get("pre_model") or {}).get("source")))
-        pkg = Registry().get(package_id)
-        x = mr.inputs(image, package_id)[model]
-        net = pkg.network() if model == MODELS[package_id]["source"] else pkg.network("pre_model")
-        t0 = time.perf_counter()
-        ours, _ = bp.predict(net, torch.from_numpy(x)[None, None])
-        seconds = time.perf_counter() - t0
-        ours, ref = ours.numpy(), np.load(path)["labels"]
-        dice = {int(v): _dice(ours == v, ref == v) for v in np.union1d(np.unique(ours), np.unique(ref)) if v}
-        _emit(check="tfjs-equality", image=image, model=model, shape=list(x.shape), torch_seconds=round(seconds, 1),
-              equal_voxels=round(float((ours == ref).mean()), 6), differing=int((ours != ref).sum()),
-              min_dice=min(dice.values()) if dice else 1.0)
+    for image in rt.IMAGES:
+        for case in rt.network_cases(image, list(MODELS)):
+            if "skipped" in case:
+                _emit(check="tf-equality", image=image, model=case["model"], skipped=case["skipped"])
+                continue
+            refs = {"tensorflow": rt.TESTS / f"{image}-{case['model']}-full.npz",
+                    "tfjs-node": OUT / f"{image}-{case['model']}-full.npz"}
+            refs = {k: v for k, v in refs.items() if v.is_file()}
+            if not refs:
+                continue
+            net = Registry().get(case["package"]).network(case["part"])
+            t0 = time.perf_counter()
+            ours, _ = bp.predict(net, torch.from_numpy(case["x"])[None, None])
+            seconds = time.perf_counter() - t0
+            for kind, path in refs.items():
+                ref = np.load(path)
+                box = [[s.start, s.stop] for s in case["box"]]
+                if "box" in ref and ref["box"].tolist() != box:
+                    _emit(check=f"{kind}-equality", image=image, model=case["model"],
+                          error=f"the pipeline's crop box {box} is not the reference's {ref['box'].tolist()}")
+                    continue
+                figures = rt.compare(ours.numpy(), ref["labels"])
+                _emit(check=f"{kind}-equality", image=image, model=case["model"], shape=list(case["x"].shape),
+                      torch_seconds=round(seconds, 1), **figures)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-tfjs", action="store_true")
+    parser.add_argument("--skip-tfjs", action="store_true", help="leave out the equality with TensorFlow(.js)")
+    parser.add_argument("--only-tfjs", action="store_true", help="only the equality with TensorFlow(.js)")
     args = parser.parse_args(argv)
     if not SHARED.is_dir():
         print("../shared/data is not present", file=sys.stderr)
@@ -104,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     from medvision.io import load
 
     torch.set_num_threads(args.threads)
+    if args.only_tfjs:
+        tfjs_equality(args.threads)
+        return 0
     volumes = {k: load(p) for k, p in T1.items()}
     results: dict[tuple[str, str], object] = {}
     for image in ("mni", "mricrop", "brain1"):

@@ -8,9 +8,13 @@ medvision's pipeline prepares the network input exactly as it gives it to its Py
 TensorFlow.js and writes the argmax. Two sizes:
 
 * ``block``: the 48^3 block at the centre of the network input (about a minute per model in tfjs's
-  pure-JavaScript CPU backend); saved compressed under ``tests/data/brainchop/`` for the tests;
+  pure-JavaScript CPU backend), a quick look;
 * ``full`` (``--full``): the whole network input (the crop brainchop runs; 5-40 minutes per model);
-  saved under ``benchmarks/out/brainchop/`` for ``bench_brainchop.py``.
+  compared by ``bench_brainchop.py``.
+
+Both are saved under ``benchmarks/out/brainchop/``. The tests compare with TensorFlow's classes of the
+whole inputs (``reference_tf.py``, which can also run this Node script on a whole input with ``--node``;
+on MRIcrop's whole 104-class crop, TF-Keras and tfjs on Node gave the same classes voxel for voxel).
 
 The pre-model of ``brainchop-dkt-104`` (model5_gw_ae on the whole 256^3 cube) is compared too.
 
@@ -39,7 +43,6 @@ sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("MEDVISION_SHARED_DATA", ROOT.parent / "shared" / "data"))
 WEIGHTS = SHARED / "weights" / "brainchop"
 IMAGES = {"mni": SHARED / "volumes" / "mni152_t1_1mm.nii.gz", "mricrop": SHARED / "labeled" / "MRIcrop-orig.gipl.gz"}
-TESTS = ROOT / "tests" / "data" / "brainchop"
 OUT = ROOT / "benchmarks" / "out" / "brainchop"
 BLOCK = 48
 
@@ -113,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                     box = centre_block(x)
                     stem = OUT / f"{image}-{model}-block"
                     labels, seconds = run_tfjs(model, x[box], stem)
-                    TESTS.mkdir(parents=True, exist_ok=True)
-                    np.savez_compressed(TESTS / f"{image}-{model}.npz", labels=labels,
+                    np.savez_compressed(f"{stem}.npz", labels=labels,
                                         start=np.array([s.start for s in box]), input_shape=np.array(x.shape))
                 print(json.dumps({"image": image, "package": package_id, "model": model, "shape": list(x.shape),
                                   "tfjs_seconds": round(seconds, 1), "classes": np.unique(labels).tolist()}),
