@@ -189,6 +189,15 @@ def read_tfjs(folder: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
             "activation": next(iter(acts)), "bias": hidden[0]["bias"], "batch_norm": next(iter(norms))}
     if args["batch_norm"]:
         args["norm_eps"] = hidden[0]["norm"]["eps"]
+    # brainchop standardises each channel after a convolution whose name ends in "_gn" (mindgrab's
+    # GroupNorm, one channel per group, exported as a name and no layer); the classifier never
+    flags = [str(h["name"]).endswith("_gn") for h in hidden]
+    if str(output["name"]).endswith("_gn"):
+        raise ConversionError(f"{folder}: {output['name']}: a normalised classifier is not MeshNet's")
+    if any(flags):
+        if args["batch_norm"]:
+            raise ConversionError(f"{folder}: both batch normalisation and '_gn' layers")
+        args["instance_norm"] = True if all(flags) else flags
     used: set[str] = set()
 
     def take(name: str) -> torch.Tensor:
