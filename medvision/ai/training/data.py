@@ -291,14 +291,15 @@ class TrainingData:
 
     # ---- split --------------------------------------------------------------------------------
     def split(self, seed: int = 0, val_fraction: float = 0.2, orientation: str | None = "RAS",
-              context_margin: int = 32, slab: str | None = None) -> Split:
+              context_margin: int = 32, slab: str | None = None, labels_of=None) -> Split:
         """Hold-out split of whole cases (see :meth:`folds` for k-fold): ``round(val_fraction * n)`` cases, at least
         one, chosen at random with ``seed``, for validation. One case: :func:`region_split` (at the
         ``slab`` end, e.g. ``"x-last"``, when given), the validation slab seen with ``context_margin``
-        voxels of image around it."""
+        voxels of image around it. ``labels_of(case)``: a case's ``[x, y, z]`` labels in the network frame
+        when that is not the volume reoriented (a conformed cube's crop, see :mod:`.conformed`)."""
         if len(self.cases) == 1:
             case = self.cases[0]
-            _image, label, _spacing = case.arrays(orientation)
+            label = labels_of(case) if labels_of else case.arrays(orientation)[1]
             train_box, val_box, text = region_split(label, self.names, slab=slab)
             context = tuple(slice(max(0, v.start - context_margin), min(n, v.stop + context_margin))
                             for v, n in zip(val_box, label.shape, strict=True))

@@ -54,9 +54,12 @@ def inference_card(base_card: dict, patch, batch_size: int = 2, spacing_mm=None)
 
 def write_package(*, base: ModelPackage, new_id: str, name: str, state: dict, spec: dict, classes: list[dict],
                   patch, softmax_in_network: bool, provenance: dict, from_scratch: bool,
-                  description: str = "", spacing_mm=None) -> ModelPackage:
+                  description: str = "", spacing_mm=None,
+                  run_as: tuple[dict, dict[str, str]] | None = None) -> ModelPackage:
     """Write the package into ``<user data>/models/<new_id>-<version>`` (a temporary folder renamed
-    into place) and return it, opened (its weights checked against the card)."""
+    into place) and return it, opened (its weights checked against the card). ``run_as``: the card
+    entries that say how to run it and the files of the base's folder they need, when it runs as
+    its base does (a brainchop base: :func:`.conformed.run_as_card`), instead of sliding windows."""
     from safetensors.torch import save_file
 
     root = user_dir()
@@ -85,6 +88,7 @@ def write_package(*, base: ModelPackage, new_id: str, name: str, state: dict, sp
             **inference_card(bc, patch, spacing_mm=spacing_mm),
             "output": {"activation": "softmax", "in_network": bool(softmax_in_network)},
             "postprocessing": {},
+            **(run_as[0] if run_as else {}),
             "labels": [{"value": int(c["value"]), "name": c["name"], "color": [int(x) for x in c["color"]]}
                        for c in classes],
             "license": licence, "license_note": note,
@@ -94,6 +98,10 @@ def write_package(*, base: ModelPackage, new_id: str, name: str, state: dict, sp
         for key in ("sequence", "body_part", "trainable_architectures"):
             if bc.get(key) is not None:
                 card[key] = bc[key]
+        for file in (run_as[1] if run_as else {}):
+            if "/" in file or "\\" in file or not (base.folder / file).is_file():
+                raise PackageError(f"{base.id}: its card names {file!r}, which is not a file in {base.folder}")
+            shutil.copy2(base.folder / file, tmp / file)
         lic = bc.get("license_file")
         if lic and (base.folder / lic).is_file() and "/" not in lic and "\\" not in lic:
             shutil.copy2(base.folder / lic, tmp / lic)

@@ -13,6 +13,13 @@ fine-tuning starts from a head that already reads the base's features for the ne
 network from scratch starts at the class frequencies (``"prior"``: softmax biases = log
 frequencies, weights scaled down).
 
+A base that sees images as brainchop does (a card with ``input.conform``: brainchop's MeshNet
+packages) is fine-tuned on what it sees (:mod:`.conformed`): every case conformed to the 256^3
+1 mm LIA cube, normalised and cropped by the pipeline's own functions, the labels carried onto the
+cube; validation runs the network on the whole validation context at once (the slab and the
+network's receptive field around it), as the engine runs the crop; the new card runs as the base
+runs (``inference.mode = "brainchop"``), without the base's largest-component post-processing.
+
 One epoch: random patches of the training regions (:class:`.sampling.PatchSampler`, centred on
 the background and each label equally often), DiceCE loss (monai, softmax, one-hot targets),
 AdamW with a linear warm-up then a cosine decay (set every step); a fine-tuning can first hold the
@@ -62,6 +69,7 @@ from ..memory import is_out_of_memory, release_gpu_memory
 from ..package import PackageError, Registry, user_dir
 from . import checkpoint as ckpt
 from .budget import PROBE_SHARE, VALIDATION_MARGIN, Budget, window_count
+from .conformed import is_conformed, prepare_conformed, run_as_card, validation_margin
 from .data import Part, Split, TrainingData, normalize_for_training, resample_image, resample_labels, resampled_shape
 from .distributed import Group
 from .export import created, write_package
@@ -281,7 +289,8 @@ def init_head_from_priors(net: torch.nn.Module, head: list[str], frequencies: np
 
 def _val_outputs(net, regions, patch, batch_size, device, amp):
     """(logits or, when resampled back, class probabilities; labels) of each validation region on the
-    labels' own grid: sliding windows over the region's context, as the engine runs a whole image."""
+    labels' own grid: sliding windows over the region's context, as the engine runs a whole image
+    (``patch`` None: the network on the whole context at once, as brainchop runs its crop)."""
     from monai.inferers import sliding_window_inference
 
     fn = logits_function(net)
@@ -295,7 +304,10 @@ def _val_outputs(net, regions, patch, batch_size, device, amp):
     try:
         with torch.no_grad():
             for image, label, inner, native in regions:
-                out = _sliding_windows(sliding_window_inference, image, patch, batch_size, predictor, device)
+                if patch is None:
+                    out = predictor(image[None, None].to(device))
+                else:
+                    out = _sliding_windows(sliding_window_inference, image, patch, batch_size, predictor, device)
                 probabilities = tuple(out.shape[2:]) != tuple(native)
                 if probabilities:  # back onto the region's own grid, as the engine does
                     out = torch.nn.functional.interpolate(torch.softmax(out.float(), 1).cpu(), tuple(native),
@@ -331,9 +343,10 @@ def _out_of_memory(what: str, epochs_kept: int) -> str:
             "patches (medvision train --patch 32 --batch-size 1)")
 
 
-def _estimate_validation_s(net, regions, patch, batch_size, device, amp) -> float:
+def _estimate_validation_s(net, regions, patch, batch_size, device, amp, whole: bool = False) -> float:
     """About how long a validation over ``regions`` takes: a timed forward pass of ``batch_size``
-    windows times the batches of windows the regions need (times :data:`.budget.VALIDATION_MARGIN`)."""
+    windows times the batches of windows the regions need (``whole``: times the regions' voxels
+    over the windows', each region run at once), times :data:`.budget.VALIDATION_MARGIN`."""
     fn = logits_function(net)
     was_training = net.training
     net.eval()
@@ -350,7 +363,10 @@ def _estimate_validation_s(net, regions, patch, batch_size, device, amp) -> floa
             seconds = min(times)
     finally:
         net.train(was_training)
-    batches = sum(math.ceil(window_count(tuple(image.shape), patch) / batch_size) for image, *_ in regions)
+    if whole:
+        batches = sum(image.numel() for image, *_ in regions) / (batch_size * math.prod(patch))
+    else:
+        batches = sum(math.ceil(window_count(tuple(image.shape), patch) / batch_size) for image, *_ in regions)
     return VALIDATION_MARGIN * seconds * batches
 
 
@@ -432,13 +448,27 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     head_init = config.head_init if config.head_init != "auto" else ("probe" if fine_tune else "prior")
     notes = list(data.notes) + tn.notes
 
-    split = run.split if run else data.split(config.seed, config.val_fraction, orientation, slab=config.val_slab)
-    target = training_spacing(card, config.spacing_mm)
-    arrays = {}
-    for k, case in enumerate(data.cases):
-        yield progress("preparing", k, len(data.cases), f"normalising {case.id}")
-        image, label, spacing = case.arrays(orientation)
-        arrays[case.id] = (normalize_for_training(card, image), torch.from_numpy(label), spacing)
+    conformed = None  # a base that sees images as brainchop does: the data go through its steps
+    if is_conformed(card):
+        if config.spacing_mm not in ("auto", "native", None):
+            raise ValueError(f"{base.id} sees every image conformed to 1 mm voxels: its fine-tuning cannot be given "
+                             f"another voxel size (spacing {config.spacing_mm!r})")
+        conformed = yield from prepare_conformed(data, base, device)
+        notes += conformed.notes
+        split = run.split if run else data.split(config.seed, config.val_fraction, slab=config.val_slab,
+                                                 labels_of=conformed.labels_of,
+                                                 context_margin=validation_margin(card))
+        target = None
+        arrays = conformed.arrays
+    else:
+        split = run.split if run else data.split(config.seed, config.val_fraction, orientation,
+                                                 slab=config.val_slab)
+        target = training_spacing(card, config.spacing_mm)
+        arrays = {}
+        for k, case in enumerate(data.cases):
+            yield progress("preparing", k, len(data.cases), f"normalising {case.id}")
+            image, label, spacing = case.arrays(orientation)
+            arrays[case.id] = (normalize_for_training(card, image), torch.from_numpy(label), spacing)
     if target is not None:
         scale = f" (the scale {base.id} learnt at)" if config.spacing_mm == "auto" else ""
         notes.append(f"trained at {'x'.join(f'{s:g}' for s in target)} mm voxels{scale}; "
@@ -472,6 +502,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     if tuple(patch) != tuple(config.patch_size):
         notes.append(f"patch {'x'.join(map(str, config.patch_size))} -> {'x'.join(map(str, patch))} "
                      f"(fitted to the images, multiples of {size_multiple(net)})")
+    val_patch = None if conformed else patch  # (a conformed base's network sees its whole crop at once)
     flip_axes = () if lateralised(names) else (0,)
     per_epoch = config.patches_per_epoch
     if group.several:  # each process draws its share of the epoch's patches, its own ones
@@ -520,6 +551,8 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
                 "from_scratch": bool(config.from_scratch), "transfer": config.transfer,
                 "spacing_mm": list(target) if target else None, "head_init": head_init,
                 "sampling": config.sampling}
+    if conformed:
+        identity["conformed_crop"] = conformed.crop
     if config.val_slab:  # (only when set: checkpoints of runs before the option still resume)
         identity["val_slab"] = config.val_slab
     if run is not None:
@@ -580,7 +613,8 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     if budget.limited and group.main:  # what the end of an epoch will cost, before it was measured
         budget.saw_checkpoint(6 * sum(p.numel() * p.element_size() for p in net.parameters()) / 200e6)
         if val_regions:
-            budget.saw_validation(_estimate_validation_s(net, val_regions, patch, config.batch_size, device, use_amp))
+            budget.saw_validation(_estimate_validation_s(net, val_regions, patch, config.batch_size, device, use_amp,
+                                                         whole=val_patch is None))
     if state is None and head_init == "probe" and group.main:
         yield progress("preparing", 0, 0, "fitting the new head to the base's features (a linear probe)")
         t_probe = time.perf_counter()
@@ -591,7 +625,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
             no_time = True  # its check alone would take more than its share of the budget
         elif checked:  # the head at the class frequencies, on the validation regions
             t_ce = time.perf_counter()
-            prior_ce = _validation_cross_entropy(net, val_regions, patch, config.batch_size, device, use_amp)
+            prior_ce = _validation_cross_entropy(net, val_regions, val_patch, config.batch_size, device, use_amp)
             budget.saw_validation(time.perf_counter() - t_ce)
             prior_head = {n: p.detach().clone() for n, p in net.named_parameters() if n in set(tn.head)}
         fit_end = None if probe_end is None else probe_end - (budget.validation_s if checked else 0.0)
@@ -619,7 +653,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
             if not checked:
                 head_note = f"{fitted}; fine-tuning starts from it"
             else:
-                probe_ce = _validation_cross_entropy(net, val_regions, patch, config.batch_size, device, use_amp)
+                probe_ce = _validation_cross_entropy(net, val_regions, val_patch, config.batch_size, device, use_amp)
                 versus = f"cross-entropy {probe_ce:.3f} against {prior_ce:.3f} nats per voxel"
                 if probe_ce < prior_ce:
                     head_note = (f"{fitted}; on the validation data it predicts the labels better than the class "
@@ -732,7 +766,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         t1 = time.perf_counter()
         try:
             if validating:
-                val_dice, per_label = _validate(net, val_regions, patch, config.batch_size, device, n_classes,
+                val_dice, per_label = _validate(net, val_regions, val_patch, config.batch_size, device, n_classes,
                                                 use_amp)
         except RuntimeError as exc:
             if is_out_of_memory(exc):
@@ -844,7 +878,8 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     try:
         package = write_package(base=base, new_id=config.new_id, name=name, state=weights, spec=tn.spec,
                                 classes=data.classes, patch=patch, softmax_in_network=tn.softmax_in_network,
-                                provenance=provenance, from_scratch=not fine_tune, spacing_mm=target)
+                                provenance=provenance, from_scratch=not fine_tune, spacing_mm=target,
+                                run_as=run_as_card(base, conformed.crop) if conformed else None)
     except PackageError:
         raise
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a full disk
