@@ -79,7 +79,7 @@ def tfjs_equality(threads: int) -> None:
     for image in rt.IMAGES:
         for case in rt.network_cases(image, list(MODELS)):
             if "skipped" in case:
-                _emit(check="tf-equality", image=image, model=case["model"], skipped=case["skipped"])
+                _emit(check="tensorflow-equality", image=image, model=case["model"], skipped=case["skipped"])
                 continue
             refs = {"tensorflow": rt.TESTS / f"{image}-{case['model']}-full.npz",
                     "tfjs-node": OUT / f"{image}-{case['model']}-full.npz"}
