@@ -7,7 +7,9 @@ normalisation, crop box of the threshold or of the pre-model's mask, padding); t
 original tfjs layers model (``../shared/data/weights/brainchop/<model>/model.json`` and its
 ``.bin``) is loaded by the ``tensorflowjs`` Python package (``load_keras_model``: TF-Keras layers
 with the tfjs weights) and run with TensorFlow's CPU kernels, one layer after the other as brainchop
-applies them (the 1^3 classifier on slabs of 16 planes: a pointwise layer, so the same numbers), in
+applies them (each channel standardised after a convolution named ``*_gn``, as brainchop's
+``LayerNormInPlace`` does for mindgrab; the 1^3 classifier on slabs of 16 planes: a pointwise layer,
+so the same numbers), in
 a separate interpreter (``--tfenv``, a virtual environment with the exact versions of
 ``requirements-tf.txt``: TensorFlow is no dependency of medvision). Then the PyTorch MeshNet runs on
 the same input and the two argmaxes are compared: share of equal voxels, and per label the Dice and
@@ -81,6 +83,9 @@ def tf_worker(jobs_file: str, threads: int) -> int:
         feats = tf.constant(x[None, ..., None].astype(np.float32))
         for layer in layers[:-1]:
             feats = layer(feats)
+            if layer.name.endswith("_gn"):  # brainchop's LayerNormInPlace after a '_gn' convolution (mindgrab)
+                mean, variance = tf.nn.moments(feats, axes=[1, 2, 3], keepdims=True)
+                feats = (feats - mean) * tf.math.rsqrt(variance + 1e-5)
         classifier = layers[-1]
         assert tuple(classifier.kernel_size) == (1, 1, 1), "the last layer is not a 1^3 classifier"
         labels = np.empty(x.shape, np.uint8)

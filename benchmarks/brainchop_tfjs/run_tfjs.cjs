@@ -51,7 +51,16 @@ async function main () {
   const start = Date.now()
   let x = tf.tensor(data, [1, ...shape, 1])
   for (let i = 1; i < model.layers.length; i++) {
-    const y = model.layers[i].apply(x)
+    let y = model.layers[i].apply(x)
+    if (model.layers[i].name.endsWith('_gn')) {
+      // brainchop's LayerNormInPlace after a '_gn' convolution (mindgrab): each channel standardised
+      const z = tf.tidy(() => {
+        const { mean, variance } = tf.moments(y, [1, 2, 3], true)
+        return tf.mul(tf.sub(y, mean), tf.rsqrt(tf.add(variance, 1e-5)))
+      })
+      y.dispose()
+      y = z
+    }
     x.dispose()
     x = y
   }

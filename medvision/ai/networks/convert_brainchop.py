@@ -55,7 +55,8 @@ MODELS: dict[str, dict] = {
         "brainchop_entry": 16,
         "name": "brainchop MindGrab brain extraction (omnimodal)",
         "description": "Brain extraction (skull stripping) with brainchop's MindGrab MeshNet (15 channels, 25 "
-                       "dilated layers, GELU), which its authors made for T1, T2, FLAIR, DWI, EPI, MRA, PDw, CT and "
+                       "dilated layers, each channel standardised after every convolution as brainchop does for its "
+                       "'_gn' layers, GELU), which its authors made for T1, T2, FLAIR, DWI, EPI, MRA, PDw, CT and "
                        "PET alike.",
         "modality": "",
         "sequence": "",
