@@ -113,9 +113,9 @@ class TrainConfig:
     patches_per_case: int = 4
     lr: float = 1e-3
     #: the encoder's learning rate as a share of ``lr`` once it is unfrozen (1: the same). 1 by
-    #: default: fine-tuning brain-tissue-mni152's encoder on MRIcrop (1200 iterations, seed 0, encoder
+    #: default: fine-tuning a LinkNet tissue base's encoder on MRIcrop (1200 iterations, seed 0, encoder
     #: transfer) reached validation Dice 0.801 with 1.0 and no freeze, 0.523 with 0.3 after a
-    #: quarter-epoch freeze of the encoder
+    #: quarter-epoch freeze of the encoder (MeshNet, brainchop's bases, has no encoder: one group)
     encoder_lr_factor: float = 1.0
     #: epochs (a fraction: of the iterations of the first epoch) with ``freeze_part`` frozen (0: none)
     freeze_epochs: float = 0
@@ -142,12 +142,13 @@ class TrainConfig:
     #: training patches, at the training loss: see :mod:`.probe`), "prior" (biases = log class
     #: frequencies, weights x 0.1), "random", or "auto" (the default: when the layers under the head are
     #: pretrained, the probe, kept only if it predicts the validation data better than the class
-    #: frequencies (cross-entropy), else "prior"). From brain-tissue-mni152 on MRIcrop (1200 iterations,
-    #: seeds 0-8, benchmarks/bench_train.py), mean validation Dice, validation = the first third of x:
-    #: probe 0.839, class-balanced probe 0.826, "encoder" + "prior" 0.742, from scratch 0.711; the last
-    #: half of x: 0.702, 0.728, 0.729, 0.704. On brain1's tumour (nothing the base knows) every probe
-    #: did worse than "prior" (0.06 and 0.13 against 0.39) and fails the check. A probe of random
-    #: features (from scratch) was worse than "prior": 0.48 against 0.64 (seeds 0-3).
+    #: frequencies (cross-entropy), else "prior"). From brainchop-subcortical-18 (benchmarks/bench_train.py,
+    #: 32^3 patches) the probe fails the check on MRIcrop's corpus callosum (cross-entropy 0.99 against
+    #: 0.28) and is not kept on brain1's tumour either: "auto" starts at the priors; with them fine-tuning was ahead of
+    #: from scratch on every seed (MRIcrop, 50 iterations: 0.379, 0.115, 0.266 against 0.0 each; brain1,
+    #: 100 iterations, seed 0: 0.100 against 0.0). With a LinkNet tissue base (since removed; README's
+    #: git history) the probe passed on MRIcrop's ventricles, hippocampi and caudate (0.839 against
+    #: 0.711 from scratch, 1200 iterations, seeds 0-8) and failed on brain1 (0.06 against 0.39 with "prior").
     head_init: str = "auto"
     #: patch centres: "classes" (background and each label equally often) or "posneg" (labels 2:1)
     sampling: str = "classes"
