@@ -122,9 +122,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     volumes = {k: load(p) for k, p in T1.items()}
     results: dict[tuple[str, str], object] = {}
+    from medvision.ai.networks.brainchop_pipeline import BrainchopError
+
     for image in ("mni", "mricrop", "brain1"):
         for package_id in MODELS:
-            result, seconds = _run(package_id, volumes[image], args.threads)
+            try:
+                result, seconds = _run(package_id, volumes[image], args.threads)
+            except BrainchopError as exc:  # as brainchop, which would divide by zero (gwm on a small crop)
+                _emit(check="run", image=image, package=package_id, refused=str(exc))
+                continue
             results[(image, package_id)] = result
             _emit(check="run", image=image, package=package_id, seconds=round(seconds, 1),
                   steps={k: round(v, 1) for k, v in result.seconds.items()}, volumes_ml=_volumes(result.labels),
@@ -158,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             _emit(check="deepbet", image=image, error=str(exc))
         for package_id in ("brainchop-gwm", "brainchop-subcortical-18"):
+            if (image, package_id) not in results:
+                continue
             labels = results[(image, package_id)].labels
             for mask_name, mask in masks.items():
                 share = {labels.table[v].name: round(float((labels.array[~mask] == v).sum())
