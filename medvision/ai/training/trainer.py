@@ -146,7 +146,7 @@ class TrainConfig:
     #: 32^3 patches) the probe fails the check on MRIcrop's corpus callosum (cross-entropy 0.99 against
     #: 0.28) and is not kept on brain1's tumour either: "auto" starts at the priors; with them fine-tuning was ahead of
     #: from scratch on every seed (MRIcrop, 50 iterations: 0.379, 0.115, 0.266 against 0.0 each; brain1,
-    #: 100 iterations, seed 0: 0.100 against 0.0). With a LinkNet tissue base (since removed; README's
+    #: 100 iterations: 0.100, 0.199, 0.028 against 0.0, 0.018, 0.0). With a LinkNet tissue base (since removed; README's
     #: git history) the probe passed on MRIcrop's ventricles, hippocampi and caudate (0.839 against
     #: 0.711 from scratch, 1200 iterations, seeds 0-8) and failed on brain1 (0.06 against 0.39 with "prior").
     head_init: str = "auto"
