@@ -35,7 +35,7 @@ IMAGES = {"mni": ("volumes", "mni152_t1_1mm.nii.gz"), "mricrop": ("labeled", "MR
 CARD_KEYS = {
     "format", "format_version", "id", "version", "name", "task", "modality", "sequence", "body_part", "dims",
     "description", "architecture", "weights", "localizer", "input", "output", "postprocessing", "inference",
-    "labels", "license", "license_file", "attribution", "provenance",
+    "labels", "plausibility", "license", "license_file", "attribution", "provenance",
 }
 
 

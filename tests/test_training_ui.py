@@ -83,6 +83,7 @@ def test_training_dialog_trains_a_new_model_in_another_process(qtbot, window, da
 
 def test_the_dialog_cross_validates_then_trains_the_model_on_every_case(qtbot, window, datalist, screenshot_dir):
     panel = window.annotating.models
+    assert panel.select("deepbet-t1-brain")  # (the synthetic blobs are no brain for brainchop's crop)
     dialog = panel.open_training()
     one = datalist.parent / "one.json"  # a single case: no k-fold offered
     one.write_text(json.dumps(dict(json.loads(datalist.read_text()), training=json.loads(datalist.read_text())
