@@ -10,7 +10,8 @@
    voxels, the lowest Dice of any label and the Dice of each.
 3. Grey/white matter (brainchop-gwm) against the MNI template's probability maps (> 0.5).
 4. The 18-class model's hippocampus, caudate and ventricles against MRIcrop's hand-drawn labels.
-5. The share of each tissue label outside the brain mask (mindgrab's and deepbet's; target < 1 %).
+5. mindgrab's brain mask against deepbet's (Dice, mL), and the share of each tissue label outside
+   either mask (target < 1 %).
 6. Tissue volumes (mL) on every real T1: MNI T1, MRIcrop, brain1_image.
 
     python benchmarks/bench_brainchop.py [--threads N] [--skip-tfjs] [--only-tfjs]
@@ -163,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             masks["deepbet"] = brain_mask(volumes[image], deepbet.network(), deepbet.network("localizer"))
         except ValueError as exc:
             _emit(check="deepbet", image=image, error=str(exc))
+        else:
+            ml = results[(image, "brainchop-mindgrab")].labels.voxel_volume_ml()
+            _emit(check="mindgrab-vs-deepbet", image=image, dice=_dice(masks["mindgrab"], masks["deepbet"] > 0),
+                  mindgrab_ml=round(float(masks["mindgrab"].sum() * ml), 1),
+                  deepbet_ml=round(float((masks["deepbet"] > 0).sum() * ml), 1))
         for package_id in ("brainchop-gwm", "brainchop-subcortical-18"):
             if (image, package_id) not in results:
                 continue

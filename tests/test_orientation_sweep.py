@@ -184,14 +184,15 @@ def _fine_tuned_card() -> dict:
 
 
 @pytest.mark.slow
-def test_deepbets_pipeline_in_all_48_storage_orders(t1, shift_arch, tmp_path):
+def test_deepbets_pipeline_in_storage_orders(t1, shift_arch, tmp_path):
     card = json.loads((shipped_dir() / "deepbet-t1-brain" / "model.json").read_text())
     pkg = _reduced(tmp_path / "deepbet-reduced", card, ("weights", "localizer"))
     reference = _labels(pkg, t1)
     assert 0.05 < (reference > 0).mean() < 0.9  # a real, direction-sensitive result
     moved = _labels(pkg, Volume(np.roll(t1.array, 3, axis=2), t1.affine, None, dict(t1.metadata)))
     assert _dice(moved, reference) < 0.999  # the sweep sees a shift of 3 voxels
-    for perm, flips in ORDERS:
+    # 24 orders (each permutation with four flip patterns); MEDVISION_FULL_SWEEP=1: all 48
+    for perm, flips in ORDERS if os.environ.get("MEDVISION_FULL_SWEEP") else ORDERS[::2]:
         got = stored_back(_labels(pkg, restored(t1, perm, flips)), perm, flips)
         assert np.array_equal(got, reference), (perm, flips)
 
