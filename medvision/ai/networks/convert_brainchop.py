@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from ...core.atomic import write_bytes, write_via
 from ..package import sha256_of
 from .meshnet import MeshNet
 
@@ -244,17 +244,9 @@ def _label_table(folder: Path, names: dict[int, str] | None) -> list[dict]:
 
 
 def _save(state: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt",
-                                                                               "architecture": "meshnet.MeshNet"})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tensors = {k: v.contiguous() for k, v in state.items()}
+    write_via(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt",
+                                                                      "architecture": "meshnet.MeshNet"}))
 
 
 def convert_model(package_id: str, src: Path, out: Path, created: str) -> dict:
@@ -325,9 +317,9 @@ def convert_model(package_id: str, src: Path, out: Path, created: str) -> dict:
         },
     })
     lic = src / "LICENSE"
-    _write(out / "LICENSE", lic.read_bytes())
-    _write(out / "model.json", (json.dumps(card, indent=1) + "\n").encode())
-    _write(out / "README.md", _readme(card, spec).encode())
+    write_bytes(out / "LICENSE", lic.read_bytes())
+    write_bytes(out / "model.json", (json.dumps(card, indent=1) + "\n").encode())
+    write_bytes(out / "README.md", _readme(card, spec).encode())
     return card
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ...core.atomic import write_bytes, write_via
 from ..package import sha256_of
 from .deepbet import LinkNet3D
 
@@ -67,18 +67,10 @@ def _find(src: Path, names: tuple[str, ...]) -> Path:
     raise FileNotFoundError(f"none of {', '.join(names)} in {src}")
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _save_weights(module: torch.nn.Module, path: Path) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "architecture": ARCHITECTURE["name"]})
-    os.chmod(tmp, 0o644)  # safetensors creates it readable by its owner only
-    os.replace(tmp, path)
+    write_via(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt",
+                                                                      "architecture": ARCHITECTURE["name"]}))
 
 
 def convert_network(path: Path, check_shape: tuple[int, int, int] = (96, 96, 96)) -> tuple[LinkNet3D, float]:
@@ -201,9 +193,9 @@ def convert(src: Path, out: Path, created: str | None = None) -> dict:
     _save_weights(localizer, out / "localizer.safetensors")
     created = created or datetime.date.today().isoformat()
     doc = card(sha256_of(out / "weights.safetensors"), sha256_of(out / "localizer.safetensors"), created)
-    _write_bytes(out / "LICENSE", lic_path.read_bytes())
-    _write_bytes(out / "model.json", (json.dumps(doc, indent=2) + "\n").encode())
-    _write_bytes(out / "README.md", README.format(seg_diff=seg_diff, loc_diff=loc_diff, created=created).encode())
+    write_bytes(out / "LICENSE", lic_path.read_bytes())
+    write_bytes(out / "model.json", (json.dumps(doc, indent=2) + "\n").encode())
+    write_bytes(out / "README.md", README.format(seg_diff=seg_diff, loc_diff=loc_diff, created=created).encode())
     return doc
 
 
