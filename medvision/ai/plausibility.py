@@ -38,22 +38,39 @@ def label_volumes_ml(labels: LabelMap) -> dict[str, float]:
     return {la.name: float(counts[la.value] if la.value < counts.size else 0) * ml for la in labels.table}
 
 
+def _card_section(card: dict, key: str, what: str, parse) -> dict:
+    """``card["plausibility"][key]`` as {label name: parse(value)}; ``parse`` returns None for a bad value."""
+    spec = (card.get("plausibility") or {}).get(key) or {}
+    if not isinstance(spec, dict):
+        raise PlausibilityError(f"{card.get('id')}: plausibility.{key} must map label names to {what}")
+    out = {}
+    for name, value in spec.items():
+        parsed = parse(value)
+        if parsed is None:
+            raise PlausibilityError(f"{card.get('id')}: plausibility.{key}[{name!r}] must be {what}, not {value!r}")
+        out[str(name)] = parsed
+    return out
+
+
+def _range(bounds) -> tuple[float, float] | None:
+    try:
+        low, high = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        return None
+    return (low, high) if math.isfinite(low) and math.isfinite(high) and 0 <= low <= high else None
+
+
+def _length(most) -> float | None:
+    try:
+        value = float(most)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
 def volume_ranges(card: dict) -> dict[str, tuple[float, float]]:
     """The card's per-label volume ranges in mL (``{}`` when it states none); a malformed one raises."""
-    spec = (card.get("plausibility") or {}).get("volume_ml") or {}
-    if not isinstance(spec, dict):
-        raise PlausibilityError(f"{card.get('id')}: plausibility.volume_ml must map label names to [low, high] mL")
-    out = {}
-    for name, bounds in spec.items():
-        try:
-            low, high = (float(b) for b in bounds)
-        except (TypeError, ValueError):
-            raise PlausibilityError(f"{card.get('id')}: plausibility.volume_ml[{name!r}] must be [low, high] in mL, "
-                                    f"not {bounds!r}") from None
-        if not (math.isfinite(low) and math.isfinite(high)) or not 0 <= low <= high:
-            raise PlausibilityError(f"{card.get('id')}: plausibility.volume_ml[{name!r}] must have 0 <= low <= high")
-        out[str(name)] = (low, high)
-    return out
+    return _card_section(card, "volume_ml", "[low, high] in mL with 0 <= low <= high", _range)
 
 
 def extents_mm(labels: LabelMap, names) -> dict[str, float]:
@@ -78,20 +95,7 @@ def extents_mm(labels: LabelMap, names) -> dict[str, float]:
 
 def max_extents(card: dict) -> dict[str, float]:
     """The card's ``plausibility.extent_mm``: label name -> the most it can measure across, in mm."""
-    spec = (card.get("plausibility") or {}).get("extent_mm") or {}
-    if not isinstance(spec, dict):
-        raise PlausibilityError(f"{card.get('id')}: plausibility.extent_mm must map label names to a length in mm")
-    out = {}
-    for name, most in spec.items():
-        try:
-            value = float(most)
-        except (TypeError, ValueError):
-            value = float("nan")
-        if not math.isfinite(value) or value <= 0:
-            raise PlausibilityError(f"{card.get('id')}: plausibility.extent_mm[{name!r}] must be a length in mm, "
-                                    f"not {most!r}")
-        out[str(name)] = value
-    return out
+    return _card_section(card, "extent_mm", "a length in mm", _length)
 
 
 def _ml(v: float) -> str:
