@@ -128,10 +128,8 @@ def _layers(topology: dict) -> list[dict]:
     return layers
 
 
-def read_tfjs(folder: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
-    """A tfjs MeshNet folder -> (MeshNet arguments, PyTorch state dict, sha256 of model.json + weights)."""
-    folder = Path(folder)
-    doc = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+def _read_weights(folder: Path, doc: dict) -> dict[str, np.ndarray]:
+    """The manifest's float32 tensors by name, read from the ``.bin`` files."""
     tensors: dict[str, np.ndarray] = {}
     for group in doc["weightsManifest"]:
         data = b"".join((folder / p).read_bytes() for p in group["paths"])
@@ -145,6 +143,11 @@ def read_tfjs(folder: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
             offset += 4 * count
         if offset != len(data):
             raise ConversionError(f"{folder}: the weights files hold {len(data)} bytes, the manifest {offset}")
+    return tensors
+
+
+def _chain(folder: Path, doc: dict) -> tuple[list[dict], dict | None]:
+    """The topology as MeshNet layers: the hidden convolutions (with their activation and norm) and the last one."""
     hidden: list[dict] = []
     pending = None
     for layer in _layers(doc["modelTopology"]):
@@ -170,7 +173,11 @@ def read_tfjs(folder: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
             continue
         else:
             raise ConversionError(f"{folder}: layer {cfg.get('name')} ({kind}) is not part of a MeshNet")
-    output = pending
+    return hidden, pending
+
+
+def _arguments(folder: Path, hidden: list[dict], output: dict | None, tensors: dict[str, np.ndarray]) -> dict:
+    """MeshNet's constructor arguments for the chain (refusing what is not a MeshNet)."""
     if output is None or not hidden or output["kernel"] != [1, 1, 1]:
         raise ConversionError(f"{folder}: the model does not end with a 1x1x1 classifier after dilated layers")
     kernels = {tuple(h["kernel"]) for h in hidden}
@@ -199,6 +206,12 @@ def read_tfjs(folder: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
         if args["batch_norm"]:
             raise ConversionError(f"{folder}: both batch normalisation and '_gn' layers")
         args["instance_norm"] = True if all(flags) else flags
+    return args
+
+
+def _state_dict(hidden: list[dict], output: dict, args: dict, tensors: dict[str, np.ndarray],
+                folder: Path) -> dict[str, torch.Tensor]:
+    """The PyTorch state dict (Keras kernels in PyTorch order); every tfjs weight must be used."""
     used: set[str] = set()
 
     def take(name: str) -> torch.Tensor:
@@ -222,6 +235,17 @@ def read_tfjs(folder: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
     unused = sorted(set(tensors) - used)
     if unused:
         raise ConversionError(f"{folder}: weights not used by the MeshNet: {', '.join(unused[:5])}")
+    return state
+
+
+def read_tfjs(folder: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
+    """A tfjs MeshNet folder -> (MeshNet arguments, PyTorch state dict, sha256 of model.json + weights)."""
+    folder = Path(folder)
+    doc = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    tensors = _read_weights(folder, doc)
+    hidden, output = _chain(folder, doc)
+    args = _arguments(folder, hidden, output, tensors)
+    state = _state_dict(hidden, output, args, tensors, folder)
     MeshNet(**args).load_state_dict(state, strict=True)  # the names and shapes fit
     digest = sha256_of(folder / "model.json")
     return args, state, digest
