@@ -18,6 +18,7 @@ from medvision.ai.plausibility import (
     implausibilities,
     label_volumes_ml,
     max_extents,
+    symmetry,
     volume_ranges,
 )
 from medvision.core.labels import LabelMap, LabelTable
@@ -99,6 +100,56 @@ def test_a_malformed_range_is_named_and_then_ignored(bad, caplog):
     with caplog.at_level(logging.WARNING):
         assert implausibilities({"id": "m", "plausibility": {"volume_ml": bad}}, labels) == []
     assert "plausibility.volume_ml" in caplog.text
+
+
+SIDES = ("Left-WM", "Right-WM", "ctx-lh-a", "ctx-lh-b", "ctx-rh-a", "ctx-rh-b")
+
+
+def _sided(left_wm: int, right_wm: int, lh: tuple[int, int], rh: tuple[int, int]) -> LabelMap:
+    """Slabs of (z) slices of 1 mL each (1 x 1 x 2 mm voxels, 20 x 25 per slice) for each label."""
+    counts = [left_wm, right_wm, *lh, *rh]
+    a = np.zeros((sum(counts), 20, 25), np.uint8)
+    z = 0
+    for value, n in enumerate(counts, start=1):
+        a[z:z + n] = value
+        z += n
+    return _labels(a, names=SIDES)
+
+
+SYMMETRIC = {"id": "m", "plausibility": {"symmetry": {"max_ratio": 1.5, "pairs": [
+    ["Left-WM", "Right-WM"], ["ctx-lh-*", "ctx-rh-*"]]}}}
+
+
+def test_one_side_much_larger_than_the_other_is_flagged_hemisphere_sums_included():
+    assert implausibilities(SYMMETRIC, _sided(10, 9, (3, 3), (2, 3))) == []
+    # the dkt-104 model on a post-contrast thick-slice T1: left white matter 3.4 times the right
+    lop = implausibilities(SYMMETRIC, _sided(34, 10, (3, 3), (3, 3)))
+    assert lop == ["Left-WM 34.0 mL is 3.4 times Right-WM 10.0 mL: an adult's two sides differ far less "
+                   "(at most 1.5 times)"]
+    # each cortex label within 1.5 of its twin, their sums (8 against 4 mL) not
+    cortex = implausibilities(SYMMETRIC, _sided(10, 10, (4, 4), (3, 1)))
+    assert len(cortex) == 1 and cortex[0].startswith(
+        "the ctx-lh-* labels together 8.0 mL is 2.0 times the ctx-rh-* labels together 4.0 mL")
+    empty = implausibilities(SYMMETRIC, _sided(0, 7, (3, 3), (3, 3)))
+    assert empty == ["Right-WM measures 7.0 mL while Left-WM is empty: an adult's two sides differ far less "
+                     "(at most 1.5 times)"]
+    # both sides empty, a region run, or a card naming labels the table lacks: nothing to judge
+    assert implausibilities(SYMMETRIC, _sided(0, 0, (3, 3), (3, 3))) == []
+    assert implausibilities(SYMMETRIC, _sided(34, 10, (3, 3), (3, 3)), whole=False) == []
+    other = {"id": "m", "plausibility": {"symmetry": {"max_ratio": 1.5, "pairs": [["Left-X", "Right-X"]]}}}
+    assert implausibilities(other, _sided(34, 10, (3, 3), (3, 3))) == []
+
+
+@pytest.mark.parametrize("bad", [{"max_ratio": 0.5, "pairs": []}, {"max_ratio": "x", "pairs": []},
+                                 {"max_ratio": 1.5, "pairs": [["a"]]}, {"max_ratio": 1.5, "pairs": "a,b"},
+                                 {"max_ratio": 1.5, "pairs": [["a", 3]]}, [1.5]])
+def test_a_malformed_symmetry_is_named_and_then_ignored(bad, caplog):
+    card = {"id": "m", "plausibility": {"symmetry": bad}}
+    with pytest.raises(PlausibilityError, match="plausibility.symmetry"):
+        symmetry(card)
+    with caplog.at_level(logging.WARNING):
+        assert implausibilities(card, _sided(34, 10, (3, 3), (3, 3))) == []
+    assert "plausibility.symmetry" in caplog.text
 
 
 @pytest.mark.parametrize("bad", [{"brain": 0}, {"brain": "wide"}, {"brain": -3}, {"brain": None}, [220]])

@@ -3,17 +3,23 @@
 A card may state what its structures can measure in an adult::
 
     "plausibility": {"volume_ml": {"brain": [600, 2200], "grey matter": [350, 1200]},
-                     "extent_mm": {"brain": 220}}
+                     "extent_mm": {"brain": 220},
+                     "symmetry": {"max_ratio": 1.5,
+                                  "pairs": [["Left-Cerebral-White-Matter", "Right-Cerebral-White-Matter"],
+                                            ["ctx-lh-*", "ctx-rh-*"]]}}
 
 A label whose volume falls outside its range (absent labels count as 0 mL), or which reaches further
 across (the longest side of its box along the patient's axes) than the structure can, makes the result
-implausible, and so does an image of another modality than the one the model was made for (a CT
+implausible, and so does a left structure that measures more than ``max_ratio`` times its right
+twin or less than its inverse (a name with ``*`` or ``?`` sums every label it matches, so a
+hemisphere's cortex is one figure), and so does an image of another modality than the one the model was made for (a CT
 given to an MR-only model): the model was never shown such an image and its output means nothing.
 The checks only read the label map and the card (no torch), so the CLI and the window share them.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 
@@ -22,7 +28,8 @@ import numpy as np
 from ..core.labels import LabelMap
 from ..core.volume import Volume
 
-__all__ = ["label_volumes_ml", "volume_ranges", "extents_mm", "max_extents", "implausibilities", "PlausibilityError"]
+__all__ = ["label_volumes_ml", "volume_ranges", "extents_mm", "max_extents", "symmetry", "implausibilities",
+           "PlausibilityError"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +105,47 @@ def max_extents(card: dict) -> dict[str, float]:
     return _card_section(card, "extent_mm", "a length in mm", _length)
 
 
+def symmetry(card: dict) -> tuple[float, list[tuple[str, str]]]:
+    """The card's ``plausibility.symmetry``: (the largest left/right volume ratio, the pairs); (0, []) if none."""
+    spec = (card.get("plausibility") or {}).get("symmetry")
+    if not spec:
+        return 0.0, []
+    ratio = _length(spec.get("max_ratio")) if isinstance(spec, dict) else None
+    pairs = spec.get("pairs") if isinstance(spec, dict) else None
+    if ratio is None or ratio < 1 or not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) and n for n in p) for p in pairs):
+        raise PlausibilityError(f"{card.get('id')}: plausibility.symmetry must be {{\"max_ratio\": a number >= 1, "
+                                f"\"pairs\": [[left name, right name], ...]}}, not {spec!r}")
+    return ratio, [(a, b) for a, b in pairs]
+
+
+def _is_glob(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
+def _summed(found: dict[str, float], pattern: str) -> tuple[float, bool]:
+    """The volume of the label ``pattern`` names, or of all it matches when it holds ``*``/``?``; and whether any."""
+    names = fnmatch.filter(found, pattern) if _is_glob(pattern) else [n for n in (pattern,) if n in found]
+    return sum(found[n] for n in names), bool(names)
+
+
+def _asymmetries(card: dict, found: dict[str, float]) -> list[str]:
+    out = []
+    ratio, pairs = symmetry(card)
+    for left, right in pairs:
+        (a, has_a), (b, has_b) = _summed(found, left), _summed(found, right)
+        if not (has_a and has_b) or max(a, b) <= 0:
+            continue
+        shown = [f"the {p} labels together" if _is_glob(p) else p for p in (left, right)]
+        big, small = shown if a >= b else shown[::-1]
+        hi, lo = max(a, b), min(a, b)
+        if lo * ratio < hi:
+            what = (f"{big} {_ml(hi)} is {hi / lo:.1f} times {small} {_ml(lo)}" if lo > 0
+                    else f"{big} measures {_ml(hi)} while {small} is empty")
+            out.append(f"{what}: an adult's two sides differ far less (at most {ratio:g} times)")
+    return out
+
+
 def _ml(v: float) -> str:
     return f"{v / 1000:.2f} L" if v >= 1000 else f"{v:.1f} mL"
 
@@ -121,8 +169,13 @@ def implausibilities(card: dict, labels: LabelMap, volume: Volume | None = None,
     except PlausibilityError as exc:
         log.warning("%s", exc)
         ranges, longest = {}, {}
+    found = label_volumes_ml(labels) if whole else {}
+    if whole:
+        try:
+            out.extend(_asymmetries(card, found))
+        except PlausibilityError as exc:
+            log.warning("%s", exc)
     if ranges and whole:
-        found = label_volumes_ml(labels)
         for name, (low, high) in ranges.items():
             if name not in found:
                 continue

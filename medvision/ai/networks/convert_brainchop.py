@@ -64,6 +64,9 @@ MODELS: dict[str, dict] = {
         "crop": {"threshold": 0.5, "padding": 20},
         "labels": {1: "brain mask"},
         "plausibility": {"volume_ml": {"brain mask": [600, 2200]}, "extent_mm": {"brain mask": 220}},
+        "checked": ["MNI152 T1 resampled to 1.75 mm, 1 x 1 x 3, 1 x 1 x 5 and 0.78 x 0.78 x 6.5 mm (slab-averaged): "
+                    "1898-1915 mL",
+                    "brain1_image (0.78 x 0.78 x 6.5 mm post-contrast T1): 1859 mL"],
     },
     "brainchop-gwm": {
         "source": "model20chan3cls",
@@ -79,6 +82,13 @@ MODELS: dict[str, dict] = {
         # adult brains: grey matter about 0.5-0.9 L, white matter 0.35-0.65 L; this model counts deep grey matter
         # and the brain stem as white matter (1.0 L on the MNI152 template), so wider bounds
         "plausibility": {"volume_ml": {"Grey Matter": [350, 1200], "White Matter": [250, 1100]}},
+        "checked": ["MNI152 T1 (1 mm): grey matter 736 mL, white matter 1001 mL; Dice against the template's "
+                    "probability maps (> 0.5) 0.735 and 0.753",
+                    "the same T1 resampled to 1.75 mm, 1 x 1 x 3, 1 x 1 x 5 and 0.78 x 0.78 x 6.5 mm (slab-averaged): "
+                    "grey matter 684-717 mL, white matter 1032-1057 mL: slice thickness alone does not break it",
+                    "FAILS on brain1_image, a post-contrast 2D T1 (0.78 x 0.78 x 6.5 mm, bright fat and vessels): "
+                    "grey matter 4 mL, white matter 0.4 mL, also with the intensities clipped at the 95th to 99th "
+                    "percentile; medvision flags the result as implausible"],
     },
     "brainchop-subcortical-18": {
         "source": "model30chan18cls",
@@ -101,6 +111,9 @@ MODELS: dict[str, dict] = {
             "Cerebellum-Cortex": [60, 180], "Cerebellum-White-Matter": [10, 60], "Thalamus": [6, 25],
             "Caudate": [3, 16], "Putamen": [4, 20], "Pallidum": [1, 8], "Hippocampus": [3, 14],
             "Amygdala": [1, 7], "Brain-Stem": [10, 45]}},
+        "checked": ["MRIcrop (hand-drawn labels): Dice caudate 0.76, lateral ventricles 0.80, hippocampus 0.32",
+                    "FAILS on brain1_image, a post-contrast 2D T1 (0.78 x 0.78 x 6.5 mm): cortex 316 mL, cerebral "
+                    "white matter 179 mL, most deep structures absent; medvision flags the result as implausible"],
     },
     "brainchop-dkt-104": {
         "source": "model21_104class",
@@ -116,6 +129,19 @@ MODELS: dict[str, dict] = {
         "normalization": {"kind": "minmax"},
         "crop": {"threshold": 0.0, "padding": 0},
         "pre_model": {"source": "model5_gw_ae", "brainchop_entry": 1, "normalization": {"kind": "minmax"}},
+        # per hemisphere; FreeSurfer adults: cerebral white matter 200-330 mL a side (the MNI template, larger,
+        # 438/444 with this model), thalamus 6-9 mL, brain stem about 20 mL; the two sides within 1.5 times
+        "plausibility": {
+            "volume_ml": {"Left-Cerebral-White-Matter": [120, 550], "Right-Cerebral-White-Matter": [120, 550],
+                          "Left-Thalamus-Proper*": [3, 13], "Right-Thalamus-Proper*": [3, 13],
+                          "Brain-Stem": [10, 45]},
+            "symmetry": {"max_ratio": 1.5, "pairs": [
+                ["Left-Cerebral-White-Matter", "Right-Cerebral-White-Matter"], ["ctx-lh-*", "ctx-rh-*"],
+                ["Left-Thalamus-Proper*", "Right-Thalamus-Proper*"]]}},
+        "checked": ["MNI152 T1 (1 mm): cerebral white matter 438/444 mL (left/right), cortex 234/252 mL, thalamus "
+                    "9.1/8.7 mL, brain stem 25 mL",
+                    "FAILS on brain1_image, a post-contrast 2D T1 (0.78 x 0.78 x 6.5 mm): left white matter 697 mL "
+                    "against 202 mL on the right, right thalamus absent; medvision flags the result as implausible"],
     },
 }
 
@@ -388,6 +414,15 @@ def _readme(card: dict, spec: dict) -> str:
         + f", padded by {crop['padding']} zero voxels; the argmax; the largest 26-connected component of all "
         "labels together; the labels back on the image's own grid by nearest neighbour "
         "(`medvision.ai.networks.brainchop_pipeline`).",
+        "",
+        "## Checked on (benchmarks/bench_brainchop.py), and where it fails",
+        "",
+        *(f"- {line}" for line in spec.get("checked", [])),
+        "",
+        "Every result is checked against the card's `plausibility` section (adult volume ranges"
+        + (", left/right symmetry" if "symmetry" in card.get("plausibility", {}) else "")
+        + (", extents" if "extent_mm" in card.get("plausibility", {}) else "")
+        + "); a result outside it is shown in red and the CLI exits with status 3.",
         "",
         f"Converted {card['provenance']['created']}.",
         "",
