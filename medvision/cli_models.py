@@ -1,7 +1,7 @@
 """``medvision infer`` and ``medvision models``: local models from the command line.
 
     medvision infer --model ID INPUT -o OUT.nii.gz [--device cpu|cuda] [--tta] [--uncertainty U.nii.gz]
-    medvision models list | show ID [--json] | import PATH [--card CARD.json] [--replace]
+    medvision models list | show ID [--json] | import PATH [--card CARD.json] [--replace] [--trust-code]
     medvision train --base ID (--datalist FILE | --workspace DIR) -o NEW_ID [--epochs N | --minutes M] ...
 """
 
@@ -50,6 +50,10 @@ def add_parsers(sub) -> None:
                         "beside it: id, labels, input orientation, spacing and normalization, output activation "
                         "(and, for a state_dict, its architecture); packages and bundles bring their own")
     q.add_argument("--replace", action="store_true", help="replace an installed package of the same version")
+    q.add_argument("--trust-code", action="store_true",
+                   help="allow a model that contains code (TorchScript: a .ts/.pt file, a bundle's models/model.ts): "
+                        "its code runs with your rights when you run the model; use only for sources you trust. "
+                        "Nothing is loaded or run to import it")
     q.set_defaults(func=_cmd_models_import)
     add_train_parser(sub)
 
@@ -161,8 +165,8 @@ def _cmd_models_import(args) -> int:
 
     package = None
     try:
-        package = import_any(args.path, card=args.card)
-        installed = Registry().install(package, replace=args.replace)
+        package = import_any(args.path, card=args.card, trust_code=args.trust_code)
+        installed = Registry().install(package, replace=args.replace, trust_code=args.trust_code)
     except PackageError as exc:
         return _fail(str(exc))
     finally:
@@ -311,6 +315,11 @@ def _cmd_train(args) -> int:
     for item in args.labels:
         name, _, members = item.partition("=")
         groups[name.strip()] = [m.strip() for m in members.split(",") if m.strip()] or [name.strip()]
+    from .ai.card_schema import is_safe_id
+
+    if not is_safe_id(args.output):  # the new package's folder name: said before any case is read
+        return _fail(f"-o {args.output!r}: a model id takes letters, digits, '.', '_' and '-' only, starting with a "
+                     "letter or digit, at most 100 characters and no '..'")
     try:
         patch = _patch(args.patch)
         spacing = _spacing(args.spacing)

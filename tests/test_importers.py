@@ -338,14 +338,18 @@ def test_torchscript_needs_a_card_then_runs_but_is_not_trainable(tmp_path):
     ts = tmp_path / "spleen.ts"
     torch.jit.save(torch.jit.trace(tiny_unet(), torch.zeros(1, 1, *ROI)), str(ts))
     with pytest.raises(PackageError, match="orientation.*spacing.*normalisation.*labels"):
-        import_any(ts)
+        import_any(ts, trust_code=True)
     with pytest.raises(PackageError, match="lacks input.orientation, input.spacing_mm"):
-        import_any(ts, card={"id": "x", "labels": [{"value": 1, "name": "spleen"}], "output": {"activation": None},
-                             "input": {"normalization": {"kind": "ct", "low": 0, "high": 1}}})
+        import_any(ts, trust_code=True, card={"id": "x", "labels": [{"value": 1, "name": "spleen"}],
+                                              "output": {"activation": None},
+                                              "input": {"normalization": {"kind": "ct", "low": 0, "high": 1}}})
     card_file = tmp_path / "card.json"
     card_file.write_text(json.dumps(minimal_card()))
-    package = import_any(ts, card=card_file)
-    assert package.card["architecture"] == {"name": "torchscript"}
+    with pytest.raises(PackageError, match="contains code that runs with your rights.*--trust-code"):
+        import_any(ts, card=card_file)
+    package = import_any(ts, card=card_file, trust_code=True)
+    assert package.card["architecture"] == {"name": "torchscript"} and package.card["contains_code"] is True
+    assert package.contains_code and "CONTAINS CODE" in package.summary()
     assert package.card["weights"]["file"] == "model.ts" and package.card["trainable"] is False
     assert "cannot be fine-tuned" in package.card["description"]
     assert not package.trainable
@@ -354,7 +358,9 @@ def test_torchscript_needs_a_card_then_runs_but_is_not_trainable(tmp_path):
         package.state_dict()
     with pytest.raises(PackageError, match="cannot be fine-tuned"):
         build(package.card["architecture"])
-    installed = Registry().install(package)
+    with pytest.raises(PackageError, match="--trust-code"):
+        Registry().install(package)
+    installed = Registry().install(package, trust_code=True)
     run_on_ct(installed)
     # tampering is refused for TorchScript too
     weights = installed.folder / "model.ts"
@@ -368,7 +374,7 @@ def test_torchscript_pt_with_model_json_beside_it(tmp_path):
     folder.mkdir()
     torch.jit.save(torch.jit.trace(tiny_unet(), torch.zeros(1, 1, *ROI)), str(folder / "net.pt"))
     (folder / "model.json").write_text(json.dumps(minimal_card(id="beside")))
-    package = import_any(folder / "net.pt")
+    package = import_any(folder / "net.pt", trust_code=True)
     assert package.id == "beside" and package.runtime_kind() == "torchscript"
 
 
@@ -432,25 +438,29 @@ def test_cli_import_with_a_card_removes_its_staging_but_never_the_users_folder(t
 
     ts = tmp_path / "spleen.ts"
     torch.jit.save(torch.jit.trace(tiny_unet(), torch.zeros(1, 1, *ROI)), str(ts))
-    assert main(["models", "import", str(ts)]) == 2  # no card beside it
+    assert main(["models", "import", str(ts), "--trust-code"]) == 2  # no card beside it
     assert "no description of its input" in capsys.readouterr().err
     card = tmp_path / "cards" / "tiny.json"
     card.parent.mkdir()
     card.write_text(json.dumps(minimal_card(id="cli-ts")))
-    assert main(["models", "import", str(ts), "--card", str(card)]) == 0
+    assert main(["models", "import", str(ts), "--card", str(card)]) == 2  # code, not trusted
+    assert "--trust-code" in capsys.readouterr().err
+    assert main(["models", "import", str(ts), "--card", str(card), "--trust-code"]) == 0
     assert "cli-ts 1.0" in capsys.readouterr().out
     installed = Registry().get("cli-ts")
     assert installed.folder.parent == user_dir() and installed.runtime_kind() == "torchscript"
     staged = cache_dir() / "imports"
     assert list(staged.iterdir()) == []  # copied into the user's models, then removed
-    assert main(["models", "import", str(ts), "--card", str(card)]) == 2  # refused: removed all the same
+    # refused: removed all the same
+    assert main(["models", "import", str(ts), "--card", str(card), "--trust-code"]) == 2
     assert "already installed" in capsys.readouterr().err
     assert list(staged.iterdir()) == []
     # a zipped package is unpacked under the cache (removed); the user's own package folder is left alone
-    assert main(["models", "import", str(zip_folder(installed.folder, tmp_path / "pkg.zip")), "--replace"]) == 0
+    assert main(["models", "import", str(zip_folder(installed.folder, tmp_path / "pkg.zip")), "--replace",
+                 "--trust-code"]) == 0
     assert list(staged.iterdir()) == []
     own = Path(shutil.copytree(installed.folder, tmp_path / "own"))
-    assert main(["models", "import", str(own), "--replace"]) == 0
+    assert main(["models", "import", str(own), "--replace", "--trust-code"]) == 0
     assert (own / "model.json").is_file() and (own / "model.ts").is_file()
     assert Registry().get("cli-ts").network() is not None
 

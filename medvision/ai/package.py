@@ -21,19 +21,23 @@ from typing import Any
 
 from ..core.atomic import write_text
 from ..paths import data_dir
+from .card_schema import card_problem, is_safe_id, is_safe_version
 
-__all__ = ["CARD", "RUNTIME_KINDS", "PackageError", "ModelPackage", "Registry", "sha256_of", "shipped_dir",
-           "user_dir"]
+__all__ = ["CARD", "RUNTIME_KINDS", "CODE_KINDS", "CODE_WARNING", "code_refusal", "refuse_links", "PackageError",
+           "ModelPackage", "Registry", "sha256_of", "shipped_dir", "user_dir"]
 
 log = logging.getLogger(__name__)
 
 CARD = "model.json"
 FORMAT = "medvision-model"
-REQUIRED = ("id", "version", "name", "task", "architecture", "weights", "labels")
 #: architectures run from their own (sha256-checked) file instead of being rebuilt from safetensors: they run
 #: but cannot be fine-tuned. TorchScript is read by ``torch.jit.load`` (TorchScript code and tensors, not
 #: arbitrary Python objects) and ONNX by onnxruntime; see :mod:`medvision.ai.importers`.
 RUNTIME_KINDS: dict[str, tuple[str, ...]] = {"torchscript": (".ts", ".pt"), "onnx": (".onnx",)}
+#: runtime kinds that carry code (TorchScript methods run with the user's rights when loaded and run); ONNX
+#: graphs run in onnxruntime, which executes no Python
+CODE_KINDS = ("torchscript",)
+CODE_WARNING = "contains code: runs with your rights"
 
 
 class PackageError(Exception):
@@ -86,11 +90,9 @@ class ModelPackage:
             raise PackageError(f"{path}: unreadable model card ({exc})") from exc
         if not isinstance(card, dict) or card.get("format", FORMAT) != FORMAT:
             raise PackageError(f"{path}: not a medvision model card")
-        missing = [k for k in REQUIRED if k not in card]
-        if missing:
-            raise PackageError(f"{path}: the card lacks {', '.join(missing)}")
-        if not isinstance(card["weights"], dict) or "file" not in card["weights"] or "sha256" not in card["weights"]:
-            raise PackageError(f"{path}: the card's weights need a file and its sha256")
+        problem = card_problem(card)
+        if problem is not None:
+            raise PackageError(f"{path}: {problem}")
         return cls(folder, card, shipped)
 
     # ---- card -------------------------------------------------------------------------------
@@ -121,9 +123,10 @@ class ModelPackage:
     def summary(self) -> str:
         labels = ", ".join(str(la.get("name")) for la in self.labels)
         where = "shipped" if self.shipped else "user"
+        code = f"; {CODE_WARNING.upper()}" if self.contains_code else ""
         return (f"{self.id} {self.version}  {self.name}  [{self.card.get('task', '?')}, "
                 f"{self.modality or 'any modality'}, {self.dims}D; labels: {labels}; {where}; "
-                f"licence {self.card.get('license', '?')}]")
+                f"licence {self.card.get('license', '?')}{code}]")
 
     # ---- weights ----------------------------------------------------------------------------
     def architecture(self, part: str = "weights") -> dict[str, Any]:
@@ -133,6 +136,36 @@ class ModelPackage:
         """``"torchscript"`` or ``"onnx"`` for models run from their own file, else None (safetensors)."""
         name = str(self.architecture(part).get("name", ""))
         return name if name in RUNTIME_KINDS else None
+
+    def parts(self) -> list[str]:
+        """``"weights"`` and every other part of the card with its own weights (a localizer, a pre-model)."""
+        return ["weights"] + [k for k, v in self.card.items() if k != "weights" and isinstance(v, dict)
+                              and isinstance(v.get("weights"), dict)]
+
+    @property
+    def contains_code(self) -> bool:
+        """True when a part is TorchScript: code that runs with the user's rights when the model runs."""
+        return any(self.runtime_kind(part) in CODE_KINDS for part in self.parts())
+
+    def check(self) -> None:
+        """Every part's weights opened and checked without running anything: the sha256 of the card, a
+        safetensors header with the tensors the architecture needs (strict), a TorchScript archive's
+        layout (never loaded: loading runs its code), an ONNX graph's opsets and operators."""
+        for part in self.parts():
+            path = self.verified_weights(part)
+            kind = self.runtime_kind(part)
+            if kind is not None:
+                from .importers.runtime import inspect_runtime
+
+                inspect_runtime(kind, path, self.id)
+                continue
+            try:
+                self.network(part)
+            except PackageError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - an architecture the card names badly says so
+                raise PackageError(f"{self.id}: its network ({part}) cannot be built from the card: "
+                                   f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}") from exc
 
     @property
     def trainable(self) -> bool:
@@ -258,22 +291,61 @@ class Registry:
         known = ", ".join(p.id for p in self.packages()) or "none"
         raise PackageError(f"no model {model_id!r} (known: {known})")
 
-    def install(self, package: ModelPackage, *, replace: bool = False) -> ModelPackage:
-        """Copy a checked package folder into the user's models (atomically: copy, then rename)."""
-        package.verified_weights()
-        for part, spec in package.card.items():
-            if isinstance(spec, dict) and "weights" in spec and part != "weights":
-                package.verified_weights(part)
-        dest = user_dir() / f"{package.id}-{package.version}"
-        if dest.exists():
-            if not replace:
-                raise PackageError(f"{package.id} {package.version} is already installed ({dest})")
-            shutil.rmtree(dest)
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(package.folder, tmp)
-        os.replace(tmp, dest)
+    def install(self, package: ModelPackage, *, replace: bool = False, trust_code: bool = False) -> ModelPackage:
+        """Copy a checked package folder into the user's models (copy, then rename; a replaced version is
+        moved aside first and removed last, so a failed copy leaves it in place).
+
+        Refused before anything is written: an id or version that is not one plain folder name, a folder
+        holding symbolic links, weights that fail :meth:`ModelPackage.check`, and, unless ``trust_code``,
+        a package that contains code (TorchScript)."""
+        if not (is_safe_id(package.id) and is_safe_version(package.version)):
+            raise PackageError(f"{package.folder}: id {package.id!r} or version {package.version!r} is not a plain "
+                               "name (letters, digits, '.', '_', '-'; no '..' or '/')")
+        if package.contains_code and not trust_code:
+            raise PackageError(code_refusal(package.id))
+        refuse_links(package.folder)
+        package.check()
+        root = user_dir().resolve()
+        dest = root / f"{package.id}-{package.version}"
+        if dest.parent != root or dest.is_symlink():
+            raise PackageError(f"{package.id} {package.version}: would be written outside {root}; refusing it")
+        if dest.exists() and not replace:
+            raise PackageError(f"{package.id} {package.version} is already installed ({dest})")
+        if dest.exists() and not (dest / CARD).is_file():
+            raise PackageError(f"{dest} exists and is not a model package: medvision leaves it alone")
+        tmp, old = dest.with_name(f".{dest.name}.tmp"), dest.with_name(f".{dest.name}.old")
+        for leftover in (tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            shutil.copytree(package.folder, tmp, symlinks=True)
+            if dest.exists():
+                os.replace(dest, old)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old.exists() and not dest.exists():
+                os.replace(old, dest)
+            raise PackageError(f"{package.id} {package.version}: could not be copied into {root} ({exc})") from exc
+        shutil.rmtree(old, ignore_errors=True)
         return ModelPackage.open(dest)
+
+
+def code_refusal(what: str) -> str:
+    return (f"{what} is TorchScript: it contains code that runs with your rights when the model runs (and even "
+            "when it is loaded). Import it only if you trust where it came from, with --trust-code (medvision "
+            "models import PATH --trust-code); medvision does not load or run it to import it")
+
+
+def refuse_links(folder: str | os.PathLike) -> None:
+    """Refuse a folder that holds a symbolic link: a link could pull in any file of the system. (The folder
+    itself may be the user's own link: it is the one they chose.)"""
+    folder = Path(folder)
+    for base, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(base, name)):
+                link = Path(base, name)
+                raise PackageError(f"{folder}: {link.relative_to(folder)} is a symbolic link (to "
+                                   f"{os.readlink(link)}); medvision refuses links in packages and bundles")
 
 
 def write_card(folder: str | os.PathLike, card: dict) -> Path:

@@ -168,7 +168,7 @@ class ModelPanel(QWidget):
         self._packages = registry.packages()
         self.list.clear()
         for pkg in self._packages:
-            item = QListWidgetItem(f"{pkg.name}  {pkg.version}")
+            item = QListWidgetItem(f"{pkg.name}  {pkg.version}" + ("  [contains code]" if pkg.contains_code else ""))
             item.setToolTip(pkg.summary())
             self.list.addItem(item)
         if self._packages:
@@ -204,6 +204,11 @@ class ModelPanel(QWidget):
                 ("Where", "shipped with medvision" if pkg.shipped else str(pkg.folder))]
         text = "".join(f"<tr><td><b>{k}</b></td><td>{html.escape(str(v)) if k != 'Labels' else v}</td></tr>"
                        for k, v in rows if v)
+        if pkg.contains_code:
+            from ..ai.package import CODE_WARNING
+
+            text = (f"<tr><td><b>Code</b></td><td style='color:#d32f2f'><b>{html.escape(CODE_WARNING)}</b> "
+                    "(TorchScript; imported with --trust-code)</td></tr>") + text
         self.card_view.setHtml(f"<b>{html.escape(pkg.name)}</b><br>{html.escape(str(c.get('description', '')))}"
                                f"<table>{text}</table><small>{html.escape(str(c.get('attribution', '')))}</small>")
 

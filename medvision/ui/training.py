@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 
 import pyqtgraph as pg
@@ -213,8 +212,11 @@ class TrainingDialog(QDialog):
     def config(self) -> tuple[dict, dict]:
         """The training settings and the data source chosen, as the child process takes them."""
         new_id = self.id_edit.text().strip() or "my-model"
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", new_id):
-            raise ValueError("the model id takes letters, digits, '.', '_' and '-'")
+        from ..ai.card_schema import is_safe_id
+
+        if not is_safe_id(new_id):
+            raise ValueError("the model id takes letters, digits, '.', '_' and '-', starts with a letter or digit, "
+                             "has at most 100 characters and no '..'")
         config = {"base": self.base_combo.currentData(), "new_id": new_id, "name": new_id,
                   "device": self.device_combo.currentText(), "from_scratch": self.scratch_check.isChecked()}
         if self.epochs_radio.isChecked():

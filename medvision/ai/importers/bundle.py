@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.labels import PALETTE
-from ..package import ModelPackage, PackageError, sha256_of
+from ..package import ModelPackage, PackageError, code_refusal, refuse_links, sha256_of
 from .files import _finish, _fitted, _imported_by, _load_state_dict, _now, _save_safetensors, _staged, is_torchscript
 
 __all__ = ["import_monai_bundle"]
@@ -96,29 +96,66 @@ class _Config:
             names[name] = self.value("@" + m.group(1), where, depth + 1)
             return name
 
+        if len(text) > self.MAX_TEXT:
+            raise PackageError(f"{self.path.name}: {where}: an expression of {len(text)} characters; medvision "
+                               f"reads at most {self.MAX_TEXT}")
         try:
             tree = ast.parse(self._REF.sub(ref, text).strip(), mode="eval")
+            if sum(1 for _ in ast.walk(tree)) > self.MAX_NODES:
+                raise ValueError("too long")
             return self._eval(tree.body, names)
-        except (SyntaxError, ValueError, TypeError, ZeroDivisionError) as exc:
-            raise PackageError(f"{self.path.name}: {where}: the expression ${text} is not understood (medvision "
-                               "evaluates only plain numbers, lists and @references in bundle configs, never code)"
-                               ) from exc
+        except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError,
+                MemoryError) as exc:
+            raise PackageError(f"{self.path.name}: {where}: the expression ${text[:80]} is not understood ({exc}; "
+                               "medvision evaluates only plain arithmetic on small numbers, lists and @references in "
+                               "bundle configs, never code)") from exc
+
+    #: bounds of what a config's ``$`` expression may compute: every step stays small and fast
+    MAX_TEXT, MAX_NODES, MAX_INT_BITS, MAX_EXPONENT, MAX_ITEMS = 1000, 200, 128, 64, 10_000
 
     def _eval(self, node, names: dict):
         if isinstance(node, ast.Constant) and isinstance(node.value, int | float | str | bool | type(None)):
-            return node.value
+            return self._bounded(node.value)
         if isinstance(node, ast.Name) and node.id in names:
-            return names[node.id]
+            return self._bounded(names[node.id])
         if isinstance(node, ast.Tuple | ast.List):
-            return [self._eval(e, names) for e in node.elts]
+            return self._bounded([self._eval(e, names) for e in node.elts])
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
             v = self._eval(node.operand, names)
-            if not isinstance(v, int | float):
+            if not _is_number(v):
                 raise ValueError("not a number")
             return -v if isinstance(node.op, ast.USub) else v
         if isinstance(node, ast.BinOp) and type(node.op) in self._OPS:
-            return self._OPS[type(node.op)](self._eval(node.left, names), self._eval(node.right, names))
+            left, right = self._eval(node.left, names), self._eval(node.right, names)
+            self._check_step(node.op, left, right)
+            return self._bounded(self._OPS[type(node.op)](left, right))
         raise ValueError(f"{ast.dump(node)[:60]} is code")
+
+    def _check_step(self, op, left, right) -> None:
+        """Refuse a step before it runs when its result could be huge: sequences repeated (``'A' * 10**10``),
+        powers with big exponents (``9**9**9``), arithmetic on anything but numbers (but ``+`` of lists or text)."""
+        if isinstance(op, ast.Add) and isinstance(left, str | list) and type(left) is type(right):
+            return
+        if not (_is_number(left) and _is_number(right)):
+            raise ValueError(f"{type(left).__name__} {type(op).__name__} {type(right).__name__} is not arithmetic")
+        if isinstance(op, ast.Pow):
+            if abs(right) > self.MAX_EXPONENT:
+                raise ValueError(f"an exponent of {right} (at most {self.MAX_EXPONENT})")
+            if isinstance(left, int) and isinstance(right, int) and left.bit_length() * abs(right) > self.MAX_INT_BITS:
+                raise ValueError(f"{left}**{right} is too large")
+
+    def _bounded(self, value):
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int) and value.bit_length() > self.MAX_INT_BITS:
+            raise ValueError("a number too large")
+        if isinstance(value, str | list) and len(value) > self.MAX_ITEMS:
+            raise ValueError(f"{len(value)} items or characters (at most {self.MAX_ITEMS})")
+        return value
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _short(target: str) -> str:
@@ -307,12 +344,16 @@ def _license(root: Path, meta: dict, staging: Path) -> tuple[str, str | None]:
 
 
 def import_monai_bundle(path: str | os.PathLike, *, source: str | os.PathLike | None = None,
-                        name: str | None = None) -> ModelPackage:
-    """A MONAI bundle folder (or the folder a bundle zip was unpacked to) as a checked package."""
+                        name: str | None = None, trust_code: bool = False) -> ModelPackage:
+    """A MONAI bundle folder (or the folder a bundle zip was unpacked to) as a checked package.
+
+    A bundle whose network comes as TorchScript (``models/model.ts``) carries code: imported only with
+    ``trust_code``, never loaded or run to import it. A bundle folder holding symbolic links is refused."""
     root = Path(path)
     config_path = _bundle_config(root)
     if config_path is None:
         raise PackageError(f"{root}: not a MONAI bundle (configs/metadata.json and configs/inference.json needed)")
+    refuse_links(root)
     try:
         meta = json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -363,7 +404,7 @@ def import_monai_bundle(path: str | os.PathLike, *, source: str | os.PathLike | 
         card = _bundle_card(root, meta, staging, bundle, bundle_id, dict(
             target=target, monai_name=monai_name, args=args, input=input_spec, inference=inference, output=output,
             post=post, labels=labels, modality=str(image_meta.get("modality") or "").upper(), notes=notes,
-            source=source))
+            source=source, trust_code=trust_code))
         return _finish(staging, card)
 
 
@@ -380,6 +421,8 @@ def _bundle_card(root: Path, meta: dict, staging: Path, bundle: str, bundle_id: 
     elif weights_ts.is_file():
         if not is_torchscript(weights_ts):
             raise PackageError(f"{weights_ts}: not a TorchScript archive")
+        if not found["trust_code"]:
+            raise PackageError(code_refusal(f"{root.name}'s network (models/model.ts)"))
         architecture, trainable = {"name": "torchscript"}, False
         shutil.copyfile(weights_ts, staging / "model.ts")
         weights = {"file": "model.ts", "sha256": sha256_of(staging / "model.ts")}
@@ -396,13 +439,13 @@ def _bundle_card(root: Path, meta: dict, staging: Path, bundle: str, bundle_id: 
     modality = found["modality"]
     description = str(meta.get("description") or meta.get("task") or "")
     if not trainable:
-        description += " (TorchScript: runs, but cannot be fine-tuned)"
+        description += " (TorchScript: contains code that runs with your rights; cannot be fine-tuned)"
     return {
         "format": "medvision-model", "format_version": 1,
         "id": bundle_id, "version": str(meta.get("version") or "0"),
         "name": str(meta.get("name") or bundle.replace("_", " ")),
         "task": "segmentation", "modality": {"MRI": "MR"}.get(modality, modality), "dims": 3,
-        "description": description.strip(), "trainable": trainable,
+        "description": description.strip(), "trainable": trainable, **({} if trainable else {"contains_code": True}),
         "architecture": architecture, "weights": weights,
         "input": found["input"], "inference": found["inference"], "output": found["output"],
         "postprocessing": found["post"], "labels": found["labels"],

@@ -23,7 +23,7 @@ import torch
 from ...core.atomic import write_via
 from ...core.labels import PALETTE
 from ...paths import cache_dir
-from ..package import CARD, ModelPackage, PackageError, sha256_of, write_card
+from ..package import CARD, CODE_KINDS, ModelPackage, PackageError, code_refusal, sha256_of, write_card
 from .runtime import _onnxruntime
 
 __all__ = ["import_torchscript", "import_onnx", "import_state_dict", "is_torchscript", "MINIMAL_CARD"]
@@ -53,12 +53,18 @@ def is_torchscript(path: str | os.PathLike) -> bool:
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
-def import_torchscript(path: str | os.PathLike, *, card: dict | str | os.PathLike | None = None) -> ModelPackage:
-    """A TorchScript file with the caller's card; runs but cannot be fine-tuned."""
+def import_torchscript(path: str | os.PathLike, *, card: dict | str | os.PathLike | None = None,
+                       trust_code: bool = False) -> ModelPackage:
+    """A TorchScript file with the caller's card; runs but cannot be fine-tuned.
+
+    TorchScript carries code that runs with the user's rights: it is imported only with ``trust_code``,
+    marked in its card (``contains_code``), and never loaded or run to import it."""
     path = Path(path)
     if not is_torchscript(path):
         raise PackageError(f"{path}: not a TorchScript archive (export with torch.jit.script or torch.jit.trace "
                            "and torch.jit.save)")
+    if not trust_code:
+        raise PackageError(code_refusal(str(path)))
     return _import_file(path, "torchscript", "model.ts", _user_card(path, card, "TorchScript"))
 
 
@@ -87,7 +93,10 @@ def import_state_dict(path: str | os.PathLike, *, card: dict | str | os.PathLike
 def _import_file(path: Path, kind: str, file_name: str, card: dict) -> ModelPackage:
     with _staged(card["id"]) as staging:
         shutil.copyfile(path, staging / file_name)
-        note = f"({'TorchScript' if kind == 'torchscript' else 'ONNX'}: runs, but cannot be fine-tuned)"
+        note = ("(TorchScript: contains code that runs with your rights; cannot be fine-tuned)" if kind == "torchscript"
+                else "(ONNX: runs in onnxruntime, but cannot be fine-tuned)")
+        if kind in CODE_KINDS:
+            card["contains_code"] = True
         card.update(architecture={"name": kind}, trainable=False,
                     weights={"file": file_name, "sha256": sha256_of(staging / file_name)},
                     description=f"{card.get('description', '')} {note}".strip())
@@ -140,7 +149,7 @@ def _user_card(path: Path, card, what: str, needs_architecture: bool = False) ->
     if missing:
         raise PackageError(f"{where}: the card for {path.name} lacks {', '.join(missing)}; e.g. "
                            f"{json.dumps(MINIMAL_CARD)}")
-    card["id"] = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(card["id"]))
+    card["id"] = str(card["id"])
     for k, default in (("format", "medvision-model"), ("format_version", 1), ("version", "1.0"),
                        ("name", card["id"]), ("task", "segmentation"), ("dims", 3), ("modality", ""),
                        ("license", "not stated"), ("inference", {"mode": "whole"}), ("postprocessing", {})):
@@ -222,9 +231,15 @@ def _save_safetensors(net, path: Path) -> None:
 
 # ---- the check every import passes ------------------------------------------------------------
 def _finish(staging: Path, card: dict) -> ModelPackage:
+    """The staged package, checked: the card against its schema, every part's weights opened (sha256,
+    safetensors header and shapes, strict loading). A medvision-built network also runs on a zero input;
+    TorchScript and ONNX are inspected, never run (TorchScript's code would run with the user's rights)."""
     write_card(staging, card)
     package = ModelPackage.open(staging)
-    net = package.network()  # sha256, strict loading
+    package.check()
+    if package.runtime_kind() is not None:
+        return _finish_runtime(package, staging)
+    net = package.network()
     spec, inf = card.get("input") or {}, card.get("inference") or {}
     shape = ((inf.get("sliding_window") or {}).get("roi_size") if inf.get("mode") == "sliding_window" else None) \
         or spec.get("resize_to") or [32, 32, 32]
@@ -249,6 +264,21 @@ def _finish(staging: Path, card: dict) -> ModelPackage:
         raise PackageError(f"{package.id}: the labels ({', '.join(str(la['value']) for la in package.labels)}) do "
                            f"not fit the network's {channels} output channels")
     log.info("imported %s %s into %s", package.id, package.version, staging)
+    return package
+
+
+def _finish_runtime(package: ModelPackage, staging: Path) -> ModelPackage:
+    from .runtime import inspect_runtime
+
+    info = inspect_runtime(package.runtime_kind(), package.verified_weights(), package.id)
+    channels, output = info.get("channels"), package.card.get("output") or {}
+    if channels:  # an ONNX graph that states its output channels
+        if "threshold" in output and not 0 <= int(output.get("channel", 0)) < channels:
+            raise PackageError(f"{package.id}: output channel {output.get('channel')} of {channels}")
+        if "threshold" not in output and max((la["value"] for la in package.labels), default=0) >= channels:
+            raise PackageError(f"{package.id}: the labels ({', '.join(str(la['value']) for la in package.labels)}) "
+                               f"do not fit the network's {channels} output channels")
+    log.info("imported %s %s into %s (inspected, not run)", package.id, package.version, staging)
     return package
 
 

@@ -12,7 +12,12 @@ import torch
 
 from ..package import RUNTIME_KINDS, PackageError
 
-__all__ = ["runtime_network", "TorchScriptNetwork", "OnnxNetwork"]
+__all__ = ["runtime_network", "inspect_runtime", "inspect_torchscript", "inspect_onnx", "TorchScriptNetwork",
+           "OnnxNetwork"]
+
+#: ONNX operator domains medvision accepts: the standard ones and onnxruntime's own contrib operators (native
+#: code shipped with onnxruntime); a custom domain would need a library of someone else's code
+ONNX_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 
 def runtime_network(kind: str, path: Path, device: str = "cpu", model_id: str = ""):
@@ -29,6 +34,95 @@ def runtime_network(kind: str, path: Path, device: str = "cpu", model_id: str = 
     if kind == "onnx":
         return OnnxNetwork(path.read_bytes(), model_id or path.name).eval()
     raise PackageError(f"{model_id or path}: unknown runtime kind {kind!r} (known: {', '.join(RUNTIME_KINDS)})")
+
+
+def inspect_runtime(kind: str, path: Path, model_id: str = "") -> dict:
+    """What a TorchScript or ONNX file holds, read without loading or running it (see the two below)."""
+    if kind == "torchscript":
+        return inspect_torchscript(path, model_id)
+    if kind == "onnx":
+        return inspect_onnx(path, model_id)
+    raise PackageError(f"{model_id or path}: unknown runtime kind {kind!r} (known: {', '.join(RUNTIME_KINDS)})")
+
+
+def inspect_torchscript(path: Path, model_id: str = "") -> dict:
+    """A TorchScript archive's layout, read as a zip: never ``torch.jit.load`` (loading runs its code)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            bad = zf.testzip()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise PackageError(f"{model_id or path}: {path.name} is not a TorchScript archive ({exc})") from exc
+    if bad is not None:
+        raise PackageError(f"{model_id or path}: {path.name} is damaged (member {bad} fails its CRC)")
+    if not (any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+            and any(n.endswith("/data.pkl") for n in names)):
+        raise PackageError(f"{model_id or path}: {path.name} is not a TorchScript archive (no code/, data.pkl and "
+                           "constants.pkl)")
+    return {"members": len(names), "code": sorted(n for n in names if "/code/" in n and n.endswith(".py"))}
+
+
+def inspect_onnx(path: Path, model_id: str = "") -> dict:
+    """An ONNX graph checked without running it: the onnx checker, every operator in a known domain (and
+    known to that domain), no tensor stored outside the file, a 5D image in and a 5D map out.
+
+    Needs the ``onnx`` package (the onnx extra); without it onnxruntime opens the graph (no Python runs
+    there) and its inputs and outputs are read."""
+    name = model_id or str(path)
+    try:
+        import onnx
+    except ImportError:
+        session = OnnxNetwork(path.read_bytes(), name)._session("cpu")
+        return _onnx_io(name, [i.shape for i in session.get_inputs()], [o.shape for o in session.get_outputs()])
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - onnx's own errors name the problem
+        raise PackageError(f"{name}: {path.name} is not a valid ONNX model ({str(exc).splitlines()[0][:300]})"
+                           ) from exc
+    graphs = [model.graph]
+    external = [t.name for g in graphs for t in g.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise PackageError(f"{name}: {path.name} keeps tensors in other files ({', '.join(external[:3])}); "
+                           "medvision imports self-contained ONNX files only")
+    domains = {o.domain for o in model.opset_import} | {n.domain for n in _onnx_nodes(model)}
+    foreign = sorted(d for d in domains if d not in ONNX_DOMAINS and d not in {f.domain for f in model.functions})
+    if foreign:
+        raise PackageError(f"{name}: {path.name} uses operators of {', '.join(foreign)}, which need code from "
+                           "outside onnxruntime; medvision does not load such libraries")
+    local = {(f.domain, f.name) for f in model.functions}
+    unknown = sorted({n.op_type for n in _onnx_nodes(model) if (n.domain, n.op_type) not in local
+                      and n.domain in ("", "ai.onnx", "ai.onnx.ml") and not onnx.defs.has(n.op_type, n.domain)})
+    if unknown:
+        raise PackageError(f"{name}: {path.name} uses operators ONNX does not define: {', '.join(unknown[:5])}")
+
+    def dims(value_info):
+        shape = value_info.type.tensor_type.shape
+        return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+
+    info = _onnx_io(name, [dims(v) for v in model.graph.input if v.name not in
+                           {t.name for t in model.graph.initializer}], [dims(v) for v in model.graph.output])
+    info["opsets"] = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    return info
+
+
+def _onnx_nodes(model):
+    yield from model.graph.node
+    for function in model.functions:
+        yield from function.node
+
+
+def _onnx_io(name: str, inputs: list, outputs: list) -> dict:
+    if len(inputs) != 1 or not outputs:
+        raise PackageError(f"{name}: the ONNX graph takes {len(inputs)} inputs and gives {len(outputs)} outputs; "
+                           "medvision feeds one image and reads one map")
+    if len(inputs[0]) != 5 or len(outputs[0]) != 5:
+        raise PackageError(f"{name}: the ONNX graph maps a {len(inputs[0])}D input to a {len(outputs[0])}D output; "
+                           "a 3D segmentation network maps (batch, channels, x, y, z) to the same")
+    channels = outputs[0][1]
+    return {"input": inputs[0], "output": outputs[0], "channels": channels if isinstance(channels, int) else None}
 
 
 def _onnxruntime():

@@ -168,6 +168,13 @@ class TrainConfig:
     val_slab: str | None = None
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        from ..card_schema import is_safe_id
+
+        if not is_safe_id(self.new_id):  # it names the new package's folder: checked before any training
+            raise ValueError(f"the new model's id {self.new_id!r} takes letters, digits, '.', '_' and '-' only, "
+                             "starting with a letter or digit, at most 100 characters and no '..'")
+
     def as_dict(self) -> dict:
         out = asdict(self)
         out["patch_size"] = [int(p) for p in self.patch_size]
