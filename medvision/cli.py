@@ -327,6 +327,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medvision: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        return _unexpected(args, first, exc, "not enough memory")
+    except Exception as exc:  # noqa: BLE001 - never a traceback: one sentence, the details in the log
+        return _unexpected(args, first, exc)
+
+
+def _unexpected(args, command: str | None, exc: BaseException, what: str | None = None) -> int:
+    from .crashlog import one_line, record
+
+    target = getattr(args, "path", None) or getattr(args, "input", None) or ""
+    where = record(exc, f"medvision {command or ''} {target}".strip())
+    details = f"; details in {where}" if where else ""
+    print(f"medvision: {command or 'medvision'} failed on {target or 'its input'}: {what or 'unexpected error'} "
+          f"({one_line(exc)}){details}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

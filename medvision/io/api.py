@@ -64,6 +64,7 @@ def load_job(
         volume = read_volume(path)
         yield Progress("reading", 1, 1, path)
         return [volume]
+    damaged: list[str] = []
     if os.path.isfile(path) and not _is_dicom_collection(path):
         refs = [FileRef(path)]
     else:
@@ -75,8 +76,15 @@ def load_job(
             if own:
                 index.close()
         refs = choose_series(result, series).files
-    return (yield from load_series_job(refs, regularize=regularize, correct_tilt=correct_tilt, stack=stack,
-                                       philips_scaling=philips_scaling))
+        damaged = [p for p in result.problems if ": not a DICOM file (" not in p and "empty Study/Series" not in p]
+    volumes = yield from load_series_job(refs, regularize=regularize, correct_tilt=correct_tilt, stack=stack,
+                                         philips_scaling=philips_scaling)
+    if damaged:  # files whose header could not be read belong to no series: said with every volume
+        note = (f"{len(damaged)} damaged files in {path} were left out (they may belong to this series): "
+                + "; ".join(damaged[:5]) + (" ..." if len(damaged) > 5 else ""))
+        for v in volumes:
+            v.metadata["warnings"] = [note, *v.metadata.get("warnings", [])]
+    return volumes
 
 
 def load(

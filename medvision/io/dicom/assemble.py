@@ -209,8 +209,18 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
     n = len(stack)
     if n == 1:
         dz = f0.spacing_between_slices or f0.slice_thickness or 1.0
+        explicit = any(f.temporal_index is not None or f.trigger_time is not None or f.b_value or
+                       (f.gradient is not None and np.any(f.gradient)) for f in volumes[0] + [v[0] for v in volumes])
+        if m > 1 and not explicit:
+            where = ", ".join(f"{v:g}" for v in ipps[0])
+            warnings.append(f"all {m} images share one position ({where}) and say nothing of time, phase or "
+                            f"diffusion: they are shown as {m} frames of one slice; if they are the slices of a "
+                            "volume, their ImagePositionPatient values are wrong and no spacing can be known")
         _set_affine(plan, row_cos, col_cos, normal * dz, ipps[0], spacing)
         return plan
+    off = _off_line(ipps, dpos, spacing)
+    if off:
+        warnings.append(off)
 
     gaps = np.diff(dpos)
     mean_gap = (dpos[-1] - dpos[0]) / (n - 1)
@@ -245,6 +255,23 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
                                    "status bar, or --regularize on the command line)")
     _set_affine(plan, row_cos, col_cos, slice_vec, ipps[0], spacing)
     return plan
+
+
+def _off_line(ipps: np.ndarray, dpos: np.ndarray, spacing) -> str:
+    """A warning when a slice lies off the straight line through the first and last slice positions (one
+    slice's ImagePositionPatient moved in-plane): the volume places it in line with the others."""
+    span = dpos[-1] - dpos[0]
+    if abs(span) < 1e-6:
+        return ""
+    expected = ipps[0] + np.outer((dpos - dpos[0]) / span, ipps[-1] - ipps[0])
+    miss = np.linalg.norm(ipps - expected, axis=1)
+    tol = max(1.0, 0.5 * max(spacing))
+    if miss.max() <= tol:
+        return ""
+    worst = int(np.argmax(miss))
+    return (f"{int((miss > tol).sum())} slice(s) lie off the line of the others (slice {worst + 1} by "
+            f"{miss[worst]:.3g} mm in-plane): the volume places them in line, so their content may be shifted; "
+            "their ImagePositionPatient values disagree")
 
 
 def _set_affine(plan: StackPlan, row_cos, col_cos, slice_vec, origin, spacing) -> None:

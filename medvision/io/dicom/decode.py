@@ -115,10 +115,72 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return gray.astype(np.float32)
 
 
-def _decode_with_pydicom(ref: FileRef, indices: list[int]) -> list[np.ndarray]:
+#: what each compressed transfer syntax's codestream starts with, by family
+_JPEG_TS = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+            "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
+_J2K_TS = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+           "1.2.840.10008.1.2.4.203"}
+_RLE_TS = {"1.2.840.10008.1.2.5"}
+#: the syntax decoded instead when the codestream is of another family than declared
+_FAMILY_TS = {"JPEG 2000": "1.2.840.10008.1.2.4.90", "RLE": "1.2.840.10008.1.2.5"}
+
+
+def codestream_family(head: bytes) -> str | None:
+    """The compression a codestream's first bytes show: "JPEG", "JPEG-LS", "JPEG 2000", "RLE", or None."""
+    if head[:4] == b"\xff\x4f\xff\x51" or head[4:8] == b"jP  ":
+        return "JPEG 2000"
+    if head[:2] == b"\xff\xd8":
+        return "JPEG-LS" if b"\xff\xf7" in head[:64] else "JPEG"
+    if len(head) >= 8 and 1 <= int.from_bytes(head[:4], "little") <= 15 and int.from_bytes(head[4:8], "little") == 64:
+        return "RLE"
+    return None
+
+
+def declared_family(transfer_syntax: str) -> str | None:
+    if transfer_syntax in _J2K_TS:
+        return "JPEG 2000"
+    if transfer_syntax in _JPEG_TS:
+        return "JPEG-LS" if transfer_syntax.endswith((".80", ".81")) else "JPEG"
+    if transfer_syntax in _RLE_TS:
+        return "RLE"
+    return None
+
+
+def first_fragment_head(ds, ref: FileRef, size: int = 64) -> bytes:
+    """The first ``size`` bytes of the first fragment of encapsulated pixel data (b"" when not found)."""
+    from pydicom.tag import Tag
+
+    raw = ds._dict.get(Tag(0x7FE0, 0x0010))
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes | bytearray):
+        data = bytes(value[: 8 + 8 + 65536 + size])
+    else:
+        tell = getattr(raw, "value_tell", None)
+        if tell is None:
+            return b""
+        with open_ref(ref) as fh:
+            fh.seek(tell)
+            data = fh.read(8)
+            if len(data) < 8:
+                return b""
+            bot = int.from_bytes(data[4:8], "little")
+            if bot > 1 << 24:
+                return b""
+            fh.seek(tell + 8 + bot)
+            return fh.read(8 + size)[8:]
+    if len(data) < 16 or data[:4] != b"\xfe\xff\x00\xe0":
+        return b""
+    bot = int.from_bytes(data[4:8], "little")
+    start = 8 + bot + 8
+    return data[start:start + size]
+
+
+def _decode_with_pydicom(ref: FileRef, indices: list[int], transfer_syntax: str | None = None) -> list[np.ndarray]:
     from pydicom.pixels import pixel_array
 
     ds = read_dataset(ref)
+    if transfer_syntax and str(getattr(ds.file_meta, "TransferSyntaxUID", "")) != transfer_syntax:
+        ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)  # the codestream's own family (see frames' notes)
     out = []
     try:
         n_frames = int(ds.get("NumberOfFrames") or 1)
@@ -153,7 +215,7 @@ def decode_task(task: DecodeTask) -> list[np.ndarray] | PixelDataError:
         if not task.pixel.compressed and task.pixel.offset is not None:
             return [read_native_frame(task.ref, task.pixel, i) for i in task.indices]
         check_decodable(task.pixel, task.ref)
-        return _decode_with_pydicom(task.ref, list(task.indices))
+        return _decode_with_pydicom(task.ref, list(task.indices), task.pixel.transfer_syntax)
     except (PixelDataError, UnsupportedDataError) as exc:
         return PixelDataError(str(exc))
     except Exception as exc:  # a decoder's own exception must not stop the other files

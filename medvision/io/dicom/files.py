@@ -93,13 +93,45 @@ def read_dataset(ref: FileRef, *, headers_only: bool = False, force: bool = Fals
         raise NotDicomError(f"{ref}: damaged or truncated DICOM file ({_short(exc)})") from exc
 
 
+class _Capped:
+    """A file object whose reads never ask for more than the file still holds: an element whose damaged
+    length says 4 GB makes pydicom read what is there (and fail on it), not allocate 4 GB first."""
+
+    def __init__(self, fp, size: int | str | None = None) -> None:
+        if isinstance(fp, str | os.PathLike):  # pydicom reopens a deferred value's file as type(fp)(name, "rb")
+            fp = open(fp, "rb")  # noqa: SIM115 - closed by __exit__, as pydicom closes its files
+        if not isinstance(size, int):
+            size = fp.seek(0, io.SEEK_END)
+            fp.seek(0)
+        self._fp, self._size = fp, size
+        self.name = getattr(fp, "name", None)
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return self._fp.read()
+        return self._fp.read(max(0, min(n, self._size - self._fp.tell())))
+
+    def __getattr__(self, name: str):
+        return getattr(self._fp, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._fp.close()
+
+
+def _capped(ref: FileRef) -> _Capped:
+    return _Capped(open_ref(ref))
+
+
 def _dcmread(ref: FileRef, headers_only: bool, force: bool) -> Dataset:
-    if ref.member:
-        with open_ref(ref) as fp:
+    if ref.member or headers_only:
+        with _capped(ref) as fp:
             return pydicom.dcmread(fp, stop_before_pixels=headers_only, force=force)
-    if headers_only:
-        return pydicom.dcmread(ref.path, stop_before_pixels=True, force=force)
-    return pydicom.dcmread(ref.path, defer_size=4096, force=force)
+    # pixel data (and other large values) deferred: read from the file by offset when needed
+    with _capped(ref) as fp:
+        return pydicom.dcmread(fp, defer_size=4096, force=force)
 
 
 def _short(exc: BaseException) -> str:

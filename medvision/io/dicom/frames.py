@@ -212,17 +212,48 @@ def parse_csa(data: bytes) -> dict[str, list[str]]:
 
 def mosaic_tiles(ds: Dataset) -> int:
     """Number of slices packed in a Siemens mosaic image, 0 when it is not one."""
+    return mosaic_count(ds)[0]
+
+
+def mosaic_count(ds: Dataset) -> tuple[int, str]:
+    """(number of slices in a Siemens mosaic, a note when the header's counts disagree); (0, "") for no mosaic.
+
+    The count is that of (0019,100A), else the CSA header's. Either must fit the mosaic: the tiles are
+    laid out on a ceil(sqrt(n)) square grid whose tile is the AcquisitionMatrix's size, so a count that
+    cannot be (36 or 1000 tiles in a 3 x 3 mosaic of 72 x 72 tiles) is refused, the other one taken if
+    it fits, and the file left out (:class:`MedvisionIOError`) when neither does."""
+    from ..errors import MedvisionIOError
+
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
     if "MOSAIC" not in image_type:
-        return 0
-    n = None
-    for tag in (Tag(0x0019, 0x100A),):
-        if tag in ds:
-            n = _int(ds[tag].value)
-    if not n:
-        csa = csa_image(ds)
-        n = _int((csa.get("NumberOfImagesInMosaic") or [None])[0])
-    return n or 0
+        return 0, ""
+    tag = Tag(0x0019, 0x100A)
+    candidates = [("(0019,100A) NumberOfImagesInMosaic", _int(ds[tag].value) if tag in ds else None),
+                  ("the CSA header's NumberOfImagesInMosaic",
+                   _int((csa_image(ds).get("NumberOfImagesInMosaic") or [None])[0]))]
+    candidates = [(w, n) for w, n in candidates if n]
+    if not candidates:
+        return 0, ""
+    rows, cols = _int(ds.get("Rows")) or 0, _int(ds.get("Columns")) or 0
+    matrix = [m for m in (_int(v) for v in (ds.get("AcquisitionMatrix") or [])) if m]
+
+    def fits(n: int) -> bool:
+        grid = math.ceil(math.sqrt(n))
+        if n < 1 or grid < 1 or rows < grid or cols < grid:
+            return False
+        if matrix:  # a tile of the acquisition matrix's size: rows = grid x tile (one side may be padded)
+            return any(rows // grid == m or cols // grid == m for m in matrix)
+        return True
+
+    good = [(w, n) for w, n in candidates if fits(n)]
+    if not good:
+        said = "; ".join(f"{w} {n}" for w, n in candidates)
+        raise MedvisionIOError(f"a Siemens mosaic of {rows}x{cols} whose slice count cannot be right ({said}; "
+                               f"acquisition matrix {matrix or 'not given'}): its tiles cannot be cut")
+    bad = [(w, n) for w, n in candidates if (w, n) not in good and n != good[0][1]]
+    note = (f"mosaic: {bad[0][0]} says {bad[0][1]}, which does not fit a {rows}x{cols} mosaic; "
+            f"{good[0][0]} ({good[0][1]}) was used") if bad else ""
+    return good[0][1], note
 
 
 def csa_image(ds: Dataset) -> dict[str, list[str]]:
@@ -280,9 +311,13 @@ def frames_from_dataset(ds: Dataset, ref: FileRef) -> list[Frame]:
     base.update(b_value=b, gradient=grad, derived=derived_kind(ds, b, grad, directionality),
                 philips_scale=philips_scale(ds) if manufacturer(ds) == "philips" else None,
                 order_key=classic_order_key(ds, base["instance"], b, grad))
-    n_tiles = mosaic_tiles(ds)
+    n_tiles, note = mosaic_count(ds)
     if n_tiles > 1:
-        return _mosaic_frames(ds, ref, info, n_tiles, base)
+        frames = _mosaic_frames(ds, ref, info, n_tiles, base)
+        if note:
+            for f in frames:
+                f.notes.append(note)
+        return frames
     if info.n_frames > 1:
         # Legacy multi-frame (no functional groups): frames share the header's position; they are
         # stacked along the slice normal by SpacingBetweenSlices (or marked as having no positions).

@@ -56,11 +56,13 @@ def _text(ds, keyword: str) -> str:
 
 
 def _int(ds, keyword: str) -> int | None:
+    """An integer the index can store (SQLite's 64 bits), or None."""
     try:
         value = ds.get(keyword)
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+        number = int(value) if value not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is None or -2**63 <= number < 2**63 else None
 
 
 def classify(ds) -> str:
@@ -88,8 +90,22 @@ def header_record(found: FoundFile) -> dict:
         rec.update(status="notdicom", error=str(exc))
         return rec
     except Exception as exc:  # a header we cannot parse must never stop a scan
-        rec.update(status="error", error=f"{found.ref}: unreadable header ({exc})")
+        rec.update(status="error", error=f"{found.ref}: unreadable header ({_why(exc)})")
         return rec
+    try:  # pydicom converts elements when they are read: a damaged one (unknown VR, bad length) raises here
+        return _fill(rec, ds, found)
+    except Exception as exc:  # noqa: BLE001 - one damaged file is reported and left out, never the folder
+        rec.update({c: None for c in _COLUMNS if c not in ("path", "member", "size", "mtime_ns")})
+        rec.update(status="error", error=f"{found.ref}: damaged header ({_why(exc)})")
+        return rec
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _fill(rec: dict, ds, found: FoundFile) -> dict:
     meta = getattr(ds, "file_meta", None)
     blank = 0
     study_uid = _text(ds, "StudyInstanceUID")

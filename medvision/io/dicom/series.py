@@ -17,7 +17,7 @@ from .assemble import StackPlan, plan_stacks
 from .decode import DecodeTask, check_decodable, decode_tasks, read_native_frame, stored_dtype, stored_range
 from .diffusion import manufacturer
 from .files import FileRef, read_dataset
-from .frames import Frame, csa_image, frames_from_dataset, has_pixel_data
+from .frames import Frame, csa_image, frames_from_dataset, has_pixel_data, pixel_info
 from .index import _incomplete, classify
 from .pool import default_workers, map_chunks
 from .scaling import apply_philips_scaling
@@ -94,22 +94,15 @@ def read_file_frames(ref: FileRef, *, with_meta: bool = True) -> FileFrames:
                 out.not_image = f"{ref}: a {_sop_name(ds)} object without pixel data, not an image"
                 return out
             raise PixelDataError(f"{ref}: the file has no pixel data")
+        size_note = _check_sizes(pixel_info(ds), ref, ds)  # before any frame is made: NumberOfFrames may claim billions
         frames = frames_from_dataset(ds, ref)
-        p = frames[0].pixel
-        if p.rows <= 0 or p.columns <= 0:
-            raise PixelDataError(f"{ref}: Rows/Columns are missing or zero")
-        check_decodable(p, ref)
-        if not p.compressed and p.offset is not None:
-            samples = 2 if p.photometric == "YBR_FULL_422" else p.samples_per_pixel  # chroma subsampled
-            need = p.rows * p.columns * samples * stored_dtype(p).itemsize * p.n_frames
-            if p.length == 0:
-                raise PixelDataError(f"{ref}: the pixel data element is empty")
-            if p.length < need:
-                raise PixelDataError(f"{ref}: pixel data holds {p.length} bytes, {p.n_frames} frame(s) of "
-                                     f"{p.rows}x{p.columns} need {need} (truncated)")
-            size = _file_size(ref)
-            if size is not None and p.offset + need > size:
-                raise PixelDataError(f"{ref}: the file ends inside its pixel data (truncated)")
+        if size_note:
+            for f in frames:
+                f.notes.append(size_note)
+        frames = _match_codestream(ds, ref, frames)
+        check_decodable(frames[0].pixel, ref)
+        _check_orientations(frames, ref)
+        _note_rescale(ds, frames)
         out.frames = frames
         if with_meta:
             out.meta = _series_meta(ds)
@@ -119,6 +112,156 @@ def read_file_frames(ref: FileRef, *, with_meta: bool = True) -> FileFrames:
     except Exception as exc:  # never let one odd file stop a series
         out.error = f"{ref}: cannot be read ({type(exc).__name__}: {exc})"
     return out
+
+
+def _fragment_count(ds, ref: FileRef) -> int | None:
+    """The fragments of encapsulated pixel data, counted from their item headers (none is read)."""
+    from pydicom.tag import Tag
+
+    from .files import open_ref
+    from .header import _walk_items
+
+    raw = ds._dict.get(Tag(0x7FE0, 0x0010))
+    tell = getattr(raw, "value_tell", None)
+    if tell is None or getattr(raw, "length", None) != 0xFFFFFFFF or getattr(raw, "value", None) is not None:
+        return None
+    try:
+        with open_ref(ref) as fp:
+            fp.seek(tell)
+            return _walk_items(fp, getattr(raw, "is_little_endian", True))[1]
+    except (OSError, ValueError):
+        return None
+
+
+def _check_sizes(p, ref: FileRef, ds=None) -> str:
+    """The sizes the header declares (Rows, Columns, BitsAllocated, samples, NumberOfFrames) against the bytes
+    present: a header that does not describe its pixel data is refused before anything is allocated."""
+    if p.rows <= 0 or p.columns <= 0:
+        raise PixelDataError(f"{ref}: Rows/Columns are missing or zero")
+    size = _file_size(ref)
+    if p.compressed:  # every frame is at least one fragment: an item header of 8 bytes
+        if size is not None and p.n_frames * 8 > size:
+            raise PixelDataError(f"{ref}: declares {p.n_frames} frames (NumberOfFrames), but the file holds only "
+                                 f"{size} bytes: the header is damaged")
+        fragments = _fragment_count(ds, ref)
+        if fragments is not None and p.n_frames > fragments:
+            raise PixelDataError(f"{ref}: declares {p.n_frames} frames (NumberOfFrames), but its compressed pixel "
+                                 f"data holds {fragments} fragment(s), and every frame needs one: the header is "
+                                 "damaged")
+        return ""
+    samples = 2 if p.photometric == "YBR_FULL_422" else p.samples_per_pixel  # chroma subsampled
+    frame_bytes = p.rows * p.columns * samples * stored_dtype(p).itemsize
+    need = frame_bytes * p.n_frames
+    if p.offset is None:  # not measurable here (a zip member read whole): at least bounded by the file
+        if size is not None and need > size:
+            raise PixelDataError(f"{ref}: declares {p.n_frames} frame(s) of {p.rows}x{p.columns} ({need} bytes), but "
+                                 f"the file holds only {size} bytes")
+        return ""
+    if p.length == 0:
+        raise PixelDataError(f"{ref}: the pixel data element is empty")
+    declared = (f"{p.n_frames} frame(s) of {p.rows}x{p.columns}x{samples} at {p.bits_allocated} bits "
+                f"(Rows, Columns, SamplesPerPixel, BitsAllocated, NumberOfFrames) need {need} bytes")
+    if p.length < need:
+        whole = p.length // frame_bytes if frame_bytes else 0
+        more = f"; the bytes hold {whole} whole frame(s)" if p.n_frames > 1 and p.length % frame_bytes == 0 else ""
+        raise PixelDataError(f"{ref}: pixel data holds {p.length} bytes, {declared}{more} (truncated, or the "
+                             "header is wrong)")
+    if size is not None and p.offset + need > size:
+        raise PixelDataError(f"{ref}: the file ends inside its pixel data (truncated)")
+    excess = p.length - need
+    if excess >= need:  # twice the bytes or more: another image than the header says (BitsAllocated 8 on 16-bit)
+        raise PixelDataError(f"{ref}: pixel data holds {p.length} bytes but {declared}: the header does not "
+                             "describe its pixel data")
+    if excess > 1:  # one byte of padding to an even length is DICOM's rule; more is padding or a wrong header
+        return (f"pixel data holds {excess} bytes more than Rows x Columns x BitsAllocated need: ignored as "
+                "padding, but if Rows or Columns is too small the image is cut")
+    return ""
+
+
+def _match_codestream(ds, ref: FileRef, frames: list) -> list:
+    """A compressed file whose codestream is of another family than its transfer syntax says (JPEG Baseline
+    declared, JPEG 2000 stored) is decoded as what it holds, and a note says so; a codestream that is
+    none of them is refused."""
+    import dataclasses
+
+    from .decode import _FAMILY_TS, codestream_family, declared_family, first_fragment_head
+
+    p = frames[0].pixel
+    want = declared_family(p.transfer_syntax) if p.compressed else None
+    if want is None:
+        return frames
+    have = codestream_family(first_fragment_head(ds, ref))
+    if have is None or have == want:
+        return frames
+    if have not in _FAMILY_TS:
+        raise PixelDataError(f"{ref}: the transfer syntax says {want}, but the pixel data is a {have} codestream; "
+                             "it cannot be decoded reliably")
+    fixed = dataclasses.replace(p, transfer_syntax=_FAMILY_TS[have])
+    note = (f"the transfer syntax says {want}, but the pixel data is a {have} codestream: decoded as {have}")
+    for f in frames:
+        f.pixel = fixed
+        f.notes.append(note)
+    return frames
+
+
+def _check_orientations(frames, ref: FileRef) -> None:
+    """ImageOrientationPatient must be two perpendicular unit vectors (rounding to 4 decimals tolerated)."""
+    seen: set[bytes] = set()
+    for f in frames:
+        if f.iop is None or f.iop.tobytes() in seen:
+            continue
+        seen.add(f.iop.tobytes())
+        row, col = f.iop[:3], f.iop[3:]
+        if (abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01
+                or abs(float(row @ col)) > 0.01):
+            values = ", ".join(f"{v:g}" for v in f.iop)
+            raise MedvisionIOError(f"{ref}: ImageOrientationPatient [{values}] is not two perpendicular unit "
+                                   "vectors: the image cannot be placed in space")
+
+
+def _note_rescale(ds, frames) -> None:
+    """A RescaleSlope of 0, NaN or infinity, or an intercept that is not finite, is noted on the frames (then
+    replaced by the value the series' other files agree on, or said in a warning: :func:`_rescale_warnings`)."""
+    bad = []
+    for keyword, zero_bad in (("RescaleSlope", True), ("RescaleIntercept", False)):
+        elem = ds.get(keyword)
+        if elem is None or elem == "":
+            continue
+        try:
+            value = float(elem)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not np.isfinite(value) or (zero_bad and value == 0):
+            bad.append(f"{keyword} {str(elem).strip()!r}")
+    if bad:
+        for f in frames:
+            f.notes.append("rescale:" + " and ".join(bad))
+
+
+def _rescale_warnings(frames: list) -> list[str]:
+    """The frames' notes as warnings, each with its count of files. Frames whose rescale values were
+    unusable take the (slope, intercept) every other file agrees on; else their stored values stay
+    unscaled. Either way the user is told."""
+    other: dict[str, set] = {}
+    for f in frames:
+        for n in f.notes:
+            if not n.startswith("rescale:"):
+                other.setdefault(n, set()).add(f.ref)
+    notes = [f"{n} ({len(refs)} file(s))" for n, refs in other.items()]
+    hurt = [f for f in frames if any(n.startswith("rescale:") for n in f.notes)]
+    if not hurt:
+        return notes
+    files = {f.ref for f in hurt}
+    what = sorted({n[len("rescale:"):] for f in hurt for n in f.notes if n.startswith("rescale:")})
+    good = {(f.slope, f.intercept) for f in frames if not any(n.startswith("rescale:") for n in f.notes)}
+    if len(good) == 1:
+        slope, intercept = good.pop()
+        for f in hurt:
+            f.slope, f.intercept = slope, intercept
+        return [*notes, f"{len(files)} file(s) have an unusable {', '.join(what)}; the slope {slope:g} and "
+                f"intercept {intercept:g} every other file of the series gives were used for them"]
+    return [*notes, f"{len(files)} file(s) have an unusable {', '.join(what)}: their values are the stored ones, not "
+            "rescaled (for a CT they may be off by the usual intercept, e.g. -1024 HU); check the scanner's export"]
 
 
 def _sop_class(ds) -> str:
@@ -516,6 +659,7 @@ def load_series_job(
     frames, meta, problems = yield from read_series_frames(refs, workers=workers)
     if not frames:
         raise NoImagesError(f"no loadable image among {len(refs)} files")
+    rescale_notes = _rescale_warnings(frames)
     scaling = apply_philips_scaling(frames, philips_scaling)
     if scaling:
         meta = dict(meta, philips_scaling=scaling)
@@ -528,6 +672,7 @@ def load_series_job(
     for plan in plans:
         if not meta.get("study_uid") or not meta.get("series_uid"):
             plan.warnings.insert(0, BLANK_UIDS_WARNING)
+        plan.warnings[:0] = rescale_notes
         if problems:
             plan.warnings.insert(0, f"{len(problems)} files were left out: " + "; ".join(problems[:5])
                                  + (" ..." if len(problems) > 5 else ""))

@@ -1,0 +1,89 @@
+"""The damaged-DICOM corpus (tests/dicom_mutants.py: real series, one planted defect each, and random
+header mutations with a fixed seed) through ``medvision convert``: never a traceback or an unexpected
+error, never a hang, bounded memory, and for every planted defect the volume, warning or refusal it
+must give."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .dicom_mutants import SHARED, build, classify, outcome
+
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/dicom")
+
+SECONDS = 60  # one mutant, at most
+PEAK_MB = 400  # Python and numpy memory of one mutant, at most (the undamaged CT takes about 40)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("mutants"), fuzz=120)
+
+
+def _bounded(mutant, tmp: Path) -> tuple[dict, float]:
+    """The mutant's outcome within SECONDS, and its peak of traced memory in MB."""
+    done: dict = {}
+
+    def work():
+        try:
+            done["result"] = outcome(mutant, tmp)
+        except BaseException as exc:  # noqa: BLE001 - reported below as a crash
+            done["error"] = exc
+
+    tracemalloc.start()
+    try:
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        thread.join(SECONDS)
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    assert not thread.is_alive(), f"{mutant.name}: still running after {SECONDS} s"
+    if "error" in done:
+        raise AssertionError(f"{mutant.name}: raised {done['error']!r}") from done["error"]
+    return done["result"], peak
+
+
+def _array(path: Path) -> np.ndarray:
+    from medvision.io import load
+
+    return load(path).array
+
+
+def test_every_mutant_ends_cleanly_and_each_planted_defect_is_met_as_planned(corpus, tmp_path, capsys):
+    assert len(corpus) >= 150
+    counts: collections.Counter = collections.Counter()
+    wrong = []
+    originals: dict[Path, np.ndarray] = {}
+    for mutant in corpus:
+        out = tmp_path / mutant.folder.name
+        out.mkdir()
+        result, peak = _bounded(mutant, out)
+        got = classify(mutant, result)
+        counts[got] += 1
+        if got == "crash":
+            wrong.append(f"{mutant.name}: exit {result['rc']}: {result['stderr'][-400:]}")
+            continue
+        if peak > PEAK_MB:
+            wrong.append(f"{mutant.name}: {peak:.0f} MB of memory")
+        if mutant.outcome == "clean":
+            continue
+        if got != mutant.outcome:
+            wrong.append(f"{mutant.name}: {got}, not {mutant.outcome}: {result['stderr'][-300:]}")
+        elif mutant.expect and mutant.expect not in result["stderr"]:
+            wrong.append(f"{mutant.name}: {mutant.expect!r} not said: {result['stderr'][-300:]}")
+        if mutant.equal and got != "error":
+            if mutant.original not in originals:
+                originals[mutant.original] = _array(mutant.original)
+            written = result["written"]
+            if len(written) != 1 or not np.array_equal(_array(written[0]), originals[mutant.original]):
+                wrong.append(f"{mutant.name}: the volume differs from the undamaged series'")
+    print(f"mutants: tried {len(corpus)}, " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    assert not wrong, "\n".join(wrong)
+    assert counts["crash"] == 0
