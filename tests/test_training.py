@@ -353,6 +353,36 @@ def test_a_stopped_run_resumes_in_the_same_lineage(tmp_path, datalist):
     assert final["finished"] and final["package"] == str(result.package_folder)
 
 
+@pytest.mark.parametrize("damage", ["epoch-text", "epoch-huge", "wrong-shapes"])
+def test_a_checkpoint_that_loads_but_holds_bad_contents_is_set_aside_and_a_new_run_starts(tmp_path, datalist,
+                                                                                          damage):
+    data = TrainingData.from_datalist(datalist)
+    cfg = config(tmp_path, epochs=3)
+    job = train_job(cfg, data)
+    for record in job:
+        if record.stage == "epoch":
+            break
+    job.close()
+    path = Path(cfg.workdir) / ckpt.FILE
+    state = torch.load(path, weights_only=True)
+    if damage == "epoch-text":
+        state["epoch"] = "abc"
+    elif damage == "epoch-huge":  # would install the untrained model as a finished one
+        state["epoch"] = 10**9
+    else:
+        state["model"] = {k: torch.zeros(*(v.shape[:-1] or (1,)), 2) for k, v in state["model"].items()}
+    torch.save(state, path)
+    job = train_job(cfg, data)
+    for record in job:
+        if record.stage == "epoch":
+            break
+    job.close()
+    assert list(Path(cfg.workdir).glob("checkpoint-bad*.pt"))
+    fresh = torch.load(path, weights_only=True)
+    assert fresh["epoch"] == 1 and fresh["run_id"] != state["run_id"]
+    assert "blobs-ft" not in {p.id for p in Registry().packages()}
+
+
 def test_k_fold_cross_validation_then_the_model_on_every_case(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
     cfg = config(tmp_path, new_id="blobs-cv", folds=3, epochs=2, freeze_epochs=0, patience=1)

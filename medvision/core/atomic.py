@@ -23,8 +23,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["write_text", "write_bytes", "write_via", "file_mode", "private_dir", "private_file", "PRIVATE_FILE",
-           "PRIVATE_DIR"]
+__all__ = ["write_text", "write_bytes", "write_via", "sweep", "TMP_PREFIX", "file_mode", "private_dir",
+           "private_file", "PRIVATE_FILE", "PRIVATE_DIR"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,42 @@ def private_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+#: how medvision's temporary files and folders are named (``.medvision-<name>.<random>.tmp``): a write killed
+#: half-way leaves one, which the next write to that folder removes once it is :data:`STALE_SECONDS` old
+TMP_PREFIX = ".medvision-"
+STALE_SECONDS = 3600
+
+
+def sweep(folder: str | os.PathLike, *, older_than: float = STALE_SECONDS) -> int:
+    """Remove medvision's own temporary files and folders left in ``folder`` by a killed write (recognised
+    by name, and only when older than ``older_than`` seconds: a write in progress elsewhere keeps its own);
+    how many were removed. Never raises."""
+    import time
+
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not (entry.name.startswith(TMP_PREFIX) and entry.name.endswith(".tmp")):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if now - st.st_mtime < older_than or stat.S_ISLNK(st.st_mode):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+            log.info("removed %s, left by an interrupted write", entry.path)
+        except OSError:
+            continue
+    return removed
+
+
 def _sync_dir(folder: Path) -> None:
     """fsync a folder so that a rename in it survives a crash (best effort: not every system can)."""
     try:
@@ -100,7 +136,8 @@ def write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview, *
     """Write ``data`` to ``path`` atomically (see the module's docstring)."""
     path = Path(path)
     mode = file_mode(path, private=private)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep(path.parent)
+    fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -130,7 +167,8 @@ def write_via(path: str | os.PathLike, writer: Callable[[Path], object], *, priv
     Files the writer adds beside ``temporary_path`` are moved into ``path``'s folder first."""
     path = Path(path)
     folder = path.parent
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
+    sweep(folder)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp", dir=folder))
     try:
         tmp = tmpdir / path.name
         if writer(tmp) is False:

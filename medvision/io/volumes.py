@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -76,9 +77,64 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
     use_compression = compress and suffix not in (".nii",)
     try:  # (a header/data pair: the data file is moved first, the header last)
         write_via(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=use_compression,
-                                                    compressionLevel=level), private=private)
+                                                    compressionLevel=level), private=private,
+                  check=lambda tmp: _check_written(tmp, image, suffix))
     except RuntimeError as exc:
-        raise MedvisionIOError(f"{path}: writing failed ({str(exc).strip().splitlines()[-1][:300]})") from exc
+        why = str(exc).strip().splitlines()[-1][:300]
+        raise MedvisionIOError(f"{path}: writing failed ({why}){_space(path, volume)}; nothing was overwritten"
+                               ) from exc
     except OSError as exc:
-        raise MedvisionIOError(f"{path}: writing failed ({exc.strerror or exc}); nothing was overwritten") from exc
+        raise MedvisionIOError(f"{path}: writing failed ({exc.strerror or exc}){_space(path, volume)}; nothing was "
+                               "overwritten") from exc
     return path
+
+
+def _space(path: Path, volume: Volume) -> str:
+    """", the disk is full: N MB needed, M MB free" when the folder lacks room for the uncompressed data."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return ""
+    need = volume.array.nbytes + 352
+    if free >= need:
+        return ""
+    return (f"; the disk holding {path.parent} is full: about {need / 2**20:.1f} MB were needed (less if compressed), "
+            f"{free / 2**20:.1f} MB are free")
+
+
+def _check_written(tmp: Path, image, suffix: str) -> None:
+    """The file just written read back before it replaces anything: a writer that ran out of disk space
+    may return as if it had succeeded (SimpleITK prints "wrote only N of M bytes" and goes on)."""
+    import gzip
+    import zlib
+
+    nbytes = image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent()
+    if suffix in (".nii", ".nii.gz"):
+        opener = gzip.open if suffix == ".nii.gz" else open
+        total = 0
+        head = b""
+        try:
+            with opener(tmp, "rb") as fh:  # gzip checks the CRC and length at the end of the stream
+                while block := fh.read(1 << 22):
+                    if not head:
+                        head = block[:352]
+                    total += len(block)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise OSError(f"{tmp.name}: the file written cannot be read back ({exc})") from exc
+        if len(head) < 348:
+            raise OSError(f"{tmp.name}: the file written has no complete NIfTI header")
+        little = int.from_bytes(head[:4], "little") == 348
+        offset = int(struct.unpack("<f" if little else ">f", head[108:112])[0])
+        if total != offset + nbytes:
+            raise OSError(f"{tmp.name}: {total} bytes written of {offset + nbytes}")
+        return
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(tmp))
+    try:
+        back = reader.Execute()
+    except RuntimeError as exc:
+        raise OSError(f"{tmp.name}: the file written cannot be read back") from exc
+    if back.GetSize() != image.GetSize():
+        raise OSError(f"{tmp.name}: read back as {back.GetSize()}, not {image.GetSize()}")

@@ -133,6 +133,51 @@ def load_checkpoint(workdir: Path, set_aside_bad: bool = True) -> dict | None:
     return state
 
 
+#: no run trains this many epochs: a checkpoint that says more is damaged (or made to install an untrained model)
+MAX_EPOCHS = 100_000
+
+
+def _shapes_fit(weights, want: dict) -> str | None:
+    if not isinstance(weights, dict) or set(weights) != set(want):
+        return "holds weights of another network"
+    for k, t in weights.items():
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(want[k].shape):
+            return f"holds weights of another shape ({k})"
+    return None
+
+
+def contents_problem(state: dict, model_state: dict, epochs: int | None = None) -> str | None:
+    """Why a checkpoint that loads cannot be resumed (None: it can): every field of the type and range a run
+    writes, the epoch within the run's (and history's) length, the weights of the network's shapes."""
+    ints = {k: state.get(k) for k in ("epoch", "bad_epochs", "best_epoch")}
+    bad = [k for k, v in ints.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0]
+    if bad:
+        return f"has an {bad[0]} of {ints[bad[0]]!r}"
+    epoch = ints["epoch"]
+    limit = min(MAX_EPOCHS, epochs) if epochs else MAX_EPOCHS
+    if epoch > limit:
+        return f"says {epoch} epochs were trained, more than the run's {limit}"
+    if not isinstance(state.get("history"), list) or len(state["history"]) != epoch:
+        return f"has a history of {len(state.get('history') or [])} epochs for epoch {epoch}"
+    if ints["best_epoch"] > epoch:
+        return f"has a best epoch ({ints['best_epoch']}) after its last ({epoch})"
+    score = state.get("best_score")
+    if not isinstance(score, int | float) or isinstance(score, bool) or score != score:
+        return f"has a best score of {score!r}"
+    for key, kind in (("run_id", str), ("lineage", list), ("optimizer", dict), ("scheduler", dict), ("rng", dict),
+                      ("best_per_label", list)):
+        if not isinstance(state.get(key), kind):
+            return f"has a {key} of type {type(state.get(key)).__name__}"
+    problem = _shapes_fit(state.get("model"), model_state)
+    if problem:
+        return problem
+    if state.get("best_model") is not None:
+        problem = _shapes_fit(state["best_model"], model_state)
+        if problem:
+            return "best model " + problem
+    return None
+
+
 def set_aside(workdir: Path, tag: str) -> Path | None:
     """Rename the checkpoint to ``checkpoint-<tag>.pt`` (kept, no longer resumed)."""
     path = workdir / FILE

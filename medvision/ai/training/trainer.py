@@ -572,6 +572,13 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
     state, start = None, "new"  # (process 0 decides; the others read the checkpoint it kept)
     if group.main:
         state = ckpt.load_checkpoint(workdir)
+        problem = ckpt.contents_problem(state, net.state_dict(), config.epochs) if state is not None else None
+        if problem:  # it loads but cannot be resumed: set aside like an unreadable one, never trusted
+            kept = ckpt.set_aside(workdir, "bad")
+            log.warning("%s: the checkpoint %s: set aside as %s, a new run starts", workdir, problem, kept)
+            notes.append(f"the checkpoint in {workdir} {problem}: set aside as {kept.name if kept else '?'}, "
+                         "a new run started")
+            state = None
         if state is not None and state.get("identity") == identity and state.get("finished") and run is not None \
                 and not run.export and _same_settings(state.get("config"), config):
             start = "reuse"  # a cross-validation's fold that finished, with these settings, before it was stopped
