@@ -23,8 +23,8 @@ from medvision.io.volumes import write_volume
 
 def _volume(shape=(100, 100, 100), seed=0) -> Volume:
     rng = np.random.default_rng(seed)  # noise: compresses badly, so the small disk really fills
-    return Volume(rng.integers(-1000, 1000, shape, dtype=np.int16), affine_from_geometry((1.0, 1.0, 2.0), (0.0, 0.0, 0.0)), None,
-                  {"modality": "CT"})
+    affine = affine_from_geometry((1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+    return Volume(rng.integers(-1000, 1000, shape, dtype=np.int16), affine, None, {"modality": "CT"})
 
 
 @pytest.fixture
