@@ -208,6 +208,9 @@ def add_train_parser(sub) -> None:
     budget.add_argument("--minutes", type=float, help="time budget for the whole run (loading, the head's probe, "
                         "validation, writing the model): the last epoch is cut short to end within it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--case-names", action="store_true",
+                   help="name the training cases in the new model's card by their ids (file names, which often hold "
+                        "patients' names); by default the card numbers them (case-001 ...) beside their hashes")
     p.add_argument("--from-scratch", action="store_true", help="random initial weights instead of the base's")
     p.add_argument("--transfer", choices=("encoder", "all"), default=None,
                    help="start from all the base's weights but the output head (the default) or from its "
@@ -332,7 +335,7 @@ def _cmd_train(args) -> int:
     config = TrainConfig(base=args.base, new_id=args.output, name=args.name, epochs=args.epochs, minutes=args.minutes,
                          device=args.device, from_scratch=args.from_scratch, patch_size=patch,
                          batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
-                         workdir=args.workdir, architecture=args.architecture,
+                         workdir=args.workdir, architecture=args.architecture, case_names=args.case_names,
                          patches_per_epoch=args.patches_per_epoch,
                          **{k: v for k, v in (("transfer", args.transfer), ("freeze_epochs", args.freeze_epochs),
                                               ("freeze_part", args.freeze_part), ("val_slab", args.val_slab),

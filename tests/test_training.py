@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,7 +35,13 @@ from medvision.ai.training.data import (
 )
 from medvision.ai.training.model import encoder_parameters, make_network
 from medvision.ai.training.sampling import PatchSampler
-from medvision.ai.training.trainer import TrainConfig, init_head_from_priors, train_job, training_spacing
+from medvision.ai.training.trainer import (
+    TrainConfig,
+    anonymous_cases,
+    init_head_from_priors,
+    train_job,
+    training_spacing,
+)
 from medvision.core.jobs import run_job
 from medvision.core.labels import LabelMap, LabelTable
 from medvision.core.volume import Volume
@@ -302,12 +309,15 @@ def test_training_writes_a_package_that_loads_and_infers_on_the_exact_grid(tmp_p
     assert card["output"] == {"activation": "softmax", "in_network": True}
     assert card["license"] == "MIT" and (package.folder / "LICENSE").is_file()
     prov = card["provenance"]
-    assert prov["parent"] == "deepbet-t1-brain 1.0.2" and prov["cases"] == ["c1", "c2", "c3"]
-    assert prov["data_hashes"]["c1"] == files_sha256([str(datalist.parent / "c1.nii.gz"),
-                                                      str(datalist.parent / "c1_seg.nii.gz")])
+    # the cases by number (their ids are file names, often patients' names) beside their content hashes
+    assert prov["parent"] == "deepbet-t1-brain 1.0.2" and prov["cases"] == ["case-001", "case-002", "case-003"]
+    assert prov["data_hashes"]["case-001"] == files_sha256([str(datalist.parent / "c1.nii.gz"),
+                                                            str(datalist.parent / "c1_seg.nii.gz")])
+    assert not {"c1", "c2", "c3"} & set(re.findall(r"\w+", json.dumps(prov)))
     assert set(prov["metrics"]["per_label"]) == {"ball", "box"} and "val_dice" in prov["metrics"]
     assert prov["created"] and prov["trained_by"] == "medvision train" and prov["epochs_run"] == 2
-    assert prov["hyperparameters"]["lr"] == 1e-3 and prov["split"] == result.split_description
+    assert prov["hyperparameters"]["lr"] == 1e-3
+    assert prov["split"] == anonymous_cases({"split": result.split_description}, ["c1", "c2", "c3"])["split"]
 
     volume = data.cases[0].volume
     out = run_job(infer_job(package, volume, InferenceOptions(device="cpu")))
@@ -383,6 +393,19 @@ def test_a_checkpoint_that_loads_but_holds_bad_contents_is_set_aside_and_a_new_r
     assert "blobs-ft" not in {p.id for p in Registry().packages()}
 
 
+def test_case_ids_become_numbers_in_the_card_unless_asked():
+    prov = {"cases": ["Doe_John", "Roe_Jane"], "data_hashes": {"Doe_John": "ab", "Roe_Jane": "cd"},
+            "split": "2 cases: training Doe_John, validation Roe_Jane", "parent": "Doe_John-model 1",
+            "cross_validation": {"per_fold": [{"validation": ["Roe_Jane"]}]}, "note": "Doe_Johnny stays"}
+    out = anonymous_cases(prov, ["Doe_John", "Roe_Jane"])
+    assert out["cases"] == ["case-001", "case-002"] and out["data_hashes"] == {"case-001": "ab", "case-002": "cd"}
+    assert out["split"] == "2 cases: training case-001, validation case-002"
+    assert out["cross_validation"]["per_fold"][0]["validation"] == ["case-002"]
+    assert out["parent"] == "Doe_John-model 1" and out["note"] == "Doe_Johnny stays"  # not a case id
+    assert "anonymous" in out["case_names"]
+    assert TrainConfig(base="b", new_id="n").case_names is False
+
+
 def test_k_fold_cross_validation_then_the_model_on_every_case(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
     cfg = config(tmp_path, new_id="blobs-cv", folds=3, epochs=2, freeze_epochs=0, patience=1)
@@ -406,7 +429,8 @@ def test_k_fold_cross_validation_then_the_model_on_every_case(tmp_path, datalist
 
     card = Registry().get("blobs-cv").card
     prov = card["provenance"]
-    assert prov["cross_validation"]["per_fold"] == folds and prov["cases"] == ["c1", "c2", "c3"]
+    assert prov["cross_validation"]["per_fold"] == anonymous_cases({"f": folds}, ["c1", "c2", "c3"])["f"]
+    assert prov["cases"] == ["case-001", "case-002", "case-003"]
     assert prov["metrics"]["val_dice"] == result.best_val_dice and "3-fold" in prov["metrics"]["validation"]
     assert set(prov["metrics"]["per_label"]) == {"ball", "box"}
     assert prov["hyperparameters"]["folds"] == 3 and prov["epochs_run"] == cv["final_epochs"]

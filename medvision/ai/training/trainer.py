@@ -167,6 +167,9 @@ class TrainConfig:
     #: a single case's validation slab: "x-first", "z-last" ... (None: chosen, see ``region_split``)
     val_slab: str | None = None
     threads: int | None = None
+    #: the card names the training cases by their ids (file names, often patients' names) instead of
+    #: anonymous numbers ("case-001") beside their content hashes
+    case_names: bool = False
 
     def __post_init__(self) -> None:
         from ..card_schema import is_safe_id
@@ -889,6 +892,8 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         provenance["metrics"] = {"val_dice": cv["val_dice_mean"], "val_dice_sd": cv["val_dice_sd"],
                                  "per_label": cv["per_label_mean"], "validation": cv["description"]}
         provenance["seconds"] = round(provenance["seconds"] + cv["seconds"], 1)
+    if not config.case_names:  # case ids come from file names, often patients' names: numbers in the card
+        provenance = anonymous_cases(provenance, [c.id for c in data.cases])
     name = config.name or f"{', '.join(names)} ({'fine-tuned from ' + base.id if fine_tune else 'trained'})"
     try:
         package = write_package(base=base, new_id=config.new_id, name=name, state=weights, spec=tn.spec,
@@ -930,13 +935,39 @@ def _mark_finished(workdir: Path, **extra) -> bool:
 
 
 #: settings that do not change what a run computes (a finished fold is reused whatever they are)
-_INCIDENTAL = ("workdir", "device", "threads", "name", "amp")
+_INCIDENTAL = ("workdir", "device", "threads", "name", "amp", "case_names")
 
 
 def _same_settings(saved: dict | None, config: TrainConfig) -> bool:
     """Whether a checkpoint's settings are ``config``'s, but for :data:`_INCIDENTAL` ones."""
     now = json.loads(json.dumps(config.as_dict()))  # (tuples as lists, as a checkpoint holds them)
     return isinstance(saved, dict) and all(saved.get(k) == v for k, v in now.items() if k not in _INCIDENTAL)
+
+
+def anonymous_cases(provenance: dict, ids: list[str]) -> dict:
+    """``provenance`` with every case id (in values and keys, as a whole word) replaced by ``case-NNN`` in the
+    order of ``ids``; the content hashes stay, so a case can still be matched to its files by who holds them."""
+    import re
+
+    numbers = {cid: f"case-{i + 1:03d}" for i, cid in enumerate(ids)}
+    if not numbers:
+        return provenance
+    pattern = re.compile("|".join(rf"(?<![\w.-]){re.escape(cid)}(?![\w.-])"
+                                  for cid in sorted(numbers, key=len, reverse=True)))
+
+    def swap(value):
+        if isinstance(value, str):
+            return numbers.get(value) or pattern.sub(lambda m: numbers[m.group(0)], value)
+        if isinstance(value, dict):
+            return {swap(k) if isinstance(k, str) else k: swap(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [swap(v) for v in value]
+        return value
+
+    out = {k: (v if k in ("parent", "parent_id", "parent_version", "parent_sha256", "hyperparameters", "created",
+                          "run_id", "lineage", "device") else swap(v)) for k, v in provenance.items()}
+    out["case_names"] = "anonymous (case-NNN in the order trained; the hashes identify the files)"
+    return out
 
 
 def _fold_result(state: dict, names: list[str], split: Split, notes: list[str], workdir: Path) -> TrainResult:
