@@ -134,3 +134,21 @@ def test_the_checkpoint_write_helper_on_a_full_disk_leaves_the_old_file(small_di
         write_bytes(target, os.urandom(2 << 20))
     assert target.read_bytes() == b"previous epoch"
     assert [p.name for p in small_disk.iterdir()] == ["checkpoint.pt"]
+
+
+def test_an_uncaught_error_in_the_window_is_a_sentence_there_and_a_traceback_in_the_log(window, monkeypatch,
+                                                                                      medvision_home):
+    import sys
+
+    from medvision.ui.app import install_excepthook
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    install_excepthook(window)
+    try:
+        raise ValueError("a slot broke\nmore")
+    except ValueError as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    assert window.last_error.startswith("unexpected error: ValueError: a slot broke; details in ")
+    assert window.isVisible()
+    log = Path(medvision_home) / "data" / "logs" / "medvision.log"
+    assert "a slot broke" in log.read_text() and "Traceback" in log.read_text()

@@ -27,6 +27,27 @@ def _application():
     return app
 
 
+def install_excepthook(window) -> None:
+    """An exception no code caught (in a Qt slot, a timer) is shown as one sentence in the window (status bar
+    and message box) with its traceback in the private log, never printed as a traceback; nothing is closed."""
+    previous = sys.excepthook
+
+    def hook(kind, exc, tb):
+        if issubclass(kind, KeyboardInterrupt):
+            previous(kind, exc, tb)
+            return
+        from ..crashlog import one_line, record
+
+        where = record(exc.with_traceback(tb), "the window")
+        try:
+            window.report_error(f"unexpected error: {one_line(exc)}" + (f"; details in {where}" if where else "")
+                                + "; nothing was closed")
+        except Exception:  # noqa: BLE001 - the window itself is broken: the terminal is left
+            previous(kind, exc, tb)
+
+    sys.excepthook = hook
+
+
 def run_gui(path: str | None = None, *, series: str | None = None, layout: str | None = None,
             screenshot: str | None = None, started: float | None = None) -> int:
     """Open the main window (and ``path`` in it). With ``screenshot``, render the window with the
@@ -53,6 +74,7 @@ def run_gui(path: str | None = None, *, series: str | None = None, layout: str |
         settings = Settings()
         settings.save = lambda: None  # type: ignore[method-assign]
     window = MainWindow(settings)
+    install_excepthook(window)
     if layout:
         window.set_layout(layout)
     if screenshot:
