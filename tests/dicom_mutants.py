@@ -38,6 +38,24 @@ class Mutant:
     equal: bool = False  # the volume must equal the original's
 
 
+#: pydicom's bundled files (always there): one file each, fuzzed and given planted size defects
+PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "rtdose.dcm")
+
+
+def _pydicom_sources(out: Path) -> dict[str, tuple[Path, int]]:
+    from pydicom.data import get_testdata_file
+
+    found = {}
+    for name in PYDICOM_FILES:
+        path = get_testdata_file(name)
+        if path:
+            folder = out / f"pydicom-{Path(name).stem}"
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, folder / name)
+            found[f"pd-{Path(name).stem}"] = (folder, 1)
+    return found
+
+
 def _sources() -> dict[str, tuple[Path, int]]:
     """name -> (folder, files to take)."""
     out = {}
@@ -156,6 +174,11 @@ def _planted(out: Path, sources: dict) -> list[Mutant]:
         make("rows-65", "ge", lambda fs: [_edit(f, _set(Rows=65)) for f in fs], "error", "need")
         make("temporal-position-changed", "ge",
              lambda fs: _edit(fs[7], _set(TemporalPositionIdentifier=4)), "correct", equal=True)
+    for key in [k for k in sources if k.startswith("pd-")]:  # single files: sizes that cannot be
+        make(f"{key}-frames-huge", key, lambda fs: _edit(fs[0], _set(NumberOfFrames=2**31 - 1)), "error",
+             "NumberOfFrames")
+        make(f"{key}-rows-double", key, lambda fs: _edit(fs[0], _set(Rows=pydicom.dcmread(fs[0]).Rows * 2)),
+             "error", "")
     if "mosaic" in sources:
         for n in (36, 1000, 0):
             make(f"mosaic-count-{n}", "mosaic",
@@ -198,7 +221,7 @@ def _set_any(ds, keyword: str, value) -> None:
 
 def _fuzzed(out: Path, sources: dict, count: int, seed: int = SEED) -> list[Mutant]:
     rng = random.Random(seed)
-    keys = [k for k in ("ct", "ge") if k in sources]
+    keys = [k for k in sources if k in ("ct", "ge") or k.startswith("pd-")]
     mutants = []
     for n in range(count):
         key = keys[n % len(keys)]
@@ -231,10 +254,8 @@ def _fuzzed(out: Path, sources: dict, count: int, seed: int = SEED) -> list[Muta
 
 def build(out: Path, *, fuzz: int = 120) -> list[Mutant]:
     """Write the corpus under ``out``; empty when the real series are absent."""
-    sources = _sources()
-    if not sources:
-        return []
     out.mkdir(parents=True, exist_ok=True)
+    sources = {**_sources(), **_pydicom_sources(out / "sources")}
     return _planted(out, sources) + _fuzzed(out, sources, fuzz)
 
 

@@ -15,8 +15,6 @@ import pytest
 
 from .dicom_mutants import SHARED, build, classify, outcome
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/dicom")
-
 SECONDS = 60  # one mutant, at most
 PEAK_MB = 400  # Python and numpy memory of one mutant, at most (the undamaged CT takes about 40)
 
@@ -57,7 +55,7 @@ def _array(path: Path) -> np.ndarray:
 
 
 def test_every_mutant_ends_cleanly_and_each_planted_defect_is_met_as_planned(corpus, tmp_path, capsys):
-    assert len(corpus) >= 150
+    assert len(corpus) >= (170 if SHARED.is_dir() else 130)  # pydicom's own files alone without ../shared
     counts: collections.Counter = collections.Counter()
     wrong = []
     originals: dict[Path, np.ndarray] = {}
