@@ -78,7 +78,8 @@ def test_a_short_budget_bounds_the_whole_run_on_a_real_case(shared_data, tmp_pat
                                                      "label": str(data_dir / "MRIcrop-seg.gipl.gz")}]})
     minutes = 0.15
     config = TrainConfig(base="deepbet-t1-brain", new_id="mricrop-budget", minutes=minutes, device="cpu",
-                         patch_size=(32, 32, 32), spacing_mm=None, threads=1, workdir=str(tmp_path / "work"))
+                         patch_size=(32, 32, 32), spacing_mm=None, threads=1, workdir=str(tmp_path / "work"),
+                         patience=10_000)  # only the budget ends it (a fast machine met early stopping first)
     job = train_job(config, data)
     started = time.perf_counter()  # the run's start: its first step
     records = [next(job)]
