@@ -363,9 +363,7 @@ def test_a_stopped_run_resumes_in_the_same_lineage(tmp_path, datalist):
     assert final["finished"] and final["package"] == str(result.package_folder)
 
 
-@pytest.mark.parametrize("damage", ["epoch-text", "epoch-huge", "wrong-shapes"])
-def test_a_checkpoint_that_loads_but_holds_bad_contents_is_set_aside_and_a_new_run_starts(tmp_path, datalist,
-                                                                                          damage):
+def test_a_checkpoint_that_loads_but_holds_bad_contents_is_set_aside_and_a_new_run_starts(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
     cfg = config(tmp_path, epochs=3)
     job = train_job(cfg, data)
@@ -374,23 +372,28 @@ def test_a_checkpoint_that_loads_but_holds_bad_contents_is_set_aside_and_a_new_r
             break
     job.close()
     path = Path(cfg.workdir) / ckpt.FILE
-    state = torch.load(path, weights_only=True)
-    if damage == "epoch-text":
-        state["epoch"] = "abc"
-    elif damage == "epoch-huge":  # would install the untrained model as a finished one
-        state["epoch"] = 10**9
-    else:
-        state["model"] = {k: torch.zeros(*(v.shape[:-1] or (1,)), 2) for k, v in state["model"].items()}
-    torch.save(state, path)
-    job = train_job(cfg, data)
-    for record in job:
-        if record.stage == "epoch":
-            break
-    job.close()
-    assert list(Path(cfg.workdir).glob("checkpoint-bad*.pt"))
-    fresh = torch.load(path, weights_only=True)
-    assert fresh["epoch"] == 1 and fresh["run_id"] != state["run_id"]
-    assert "blobs-ft" not in {p.id for p in Registry().packages()}
+    good = path.read_bytes()
+    for damage in ("epoch-text", "epoch-huge", "wrong-shapes"):
+        path.write_bytes(good)
+        state = torch.load(path, weights_only=True)
+        if damage == "epoch-text":
+            state["epoch"] = "abc"
+        elif damage == "epoch-huge":  # would install the untrained model as a finished one
+            state["epoch"] = 10**9
+        else:
+            state["model"] = {k: torch.zeros(*(v.shape[:-1] or (1,)), 2) for k, v in state["model"].items()}
+        torch.save(state, path)
+        for old in Path(cfg.workdir).glob("checkpoint-bad*.pt"):
+            old.unlink()
+        job = train_job(cfg, data)
+        for record in job:
+            if record.stage == "epoch":
+                break
+        job.close()
+        assert list(Path(cfg.workdir).glob("checkpoint-bad*.pt")), damage
+        fresh = torch.load(path, weights_only=True)
+        assert fresh["epoch"] == 1 and fresh["run_id"] != state["run_id"], damage
+        assert "blobs-ft" not in {p.id for p in Registry().packages()}
 
 
 def test_case_ids_become_numbers_in_the_card_unless_asked():
