@@ -172,8 +172,19 @@ def _planted(out: Path, sources: dict) -> list[Mutant]:
         make("rows-63", "ge", lambda fs: [_edit(f, _set(Rows=63)) for f in fs], "warning", "more than Rows")
         make("columns-63", "ge", lambda fs: [_edit(f, _set(Columns=63)) for f in fs], "warning", "more than Rows")
         make("rows-65", "ge", lambda fs: [_edit(f, _set(Rows=65)) for f in fs], "error", "need")
-        make("temporal-position-changed", "ge",
-             lambda fs: _edit(fs[7], _set(TemporalPositionIdentifier=4)), "correct", equal=True)
+        make("temporal-position-added", "ge",
+             lambda fs: _edit(fs[7], _set(TemporalPositionIdentifier=4)), "warning", "TemporalPositionIdentifier")
+
+        def numbered_then_one_changed(fs, which=7):  # each file its volume's number (15 slices a volume), then one
+            for f in fs:
+                _edit(f, lambda ds: setattr(ds, "TemporalPositionIdentifier", 1 + (int(ds.InstanceNumber) - 1) // 15))
+            if which is not None:
+                _edit(fs[which], lambda ds: setattr(ds, "TemporalPositionIdentifier",
+                                                    3 - int(ds.TemporalPositionIdentifier)))
+
+        make("temporal-position-changed", "ge", numbered_then_one_changed, "warning", "TemporalPositionIdentifier")
+        make("temporal-position-numbered", "ge", lambda fs: numbered_then_one_changed(fs, which=None), "correct",
+             equal=True)
     for key in [k for k in sources if k.startswith("pd-")]:  # single files: sizes that cannot be
         make(f"{key}-frames-huge", key, lambda fs: _edit(fs[0], _set(NumberOfFrames=2**31 - 1)), "error",
              "NumberOfFrames")

@@ -200,6 +200,9 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
     m = len(per_position[0])
     volumes = [[pos[t] for pos in per_position] for t in range(m)]
     plan.frames = volumes
+    mixed = _mixed_temporal(volumes)
+    if mixed:
+        warnings.append(mixed)
     if m > 1:
         plan.frame_axis, plan.frame_values = _frame_axis(volumes)
 
@@ -255,6 +258,25 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
                                    "status bar, or --regularize on the command line)")
     _set_affine(plan, row_cos, col_cos, slice_vec, ipps[0], spacing)
     return plan
+
+
+def _mixed_temporal(volumes: list[list[Frame]]) -> str:
+    """A warning when the images put together as one volume of a series disagree on TemporalPositionIdentifier
+    (one file's value changed): its frames may then sit in another volume than the one they were acquired in."""
+    if len(volumes) < 2:
+        return ""
+    odd = []
+    for t, vol in enumerate(volumes):
+        values = [f.temporal_index for f in vol if f.temporal_index is not None]
+        if values and (len(values) != len(vol) or len(set(values)) > 1):
+            common = Counter(values).most_common(1)[0][0]
+            odd.extend((t, f) for f in vol if f.temporal_index != common)
+    if not odd:
+        return ""
+    t, f = odd[0]
+    return (f"{len(odd)} image(s) disagree with the rest of their volume on TemporalPositionIdentifier (e.g. "
+            f"{f.ref.name}: {f.temporal_index if f.temporal_index is not None else 'none'} in volume {t + 1}): the "
+            "volumes may be mixed up at those positions")
 
 
 def _off_line(ipps: np.ndarray, dpos: np.ndarray, spacing) -> str:
