@@ -574,14 +574,7 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         workdir = workdir / run.subdir
     state, start = None, "new"  # (process 0 decides; the others read the checkpoint it kept)
     if group.main:
-        state = ckpt.load_checkpoint(workdir)
-        problem = ckpt.contents_problem(state, net.state_dict(), config.epochs) if state is not None else None
-        if problem:  # it loads but cannot be resumed: set aside like an unreadable one, never trusted
-            kept = ckpt.set_aside(workdir, "bad")
-            log.warning("%s: the checkpoint %s: set aside as %s, a new run starts", workdir, problem, kept)
-            notes.append(f"the checkpoint in {workdir} {problem}: set aside as {kept.name if kept else '?'}, "
-                         "a new run started")
-            state = None
+        state = _resumable_checkpoint(workdir, net, config.epochs, notes)
         if state is not None and state.get("identity") == identity and state.get("finished") and run is not None \
                 and not run.export and _same_settings(state.get("config"), config):
             start = "reuse"  # a cross-validation's fold that finished, with these settings, before it was stopped
@@ -892,8 +885,8 @@ def train_run(config: TrainConfig, data: TrainingData, registry: Registry | None
         provenance["metrics"] = {"val_dice": cv["val_dice_mean"], "val_dice_sd": cv["val_dice_sd"],
                                  "per_label": cv["per_label_mean"], "validation": cv["description"]}
         provenance["seconds"] = round(provenance["seconds"] + cv["seconds"], 1)
-    if not config.case_names:  # case ids come from file names, often patients' names: numbers in the card
-        provenance = anonymous_cases(provenance, [c.id for c in data.cases])
+    # case ids come from file names, often patients' names: numbers in the card unless asked
+    provenance = anonymous_cases(provenance, [c.id for c in data.cases], keep=config.case_names)
     name = config.name or f"{', '.join(names)} ({'fine-tuned from ' + base.id if fine_tune else 'trained'})"
     try:
         package = write_package(base=base, new_id=config.new_id, name=name, state=weights, spec=tn.spec,
@@ -944,13 +937,28 @@ def _same_settings(saved: dict | None, config: TrainConfig) -> bool:
     return isinstance(saved, dict) and all(saved.get(k) == v for k, v in now.items() if k not in _INCIDENTAL)
 
 
-def anonymous_cases(provenance: dict, ids: list[str]) -> dict:
+def _resumable_checkpoint(workdir: Path, net, epochs: int | None, notes: list[str]) -> dict | None:
+    """The checkpoint to resume from, or None. One that loads but cannot be resumed (an epoch of "abc" or 10^9,
+    weights of other shapes) is set aside like an unreadable one and never trusted."""
+    state = ckpt.load_checkpoint(workdir)
+    problem = ckpt.contents_problem(state, net.state_dict(), epochs) if state is not None else None
+    if not problem:
+        return state
+    kept = ckpt.set_aside(workdir, "bad")
+    log.warning("%s: the checkpoint %s: set aside as %s, a new run starts", workdir, problem, kept)
+    notes.append(f"the checkpoint in {workdir} {problem}: set aside as {kept.name if kept else '?'}, a new run "
+                 "started")
+    return None
+
+
+def anonymous_cases(provenance: dict, ids: list[str], keep: bool = False) -> dict:
     """``provenance`` with every case id (in values and keys, as a whole word) replaced by ``case-NNN`` in the
-    order of ``ids``; the content hashes stay, so a case can still be matched to its files by who holds them."""
+    order of ``ids``; the content hashes stay, so a case can still be matched to its files by who holds them.
+    ``keep``: the ids are left as they are (the user asked for names in the card)."""
     import re
 
     numbers = {cid: f"case-{i + 1:03d}" for i, cid in enumerate(ids)}
-    if not numbers:
+    if not numbers or keep:
         return provenance
     pattern = re.compile("|".join(rf"(?<![\w.-]){re.escape(cid)}(?![\w.-])"
                                   for cid in sorted(numbers, key=len, reverse=True)))
