@@ -302,8 +302,8 @@ def _cmd_train(args) -> int:
 
     from .ai.package import PackageError
     from .ai.training import distributed
-    from .ai.training.data import TrainingData, TrainingDataError
-    from .ai.training.trainer import TrainConfig, train_job
+    from .ai.training.data import TrainingDataError
+    from .ai.training.trainer import train_job
     from .cli import _Bar
     from .core.jobs import Cancelled, run_job
     from .workspace.project import ProjectError
@@ -314,40 +314,10 @@ def _cmd_train(args) -> int:
         if main or kw.get("file") is sys.stderr:
             print(*values, **kw)
 
-    groups = {}
-    for item in args.labels:
-        name, _, members = item.partition("=")
-        groups[name.strip()] = [m.strip() for m in members.split(",") if m.strip()] or [name.strip()]
-    from .ai.card_schema import is_safe_id
-
-    if not is_safe_id(args.output):  # the new package's folder name: said before any case is read
-        return _fail(f"-o {args.output!r}: a model id takes letters, digits, '.', '_' and '-' only, starting with a "
-                     "letter or digit, at most 100 characters and no '..'")
     try:
-        patch = _patch(args.patch)
-        spacing = _spacing(args.spacing)
-        if args.datalist:
-            data = TrainingData.from_datalist(args.datalist, label_groups=groups or None)
-        else:
-            data = TrainingData.from_project(args.workspace, label_groups=groups or None)
+        data, config = _train_setup(args)
     except (TrainingDataError, ProjectError, ValueError) as exc:
         return _fail(str(exc))
-    config = TrainConfig(base=args.base, new_id=args.output, name=args.name, epochs=args.epochs, minutes=args.minutes,
-                         device=args.device, from_scratch=args.from_scratch, patch_size=patch,
-                         batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
-                         workdir=args.workdir, architecture=args.architecture, case_names=args.case_names,
-                         patches_per_epoch=args.patches_per_epoch,
-                         **{k: v for k, v in (("transfer", args.transfer), ("freeze_epochs", args.freeze_epochs),
-                                              ("freeze_part", args.freeze_part), ("val_slab", args.val_slab),
-                                              ("encoder_lr_factor", args.encoder_lr_factor),
-                                              ("head_init", args.head_init), ("folds", args.folds),
-                                              ("spacing_mm", spacing))
-                            if v is not None})
-    if config.folds:
-        try:
-            data.folds(config.folds, config.seed)  # too few cases: said before anything is loaded
-        except TrainingDataError as exc:
-            return _fail(str(exc))
     say(f"{len(data.cases)} cases, labels: {', '.join(data.names)}", flush=True)
     for note in data.notes:
         say(f"note: {note}", flush=True)
@@ -395,6 +365,44 @@ def _cmd_train(args) -> int:
         bar.close()
         signal.signal(signal.SIGINT, previous)
         distributed.end()
+    _report_training(result, data, say)
+    return 0
+
+
+def _train_setup(args):
+    """The training data and settings of ``medvision train``'s arguments; anything wrong raises
+    (TrainingDataError, ProjectError, ValueError) before a case is trained on."""
+    from .ai.card_schema import is_safe_id
+    from .ai.training.data import TrainingData
+    from .ai.training.trainer import TrainConfig
+
+    if not is_safe_id(args.output):  # the new package's folder name: said before any case is read
+        raise ValueError(f"-o {args.output!r}: a model id takes letters, digits, '.', '_' and '-' only, starting "
+                         "with a letter or digit, at most 100 characters and no '..'")
+    groups = {}
+    for item in args.labels:
+        name, _, members = item.partition("=")
+        groups[name.strip()] = [m.strip() for m in members.split(",") if m.strip()] or [name.strip()]
+    patch, spacing = _patch(args.patch), _spacing(args.spacing)
+    if args.datalist:
+        data = TrainingData.from_datalist(args.datalist, label_groups=groups or None)
+    else:
+        data = TrainingData.from_project(args.workspace, label_groups=groups or None)
+    optional = (("transfer", args.transfer), ("freeze_epochs", args.freeze_epochs), ("freeze_part", args.freeze_part),
+                ("val_slab", args.val_slab), ("encoder_lr_factor", args.encoder_lr_factor),
+                ("head_init", args.head_init), ("folds", args.folds), ("spacing_mm", spacing))
+    config = TrainConfig(base=args.base, new_id=args.output, name=args.name, epochs=args.epochs, minutes=args.minutes,
+                         device=args.device, from_scratch=args.from_scratch, patch_size=patch,
+                         batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
+                         workdir=args.workdir, architecture=args.architecture, case_names=args.case_names,
+                         patches_per_epoch=args.patches_per_epoch, **{k: v for k, v in optional if v is not None})
+    if config.folds:
+        data.folds(config.folds, config.seed)  # too few cases: said before anything is loaded
+    return data, config
+
+
+def _report_training(result, data, say) -> None:
+    """What ``medvision train`` prints once the new model is written."""
     dice = "n/a" if result.best_val_dice is None else f"{result.best_val_dice:.3f}"
     per_label = ", ".join(f"{n} {'n/a' if d is None else f'{d:.3f}'}" for n, d in result.per_label.items())
     cv = result.cross_validation
@@ -414,4 +422,3 @@ def _cmd_train(args) -> int:
         if note not in data.notes:  # (those were said first)
             say(f"note: {note}")
     say(f"new model {result.package_id} {result.version} -> {result.package_folder}")
-    return 0

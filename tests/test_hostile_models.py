@@ -401,3 +401,17 @@ def test_onnx_with_foreign_operators_or_external_tensors_is_refused(tmp_path):
         import_any(_onnx_model(tmp_path / "b", op="NoSuchOp"), card=minimal_card())
     with pytest.raises(PackageError, match="keeps tensors in other files|not a valid ONNX model"):
         import_any(_onnx_model(tmp_path / "c", external=True), card=minimal_card())
+
+
+@pytest.mark.parametrize("new_id", ["../x", "/tmp/x", "a/b", "..", ""])
+def test_a_training_run_whose_new_id_names_a_path_is_refused_before_reading_a_case(new_id, tmp_path, capsys):
+    from medvision.cli import main
+
+    missing = tmp_path / "no-such-datalist.json"  # never opened: the id is checked first
+    assert main(["train", "--base", "deepbet-t1-brain", "--datalist", str(missing), "-o", new_id]) == 2
+    err = capsys.readouterr().err
+    assert "a model id takes letters, digits" in err and "no-such-datalist" not in err
+    from medvision.ai.training.trainer import TrainConfig
+
+    with pytest.raises(ValueError, match="takes letters, digits"):
+        TrainConfig(base="deepbet-t1-brain", new_id=new_id)
