@@ -168,110 +168,35 @@ class TrainingData:
     @classmethod
     def from_datalist(cls, datalist: dict | str | os.PathLike, *, root: str | os.PathLike | None = None,
                       label_groups: dict[str, list[str]] | None = None) -> TrainingData:
-        from ...io import load
-
-        source = "datalist"
-        if not isinstance(datalist, dict):
-            path = Path(datalist)
-            try:
-                datalist = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise TrainingDataError(f"{path}: not a readable datalist ({exc})") from exc
-            root = root or path.parent
-            source = str(path)
+        datalist, root, source = _read_datalist(datalist, root)
         items = datalist.get("training") if isinstance(datalist, dict) else None
         if not items:
             raise TrainingDataError("the datalist has no 'training' cases")
-        root = Path(root) if root else Path.cwd()
         common = _label_values(datalist["labels"], f"{source}: 'labels'") if datalist.get("labels") else {}
         groups = {g.strip().lower(): [n.strip().lower() for n in names] for g, names in (label_groups or {}).items()}
         group_name = {g.strip().lower(): g for g in (label_groups or {})}
         notes: list[str] = []
-        loaded = []  # (case id, volume, label array, {value: name}, colours, files)
         seen_ids: set[str] = set()
-        for k, item in enumerate(items):
-            image_path = _resolve(item.get("image"), root, "image", k)
-            label_path = _resolve(item.get("label"), root, "label", k)
-            cid = str(item.get("case") or Path(str(item["image"])).name.split(".")[0] or f"case{k}")
-            while cid in seen_ids:
-                cid += "_"
-            seen_ids.add(cid)
-            volume = load(image_path, series=item.get("series")) if item.get("series") else load(image_path)
-            if volume.is_4d:
-                notes.append(f"{cid}: a 4D series: its first frame is used")
-                volume = volume.frame(0)
-            table = None
-            if item.get("labels"):
-                table = _table_from_names(_label_values(item["labels"], f"{source}: case {cid}'s 'labels'"))
-            elif _own_table(label_path) is None and common:
-                table = _table_from_names(common)
-            lm = load_labels(label_path, reference=volume, table=table)
-            if lm.placement == "resampled":
-                notes.append(f"{cid}: the labels were on another grid and were resampled onto the image")
-            present = [int(v) for v in np.unique(lm.array) if v]
-            names = {v: (lm.table[v].name if v in lm.table else f"Label {v}") for v in present}
-            colours = {v: list(lm.table[v].color) for v in present if v in lm.table}
-            loaded.append((cid, volume, lm.array, names, colours, [str(image_path), str(label_path)]))
-
-        # one table by name: datalist order first, then first appearance
-        order: list[str] = []
-        display: dict[str, str] = {}
-        colour: dict[str, list[int]] = {}
-        if groups:
-            for key in groups:
-                order.append(key)
-                display[key] = group_name[key]
-        elif common:
-            for name, _value in sorted(common.items(), key=lambda kv: kv[1]):
-                key = name.lower()
-                order.append(key)
-                display.setdefault(key, name)
-        dropped: set[str] = set()
-        case_keys = []
-        for _cid, _vol, _arr, names, colours, _files in loaded:
-            keys = {}
-            for v, name in names.items():
-                key = name.strip().lower()
-                if groups:
-                    key = next((g for g, members in groups.items() if key in members or key == g), None)
-                    if key is None:
-                        dropped.add(name)
-                        continue
-                elif common and key not in order:  # only the labels the datalist asks for are trained
-                    dropped.add(name)
-                    continue
-                if key not in order:
-                    order.append(key)
-                    display[key] = name
-                if key not in colour and v in colours and not groups:
-                    colour[key] = colours[v]
-                keys[v] = key
-            case_keys.append(keys)
-        present_keys = {k for keys in case_keys for k in keys.values()}
-        for key in order:
-            if key not in present_keys:
-                notes.append(f"label {display[key]!r} has no voxels in any case: not trained")
-        order = [k for k in order if k in present_keys]
-        if not order:
-            raise TrainingDataError("none of the cases has any labelled voxel (of the labels asked for)")
-        if dropped:
-            notes.append(f"labels not asked for, trained as background: {', '.join(sorted(dropped))}")
+        loaded = [_load_case(item, k, root, common, source, seen_ids, notes) for k, item in enumerate(items)]
+        merged = _LabelMerge(groups, group_name, common)
+        case_keys = [merged.case_keys(names, colours) for _cid, _vol, _arr, names, colours, _files in loaded]
+        order = merged.present_order(case_keys, notes)
         index = {key: i + 1 for i, key in enumerate(order)}
         palette = LabelTable()
         classes = []
         for key in order:
-            auto = palette.add(display[key])
-            classes.append({"value": index[key], "name": display[key], "color": colour.get(key, list(auto.color))})
+            auto = palette.add(merged.display[key])
+            classes.append({"value": index[key], "name": merged.display[key],
+                            "color": merged.colour.get(key, list(auto.color))})
         if len(classes) > 255:
             raise TrainingDataError(f"{len(classes)} labels: at most 255 can be trained at once")
-
         cases = []
         for (cid, volume, arr, _names, _colours, files), keys in zip(loaded, case_keys, strict=True):
             lut = np.zeros(int(arr.max(initial=0)) + 1, np.uint8)
             original: dict[str, list[int]] = {}
             for v, key in keys.items():
                 lut[v] = index[key]
-                original.setdefault(display[key], []).append(v)
+                original.setdefault(merged.display[key], []).append(v)
             cases.append(CaseData(cid, volume, lut[arr], files, files_sha256(files), original))
         return cls(cases, classes, notes, source)
 
@@ -481,3 +406,104 @@ def resample_labels(label: torch.Tensor, shape, n_classes: int) -> torch.Tensor:
         out[better] = c
         best = torch.where(better, mask, best)
     return out
+
+
+# ---- from_datalist's stages ---------------------------------------------------------------------------
+def _read_datalist(datalist, root) -> tuple[dict, Path, str]:
+    """The datalist as a dict, the folder its relative paths start from, and what to call it in messages."""
+    source = "datalist"
+    if not isinstance(datalist, dict):
+        path = Path(datalist)
+        try:
+            datalist = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TrainingDataError(f"{path}: not a readable datalist ({exc})") from exc
+        root = root or path.parent
+        source = str(path)
+    return datalist, Path(root) if root else Path.cwd(), source
+
+
+def _load_case(item: dict, k: int, root: Path, common: dict, source: str, seen_ids: set[str], notes: list[str]):
+    """One datalist entry read: (case id, volume, label array, {value: name}, {value: colour}, files)."""
+    from ...io import load
+
+    image_path = _resolve(item.get("image"), root, "image", k)
+    label_path = _resolve(item.get("label"), root, "label", k)
+    cid = str(item.get("case") or Path(str(item["image"])).name.split(".")[0] or f"case{k}")
+    while cid in seen_ids:
+        cid += "_"
+    seen_ids.add(cid)
+    volume = load(image_path, series=item.get("series")) if item.get("series") else load(image_path)
+    if volume.is_4d:
+        notes.append(f"{cid}: a 4D series: its first frame is used")
+        volume = volume.frame(0)
+    table = None
+    if item.get("labels"):
+        table = _table_from_names(_label_values(item["labels"], f"{source}: case {cid}'s 'labels'"))
+    elif _own_table(label_path) is None and common:
+        table = _table_from_names(common)
+    lm = load_labels(label_path, reference=volume, table=table)
+    if lm.placement == "resampled":
+        notes.append(f"{cid}: the labels were on another grid and were resampled onto the image")
+    present = [int(v) for v in np.unique(lm.array) if v]
+    names = {v: (lm.table[v].name if v in lm.table else f"Label {v}") for v in present}
+    colours = {v: list(lm.table[v].color) for v in present if v in lm.table}
+    return cid, volume, lm.array, names, colours, [str(image_path), str(label_path)]
+
+
+class _LabelMerge:
+    """One label table by name over the cases: the groups asked for, else the datalist's labels in their
+    order, then the others as they first appear; labels not asked for are dropped (trained as background)."""
+
+    def __init__(self, groups: dict[str, list[str]], group_name: dict[str, str], common: dict) -> None:
+        self.groups, self.common = groups, common
+        self.order: list[str] = []
+        self.display: dict[str, str] = {}
+        self.colour: dict[str, list[int]] = {}
+        self.dropped: set[str] = set()
+        if groups:
+            for key in groups:
+                self.order.append(key)
+                self.display[key] = group_name[key]
+        elif common:
+            for name, _value in sorted(common.items(), key=lambda kv: kv[1]):
+                key = name.lower()
+                self.order.append(key)
+                self.display.setdefault(key, name)
+
+    def _key(self, name: str) -> str | None:
+        key = name.strip().lower()
+        if self.groups:
+            return next((g for g, members in self.groups.items() if key in members or key == g), None)
+        if self.common and key not in self.order:  # only the labels the datalist asks for are trained
+            return None
+        return key
+
+    def case_keys(self, names: dict[int, str], colours: dict[int, list[int]]) -> dict[int, str]:
+        """A case's label values -> the merged table's keys."""
+        keys = {}
+        for v, name in names.items():
+            key = self._key(name)
+            if key is None:
+                self.dropped.add(name)
+                continue
+            if key not in self.order:
+                self.order.append(key)
+                self.display[key] = name
+            if key not in self.colour and v in colours and not self.groups:
+                self.colour[key] = colours[v]
+            keys[v] = key
+        return keys
+
+    def present_order(self, case_keys: list[dict[int, str]], notes: list[str]) -> list[str]:
+        """The keys some case has voxels of, in table order; notes for the ones absent and dropped."""
+        present = {k for keys in case_keys for k in keys.values()}
+        for key in self.order:
+            if key not in present:
+                notes.append(f"label {self.display[key]!r} has no voxels in any case: not trained")
+        order = [k for k in self.order if k in present]
+        if not order:
+            raise TrainingDataError("none of the cases has any labelled voxel (of the labels asked for)")
+        if self.dropped:
+            notes.append(f"labels not asked for, trained as background: {', '.join(sorted(self.dropped))}")
+        return order
