@@ -76,26 +76,43 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
     factor = _per_voxel(module) if module is not None else None
     if factor is None:
         return None
-    seen: dict[str, torch.Tensor] = {}
-
-    def keep_input(_m, args):
-        seen["x"] = args[0].detach()
-
-    def keep_output(_m, _args, out):
-        seen["y"] = out.detach()
-
     batches = [(x, y) for x, y in batches]
     if not batches:
         return None
     y = torch.cat([t.cpu() for _, t in batches])[:, 0].long()  # (B, *high): the voxels are chosen first,
-    dims = len(factor)                                         # only their features are kept
+    picked = _pick_voxels(y, n_classes, voxels_per_class, seed, factor)  # only their features are kept
+    if picked is None:
+        return None
+    where, target, low, sub = picked
+    found = _head_inputs(net, module, logits, batches, where, low, device, deadline)
+    if found is None:
+        return None
+    x, n_patches = found
+    stopped_early = n_patches < len(y)
+    if stopped_early:
+        reached = where[:, 0] < n_patches
+        if not bool(reached.any()):
+            return None
+        x, where, target, sub = x[reached], where[reached], target[reached], sub[reached]
+        y = y[:n_patches]
+    fitted = _fit_head(module, x, target, sub, y, steps, lr, deadline)
+    if fitted is None:
+        return None
+    cut = fitted.pop("cut")
+    fitted.update(patches=int(n_patches), stopped_early=stopped_early or cut)
+    return fitted
+
+
+def _pick_voxels(y: torch.Tensor, n_classes: int, per_class: int, seed: int, factor: tuple[int, ...]):
+    """Up to ``per_class`` voxels of each class: (their indices, classes, indices at the head's input, kernel
+    positions inside each up-sampling block), or None when no class has a voxel."""
+    dims = len(factor)
     rng = np.random.default_rng(seed)
     picks = []
     for c in range(n_classes):
         where = torch.nonzero(y == c)  # (n, 1 + dims)
         if len(where):
-            picks.append(where[torch.from_numpy(rng.choice(len(where), min(len(where), voxels_per_class),
-                                                           replace=False))])
+            picks.append(where[torch.from_numpy(rng.choice(len(where), min(len(where), per_class), replace=False))])
     if not picks:
         return None
     where = torch.cat(picks)
@@ -104,16 +121,32 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
     sub = torch.zeros(len(where), dtype=torch.long)  # the kernel position inside the up-sampling block
     for d in range(dims):
         sub = sub * factor[d] + where[:, 1 + d] % factor[d]
+    return where, target, low, sub
+
+
+def _head_inputs(net: nn.Module, module: nn.Module, logits, batches, where, low, device: str,
+                 deadline: float | None) -> tuple[torch.Tensor, int] | None:
+    """The features reaching the head at the picked voxels, and the patches reached before ``deadline`` (the
+    first always); None when the head's output is not the network's logits (something comes after it)."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep_input(_m, args):
+        seen["x"] = args[0].detach()
+
+    def keep_output(_m, _args, out):
+        seen["y"] = out.detach()
+
+    dims = len(low)
     x = None
+    first = 0
     was_training = net.training
     hooks = [module.register_forward_pre_hook(keep_input), module.register_forward_hook(keep_output)]
     try:
         net.eval()
         with torch.no_grad():
-            first = 0
             for images, labels in batches:
                 if first and deadline is not None and time.perf_counter() >= deadline:
-                    break  # (the voxels of the patches not reached are left out below)
+                    break  # (the voxels of the patches not reached are left out by the caller)
                 out = logits(images.to(device))
                 if "x" not in seen or seen["y"].shape != out.shape or not torch.allclose(
                         seen["y"].float(), out.float(), atol=1e-4, rtol=1e-3):
@@ -129,14 +162,13 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
         for h in hooks:
             h.remove()
         net.train(was_training)
-    n_patches = first
-    stopped_early = first < len(y)
-    if stopped_early:
-        reached = where[:, 0] < first
-        if not bool(reached.any()):
-            return None
-        x, where, target, sub = x[reached], where[reached], target[reached], sub[reached]
-        y = y[:first]
+    return x, first
+
+
+def _fit_head(module: nn.Module, x, target, sub, y, steps: int, lr: float, deadline: float | None) -> dict | None:
+    """The head's weights fitted to (x, target) at DiceCELoss with each class weighted back to its share of
+    ``y``; written into ``module`` only when the loss went down. Its figures, with ``cut``: the deadline
+    stopped the fit."""
     # voxels grouped by their kernel position: one matrix product per position (the loss is a sum
     # over voxels, so their order does not matter)
     order = torch.argsort(sub, stable=True)
@@ -173,10 +205,10 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
     opt = torch.optim.Adam(params, lr=lr)
     with torch.no_grad():
         before = float(loss_of())
-    done = 0
+    done, cut = 0, False
     for step in range(steps):
         if step and deadline is not None and time.perf_counter() >= deadline:
-            stopped_early = True
+            cut = True
             break
         done = step + 1
         opt.zero_grad(set_to_none=True)
@@ -196,5 +228,5 @@ def fit_head_probe(net: nn.Module, logits: Callable[[torch.Tensor], torch.Tensor
             weight.copy_(w.detach()[0].T.reshape(weight.shape).to(weight))
         if bias is not None:
             bias.copy_(b.detach().to(bias))
-    return {"patches": int(n_patches), "voxels": int(len(target)), "loss_before": before, "loss_after": after,
-            "accuracy": accuracy, "steps": done, "stopped_early": stopped_early}
+    return {"voxels": int(len(target)), "loss_before": before, "loss_after": after, "accuracy": accuracy,
+            "steps": done, "cut": cut}
