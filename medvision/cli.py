@@ -292,6 +292,18 @@ def _gui_parser() -> argparse.ArgumentParser:
 _SUBCOMMANDS = ("info", "convert", "view", "infer", "models", "train")
 
 
+class _OneLine(logging.Formatter):
+    """Log lines on the terminal without tracebacks (those go to the private log with ``-v``'s details)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        bare = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None})
+        return super().format(bare)
+
+
+def args_verbose(argv: list[str]) -> bool:
+    return "-v" in argv or "--verbose" in argv
+
+
 def main(argv: list[str] | None = None) -> int:
     import time
 
@@ -310,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         # the window's log panel listens at INFO; the terminal shows only what was asked for
         handler.setLevel(level)
+        if isinstance(handler, logging.StreamHandler) and not args_verbose(argv):
+            handler.setFormatter(_OneLine("%(levelname)s %(name)s: %(message)s"))
+            # pydicom logs a decoder's failure with its traceback; medvision says it in words
+            handler.addFilter(lambda record: not record.name.startswith("pydicom"))
     if not hasattr(args, "func"):
         parser.print_help()
         return 0

@@ -191,7 +191,8 @@ def _decode_with_pydicom(ref: FileRef, indices: list[int], transfer_syntax: str 
         else:
             out = [pixel_array(ds, index=i) if n_frames > 1 else pixel_array(ds) for i in indices]
     except (ValueError, RuntimeError, KeyError, AttributeError, TypeError, IndexError, EOFError) as exc:
-        raise PixelDataError(f"{ref}: pixel data could not be decoded ({str(exc).splitlines()[0][:200]})") from exc
+        why = " ".join(line.strip() for line in str(exc).splitlines())[:300]
+        raise PixelDataError(f"{ref}: pixel data could not be decoded ({why})") from exc
     result = []
     for a in out:
         if a.ndim == 3 and a.shape[-1] == 3:

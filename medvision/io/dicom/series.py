@@ -415,105 +415,25 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
     for t, vol in enumerate(plan.frames):
         for z, f in enumerate(vol):
             dest[(f.ref, f.index)].append((t, z, f))
-    total = n_t * n_z
-    done = 0
-    failed: list[str] = []
     preview = None
     if plan.resample_to is None:
         preview = Volume(out if n_t > 1 else out[0], plan.affine, meta.get("frame_of_reference_uid"),
                          {k: v for k, v in meta.items() if k != "frame_of_reference_uid"} | {"partial": True})
-    yield Progress("decoding", 0, total)
-    pending = [preview]
-
-    def first_preview():  # the partial volume goes with the first record after slices were decoded
-        return pending.pop() if pending else None
-
-    def from_middle(z: int) -> float:  # decode the middle slices first: a viewer opens there
-        return abs(z - (n_z - 1) / 2)
-
+    yield Progress("decoding", 0, n_t * n_z)
+    pending = [preview]  # the partial volume goes with the first record after slices were decoded
     p0 = all_frames[0].pixel
     simple_native = (not p0.compressed and p0.offset is not None and p0.samples_per_pixel == 1
                      and all(f.tile < 0 for f in all_frames)
                      and all(not f.pixel.compressed and f.pixel.offset is not None for f in all_frames))
     if simple_native:
-        # Uncompressed: read each frame from its offset straight into the output (threads: I/O bound).
-        items = sorted(dest.items(), key=lambda item: from_middle(item[1][0][1]))
-
-        def read_one(item):
-            (ref, index), places = item
-            t, z, f = places[0]
-            target = out[t, z]
-            sdt = stored_dtype(f.pixel).newbyteorder("=")
-            try:
-                if sdt == dtype and not needs_lut:
-                    read_native_frame(ref, f.pixel, index, out=target)
-                elif (sdt.itemsize == dtype.itemsize and dtype.kind in "iu" and f.slope == 1.0
-                      and _fits(stored_range(f.pixel), dtype)):
-                    # read into the output's own memory, then add the intercept in place
-                    read_native_frame(ref, f.pixel, index, out=target.view(sdt))
-                    if f.intercept:
-                        target += dtype.type(f.intercept)
-                else:
-                    _apply_lut(read_native_frame(ref, f.pixel, index), f, target)
-            except MedvisionIOError as exc:
-                return str(exc), places
-            for t2, z2, _f in places[1:]:
-                out[t2, z2] = target
-            return None, places
-
-        # reads from the page cache are memory copies: one thread per core is enough, and leaves a
-        # GUI's event loop its share of a small machine
-        with ThreadPoolExecutor(max_workers=min(8, max(2, default_workers()))) as ex:
-            for i, (err, places) in enumerate(ex.map(read_one, items, chunksize=16)):
-                done += len(places)
-                if err:
-                    failed.append(err)
-                    for t, z, _f in places:
-                        out[t, z] = 0
-                if i % 32 == 0:
-                    yield Progress("decoding", done, total, preview=first_preview())
+        failed = yield from _read_native(out, dest, dtype, needs_lut, pending)
     else:
-        by_file: dict[FileRef, list[int]] = defaultdict(list)
-        pixel_of: dict[FileRef, object] = {}
-        for ref, index in dest:
-            by_file[ref].append(index)
-            pixel_of[ref] = dest[(ref, index)][0][2].pixel
-        tasks = [DecodeTask(ref, pixel_of[ref], tuple(sorted(idx))) for ref, idx in by_file.items()]
-        tasks.sort(key=lambda task: min(from_middle(z) for _t, z, _f in dest[(task.ref, task.indices[0])]))
-        compressed = any(t.pixel.compressed for t in tasks)
-        n_frames_total = sum(len(t.indices) for t in tasks)
-        chunk = max(1, min(8, len(tasks) // (4 * (workers or default_workers())) or 1))
-        results = map_chunks(decode_tasks, tasks, workers=workers,
-                             min_parallel=8 if compressed and n_frames_total >= 8 else 1 << 30,
-                             chunk_size=chunk)
-        task_iter = iter(tasks)
-        for chunk_result in results:
-            for res in chunk_result:
-                task = next(task_iter)
-                if isinstance(res, PixelDataError):
-                    failed.append(str(res))
-                    for index in task.indices:
-                        for t, z, _f in dest[(task.ref, index)]:
-                            out[t, z] = 0
-                            done += 1
-                    continue
-                for index, image in zip(task.indices, res, strict=True):
-                    for t, z, f in dest[(task.ref, index)]:
-                        tile = _cut_tile(image, f)
-                        if tile.shape != (plan.rows, plan.cols):
-                            failed.append(f"{task.ref}: decoded frame is {tile.shape}, expected "
-                                          f"{(plan.rows, plan.cols)}")
-                            out[t, z] = 0
-                        else:
-                            _apply_lut(tile, f, out[t, z])
-                        done += 1
-            yield Progress("decoding", done, total, preview=first_preview())
+        failed = yield from _decode_files(out, dest, plan, pending, workers)
     if failed:
         if len(failed) == len(dest):
             raise PixelDataError("no image in the series could be decoded:\n  " + "\n  ".join(failed[:10]))
         warnings.append(f"{len(failed)} images could not be decoded and are shown blank (0): "
                         + "; ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""))
-
     if p0.samples_per_pixel == 3:
         warnings.append(f"colour image ({p0.photometric}) shown as grey luminance")
     if plan.slice_shifts is not None:
@@ -525,16 +445,112 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
     if plan.resample_to is not None:
         yield Progress("resampling slices", 0, 1)
         out = resample_slices(out, plan.resample_from, plan.resample_to)
-
-    array = out if n_t > 1 else out[0]
     metadata = dict(meta)
     frame_of_reference = metadata.pop("frame_of_reference_uid", None)
-    metadata.update(
-        rescale_applied=True,
-        source_dtype=str(stored_dtype(p0).newbyteorder("=")),
-        photometric=p0.photometric,
-        warnings=warnings,
-    )
+    metadata.update(rescale_applied=True, source_dtype=str(stored_dtype(p0).newbyteorder("=")),
+                    photometric=p0.photometric, warnings=warnings)
+    _describe(metadata, plan, all_frames, needs_lut, meta)
+    for w in warnings:
+        log.warning("%s: %s", meta.get("description") or meta.get("series_uid", "series"), w)
+    return Volume(out if n_t > 1 else out[0], plan.affine, frame_of_reference, metadata)
+
+
+def _from_middle(z: int, n_z: int) -> float:
+    """Decode the middle slices first: a viewer opens there."""
+    return abs(z - (n_z - 1) / 2)
+
+
+def _read_native(out: np.ndarray, dest: dict, dtype: np.dtype, needs_lut: bool, pending: list) -> Job[list[str]]:
+    """Uncompressed frames read from their offsets straight into ``out`` (threads: I/O bound); the files
+    that failed, one line each."""
+    n_z, total = out.shape[1], out.shape[0] * out.shape[1]
+    items = sorted(dest.items(), key=lambda item: _from_middle(item[1][0][1], n_z))
+
+    def read_one(item):
+        (ref, index), places = item
+        t, z, f = places[0]
+        target = out[t, z]
+        sdt = stored_dtype(f.pixel).newbyteorder("=")
+        try:
+            if sdt == dtype and not needs_lut:
+                read_native_frame(ref, f.pixel, index, out=target)
+            elif (sdt.itemsize == dtype.itemsize and dtype.kind in "iu" and f.slope == 1.0
+                  and _fits(stored_range(f.pixel), dtype)):
+                # read into the output's own memory, then add the intercept in place
+                read_native_frame(ref, f.pixel, index, out=target.view(sdt))
+                if f.intercept:
+                    target += dtype.type(f.intercept)
+            else:
+                _apply_lut(read_native_frame(ref, f.pixel, index), f, target)
+        except MedvisionIOError as exc:
+            return str(exc), places
+        for t2, z2, _f in places[1:]:
+            out[t2, z2] = target
+        return None, places
+
+    failed: list[str] = []
+    done = 0
+    # reads from the page cache are memory copies: one thread per core is enough, and leaves a
+    # GUI's event loop its share of a small machine
+    with ThreadPoolExecutor(max_workers=min(8, max(2, default_workers()))) as ex:
+        for i, (err, places) in enumerate(ex.map(read_one, items, chunksize=16)):
+            done += len(places)
+            if err:
+                failed.append(err)
+                for t, z, _f in places:
+                    out[t, z] = 0
+            if i % 32 == 0:
+                yield Progress("decoding", done, total, preview=pending.pop() if pending else None)
+    return failed
+
+
+def _decode_files(out: np.ndarray, dest: dict, plan: StackPlan, pending: list, workers: int | None
+                  ) -> Job[list[str]]:
+    """Compressed (or otherwise not directly readable) frames decoded file by file in worker processes, cut
+    into tiles and rescaled into ``out``; the files that failed, one line each."""
+    n_z, total = out.shape[1], out.shape[0] * out.shape[1]
+    by_file: dict[FileRef, list[int]] = defaultdict(list)
+    pixel_of: dict[FileRef, object] = {}
+    for ref, index in dest:
+        by_file[ref].append(index)
+        pixel_of[ref] = dest[(ref, index)][0][2].pixel
+    tasks = [DecodeTask(ref, pixel_of[ref], tuple(sorted(idx))) for ref, idx in by_file.items()]
+    tasks.sort(key=lambda task: min(_from_middle(z, n_z) for _t, z, _f in dest[(task.ref, task.indices[0])]))
+    compressed = any(t.pixel.compressed for t in tasks)
+    n_frames_total = sum(len(t.indices) for t in tasks)
+    chunk = max(1, min(8, len(tasks) // (4 * (workers or default_workers())) or 1))
+    results = map_chunks(decode_tasks, tasks, workers=workers,
+                         min_parallel=8 if compressed and n_frames_total >= 8 else 1 << 30, chunk_size=chunk)
+    failed: list[str] = []
+    done = 0
+    task_iter = iter(tasks)
+    for chunk_result in results:
+        for res in chunk_result:
+            task = next(task_iter)
+            if isinstance(res, PixelDataError):
+                failed.append(str(res))
+                for index in task.indices:
+                    for t, z, _f in dest[(task.ref, index)]:
+                        out[t, z] = 0
+                        done += 1
+                continue
+            for index, image in zip(task.indices, res, strict=True):
+                for t, z, f in dest[(task.ref, index)]:
+                    tile = _cut_tile(image, f)
+                    if tile.shape != (plan.rows, plan.cols):
+                        failed.append(f"{task.ref}: decoded frame is {tile.shape}, expected {(plan.rows, plan.cols)}")
+                        out[t, z] = 0
+                    else:
+                        _apply_lut(tile, f, out[t, z])
+                    done += 1
+        yield Progress("decoding", done, total, preview=pending.pop() if pending else None)
+    return failed
+
+
+def _describe(metadata: dict, plan: StackPlan, all_frames: list[Frame], needs_lut: bool, meta: dict) -> None:
+    """What the volume's metadata says of its making: rescale, tilt, stack, geometry known, the slices' files,
+    slice timing, diffusion, the frame axis."""
+    n_t = len(plan.frames)
     if needs_lut:
         pairs = {(f.slope, f.intercept) for f in all_frames}
         if len(pairs) == 1:
@@ -555,7 +571,6 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
         metadata["slice_sources"] = per_frame[0]
         if n_t > 1:
             metadata["frame_slice_sources"] = per_frame
-    if plan.resample_to is None:
         timing = slice_timing(plan.frames, (meta.get("acquisition") or {}).get("RepetitionTime"))
         if timing is not None:
             metadata["slice_timing"] = timing
@@ -572,9 +587,6 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
             steps = np.diff(plan.frame_values)
             if plan.frame_axis != "diffusion" and len(steps) and np.allclose(steps, steps[0], rtol=0.01):
                 metadata["frame_interval"] = float(steps[0])
-    for w in warnings:
-        log.warning("%s: %s", meta.get("description") or meta.get("series_uid", "series"), w)
-    return Volume(array, plan.affine, frame_of_reference, metadata)
 
 
 def slice_timing(volumes: list[list[Frame]], tr_s: float | None) -> list[float] | None:
