@@ -85,3 +85,19 @@ def test_every_mutant_ends_cleanly_and_each_planted_defect_is_met_as_planned(cor
     print(f"mutants: tried {len(corpus)}, " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     assert not wrong, "\n".join(wrong)
     assert counts["crash"] == 0
+
+
+def test_as_a_user_runs_it_the_terminal_shows_no_traceback(corpus, tmp_path):
+    """The command line as typed (its own logging, not pytest's): a decoder's failure that pydicom logs with
+    its traceback, a damaged header, a count of frames that cannot be."""
+    import subprocess
+    import sys
+
+    wanted = [m for m in corpus if m.name.endswith(("-rows-double", "unknown-vr-3", "frames-2147483647-alone"))]
+    assert wanted
+    for mutant in wanted[:4]:
+        done = subprocess.run([sys.executable, "-m", "medvision.cli", "convert", "-q", str(mutant.folder), "-o",
+                               str(tmp_path / f"{mutant.folder.name}.nii.gz")], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode in (0, 2), (mutant.name, done.stderr[-500:])
+        assert "Traceback" not in done.stderr and "Logging error" not in done.stderr, (mutant.name, done.stderr)
