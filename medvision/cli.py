@@ -346,11 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError as exc:
         return _unexpected(args, first, exc, "not enough memory")
     except OSError as exc:  # a write that failed (full disk, no permission) or a file that could not be read
-        import errno
+        from .io.errors import os_error_text
 
-        full = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
-        print(f"medvision: {exc.filename or getattr(args, 'output', '') or ''}: {exc.strerror or exc}{full}",
-              file=sys.stderr)
+        what, filename = os_error_text(exc)
+        print(f"medvision: {filename or getattr(args, 'output', '') or ''}: {what}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - never a traceback: one sentence, the details in the log
         return _unexpected(args, first, exc)

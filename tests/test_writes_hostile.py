@@ -152,3 +152,19 @@ def test_an_uncaught_error_in_the_window_is_a_sentence_there_and_a_traceback_in_
     assert window.isVisible()
     log = Path(medvision_home) / "data" / "logs" / "medvision.log"
     assert "a slot broke" in log.read_text() and "Traceback" in log.read_text()
+
+
+def test_a_dicom_seg_on_a_full_disk_is_one_sentence_and_leaves_nothing(small_disk, capsys):
+    from medvision.cli import main
+
+    sample = Path(__file__).resolve().parents[1] / "resources" / "sample" / "ct_abdomen_siemens_j2k"
+    labels_file = Path(__file__).resolve().parents[1] / "resources" / "sample" / \
+        "ct_abdomen_siemens_j2k.totalseg_labels.nii.gz"
+    filler = small_disk / "filler.bin"
+    filler.write_bytes(os.urandom(1024 * 1024 - 64 * 1024))  # 64 kB left: far less than the SEG needs
+    target = small_disk / "labels.dcm"
+    rc = main(["convert", "-q", str(labels_file), "--reference", str(sample), "-o", str(target)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and ("disk is full" in err or "No space left" in err), err
+    assert not target.exists()
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler.bin"]

@@ -29,3 +29,15 @@ class UnsupportedDataError(MedvisionIOError):
 
 class PixelDataError(MedvisionIOError):
     """Pixel data that is missing, empty, truncated or does not decode."""
+
+
+def os_error_text(exc: OSError) -> tuple[str, str | None]:
+    """(what went wrong, in words, "(the disk is full)" included; the file) for an OSError, also one a library
+    wrapped with its traceback in the text (pydicom does): the system's own error is looked for beneath."""
+    import errno
+
+    root = exc
+    while isinstance(root.__cause__, OSError) and not root.strerror:
+        root = root.__cause__
+    full = " (the disk is full)" if root.errno == errno.ENOSPC else ""
+    return (root.strerror or str(root).strip().splitlines()[0][:300]) + full, root.filename

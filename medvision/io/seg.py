@@ -24,7 +24,7 @@ from ..core.atomic import write_via
 from ..core.labels import Code, Label, LabelMap, LabelTable
 from ..core.terminology import codes_for
 from ..core.volume import Volume
-from .errors import MedvisionIOError, UnsupportedDataError
+from .errors import MedvisionIOError, UnsupportedDataError, os_error_text
 from .labels import onto_grid
 
 __all__ = ["write_seg", "read_seg", "is_seg"]
@@ -111,7 +111,11 @@ def write_seg(labels: LabelMap, image: Volume, path: str | os.PathLike, *, serie
     if generated:
         log.warning("%s: the images' %s were empty; the SEG references them with UIDs medvision made: %s",
                     Path(path).name, " and ".join(generated), "; ".join(f"{k} {v}" for k, v in generated.items()))
-    return write_via(Path(path), lambda tmp: seg.save_as(tmp, enforce_file_format=True))
+    try:
+        return write_via(Path(path), lambda tmp: seg.save_as(tmp, enforce_file_format=True))
+    except OSError as exc:  # pydicom wraps the system's error with a traceback in its text: the cause, in words
+        raise MedvisionIOError(f"{path}: the DICOM SEG could not be written: {os_error_text(exc)[0]}; nothing was "
+                               "overwritten") from exc
 
 
 #: the SEG's Content Description when the images' UIDs were empty (a value of at most 64 characters)
