@@ -81,7 +81,7 @@ def load_case(name: str):
 
 
 def run(config, data) -> tuple[object, float]:
-    from medvision.ai.training.trainer import train_job
+    from medvision.ai.training.job import train_job
     from medvision.core.jobs import run_job
 
     t0 = time.perf_counter()
@@ -91,7 +91,7 @@ def run(config, data) -> tuple[object, float]:
 
 def one_run(name: str, tag: str, settings: dict) -> dict:
     """One arm of one case for one seed (in a worker process when --jobs > 1)."""
-    from medvision.ai.training.trainer import TrainConfig
+    from medvision.ai.training.config import TrainConfig
 
     data = load_case(name)
     config = TrainConfig(new_id=f"bench-{name}-{tag}-s{settings['seed']}", from_scratch=tag == "scratch",
@@ -240,10 +240,10 @@ def speed(args, workroot: Path) -> dict:
     from monai.losses import DiceCELoss
 
     from medvision.ai.package import Registry
+    from medvision.ai.training.config import TrainConfig
     from medvision.ai.training.data import normalize_for_training
     from medvision.ai.training.model import make_network
     from medvision.ai.training.sampling import PatchSampler
-    from medvision.ai.training.trainer import TrainConfig
 
     data = load_case("mricrop")
     base = Registry().get(BASE)

@@ -303,7 +303,7 @@ def _cmd_train(args) -> int:
     from .ai.package import PackageError
     from .ai.training import distributed
     from .ai.training.data import TrainingDataError
-    from .ai.training.trainer import train_job
+    from .ai.training.job import train_job
     from .cli import _Bar
     from .core.jobs import Cancelled, run_job
     from .workspace.project import ProjectError
@@ -334,7 +334,7 @@ def _cmd_train(args) -> int:
     bar = _Bar(args.quiet or not main)
 
     def on_progress(record):
-        run = record.message.split(": ")[0] if config.folds else ""
+        run = getattr(record, "run", "")  # (a cross-validation's run)
         if run != state["run"]:  # a cross-validation's next run
             state.update(run=run, start="", epoch=0)
         if record.stage == "epoch" and isinstance(record.preview, dict):
@@ -373,8 +373,8 @@ def _train_setup(args):
     """The training data and settings of ``medvision train``'s arguments; anything wrong raises
     (TrainingDataError, ProjectError, ValueError) before a case is trained on."""
     from .ai.card_schema import is_safe_id
+    from .ai.training.config import TrainConfig
     from .ai.training.data import TrainingData
-    from .ai.training.trainer import TrainConfig
 
     if not is_safe_id(args.output):  # the new package's folder name: said before any case is read
         raise ValueError(f"-o {args.output!r}: a model id takes letters, digits, '.', '_' and '-' only, starting "

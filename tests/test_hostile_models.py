@@ -411,7 +411,7 @@ def test_a_training_run_whose_new_id_names_a_path_is_refused_before_reading_a_ca
     assert main(["train", "--base", "deepbet-t1-brain", "--datalist", str(missing), "-o", new_id]) == 2
     err = capsys.readouterr().err
     assert "a model id takes letters, digits" in err and "no-such-datalist" not in err
-    from medvision.ai.training.trainer import TrainConfig
+    from medvision.ai.training.config import TrainConfig
 
     with pytest.raises(ValueError, match="takes letters, digits"):
         TrainConfig(base="deepbet-t1-brain", new_id=new_id)

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from medvision.ai.training.budget import SLACK, Budget, window_count
+from medvision.ai.training.config import TrainConfig
 from medvision.ai.training.data import TrainingData
-from medvision.ai.training.trainer import TrainConfig, train_job
+from medvision.ai.training.job import train_job
 
 from .test_training import _bands, _Tiny
 

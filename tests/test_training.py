@@ -22,6 +22,7 @@ import torch
 
 from medvision.ai.package import ModelPackage, PackageError, Registry, sha256_of, user_dir, write_card
 from medvision.ai.training import checkpoint as ckpt
+from medvision.ai.training.config import TrainConfig, training_spacing
 from medvision.ai.training.data import (
     CaseData,
     TrainingData,
@@ -33,15 +34,11 @@ from medvision.ai.training.data import (
     resample_labels,
     resampled_shape,
 )
+from medvision.ai.training.finish import anonymous_cases
+from medvision.ai.training.job import train_job
 from medvision.ai.training.model import encoder_parameters, make_network
 from medvision.ai.training.sampling import PatchSampler
-from medvision.ai.training.trainer import (
-    TrainConfig,
-    anonymous_cases,
-    init_head_from_priors,
-    train_job,
-    training_spacing,
-)
+from medvision.ai.training.task import init_head_from_priors
 from medvision.core.jobs import run_job
 from medvision.core.labels import LabelMap, LabelTable
 from medvision.core.volume import Volume
@@ -417,6 +414,10 @@ def test_k_fold_cross_validation_then_the_model_on_every_case(tmp_path, datalist
     assert runs[0] == "fold 1 of 3" and runs[-1] == "the model (all cases)"
     assert [r for r in dict.fromkeys(runs)] == ["fold 1 of 3", "fold 2 of 3", "fold 3 of 3", "the model (all cases)"]
     assert all(r.message.startswith(("fold ", "the model")) for r in records)
+    # every record says its run as fields (nobody parses the message)
+    assert {(r.run, r.fold) for r in records} == {("fold 1 of 3", 1), ("fold 2 of 3", 2), ("fold 3 of 3", 3),
+                                                  ("the model (all cases)", None)}
+    assert [r.epoch for r in records if r.stage == "epoch" and r.run == "fold 1 of 3"] == [1, 2]
 
     cv = result.cross_validation
     folds = cv["per_fold"]
@@ -444,8 +445,8 @@ def test_k_fold_cross_validation_then_the_model_on_every_case(tmp_path, datalist
 
 
 def test_the_folds_summary_chooses_the_models_epochs_by_the_folds_that_had_a_dice():
+    from medvision.ai.training.config import TrainResult
     from medvision.ai.training.crossval import summarise
-    from medvision.ai.training.trainer import TrainResult
 
     data = _fake_cases(3)
     splits = data.folds(3, seed=0)
@@ -644,7 +645,7 @@ def test_out_of_gpu_memory_while_training_keeps_the_finished_epoch_and_the_run_r
 
 
 def test_validation_out_of_gpu_memory_stitches_in_cpu_memory():
-    from medvision.ai.training import trainer
+    from medvision.ai.training import validation
 
     calls = []
 
@@ -655,11 +656,11 @@ def test_validation_out_of_gpu_memory_stitches_in_cpu_memory():
         return torch.ones(1, 2, *x.shape[2:])
 
     # "meta" stands in for the GPU here: a device that is not the CPU
-    out = trainer._sliding_windows(sliding, torch.zeros(8, 8, 8), (8, 8, 8), 4, None, "meta")
+    out = validation.sliding_windows(sliding, torch.zeros(8, 8, 8), (8, 8, 8), 4, None, "meta")
     assert calls == [("meta", 4, None, None), ("cpu", 1, "meta", "cpu")] and out.shape == (1, 2, 8, 8, 8)
     calls.clear()
     with pytest.raises(torch.cuda.OutOfMemoryError):  # on the CPU nothing is retried
-        trainer._sliding_windows(sliding, torch.zeros(8, 8, 8), (8, 8, 8), 4, None, "cpu")
+        validation.sliding_windows(sliding, torch.zeros(8, 8, 8), (8, 8, 8), 4, None, "cpu")
     assert len(calls) == 1
 
 

@@ -14,9 +14,10 @@ import torch
 
 from medvision.ai.networks import brainchop_pipeline as bp
 from medvision.ai.package import Registry, shipped_dir, user_dir, write_card
+from medvision.ai.training.config import TrainConfig
 from medvision.ai.training.conformed import conform_labels, prepare_conformed
 from medvision.ai.training.data import TrainingData, TrainingDataError
-from medvision.ai.training.trainer import TrainConfig, train_job
+from medvision.ai.training.job import train_job
 from medvision.core.jobs import run_job
 from medvision.core.labels import LabelMap, LabelTable
 from medvision.core.volume import Volume

@@ -125,21 +125,25 @@ def test_the_dialog_says_where_a_stopped_cross_validation_stands(qtbot, window):
     dialog.config_sent = {"folds": 3}
 
     def epoch(run, n, validated=True):
-        dialog._progress({"stage": "epoch", "done": n, "total": 5, "message": f"{run}: epoch {n}",
+        fold = int(run.split()[1]) if run.startswith("fold ") else None
+        dialog._progress({"stage": "epoch", "done": n, "total": 5, "message": f"{run}: epoch {n}", "run": run,
+                          "fold": fold,
                           "epoch": {"epoch": n, "run": run, "train_loss": 0.5, "val_dice": 0.4 if validated else None,
                                     "best_val_dice": 0.4 if validated else None, "validated": validated,
                                     "per_label": {"blob": 0.4 if validated else None}}})
 
     epoch("fold 1 of 3", 1)
     epoch("fold 1 of 3", 2)
-    dialog._progress({"stage": "training", "done": 0, "total": 4, "message": "fold 2 of 3: fine-tuning on cpu"})
+    dialog._progress({"stage": "training", "done": 0, "total": 4, "message": "fold 2 of 3: fine-tuning on cpu",
+                      "run": "fold 2 of 3", "fold": 2})
     dialog._final("cancelled", {"epochs_run": 2})
     assert dialog.status.text() == "cancelled; fold 2 of 3: no epoch had finished; the fold before it is kept too."
     epoch("fold 2 of 3", 1)
     dialog._final("crashed", {"exitcode": -9})
     assert dialog.status.text().endswith("fold 2 of 3: epoch 1's checkpoint is kept; the fold before it is kept "
                                          "too: Start with the same settings resumes from it.")
-    dialog._progress({"stage": "training", "done": 0, "total": 4, "message": "the model (all cases): fine-tuning"})
+    dialog._progress({"stage": "training", "done": 0, "total": 4, "message": "the model (all cases): fine-tuning",
+                      "run": "the model (all cases)", "fold": None})
     epoch("the model (all cases)", 1, validated=False)
     assert "no validation (every case trains)" in dialog.status.text()
     assert dialog.label_table.item(0, 1).text() == "0.400"  # the folds' last figures stay

@@ -49,8 +49,9 @@ def _plain(value: Any) -> Any:
 def _child(config: dict, data_spec: dict, out, cancel, pause) -> None:
     logging.basicConfig(level=logging.WARNING)
     try:
+        from .training.config import TrainConfig
         from .training.data import TrainingData
-        from .training.trainer import TrainConfig, train_job
+        from .training.job import train_job
 
         cfg = TrainConfig(**config)
         if "project" in data_spec:
@@ -83,7 +84,8 @@ def _child(config: dict, data_spec: dict, out, cancel, pause) -> None:
             if epoch is not None:
                 epochs = int(epoch.get("epoch", epochs))
             out.put(("progress", _plain({"stage": record.stage, "done": record.done, "total": record.total,
-                                         "message": record.message, "epoch": epoch})))
+                                         "message": record.message, "epoch": epoch,
+                                         "run": getattr(record, "run", ""), "fold": getattr(record, "fold", None)})))
     except BaseException as exc:  # noqa: BLE001 - reported to the window, which keeps working
         from .memory import is_out_of_memory
 

@@ -50,6 +50,7 @@ class TrainingDialog(QDialog):
         self.history: list[dict] = []
         self.last_message = ""
         self.current_run = ""  # a cross-validation's run going on ("fold 2 of 3", FINAL_RUN)
+        self.current_fold: int | None = None  # its fold's number (None: the final model)
         self.config_sent: dict = {}
         self.final: tuple[str, dict] | None = None
         layout = QVBoxLayout(self)
@@ -253,7 +254,7 @@ class TrainingDialog(QDialog):
             return False
         self.history = []
         self.final = None
-        self.current_run = ""
+        self.current_run, self.current_fold = "", None
         self.config_sent = dict(config)
         self.loss_curve.setData([], [])
         self.dice_curve.setData([], [])
@@ -327,9 +328,8 @@ class TrainingDialog(QDialog):
                 + (f", about {eta / 60:.1f} min left" if eta else ""))
         if payload.get("message"):
             self.last_message = payload["message"]
-            head = payload["message"].split(": ")[0]
-            if head.startswith("fold ") or head == FINAL_RUN:
-                self.current_run = head
+        if payload.get("run"):  # a cross-validation's run (the record says which)
+            self.current_run, self.current_fold = payload["run"], payload.get("fold")
 
     def _fill_labels(self, per: dict) -> None:
         self.label_table.setRowCount(len(per))
@@ -397,8 +397,8 @@ class TrainingDialog(QDialog):
         in the run it stopped in, and the folds that finished before it)."""
         run = self.current_run
         epochs = [h for h in self.history if (h.get("run") or "") == run]
-        if run.startswith("fold "):
-            done = int(run.split()[1]) - 1
+        if self.current_fold:
+            done = self.current_fold - 1
         else:
             done = int(self.config_sent.get("folds") or 0) if run == FINAL_RUN else 0
         folds = "" if not done else "; the fold before it is kept too" if done == 1 else \

@@ -31,10 +31,11 @@ import numpy as np
 
 from ...core.jobs import Job
 from ..package import Registry
-from . import FINAL_RUN
 from . import checkpoint as ckpt
+from .config import Run, TrainConfig, TrainResult
 from .data import TrainingData
-from .trainer import Run, TrainConfig, TrainResult, train_run
+from .runs import FINAL_RUN
+from .trainer import train_run
 
 __all__ = ["cross_validation_job", "summarise"]
 
@@ -49,7 +50,7 @@ def cross_validation_job(config: TrainConfig, data: TrainingData,
     results: list[TrainResult] = []
     for f, split in enumerate(splits):
         run = Run(split, {"folds": k, "fold": f + 1, "split_seed": config.seed}, f"fold-{f + 1}",
-                  f"fold {f + 1} of {k}", export=False, runs_after=k - f)
+                  f"fold {f + 1} of {k}", export=False, runs_after=k - f, fold=f + 1)
         results.append((yield from train_run(share, data, registry, run)))
     summary = summarise(results, splits, data.names, config.seed)
     summary["fold_budget"] = {"epochs": config.epochs, "minutes": share.minutes, "patience": config.patience}
