@@ -341,8 +341,8 @@ def _cmd_train(args) -> int:
             bar.close()
             state["epoch"] = record.done
             say((f"{run}: " if run else "") + _epoch_line(record.preview, record.total), flush=True)
-        elif record.stage == "epoch" or record.stage == "training" and record.done == 0 and record.message \
-                and not state["start"]:
+        elif record.stage == "epoch" or (record.stage == "training" and record.done == 0 and record.message \
+                and not state["start"]):
             bar.close()
             state["start"] = record.message
             say(record.message, flush=True)

@@ -9,4 +9,6 @@ echo "== ruff"
 echo "== import-linter"
 .venv/bin/lint-imports --no-cache
 echo "== pytest"
-.venv/bin/python -m pytest -q "$@"
+# every test, on every core (MEDVISION_TEST_WORKERS=1: one process; each worker gets its share of the CPU
+# threads, tests/conftest.py); an idle worker takes tests from a busy one; the slowest tests are listed at the end
+.venv/bin/python -m pytest -q -n "${MEDVISION_TEST_WORKERS:-auto}" --dist worksteal --durations=15 "$@"

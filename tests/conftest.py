@@ -10,6 +10,15 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("MEDVISION_NO_DIALOGS", "1")
 
+# tests run side by side (pytest-xdist): each worker's share of the CPUs, for torch, the DICOM pool and the
+# processes the tests start (they inherit it); two workers of two threads each on two cores run slower than one
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKERS > 1 and "MEDVISION_THREADS" not in os.environ:
+    _cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["MEDVISION_THREADS"] = str(max(1, _cpus // _WORKERS))
+    os.environ.setdefault("MEDVISION_WORKERS", os.environ["MEDVISION_THREADS"])
+    os.environ.setdefault("OMP_NUM_THREADS", os.environ["MEDVISION_THREADS"])
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MEDVISION_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SAMPLE_CT = ROOT / "resources" / "sample" / "ct_abdomen_siemens_j2k"
@@ -66,7 +75,7 @@ def ct(qtbot, window):
     return window
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
@@ -125,3 +134,18 @@ def screenshot_dir() -> Path:
     """Where tests save screenshots a person can open (tests/out/screenshots, git-ignored)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses ../shared/data (the ``shared_data`` fixture, directly or through another fixture) is
+    marked ``shared_data``: ``-m "not shared_data"`` runs what needs nothing outside the repository."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
+
+
+def pytest_configure(config):
+    if _WORKERS > 1:
+        import torch
+
+        torch.set_num_threads(int(os.environ["MEDVISION_THREADS"]))

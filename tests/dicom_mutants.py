@@ -107,7 +107,7 @@ def _shift(ds, mm: float) -> None:
     ds.ImagePositionPatient = p
 
 
-def _planted(out: Path, sources: dict) -> list[Mutant]:
+def _planted(out: Path, sources: dict) -> list[Mutant]:  # noqa: C901 - one block per defect met, in a list
     """The defects a user met, each on the series it concerns (one or several variants)."""
     mutants: list[Mutant] = []
     originals = {}

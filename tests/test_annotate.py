@@ -82,16 +82,16 @@ def test_label_map_widens_past_255(ct):
 # ---- brush -------------------------------------------------------------------------------------
 def test_brush_disk_and_ball_are_physically_round():
     spacing = np.array([5.0, 0.7, 0.7])  # thick slices
-    box, mask = brush.brush_mask((10, 50, 50), brush.BrushShape(10.0, axis=0), spacing)
+    _box, mask = brush.brush_mask((10, 50, 50), brush.BrushShape(10.0, axis=0), spacing)
     assert mask.shape[0] == 1
     area_mm2 = mask.sum() * 0.7 * 0.7
     assert abs(area_mm2 - np.pi * 100) / (np.pi * 100) < 0.03
-    box, mask = brush.brush_mask((10, 50, 50), brush.BrushShape(10.0, axis=None), spacing)
+    _box, mask = brush.brush_mask((10, 50, 50), brush.BrushShape(10.0, axis=None), spacing)
     assert mask.shape[0] == 5  # +-10 mm at 5 mm slices: slices 8..12
     vol = mask.sum() * 5 * 0.7 * 0.7
     assert abs(vol - 4 / 3 * np.pi * 1000) / (4 / 3 * np.pi * 1000) < 0.2
     # a disk in a sagittal slice (normal x) of that grid: 29 pixels along y, 5 slices along z
-    box, mask = brush.brush_mask((10, 50, 50), brush.BrushShape(10.0, axis=2), spacing)
+    _box, mask = brush.brush_mask((10, 50, 50), brush.BrushShape(10.0, axis=2), spacing)
     assert mask.shape == (5, 29, 1)
     # a radius below a voxel still paints the voxel clicked
     _, tiny = brush.brush_mask((1, 1, 1), brush.BrushShape(0.1, axis=0), spacing)

@@ -235,6 +235,7 @@ def test_engine_matches_the_deepbet_pipeline(shared_data, image):
     assert dice >= 0.99
 
 
+@pytest.mark.slow
 def test_medvision_infer_command_on_mni(shared_data, tmp_path):
     import subprocess
 

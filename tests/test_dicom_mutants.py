@@ -54,6 +54,7 @@ def _array(path: Path) -> np.ndarray:
     return load(path).array
 
 
+@pytest.mark.slow
 def test_every_mutant_ends_cleanly_and_each_planted_defect_is_met_as_planned(corpus, tmp_path, capsys):
     assert len(corpus) >= (170 if SHARED.is_dir() else 130)  # pydicom's own files alone without ../shared
     counts: collections.Counter = collections.Counter()

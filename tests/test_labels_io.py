@@ -155,6 +155,7 @@ def _medvision(*args, cwd=None):
                           text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_convert_labels_to_seg_and_back(tmp_path, ct, totalseg):
     seg = tmp_path / "out.dcm"
     r = _medvision("convert", SAMPLE_LABELS, "--reference", SAMPLE_CT, "-o", seg, "-q")

@@ -174,7 +174,7 @@ def test_several_dropped_dicom_files_open_as_one_set_and_one_file_opens_its_seri
     # its instance number is shown with the slice and in the header's title
     window.header_dock.show()
     qtbot.waitUntil(window.header_dock.isVisible)
-    ref, frame, instance = window.viewer.slice_source()
+    ref, _frame, instance = window.viewer.slice_source()
     assert instance == pydicom.dcmread(ref.path, stop_before_pixels=True).InstanceNumber
     assert f"Im {instance}" in window.header_view.title_label.text()
 

@@ -194,7 +194,7 @@ def test_ellipse_area_and_pixels(measuring):
 
 
 def test_statistics_follow_the_voxels_and_units(measuring):
-    window, measurements, tools = measuring
+    window, measurements, _tools = measuring
     viewer, grid = window.viewer, window.viewer.grid
     z = int(viewer.cursor[2])
     m = measurements.add("rectangle", "axial", z, [np.array([10.0, 20, z]), np.array([19.0, 29, z])])

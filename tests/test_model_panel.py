@@ -136,7 +136,7 @@ def test_run_inside_the_region_the_views_show(qtbot, ct, models):
     QApplication.processEvents()
     box = panel.region_combo.setCurrentIndex(1) or panel._region()
     assert box is not None
-    z, y, x = box
+    _z, y, x = box
     assert (y.stop - y.start) < 400 and (x.stop - x.start) < 400  # zoomed in: less than the 512 pixels
     assert panel.run()
     qtbot.waitUntil(lambda: panel.proposal is not None, timeout=60_000)

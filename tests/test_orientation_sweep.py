@@ -144,12 +144,8 @@ def test_restoring_keeps_every_voxel_at_its_patient_position():
 
 
 @pytest.fixture(scope="module")
-def t1(request) -> Volume:
-    from .conftest import SHARED_DATA
-
-    path = SHARED_DATA / "labeled" / "MRIcrop-orig.gipl.gz"
-    if not path.exists():
-        pytest.skip("../shared/data is not present")
+def t1(shared_data) -> Volume:
+    path = shared_data / "labeled" / "MRIcrop-orig.gipl.gz"
     from medvision.io.volumes import read_volume
 
     v = read_volume(path)

@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from PySide6.QtGui import QImage
 
 from .conftest import ROOT, SAMPLE_CT, x_env
@@ -55,6 +56,7 @@ def test_sample_ct_in_a_real_window(xdisplay, tmp_path, screenshot_dir):
     assert (render.sum(axis=2) > 150).mean() > 0.02
 
 
+@pytest.mark.slow
 def test_sagittal_mr_shows_like_its_axial_source(xdisplay, tmp_path, screenshot_dir, shared_data):
     """The same anatomy lands in the same view whatever plane it was acquired in: a sagittal DICOM
     acquisition of the MNI T1 and the NIfTI itself give identical slice panes."""
@@ -88,6 +90,7 @@ def test_view_screenshot_command(xdisplay, tmp_path, screenshot_dir):
     assert pixels.shape[:2] == (1000, 1600) and pixels.std() > 20
 
 
+@pytest.mark.slow
 def test_view_screenshot_without_a_display_and_bad_paths(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
     out = tmp_path / "shot.png"

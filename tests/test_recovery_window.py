@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from .conftest import ROOT, SAMPLE_CT, x_env
 
 
@@ -32,6 +34,7 @@ def _line_with(proc: subprocess.Popen, prefix: str, timeout: float) -> dict:
     return found
 
 
+@pytest.mark.slow
 def test_a_killed_window_offers_its_autosave_and_restores_it(xdisplay, tmp_path, screenshot_dir):
     env = x_env(xdisplay)
     env.pop("MEDVISION_NO_DIALOGS", None)

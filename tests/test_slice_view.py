@@ -75,7 +75,7 @@ def test_click_moves_the_linked_crosshair(views, qtbot):
     # the sagittal view now shows display x = 300, the coronal view y = 100
     assert v["sagittal"]._shown_slice == ijk[0]
     assert v["coronal"]._shown_slice == ijk[1]
-    rh, cw = viewer.grid.pixel_size("coronal")
+    _rh, cw = viewer.grid.pixel_size("coronal")
     assert v["coronal"].vline.value() == pytest.approx((ijk[0] + 0.5) * cw)
     # a click in the coronal view moves the axial slice (rows run from superior down)
     coronal = v["coronal"]
@@ -147,7 +147,7 @@ def test_right_drag_sets_window_middle_drag_pans_ctrl_wheel_zooms(views):
 
 
 def test_double_click_and_hover_signals(views, qtbot):
-    viewer, v = views
+    _viewer, v = views
     sag = v["sagittal"]
     with qtbot.waitSignal(sag.double_clicked) as sig:
         click(sag.viewport(), QPoint(150, 150), double=True)

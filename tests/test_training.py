@@ -95,7 +95,8 @@ def datalist(tmp_path) -> Path:
 
 
 def config(tmp_path, **kw) -> TrainConfig:
-    args = dict(base=BASE, new_id="blobs-ft", epochs=2, device="cpu", patch_size=(64, 64, 64), freeze_epochs=1,
+    # 32^3 patches: the network sees as much of these small cases, at an eighth of the cost of 64^3
+    args = dict(base=BASE, new_id="blobs-ft", epochs=2, device="cpu", patch_size=(32, 32, 32), freeze_epochs=1,
                 warmup_epochs=1, workdir=str(tmp_path / "work"))
     args.update(kw)
     return TrainConfig(**args)
@@ -281,12 +282,13 @@ def test_another_architecture_only_when_the_card_allows_it(tmp_path):
 
 
 # ---- training ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_training_writes_a_package_that_loads_and_infers_on_the_exact_grid(tmp_path, datalist):
     from medvision.ai.engine import InferenceOptions, infer_job
     from medvision.ai.preprocess import prepare
 
     data = TrainingData.from_datalist(datalist)
-    records, result = _collect(train_job(config(tmp_path), data))
+    records, result = _collect(train_job(config(tmp_path, patch_size=(64, 64, 64)), data))
     epochs = [r.preview for r in records if r.stage == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2] and [e["frozen"] for e in epochs] == [True, False]
     assert set(epochs[0]) >= {"epoch", "train_loss", "val_dice", "per_label", "lr", "seconds", "eta_s",
@@ -334,6 +336,7 @@ def test_training_writes_a_package_that_loads_and_infers_on_the_exact_grid(tmp_p
     assert torch.allclose(prepare(native_card, volume).tensor[0, 0], normalize_for_training(native_card, image))
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_in_the_same_lineage(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
     cfg = config(tmp_path, epochs=3)
@@ -360,6 +363,7 @@ def test_a_stopped_run_resumes_in_the_same_lineage(tmp_path, datalist):
     assert final["finished"] and final["package"] == str(result.package_folder)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_loads_but_holds_bad_contents_is_set_aside_and_a_new_run_starts(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
     cfg = config(tmp_path, epochs=3)
@@ -406,6 +410,7 @@ def test_case_ids_become_numbers_in_the_card_unless_asked():
     assert TrainConfig(base="b", new_id="n").case_names is False
 
 
+@pytest.mark.slow
 def test_k_fold_cross_validation_then_the_model_on_every_case(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
     cfg = config(tmp_path, new_id="blobs-cv", folds=3, epochs=2, freeze_epochs=0, patience=1)
@@ -462,6 +467,7 @@ def test_the_folds_summary_chooses_the_models_epochs_by_the_folds_that_had_a_dic
     assert [f["validation_cases"] for f in summary["per_fold"]] == [[p.case for p in s.val] for s in splits]
 
 
+@pytest.mark.slow
 def test_a_stopped_cross_validation_resumes_in_its_fold_and_keeps_the_finished_ones(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
     cfg = config(tmp_path, new_id="blobs-cv2", folds=2, epochs=1, freeze_epochs=0)
@@ -496,6 +502,7 @@ def test_a_stopped_cross_validation_resumes_in_its_fold_and_keeps_the_finished_o
     assert Registry().get("blobs-cv2").card["provenance"]["cross_validation"]["folds"] == 2
 
 
+@pytest.mark.slow
 def test_the_encoder_is_frozen_first_then_trained(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
     cfg = config(tmp_path, epochs=2, freeze_epochs=1, freeze_part="encoder")
@@ -512,6 +519,7 @@ def test_the_encoder_is_frozen_first_then_trained(tmp_path, datalist):
     assert any(not torch.equal(states[2][k], base[k]) for k in encoder)  # unfrozen in epoch 2
 
 
+@pytest.mark.slow
 def test_a_linear_probe_first_holds_every_pretrained_layer_then_tunes_them(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
     cfg = config(tmp_path, epochs=2, freeze_epochs=1, freeze_part="body", transfer="all")
@@ -620,6 +628,7 @@ def _gpu_fills_up(monkeypatch) -> dict:
     return full
 
 
+@pytest.mark.slow
 def test_out_of_gpu_memory_while_training_keeps_the_finished_epoch_and_the_run_resumes(tmp_path, datalist,
                                                                                         monkeypatch):
     from medvision.ai.memory import is_out_of_memory
@@ -672,7 +681,8 @@ def test_the_training_process_reports_running_out_of_memory(tmp_path, datalist, 
 
     _gpu_fills_up(monkeypatch)["on"] = True
     out = queue.Queue()
-    cfg = dict(base=BASE, new_id="oom", epochs=1, device="cpu", patches_per_epoch=4, workdir=str(tmp_path / "w"))
+    cfg = dict(base=BASE, new_id="oom", epochs=1, device="cpu", patches_per_epoch=4, patch_size=(32, 32, 32),
+               workdir=str(tmp_path / "w"))
     _child(cfg, {"datalist": str(datalist)}, out, threading.Event(), threading.Event())  # in this process
     messages = []
     while not out.empty():
@@ -712,6 +722,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_whole_and_says_so(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == [ckpt.FILE]  # no temporary file left behind
 
 
+@pytest.mark.slow
 def test_training_on_a_full_disk_stops_clearly_and_goes_on_once_there_is_room(tmp_path, datalist, monkeypatch):
     import safetensors.torch
 
@@ -791,7 +802,6 @@ def test_on_cuda_running_out_of_memory_is_reported_and_the_next_run_works(tmp_pa
 
 
 # ---- the command ---------------------------------------------------------------------------------------
-@pytest.mark.slow
 def _interrupted(cmd, env, prefix: str, group: bool = False) -> tuple[int, list[str]]:
     """Run ``cmd``; Ctrl+C (SIGINT: to its whole process group with ``group``, as a terminal sends it)
     once a line of its output starts with ``prefix``. Returns its exit code and its lines."""
@@ -807,10 +817,11 @@ def _interrupted(cmd, env, prefix: str, group: bool = False) -> tuple[int, list[
     return proc.wait(120), lines
 
 
+@pytest.mark.slow
 def test_cli_train_end_to_end_with_ctrl_c_and_resume(tmp_path, datalist, medvision_home):
     env = dict(os.environ, MEDVISION_HOME=str(medvision_home), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "medvision.cli", "train", "--base", BASE, "--datalist", str(datalist),
-           "-o", "cli-blobs", "--epochs", "3", "--patch", "64", "--patches-per-epoch", "40", "--device", "cpu",
+           "-o", "cli-blobs", "--epochs", "3", "--patch", "32", "--patches-per-epoch", "40", "--device", "cpu",
            "--freeze-epochs", "1", "--workdir", str(tmp_path / "work"), "-q"]
     code, lines = _interrupted(cmd, env, "epoch 1/3")
     assert code == 130, "".join(lines)
@@ -827,11 +838,12 @@ def test_cli_train_end_to_end_with_ctrl_c_and_resume(tmp_path, datalist, medvisi
         medvision_home / "data" / "models" / "cli-blobs-1" / "weights.safetensors")
 
 
+@pytest.mark.slow
 def test_cli_cross_validation_stopped_in_a_fold_resumes_there(tmp_path, datalist, medvision_home):
     env = dict(os.environ, MEDVISION_HOME=str(medvision_home), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "medvision.cli", "train", "--base", BASE, "--datalist", str(datalist),
-           "-o", "cli-cv", "--epochs", "1", "--patches-per-epoch", "8", "--device", "cpu", "--folds", "2",
-           "--spacing", "1.5", "--workdir", str(tmp_path / "work"), "-q"]
+           "-o", "cli-cv", "--epochs", "1", "--patch", "32", "--patches-per-epoch", "8", "--device", "cpu",
+           "--folds", "2", "--spacing", "1.5", "--workdir", str(tmp_path / "work"), "-q"]
     for bad, said in ((["--folds", "4"], "4 folds need at least 4 cases and there are 3"),
                       (["--spacing", "fine"], "--spacing fine: give auto, native, or a voxel size in mm")):
         refused = subprocess.run(cmd + bad, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -864,12 +876,14 @@ def test_one_process_is_a_group_of_one_whatever_world_size_says(monkeypatch):
     assert Group(1, 4).share(13) == 4 and not Group(1, 4).main
 
 
+@pytest.mark.slow
 def test_data_parallel_training_over_two_processes_with_torchrun(tmp_path, datalist, medvision_home):
     """torchrun, two CPU processes (gloo): one report, one package, the weights identical in both
     processes (the trainer checks it and fails otherwise); stopped after epoch 1, the same command resumes."""
     env = dict(os.environ, MEDVISION_HOME=str(medvision_home), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "medvision.cli", "train",
-           "--base", BASE, "--datalist", str(datalist), "-o", "ddp-blobs", "--epochs", "3", "--patches-per-epoch", "16",
+           "--base", BASE, "--datalist", str(datalist), "-o", "ddp-blobs", "--epochs", "3", "--patch", "32",
+           "--patches-per-epoch", "16",
            "--device", "cpu", "--workdir", str(tmp_path / "work"), "-q"]
     _code, lines = _interrupted(cmd, env, "epoch 1/3", group=True)  # Ctrl+C: torchrun ends both processes
     assert sum(ln.startswith("epoch 1/3") for ln in lines) == 1, "".join(lines)  # process 0 alone reports

@@ -58,6 +58,7 @@ def test_dice_by_name():
     assert dice_by_name(a, b) == {"liver": None, "spleen": pytest.approx(0.8)}
 
 
+@pytest.mark.slow
 def test_training_dialog_trains_a_new_model_in_another_process(qtbot, window, datalist, screenshot_dir):
     panel = window.annotating.models
     assert panel.select("deepbet-t1-brain")
@@ -81,6 +82,7 @@ def test_training_dialog_trains_a_new_model_in_another_process(qtbot, window, da
     assert panel.package.card["provenance"]["parent"].startswith("deepbet-t1-brain")
 
 
+@pytest.mark.slow
 def test_the_dialog_cross_validates_then_trains_the_model_on_every_case(qtbot, window, datalist, screenshot_dir):
     panel = window.annotating.models
     assert panel.select("deepbet-t1-brain")  # (the synthetic blobs are no brain for brainchop's crop)

@@ -14,12 +14,12 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QEvent, QPoint, QPointF, Qt  # noqa: E402
-from PySide6.QtGui import QImage, QMouseEvent, QWheelEvent  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
+from PySide6.QtGui import QImage, QMouseEvent, QWheelEvent
+from PySide6.QtWidgets import QApplication
 
-from medvision.core.volume import Volume, affine_from_geometry  # noqa: E402
-from tests.conftest import ROOT, SAMPLE_CT, x_env  # noqa: E402
+from medvision.core.volume import Volume, affine_from_geometry
+from tests.conftest import ROOT, SAMPLE_CT, x_env
 
 CT_PRESETS = ["CT bone", "CT soft tissue", "CT lung", "CT angio (contrast)", "CT MIP"]
 
@@ -521,6 +521,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_real_window_under_xvfb(xdisplay, screenshot_dir, tmp_path):
     script = tmp_path / "view3d_window.py"
     script.write_text(_REAL_WINDOW.format(root=str(ROOT), sample=str(SAMPLE_CT), out=str(screenshot_dir)))

@@ -11,13 +11,13 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtCore import QTimer
 
-from medvision.core.jobs import run_job  # noqa: E402
-from medvision.core.labels import LabelMap, LabelTable  # noqa: E402
-from medvision.core.volume import Volume, affine_from_geometry  # noqa: E402
-from tests.conftest import SAMPLE_CT, SAMPLE_LABELS  # noqa: E402
-from tests.test_view3d import frame, lit  # noqa: E402
+from medvision.core.jobs import run_job
+from medvision.core.labels import LabelMap, LabelTable
+from medvision.core.volume import Volume, affine_from_geometry
+from tests.conftest import SAMPLE_CT, SAMPLE_LABELS
+from tests.test_view3d import frame, lit
 
 RED, GREEN, BLUE = (255, 0, 0, 255), (0, 255, 0, 255), (0, 0, 255, 255)
 BALL = np.array([15.0, -10.0, 10.0])  # LPS: left, anterior, superior of the grid's centre

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..core.cpus import cpu_threads
 from ..core.jobs import Cancelled, Progress
 from ..core.labels import LabelMap, LabelTable
 from ..core.volume import Volume
@@ -146,7 +146,8 @@ def _run_attempt(net, card: dict, x: torch.Tensor, attempt: Attempt, tta: bool) 
     return results
 
 
-def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions | None = None):
+def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions | None = None):  # noqa: C901 - one
+    # pipeline read top to bottom (prepare, run, invert, post-process); its stages as modules are still to do
     """Job: run ``package`` on ``volume``; returns an :class:`InferenceResult`."""
     options = options or InferenceOptions()
     card = package.card
@@ -156,7 +157,7 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
     yield Progress("loading the model", 0, 0, package.name)
     device = pick_device(options.device)
     if device == "cpu":
-        torch.set_num_threads(options.threads or max(1, os.cpu_count() or 1))
+        torch.set_num_threads(options.threads or cpu_threads())
     else:
         torch.backends.cudnn.benchmark = True
     net = package.network()
@@ -201,7 +202,7 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
             passes = yield from _watched(net, lambda a=attempt: _run_attempt(net, card, prep.tensor, a, options.tta))
             used = attempt
             break
-        except Exception as exc:  # noqa: BLE001 - out of memory falls back; anything else is reported
+        except Exception as exc:
             if not is_out_of_memory(exc) or k == len(plan) - 1:
                 raise
             log.warning("CUDA out of memory (%s); falling back", exc)
@@ -278,7 +279,7 @@ def _brainchop(package: ModelPackage, net, source: Volume, device: str, options:
             labels, prob = yield from _watched(net, lambda xx=x: bp.predict(net, xx))
             labels, prob = labels.cpu().numpy(), prob.cpu().numpy()
             break
-        except Exception as exc:  # noqa: BLE001 - out of GPU memory falls back to the CPU; the rest is reported
+        except Exception as exc:
             if attempt == "cpu" or not is_out_of_memory(exc):
                 raise
             log.warning("CUDA out of memory (%s); running on the CPU", exc)

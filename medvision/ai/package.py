@@ -64,10 +64,7 @@ def user_dir() -> Path:
 
 
 def _version_key(version: str) -> tuple:
-    parts = []
-    for p in str(version).replace("-", ".").split("."):
-        parts.append((0, int(p), "") if p.isdigit() else (1, 0, p))
-    return tuple(parts)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in str(version).replace("-", ".").split("."))
 
 
 @dataclass
@@ -163,7 +160,7 @@ class ModelPackage:
                 self.network(part)
             except PackageError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - an architecture the card names badly says so
+            except Exception as exc:
                 raise PackageError(f"{self.id}: its network ({part}) cannot be built from the card: "
                                    f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}") from exc
 
@@ -207,7 +204,7 @@ class ModelPackage:
         path = self.verified_weights(part)
         try:
             return load_file(str(path), device=device)
-        except Exception as exc:  # noqa: BLE001 - a damaged file says so
+        except Exception as exc:
             raise PackageError(f"{self.id}: {path.name} is not readable safetensors ({exc})") from exc
 
     def network(self, part: str = "weights", device: str = "cpu"):

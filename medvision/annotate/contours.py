@@ -9,6 +9,8 @@ slices" uses ITK's morphological contour interpolation, which SimpleITK's wheels
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import SimpleITK as sitk
 
@@ -86,7 +88,7 @@ def interpolate_between_slices(array: np.ndarray, value: int, axis: int,
     spacing_rc = [s for i, s in enumerate(spacing_zyx_mm) if i != axis]
     out = sub.copy()
     rel = [d - first for d in drawn]
-    for k0, k1 in zip(rel[:-1], rel[1:], strict=True):
+    for k0, k1 in itertools.pairwise(rel):
         if k1 - k0 < 2:
             continue
         d0, d1 = _signed_distance(sub[k0], spacing_rc), _signed_distance(sub[k1], spacing_rc)

@@ -193,7 +193,7 @@ def read_seg(path: str | os.PathLike, reference: Volume | None = None) -> LabelM
     path = Path(path)
     try:
         seg = hd.seg.segread(path)
-    except Exception as exc:  # noqa: BLE001 - shown to the user
+    except Exception as exc:
         raise MedvisionIOError(f"{path}: not a readable DICOM SEG ({str(exc).splitlines()[0][:200]})") from exc
     table = LabelTable()
     value_of: dict[int, int] = {}
@@ -209,7 +209,7 @@ def read_seg(path: str | os.PathLike, reference: Volume | None = None) -> LabelM
                   type=_code_of(getattr(desc, "SegmentedPropertyTypeCodeSequence", None)))
     try:
         vol = seg.get_volume(combine_segments=True, skip_overlap_checks=True, dtype=np.uint16)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         first = str(exc).splitlines()[0][:200]
         raise UnsupportedDataError(f"{path}: its frames do not form one volume ({first})") from exc
     numbers = np.asarray(vol.array)

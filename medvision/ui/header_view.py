@@ -108,20 +108,20 @@ class HeaderModel(QAbstractItemModel):
             return QModelIndex()
         return self.createIndex(up.pos, 0, up)
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
         if parent.isValid() and parent.column() != 0:
             return 0
         return len(self.node(parent).shown)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
         return len(COLUMNS)
 
-    def hasChildren(self, parent: QModelIndex = QModelIndex()) -> bool:  # noqa: B008, N802
+    def hasChildren(self, parent: QModelIndex = QModelIndex()) -> bool:  # noqa: B008
         if parent.isValid() and parent.column() != 0:
             return False
         return bool(self.node(parent).shown)
 
-    def headerData(self, section: int, orientation, role: int = Qt.ItemDataRole.DisplayRole):  # noqa: N802
+    def headerData(self, section: int, orientation, role: int = Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
         return None
@@ -157,7 +157,7 @@ class HeaderModel(QAbstractItemModel):
 class _TreeView(QTreeView):
     copy_requested = Signal(bool)  # True: whole rows
 
-    def keyPressEvent(self, event) -> None:  # noqa: N802
+    def keyPressEvent(self, event) -> None:
         if event.matches(QKeySequence.StandardKey.Copy):
             self.copy_requested.emit(False)
             event.accept()
@@ -284,7 +284,7 @@ class DicomHeaderView(QWidget):
             return
         try:
             result: HeaderTree | str = HeaderTree(header_rows(ref))
-        except Exception as exc:  # any unreadable file: a message in the view, never a crash
+        except Exception as exc:  # noqa: BLE001 - any unreadable file: a message in the view, never a crash
             result = self._error_text(ref, exc)
         self._remember(ref, result)
         self._display(ref, result)

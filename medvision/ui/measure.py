@@ -16,6 +16,7 @@ last point, or, with none in progress, removes the last measurement shown in the
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import weakref
@@ -498,7 +499,7 @@ class _MeasureTool(Tool):
         pts = [view.viewport_point(p) for p in points]  # not all points yet: dots and an arm
 
         def partial() -> None:
-            for a, b in zip(pts, pts[1:], strict=False):
+            for a, b in itertools.pairwise(pts):
                 painter.drawLine(a, b)
             for c in pts[:len(self.points)]:
                 painter.drawEllipse(c, 3, 3)

@@ -86,7 +86,7 @@ def _load_or_make(path: Path, series: SeriesInfo, size: int) -> tuple[QImage | N
         array = series_thumbnail(series, size)
     except MedvisionIOError as exc:
         return None, str(exc)
-    except Exception as exc:  # noqa: BLE001 - a thumbnail must never take the browser down
+    except Exception as exc:
         log.warning("thumbnail of %s failed", series.label(), exc_info=True)
         return None, f"{series.label()}: no preview ({type(exc).__name__}: {exc})"
     h, w = array.shape
@@ -122,7 +122,7 @@ def _forget_job(index: DicomIndex, refs: list[FileRef]) -> Job[int]:
 def _scan_job(index: DicomIndex, paths: list[str]) -> Job[list[ScanResult]]:
     results = []
     for path in paths:
-        results.append((yield from index.scan(path)))
+        results.append((yield from index.scan(path)))  # noqa: PERF401 - a job: no `yield from` in a comprehension
     return results
 
 
@@ -552,7 +552,7 @@ class SeriesBrowser(QWidget):
     def _schedule_thumbnails(self, *_args) -> None:
         self._thumb_timer.start()
 
-    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         # a narrow dock keeps the names readable: Details and Size only when there is room
         narrow = self.width() < 480
@@ -560,7 +560,7 @@ class SeriesBrowser(QWidget):
             self.tree.setColumnHidden(column, narrow)
         self._schedule_thumbnails()
 
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def showEvent(self, event) -> None:
         super().showEvent(event)
         self._schedule_thumbnails()
 

@@ -415,6 +415,6 @@ class TrainingDialog(QDialog):
         self.pause_button.setText("Resume" if running and self.process.paused else "Pause")
         self.cancel_button.setEnabled(running)
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def closeEvent(self, event) -> None:
         # closing the dialog does not stop training: it keeps going; Cancel stops it
         super().closeEvent(event)

@@ -444,7 +444,7 @@ class View3D(QWidget):
         painter.end()
         return image
 
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def paintEvent(self, event) -> None:
         if self._scene is not None and self._dirty:
             self._render_frame(interactive=self._resize_timer.isActive() or self._quick_next)
             self._quick_next = False
@@ -486,7 +486,7 @@ class View3D(QWidget):
                               (-up, Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter)):
             painter.drawText(inner, int(align), view_letters(vector))
 
-    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def resizeEvent(self, event) -> None:
         if self._drag is None and self._camera_untouched:
             self._fit_pending = True
         if self.isVisible():  # a splitter or layout change: fast frames until it settles
@@ -498,7 +498,7 @@ class View3D(QWidget):
     def _interactive(self) -> bool:
         return self._scene is not None and (self._prepared is not None or self._label_ctl.surfaces is not None)
 
-    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def mousePressEvent(self, event) -> None:
         if not self._interactive() or self._drag is not None:
             event.ignore()
             return
@@ -510,7 +510,7 @@ class View3D(QWidget):
         self._camera_untouched = False
         event.accept()
 
-    def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def mouseMoveEvent(self, event) -> None:
         if self._drag is None:
             event.ignore()
             return
@@ -526,7 +526,7 @@ class View3D(QWidget):
             self.pan(dx, dy)
         event.accept()
 
-    def mouseReleaseEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def mouseReleaseEvent(self, event) -> None:
         if self._drag is None or event.button() != self._drag[0]:
             event.ignore()
             return
@@ -534,19 +534,19 @@ class View3D(QWidget):
         self._request_render()  # full quality
         event.accept()
 
-    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def mouseDoubleClickEvent(self, event) -> None:
         self._drag = None
         self.double_clicked.emit()
         event.accept()
 
-    def wheelEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def wheelEvent(self, event) -> None:
         if not self._interactive():
             event.ignore()
             return
         self.zoom(1.1 ** (event.angleDelta().y() / 120.0))
         event.accept()
 
-    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def keyPressEvent(self, event) -> None:
         if event.key() == Qt.Key.Key_R and not event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
             self.reset_camera()
             event.accept()
@@ -592,7 +592,7 @@ class View3D(QWidget):
         self._camera_untouched = False
         self._request_render()
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def closeEvent(self, event) -> None:
         if self._runner is not None:
             self._runner.cancel()
             self._runner = None

@@ -41,7 +41,7 @@ if sys.platform.startswith("linux") and _headless_qt():
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 _t0 = time.perf_counter()
-import vtkmodules.vtkRenderingOpenGL2  # noqa: E402,F401  (OpenGL overrides of the rendering classes)
+import vtkmodules.vtkRenderingOpenGL2  # noqa: E402  (OpenGL overrides of the rendering classes)
 import vtkmodules.vtkRenderingVolumeOpenGL2  # noqa: E402,F401  (GPU ray cast mapper)
 from vtkmodules.util.misc import calldata_type  # noqa: E402
 from vtkmodules.util.numpy_support import numpy_to_vtk, vtk_to_numpy  # noqa: E402

@@ -105,7 +105,8 @@ def _import_file(path: Path, kind: str, file_name: str, card: dict) -> ModelPack
         return _finish(staging, card)
 
 
-def _user_card(path: Path, card, what: str, needs_architecture: bool = False) -> dict:
+def _user_card(path: Path, card, what: str, needs_architecture: bool = False) -> dict:  # noqa: C901 - where the
+    # card comes from (dict, file, beside the model) and what each kind of file needs: a flat list of checks
     """The caller's card (a dict, a JSON file, or ``<name>.json``/``model.json`` beside ``path``), checked."""
     where = "the card"
     if card is None:
@@ -176,7 +177,7 @@ def _load_state_dict(path: Path) -> dict:
             f"{path}: holds pickled Python objects, not only weights (e.g. a whole model saved with "
             f"torch.save(model)); medvision never unpickles code. Save model.state_dict(), or export TorchScript "
             f"or ONNX. ({str(exc).splitlines()[-1].strip()[:200]})") from exc
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file says so
+    except Exception as exc:
         raise PackageError(f"{path}: not a readable torch weights file ({str(exc).splitlines()[0][:200]})") from exc
     state = _tensors(obj)
     if state is None:
@@ -247,7 +248,7 @@ def _finish(staging: Path, card: dict) -> ModelPackage:
     try:
         with torch.inference_mode():
             out = net(x)
-    except Exception as exc:  # noqa: BLE001 - reported with the shape it was given
+    except Exception as exc:
         raise PackageError(f"{package.id}: the imported network fails on a zero input of shape {tuple(x.shape)}: "
                            f"{str(exc).splitlines()[0][:300]}") from exc
     if not isinstance(out, torch.Tensor):

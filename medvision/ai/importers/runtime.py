@@ -28,7 +28,7 @@ def runtime_network(kind: str, path: Path, device: str = "cpu", model_id: str = 
     if kind == "torchscript":
         try:
             net = torch.jit.load(str(path), map_location=device)
-        except Exception as exc:  # noqa: BLE001 - a damaged file says so
+        except Exception as exc:
             raise PackageError(f"{model_id or path}: {path.name} is not loadable TorchScript ({exc})") from exc
         return TorchScriptNetwork(net).eval()
     if kind == "onnx":
@@ -79,7 +79,7 @@ def inspect_onnx(path: Path, model_id: str = "") -> dict:
     try:
         model = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(model)
-    except Exception as exc:  # noqa: BLE001 - onnx's own errors name the problem
+    except Exception as exc:
         raise PackageError(f"{name}: {path.name} is not a valid ONNX model ({str(exc).splitlines()[0][:300]})"
                            ) from exc
     graphs = [model.graph]
@@ -173,7 +173,7 @@ class OnnxNetwork(torch.nn.Module):
         self._sessions: dict[str, Any] = {}
         try:
             first = self._session("cpu").get_inputs()[0]
-        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors name the problem
+        except Exception as exc:
             raise PackageError(f"{name}: not a usable ONNX model ({exc})") from exc
         self.input_name = first.name
         self.fixed_batch = first.shape[0] if first.shape and isinstance(first.shape[0], int) else None

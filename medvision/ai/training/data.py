@@ -498,9 +498,8 @@ class _LabelMerge:
     def present_order(self, case_keys: list[dict[int, str]], notes: list[str]) -> list[str]:
         """The keys some case has voxels of, in table order; notes for the ones absent and dropped."""
         present = {k for keys in case_keys for k in keys.values()}
-        for key in self.order:
-            if key not in present:
-                notes.append(f"label {self.display[key]!r} has no voxels in any case: not trained")
+        notes.extend(f"label {self.display[key]!r} has no voxels in any case: not trained"
+                     for key in self.order if key not in present)
         order = [k for k in self.order if k in present]
         if not order:
             raise TrainingDataError("none of the cases has any labelled voxel (of the labels asked for)")

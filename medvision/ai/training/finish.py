@@ -44,7 +44,7 @@ def write_model(setup: Setup, opt: Optimisation, state: RunState, data: Training
                                 run_as=run_as_card(base, setup.conformed.crop) if setup.conformed else None)
     except PackageError:
         raise
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a full disk
+    except Exception as exc:
         size = sum(t.numel() * t.element_size() for t in weights.values())
         raise RuntimeError(f"could not write the new model into {user_dir()}: "
                            f"{ckpt.disk_problem(exc, user_dir(), size)}; "

@@ -4,13 +4,13 @@ training regions and validation contexts), the patch size and the patch sampler.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from ...core.cpus import cpu_threads
 from ...core.jobs import Progress
 from ..engine import pick_device
 from ..package import ModelPackage, Registry
@@ -69,7 +69,7 @@ def prepare(config: TrainConfig, data: TrainingData, registry: Registry | None, 
     device = pick_device(config.device)
     group = Group.from_environment(device)  # (several processes under torchrun: see .distributed)
     if device == "cpu" or group.several:  # (torchrun sets one thread per process: the patches need more)
-        torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // group.world))
+        torch.set_num_threads(config.threads or max(1, cpu_threads() // group.world))
     task = SegmentationTask(data.names)
     tn = make_network(base, task.n_classes, config.from_scratch, config.architecture, config.seed, config.transfer)
     net = tn.net.to(device)

@@ -219,7 +219,7 @@ def decode_task(task: DecodeTask) -> list[np.ndarray] | PixelDataError:
         return _decode_with_pydicom(task.ref, list(task.indices), task.pixel.transfer_syntax)
     except (PixelDataError, UnsupportedDataError) as exc:
         return PixelDataError(str(exc))
-    except Exception as exc:  # a decoder's own exception must not stop the other files
+    except Exception as exc:  # noqa: BLE001 - a decoder's own exception must not stop the other files
         return PixelDataError(f"{task.ref}: pixel data could not be decoded ({type(exc).__name__}: {exc})")
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from .private import (  # noqa: F401  (re-exported: the readers' shared names)
+from .private import (
     B0_EPS,
     PHILIPS_DD001,
     PHILIPS_DD005,
@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 _DERIVED_TYPES = frozenset({"ADC", "EADC", "TRACEW", "TRACE", "ISOTROPIC", "FA", "EXP"})
 
 
-def diffusion(ds: Dataset, item: Dataset | None, csa: dict[str, list[str]] | None = None
+def diffusion(ds: Dataset, item: Dataset | None, csa: dict[str, list[str]] | None = None  # noqa: C901 - vendors
+              # in dcm2niix's order of precedence (standard, enhanced, Siemens CSA, GE, Philips, Toshiba)
               ) -> tuple[float | None, np.ndarray | None, str]:
     """(b-value s/mm², gradient direction in patient LPS, DiffusionDirectionality) of one image.
 

@@ -85,7 +85,7 @@ def read_dataset(ref: FileRef, *, headers_only: bool = False, force: bool = Fals
                 ds = _dcmread(ref, headers_only, True)
                 if ds.get("SOPClassUID") and (ds.get("SOPInstanceUID") or ds.get("StudyInstanceUID")):
                     return ds
-            except Exception:  # anything: it is not DICOM
+            except Exception:  # noqa: BLE001 - anything: it is not DICOM
                 pass
         raise NotDicomError(f"{ref}: not a DICOM file ({_short(exc)})") from exc
     except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,

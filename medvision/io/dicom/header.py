@@ -149,7 +149,7 @@ class _Builder:
         for tag in sorted(ds.keys()):
             try:
                 out.append(self.row(ds, Tag(tag), depth))
-            except Exception as exc:  # one bad element must not hide the rest of the header
+            except Exception as exc:  # noqa: BLE001 - one bad element must not hide the rest of the header
                 log.debug("%s: element %s: %s", self.ref, format_tag(tag), exc)
                 keyword, name = _names(ds, Tag(tag))
                 out.append(HeaderRow(format_tag(tag), keyword, name, "", f"<cannot read value: {_short(exc)}>"))
@@ -255,7 +255,7 @@ def _private_creator(ds: Dataset, tag: BaseTag) -> str:
         return ""
     try:
         value = ds[creator_tag].value
-    except Exception:  # a damaged creator element: fall back to "Private tag"
+    except Exception:  # noqa: BLE001 - a damaged creator element: fall back to "Private tag"
         return ""
     if isinstance(value, bytes):
         value = value.decode("latin-1", "replace")
@@ -332,7 +332,7 @@ def _short(exc: BaseException) -> str:
 class HeaderNode:
     """A row in a :class:`HeaderTree`; ``shown`` are the children that pass the current search."""
 
-    __slots__ = ("row", "parent", "children", "shown", "pos", "name", "text", "match", "visible")
+    __slots__ = ("children", "match", "name", "parent", "pos", "row", "shown", "text", "visible")
 
     def __init__(self, row: HeaderRow | None, parent: HeaderNode | None) -> None:
         self.row = row

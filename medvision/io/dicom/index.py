@@ -89,7 +89,7 @@ def header_record(found: FoundFile) -> dict:
     except NotDicomError as exc:
         rec.update(status="notdicom", error=str(exc))
         return rec
-    except Exception as exc:  # a header we cannot parse must never stop a scan
+    except Exception as exc:  # noqa: BLE001 - a header we cannot parse must never stop a scan
         rec.update(status="error", error=f"{found.ref}: unreadable header ({_why(exc)})")
         return rec
     try:  # pydicom converts elements when they are read: a damaged one (unknown VR, bad length) raises here

@@ -19,6 +19,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
+from ...core.cpus import cpu_threads
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -33,10 +35,7 @@ def default_workers() -> int:
     env = os.environ.get("MEDVISION_WORKERS")
     if env and env.isdigit():
         return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return cpu_threads()
 
 
 def _get_pool(workers: int) -> ProcessPoolExecutor:

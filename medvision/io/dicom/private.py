@@ -33,7 +33,7 @@ def private_value(ds: Dataset, group: int, creator: str, offset: int):
     if tag in ds:
         try:
             return ds[tag].value
-        except Exception:  # an undecodable private value: treat as absent
+        except Exception:  # noqa: BLE001 - an undecodable private value: treat as absent
             return None
     return None
 

@@ -70,7 +70,7 @@ def _series_meta(ds) -> dict:
         meta[key] = value
     try:
         meta["acquisition"] = acquisition_fields(ds, csa_image(ds) if manufacturer(ds) == "siemens" else None)
-    except Exception as exc:  # odd private data must not stop loading; the sidecar just has less
+    except Exception as exc:  # noqa: BLE001 - odd private data must not stop loading; the sidecar just has less
         log.debug("acquisition fields not read: %s", exc)
     return meta
 
@@ -109,7 +109,7 @@ def read_file_frames(ref: FileRef, *, with_meta: bool = True) -> FileFrames:
     except MedvisionIOError as exc:
         out.error = str(exc)
         out.error_type = type(exc)
-    except Exception as exc:  # never let one odd file stop a series
+    except Exception as exc:  # noqa: BLE001 - never let one odd file stop a series
         out.error = f"{ref}: cannot be read ({type(exc).__name__}: {exc})"
     return out
 
