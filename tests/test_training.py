@@ -413,7 +413,8 @@ def test_case_ids_become_numbers_in_the_card_unless_asked():
 @pytest.mark.slow
 def test_k_fold_cross_validation_then_the_model_on_every_case(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
-    cfg = config(tmp_path, new_id="blobs-cv", folds=3, epochs=2, freeze_epochs=0, patience=1)
+    cfg = config(tmp_path, new_id="blobs-cv", folds=3, epochs=2, freeze_epochs=0, patience=1,
+                 head_init="prior")  # (the probe and its check have tests of their own)
     records, result = _collect(train_job(cfg, data))
     runs = [r.preview["run"] for r in records if r.stage == "epoch" and r.preview]
     assert runs[0] == "fold 1 of 3" and runs[-1] == "the model (all cases)"
@@ -470,7 +471,7 @@ def test_the_folds_summary_chooses_the_models_epochs_by_the_folds_that_had_a_dic
 @pytest.mark.slow
 def test_a_stopped_cross_validation_resumes_in_its_fold_and_keeps_the_finished_ones(tmp_path, datalist):
     data = TrainingData.from_datalist(datalist)
-    cfg = config(tmp_path, new_id="blobs-cv2", folds=2, epochs=1, freeze_epochs=0)
+    cfg = config(tmp_path, new_id="blobs-cv2", folds=2, epochs=1, freeze_epochs=0, head_init="prior")
     job = train_job(cfg, data)
     for record in job:
         if record.stage == "validation" and record.message.startswith("fold 2 of 2"):
@@ -480,7 +481,8 @@ def test_a_stopped_cross_validation_resumes_in_its_fold_and_keeps_the_finished_o
     assert first["finished"] and not (Path(cfg.workdir) / "fold-2" / ckpt.FILE).exists()
     assert "blobs-cv2" not in {p.id for p in Registry().packages()}
 
-    cfg = config(tmp_path, new_id="blobs-cv2", folds=2, epochs=2, freeze_epochs=0)  # another budget:
+    cfg = config(tmp_path, new_id="blobs-cv2", folds=2, epochs=2, freeze_epochs=0, head_init="prior")  # another
+    # budget:
     job = train_job(cfg, data)  # fold 1 is trained again
     stages = []
     for record in job:
@@ -843,7 +845,7 @@ def test_cli_cross_validation_stopped_in_a_fold_resumes_there(tmp_path, datalist
     env = dict(os.environ, MEDVISION_HOME=str(medvision_home), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "medvision.cli", "train", "--base", BASE, "--datalist", str(datalist),
            "-o", "cli-cv", "--epochs", "1", "--patch", "32", "--patches-per-epoch", "8", "--device", "cpu",
-           "--folds", "2", "--spacing", "1.5", "--workdir", str(tmp_path / "work"), "-q"]
+           "--folds", "2", "--head-init", "prior", "--spacing", "1.5", "--workdir", str(tmp_path / "work"), "-q"]
     for bad, said in ((["--folds", "4"], "4 folds need at least 4 cases and there are 3"),
                       (["--spacing", "fine"], "--spacing fine: give auto, native, or a voxel size in mm")):
         refused = subprocess.run(cmd + bad, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
