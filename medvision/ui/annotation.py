@@ -1,45 +1,36 @@
-"""The labels being edited in the window: label map, undo history, overlay, files and autosave.
+"""The labels being edited in the window: the case, bound to the viewer, its overlay and jobs.
 
-One :class:`Annotation` lives beside the :class:`~medvision.ui.viewer.Viewer`. It owns the working
-:class:`~medvision.core.labels.LabelMap` of the volume on screen (made on the first edit), its
-:class:`~medvision.core.edits.History`, the overlay layer the views draw, and where the labels go
-when saved (a file, or a case of an annotation project). While labels are edited it autosaves them
-into a recovery slot every few seconds (atomic writes, on a worker thread); a clean save removes
-the slot. Long edits (smoothing, growing, thresholding a whole volume) run as jobs on a worker
-thread; the views keep drawing meanwhile and other edits wait for them.
+One :class:`Annotation` lives beside the :class:`~medvision.ui.viewer.Viewer`. The case itself (the
+working label map, its history, the active label, where the labels are saved, autosave) is a
+headless :class:`~medvision.workspace.case.WorkingCase`; this class binds it to the window: it brings the
+history's reports to the GUI thread as signals, keeps the overlay layer the views draw in step,
+autosaves on a timer, and runs long edits (smoothing, growing, thresholding a whole volume, saving)
+as jobs on a worker thread; the views keep drawing meanwhile and other edits wait for them.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QDeadlineTimer, QEventLoop, QObject, QTimer, Signal
 
-from ..annotate.rules import EditRules
-from ..core.edits import History
 from ..core.jobs import Progress
-from ..core.labels import Label, LabelMap, LabelTable
-from ..core.volume import Volume
+from ..core.labels import Label, LabelMap
+from ..workspace.case import SEG_SUFFIXES, WorkingCase, autosave_seconds, read_labels
 from .jobs import JobRunner
 from .viewer import Layer, Viewer
 
-log = logging.getLogger(__name__)
+__all__ = ["LAYER", "SEG_SUFFIXES", "Annotation"]
 
 LAYER = "labels"
-#: labels saved as DICOM SEG when the file name ends so
-SEG_SUFFIXES = (".dcm",)
 
 
-def _autosave_seconds() -> float:
-    try:
-        return max(0.5, float(os.environ.get("MEDVISION_AUTOSAVE_S", "10")))
-    except ValueError:
-        return 10.0
+def _case_attribute(name: str, doc: str) -> property:
+    """An attribute of the bound :class:`WorkingCase`, read and written through the annotation."""
+    return property(lambda self: getattr(self.case, name), lambda self, value: setattr(self.case, name, value),
+                    doc=doc)
 
 
 class Annotation(QObject):
@@ -53,38 +44,33 @@ class Annotation(QObject):
     message = Signal(str)  # status-bar text
     failed = Signal(str)  # a user-facing failure (save failed, operation failed)
     saved = Signal(str)  # where the labels were saved
+    job_ended = Signal()  # the running job ended (done, failed or cancelled)
+
+    # the case's state, as the panels and tools use it
+    active = _case_attribute("active", "the label new paint goes into")
+    rules = _case_attribute("rules", "the edit rules (overwrite, intensity range)")
+    source = _case_attribute("source", "the image source (path, series UID) the labels belong to")
+    target = _case_attribute("target", "where Save writes: a label file path, or None")
+    project = _case_attribute("project", "the annotation project, when the image is a project case")
+    case_id = _case_attribute("case_id", "the project case id")
+    default_table = _case_attribute("default_table", "the table new label maps start with")
+    saved_version = _case_attribute("saved_version", "the history version saved where Save writes")
 
     def __init__(self, viewer: Viewer, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
-        self.labels: LabelMap | None = None
-        self.history: History | None = None
-        self.active = 0
-        self.rules = EditRules()
+        # the history reports from whichever thread edits; these signals bring it to the GUI thread
+        self.case = WorkingCase(on_voxels=self._history_data.emit, on_state=self._history_state.emit,
+                         on_replaced=self._replaced)
         self.outline = False
         self.opacity = 0.5
-        #: what the labels belong to: the image source (path, series UID) shown in the window
-        self.source: tuple[str, str | None] | None = None
-        #: where "Save" writes: a label file path, or None (ask)
-        self.target: str | None = None
-        #: an annotation project and case id, when the image is a project case
-        self.project = None
-        self.case_id: str | None = None
-        #: the table new label maps start with (a project's shared table)
-        self.default_table: LabelTable | None = None
-        self.saved_version = 0
         self.busy = ""
         self._runner: JobRunner | None = None
-        self._slot = None
-        self._autosaving = False
-        self._autosave_lock = threading.Lock()
-        self.autosave_error = ""
         self.autosave_timer = QTimer(self)
-        self.autosave_timer.setInterval(int(_autosave_seconds() * 1000))
+        self.autosave_timer.setInterval(int(autosave_seconds() * 1000))
         self.autosave_timer.timeout.connect(self.autosave)
         self.autosave_timer.start()
         self.voxels_changed.connect(self._after_voxels)
-        # the history reports from whichever thread edits; these signals bring it to the GUI thread
         self._history_data.connect(self.voxels_changed)
         self._history_state.connect(self.state_changed)
         viewer.volume_changed.connect(self._on_volume_changed)
@@ -93,6 +79,22 @@ class Annotation(QObject):
     _history_state = Signal()
 
     # ---- the label map --------------------------------------------------------------------
+    @property
+    def labels(self) -> LabelMap | None:
+        return self.case.labels
+
+    @property
+    def history(self):
+        return self.case.history
+
+    @property
+    def dirty(self) -> bool:
+        return self.case.dirty
+
+    @property
+    def autosave_error(self) -> str:
+        return self.case.autosave_error
+
     @property
     def image(self) -> np.ndarray | None:
         """The image the labels lie on (the current frame), for intensity rules and statistics."""
@@ -103,71 +105,39 @@ class Annotation(QObject):
         volume = self.viewer.volume
         return volume is not None and not volume.metadata.get("partial")
 
-    @property
-    def dirty(self) -> bool:
-        return self.history is not None and self.history.version != self.saved_version
-
     def ensure_labels(self) -> LabelMap | None:
         """The working label map, made empty on the volume's grid on first use."""
-        if self.labels is None and self.editable:
-            volume = self.viewer.frame_volume()
-            table = self.default_table.copy() if self.default_table is not None else LabelTable()
-            self.set_labels(LabelMap.empty_like(volume, table), target=self.target, saved=True)
-        return self.labels
+        if self.case.labels is None and self.editable:
+            self.set_labels(self.case.new_labels(self.viewer.frame_volume()), target=self.target, saved=True)
+        return self.case.labels
 
     def set_labels(self, labels: LabelMap | None, *, target: str | None = None, saved: bool = True) -> None:
         """Make ``labels`` (on the volume's grid) the working labels; history starts empty.
         ``saved`` False: they are not on disk yet where Save would write them (a recovery)."""
-        if self._slot is not None:
-            self._slot.discard()
-            self._slot = None
-        volume = self.viewer.volume
-        if labels is not None and (volume is None or labels.shape != volume.shape[-3:]):
-            raise ValueError("labels must lie on the grid of the image on screen")
-        self.labels = labels
-        self.target = target
-        self.history = None
-        self.saved_version = 0
-        if labels is not None:
-            self.history = History(labels)
-            self.history.on_data(self._history_data.emit)
-            self.history.on_state(self._history_state.emit)
-            if not saved:
-                self.saved_version = -1
-            values = labels.table.values()
-            self.active = self.active if self.active in values else (values[0] if values else 0)
-        else:
-            self.active = 0
+        self.case.set_labels(labels, grid=self.viewer.volume, target=target, saved=saved)
+
+    def _replaced(self) -> None:
         self._install_layer()
         self.labels_replaced.emit()
-        self.active_changed.emit(self.active)
+        self.active_changed.emit(self.case.active)
         self.state_changed.emit()
 
     def clear(self) -> None:
         """Forget the working labels (after the user chose to discard them)."""
-        self.set_labels(None)
-        self.project, self.case_id = None, None
+        self.case.clear()
 
     def _on_volume_changed(self) -> None:
-        volume = self.viewer.volume
-        if self.labels is not None and volume is not None and not volume.metadata.get("partial") \
-                and self.labels.on_grid_of(volume) and self.labels.shape == volume.shape[-3:]:
+        if self.case.image_replaced(self.viewer.volume):
             self._install_layer()  # the same grid again (a reload): keep the labels
-            return
-        if volume is not None and volume.metadata.get("partial") and self.labels is None:
-            return
-        if self.labels is not None or self.history is not None:
-            self.set_labels(None)
-        self.project, self.case_id, self.target = None, None, None
 
     # ---- overlay --------------------------------------------------------------------------
     def _install_layer(self) -> None:
         viewer = self.viewer
         if viewer.layer(LAYER) is not None:
-            viewer.layers = [la for la in viewer.layers if la.name != LAYER]
+            viewer.remove_layer(LAYER, notify=False)
         if self.labels is not None and viewer.volume is not None:
             layer = Layer(LAYER, self.labels.array, self._lut(), self.opacity, outline=self.outline)
-            viewer.layers.insert(0, layer)
+            viewer.add_layer(layer, below=True, notify=False)
         viewer.display_changed.emit()
 
     def _lut(self) -> np.ndarray:
@@ -209,65 +179,61 @@ class Annotation(QObject):
         if layer is not None and self.labels is not None:
             layer.lut = self._lut()
             self.viewer.notify_layers(None)
-        if self.history is not None:
-            self.history.version += 1  # the table is saved with the labels: it is an unsaved change
+        self.case.table_edited()
         self.table_changed.emit()
         self.state_changed.emit()
 
     def add_label(self, name: str | None = None, color=None, **kwargs) -> Label | None:
-        labels = self.ensure_labels()
-        if labels is None:
+        if self.ensure_labels() is None:
             return None
-        label = labels.table.add(name, color, **kwargs)
-        labels.ensure_value_fits(label.value)
-        self.table_edited()
-        self.set_active(label.value)
+        before = self.case.active
+        label = self.case.add_label(name, color, **kwargs)
+        self._table_changed(before)
         return label
 
     def remove_label(self, value: int) -> None:
         """Erase a label's voxels (one undo step) and drop it from the table."""
-        if self.labels is None or value not in self.labels.table:
-            return
-        mask = self.labels.array == value
-        if mask.any():
-            self.history.write(tuple(slice(0, n) for n in mask.shape), np.zeros((), self.labels.array.dtype),
-                               mask=mask, description=f"delete {self.labels.table[value].name}")
-        self.labels.table.remove(value)
-        if self.active == value:
-            values = self.labels.table.values()
-            self.set_active(values[0] if values else 0)
-        self.table_edited()
+        before = self.case.active
+        if self.case.remove_label(value):
+            self._table_changed(before)
+
+    def _table_changed(self, active_before: int) -> None:
+        layer = self.viewer.layer(LAYER)
+        if layer is not None and self.labels is not None:
+            layer.lut = self._lut()
+            self.viewer.notify_layers(None)
+        self.table_changed.emit()
+        self.state_changed.emit()
+        if self.case.active != active_before:
+            self.active_changed.emit(self.case.active)
 
     def set_active(self, value: int) -> None:
-        if value != self.active:
-            self.active = value
+        if value != self.case.active:
+            self.case.active = value
             self.active_changed.emit(value)
 
     def paint_value(self) -> int | None:
         """The label new paint goes into, made when there is none yet ("Label 1"); None if the
         image cannot be edited (still loading, none open) or the label is locked."""
-        labels = self.ensure_labels()
-        if labels is None:
-            self.message.emit("nothing to label: open an image first (or wait until it has loaded)")
-            return None
-        if self.active not in labels.table:
-            self.add_label()
-        label = labels.table[self.active]
-        if label.locked:
-            self.message.emit(f"{label.name} is locked: unlock it in the label table to edit it")
-            return None
-        return self.active
+        self.ensure_labels()
+        before, had = self.case.active, self.labels is not None and self.case.active in self.labels.table
+        value, why = self.case.paint_value()
+        if not had and self.labels is not None:
+            self._table_changed(before)
+        if value is None:
+            self.message.emit(why)
+        return value
 
     # ---- undo -----------------------------------------------------------------------------
     def undo(self) -> None:
-        if self.history is not None and not self.busy:
-            edit = self.history.undo()
+        if not self.busy:
+            edit = self.case.undo()
             if edit is not None:
                 self.message.emit(f"undone: {edit.description}")
 
     def redo(self) -> None:
-        if self.history is not None and not self.busy:
-            edit = self.history.redo()
+        if not self.busy:
+            edit = self.case.redo()
             if edit is not None:
                 self.message.emit(f"redone: {edit.description}")
 
@@ -290,43 +256,48 @@ class Annotation(QObject):
 
         self.busy = what
         runner = JobRunner(job(), name=what, parent=self)
-        runner.finished.connect(lambda result: self._job_ended(what, result, done))
+        runner.finished.connect(lambda result: self._job_ended(result, done))
         runner.failed.connect(lambda exc: self._job_failed(what, exc))
-        runner.cancelled.connect(lambda: self._job_ended(what, None, None))
+        runner.cancelled.connect(lambda: self._job_ended(None, None))
         self._runner = runner
         self.state_changed.emit()
         self.message.emit(f"{what} ...")
         runner.start()
         return True
 
-    def _job_ended(self, what: str, result, done) -> None:
+    def _job_ended(self, result, done) -> None:
         self.busy = ""
         self._runner = None
         self.state_changed.emit()
+        self.job_ended.emit()
         if done is not None:
             done(result)
 
     def _job_failed(self, what: str, exc: BaseException) -> None:
-        if self.history is not None and self.history.in_edit:
-            while self.history.in_edit:  # an edit left open by the failure is closed: it stays undoable
-                self.history.end()
-        self._job_ended(what, None, None)
+        self.case.close_open_edits()  # what the failed edit changed stays undoable
+        self._job_ended(None, None)
         self.failed.emit(f"{what} failed: {exc}")
 
     def wait(self, timeout_s: float = 60.0) -> None:
-        """Process events until the running job ended (tests, closing)."""
-        from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QThread
-
+        """Run the event loop until the running job ended (tests, closing), at most ``timeout_s``."""
+        if not self.busy:
+            return
+        loop, timer = QEventLoop(), QTimer()
+        timer.setSingleShot(True)
+        timer.timeout.connect(loop.quit)
+        self.job_ended.connect(loop.quit)
         deadline = QDeadlineTimer(int(timeout_s * 1000))
-        while self.busy and not deadline.hasExpired():
-            QCoreApplication.processEvents()
-            QThread.msleep(5)
+        timer.start(int(timeout_s * 1000))
+        try:
+            while self.busy and not deadline.hasExpired():
+                loop.exec()
+        finally:
+            timer.stop()
+            self.job_ended.disconnect(loop.quit)
 
     # ---- files ----------------------------------------------------------------------------
     def snapshot(self) -> LabelMap:
-        assert self.labels is not None
-        lm = self.labels
-        return LabelMap(lm.array.copy(), lm.affine.copy(), lm.table.copy(), name=lm.name)
+        return self.case.snapshot()
 
     def save(self, path: str | None = None, *, wait: bool = False,
              after: Callable[[bool], None] | None = None) -> bool:
@@ -336,19 +307,16 @@ class Annotation(QObject):
         if self.labels is None:
             return False
         path = path or self.target
-        if path is None and self.project is None:
-            raise ValueError("no file to save the labels to")
-        snapshot, version = self.snapshot(), self.history.version
-        volume = self.viewer.frame_volume()
-        project, case_id = (self.project, self.case_id) if path is None else (None, None)
-
-        def work():
-            return _write_labels(snapshot, volume, path, project, case_id)
+        work = self.case.save_plan(path, self.viewer.frame_volume())
+        version = self.history.version
 
         def done(where) -> None:
             ok = where is not None
             if ok:
-                self._saved(version, str(where), path)
+                self.case.saved(version, path)
+                self.state_changed.emit()
+                self.saved.emit(str(where))
+                self.message.emit(f"labels saved: {where}")
             if after is not None:
                 after(ok)
 
@@ -369,17 +337,6 @@ class Annotation(QObject):
             after(False)
         return started
 
-    def _saved(self, version: int, where: str, path: str | None) -> None:
-        if path is not None:
-            self.target = path
-        self.saved_version = version
-        if self.history is not None and self.history.version == version and self._slot is not None:
-            self._slot.discard()
-            self._slot = None
-        self.state_changed.emit()
-        self.saved.emit(where)
-        self.message.emit(f"labels saved: {where}")
-
     def open(self, path: str, *, done: Callable[[bool], None] | None = None) -> bool:
         """Read labels (NIfTI/NRRD/MHA, DICOM SEG, RTSTRUCT) onto the image on screen, as the
         working labels (their file becomes the Save target unless it is DICOM)."""
@@ -388,96 +345,35 @@ class Annotation(QObject):
             self.failed.emit("open an image (and let it finish loading) before opening labels for it")
             return False
 
-        def work():
-            return _read_labels(path, volume)
-
         def finish(labels) -> None:
             if labels is None:
                 if done:
                     done(False)
                 return
-            dicom = str(path).lower().endswith(SEG_SUFFIXES)  # Save asks where (NIfTI) for DICOM input
-            self.set_labels(labels, target=None if dicom else str(path), saved=True)
+            self.case.open_labels(path, labels, self.viewer.volume)
             how = getattr(labels, "placement", "")
             self.message.emit(f"labels opened: {path}" + (f" ({how})" if how and how != "same grid" else ""))
             if done:
                 done(True)
 
-        return self.run("opening labels", work, finish)
+        return self.run("opening labels", lambda: read_labels(path, volume), finish)
 
     # ---- autosave -------------------------------------------------------------------------
     def autosave(self, *, wait: bool = False) -> None:
         """Save unsaved edits into the recovery slot (worker thread; nothing when up to date)."""
-        from ..workspace.recovery import RecoverySlot
-
-        if self.labels is None or self.history is None or self.history.in_edit or not self.dirty:
-            return
-        if self._slot is not None and self._slot.saved_version == self.history.version:
-            return
-        if self._autosaving:
-            return
-        if self._slot is None:
-            path, series = self.source or ("", None)
-            self._slot = RecoverySlot(path, target=self.target, series=series,
-                                      project=str(self.project.folder) if self.project is not None else None,
-                                      case=self.case_id)
-        slot, snapshot, version = self._slot, self.snapshot(), self.history.version
-        slot.target = self.target
-        self._autosaving = True
-
-        def write() -> None:
-            try:
-                with self._autosave_lock:
-                    slot.save(snapshot, version)
-                self.autosave_error = ""
-            except OSError as exc:
-                if not self.autosave_error:
-                    log.error("autosave into %s failed: %s", slot.dir, exc)
-                self.autosave_error = str(exc)
-            finally:
-                self._autosaving = False
-
-        if wait:
-            write()
-        else:
-            threading.Thread(target=write, name="autosave", daemon=True).start()
+        self.case.autosave(wait=wait)
 
     def wait_autosave(self, timeout_s: float = 30.0) -> None:
-        if self._autosave_lock.acquire(timeout=timeout_s):
-            self._autosave_lock.release()
+        self.case.wait_autosave(timeout_s)
 
     def discard_recovery(self) -> None:
         """Remove this session's autosave (the user discarded the edits, or they are saved)."""
-        self.wait_autosave()
-        if self._slot is not None:
-            self._slot.discard()
-            self._slot = None
+        self.case.discard_recovery()
 
     def keep_recovery(self) -> None:
         """Leave this session's autosave in the recovery area (offered at the next start)."""
-        self.wait_autosave()
-        self._slot = None
+        self.case.keep_recovery()
 
     @property
     def recovery_dir(self) -> Path | None:
-        return None if self._slot is None else self._slot.dir
-
-
-def _write_labels(labels: LabelMap, volume: Volume, path: str | None, project, case_id: str | None) -> Path:
-    if path is None:
-        case = project.case(case_id)
-        return project.save_labels(case, labels)
-    if str(path).lower().endswith(SEG_SUFFIXES):
-        from ..io.seg import write_seg
-
-        write_seg(labels, volume, path)
-        return Path(path)
-    from ..io.labels import save_labels
-
-    return save_labels(labels, path)
-
-
-def _read_labels(path: str, volume: Volume) -> LabelMap:
-    from ..io.labels import load_labels
-
-    return load_labels(path, reference=volume)
+        return self.case.recovery_dir

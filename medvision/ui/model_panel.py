@@ -352,17 +352,17 @@ class ModelPanel(QWidget):
     # ---- the proposal -----------------------------------------------------------------------
     def _show_proposal(self) -> None:
         viewer = self.viewer
-        viewer.layers = [la for la in viewer.layers if la.name not in (PROPOSAL, UNCERTAINTY)]
+        viewer.remove_layer(PROPOSAL, UNCERTAINTY, notify=False)
         if self.proposal is not None:
             lut = self.proposal.table.lut(256 if self.proposal.array.dtype == np.uint8 else None)
-            viewer.layers.append(Layer(PROPOSAL, self.proposal.array, lut, 0.9, outline=True))
+            viewer.add_layer(Layer(PROPOSAL, self.proposal.array, lut, 0.9, outline=True), notify=False)
             self.label_combo.clear()
             for la in self.proposal.table:
                 self.label_combo.addItem(la.name, la.value)
         if self.uncertainty is not None and self.show_uncertainty.isChecked():
             top = float(self.uncertainty.max()) or 1.0
             scaled = np.clip(self.uncertainty / top * 255, 0, 255).astype(np.uint8)
-            viewer.layers.append(Layer(UNCERTAINTY, scaled, heat_lut(), 0.7))
+            viewer.add_layer(Layer(UNCERTAINTY, scaled, heat_lut(), 0.7), notify=False)
         viewer.display_changed.emit()
         self._sync()
 
@@ -419,8 +419,7 @@ class ModelPanel(QWidget):
         self.proposal = None
         self.uncertainty = None
         self.label_combo.clear()
-        self.viewer.layers = [la for la in self.viewer.layers if la.name not in (PROPOSAL, UNCERTAINTY)]
-        self.viewer.display_changed.emit()
+        self.viewer.remove_layer(PROPOSAL, UNCERTAINTY)
         self._sync()
 
     def _volume_changed(self) -> None:

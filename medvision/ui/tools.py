@@ -335,8 +335,7 @@ class ThresholdTool(Tool):
             return
         self.suggest_range()
         layer = Layer(PREVIEW_LAYER, self.viewer.frame_array(), self._lut(), 0.45, image_fn=self._preview)
-        self.viewer.layers = [la for la in self.viewer.layers if la.name != PREVIEW_LAYER] + [layer]
-        self.viewer.display_changed.emit()
+        self.viewer.add_layer(layer)
 
     def deactivate(self) -> None:
         if self.viewer.layer(PREVIEW_LAYER) is not None:

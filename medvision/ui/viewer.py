@@ -172,15 +172,21 @@ class Viewer(QObject):
             self.interpolate = on
             self.display_changed.emit()
 
-    def add_layer(self, layer: Layer) -> None:
-        if self.volume is None or layer.array.shape != self.volume.shape:
+    def add_layer(self, layer: Layer, *, below: bool = False, notify: bool = True) -> None:
+        """Show ``layer`` over the image (its array on the volume's grid, one frame's shape); a layer
+        of the same name is replaced. ``below``: under the other layers (drawn first)."""
+        if self.volume is None or layer.array.shape != self.volume.shape[-3:]:
             raise ValueError("an overlay must lie on the volume's grid")
-        self.layers.append(layer)
-        self.display_changed.emit()
+        self.layers = [la for la in self.layers if la.name != layer.name]
+        self.layers.insert(0, layer) if below else self.layers.append(layer)
+        if notify:
+            self.display_changed.emit()
 
-    def remove_layer(self, name: str) -> None:
-        self.layers = [la for la in self.layers if la.name != name]
-        self.display_changed.emit()
+    def remove_layer(self, *names: str, notify: bool = True) -> None:
+        """Stop showing the layers of these names (nothing for a name not shown)."""
+        self.layers = [la for la in self.layers if la.name not in names]
+        if notify:
+            self.display_changed.emit()
 
     def layer(self, name: str) -> Layer | None:
         return next((la for la in self.layers if la.name == name), None)
