@@ -11,46 +11,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-
-
-class _Bar:
-    """A terminal progress bar (tqdm on stderr) fed by a job's progress records."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar = None
-        self.stage = None
-
-    def __call__(self, record) -> None:
-        if self.quiet:
-            return
-        from tqdm import tqdm
-
-        if record.stage != self.stage:
-            self.close()
-            self.stage = record.stage
-            self.bar = tqdm(total=record.total or None, desc=record.stage, unit="", leave=False,
-                            file=sys.stderr, dynamic_ncols=True, disable=None)
-        if self.bar is not None:
-            if record.total and self.bar.total != record.total:
-                self.bar.total = record.total
-            self.bar.n = record.done
-            self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _run(job, quiet: bool):
-    from .core.jobs import run_job
-
-    bar = _Bar(quiet)
-    try:
-        return run_job(job, bar)
-    finally:
-        bar.close()
+from .cli_common import run_with_progress
 
 
 def _cmd_info(args) -> int:
@@ -71,7 +32,7 @@ def _cmd_info(args) -> int:
         return 0
     index = DicomIndex()
     try:
-        result = _run(index.scan(path), args.quiet)
+        result = run_with_progress(index.scan(path), args.quiet)
     finally:
         index.close()
     if args.json:
@@ -105,7 +66,7 @@ def _cmd_info(args) -> int:
 def _load_reference(path: str, series, quiet: bool):
     from .io import load_job
 
-    return _run(load_job(path, series=series), quiet)[0]
+    return run_with_progress(load_job(path, series=series), quiet)[0]
 
 
 def _find_referenced_series(seg_path: Path, quiet: bool, rtstruct: bool = False):
@@ -126,7 +87,7 @@ def _find_referenced_series(seg_path: Path, quiet: bool, rtstruct: bool = False)
     index = DicomIndex()
     try:
         folder = seg_path.parent
-        result = _run(index.scan(folder), True)
+        result = run_with_progress(index.scan(folder), True)
         for s in result.all_series(images_only=True):
             if s.uid in wanted:
                 return _load_reference(str(folder), s.uid, quiet)
@@ -189,9 +150,10 @@ def _cmd_convert(args) -> int:
         return _cmd_convert_labels(args, source_is_seg, source_is_rtstruct)
     from .io.sidecars import write_sidecars
 
-    volumes = _run(load_job(args.path, series=args.series, stack=None if args.stack is None else args.stack,
-                            regularize=args.regularize, correct_tilt=not args.keep_tilt,
-                            philips_scaling=args.philips_scaling), args.quiet)
+    volumes = run_with_progress(load_job(args.path, series=args.series,
+                                         stack=None if args.stack is None else args.stack,
+                                         regularize=args.regularize, correct_tilt=not args.keep_tilt,
+                                         philips_scaling=args.philips_scaling), args.quiet)
     out = Path(args.output)
     suffix = suffix_of(out)
     written = []

@@ -70,22 +70,22 @@ def _fail(message: str) -> int:
 def _cmd_infer(args) -> int:
     from .ai.engine import InferenceOptions, infer_job
     from .ai.package import PackageError, Registry
-    from .cli import _run
+    from .cli_common import run_with_progress
     from .io.api import load_job
     from .io.labels import save_labels
     from .io.volumes import write_volume
 
     try:
         package = Registry().get(args.model)
-        volume = _run(load_job(args.input, series=args.series) if args.series else load_job(args.input),
-                      args.quiet)
+        volume = run_with_progress(load_job(args.input, series=args.series) if args.series else load_job(args.input),
+                                   args.quiet)
         if isinstance(volume, list):
             volume = volume[0]
         warned = [f"warning: {w}" for w in package.suitability(volume)]
         for warning in warned:  # before a run that may take minutes
             print(warning, file=sys.stderr)
         options = InferenceOptions(device=args.device, tta=args.tta, uncertainty=bool(args.uncertainty))
-        result = _run(infer_job(package, volume, options), args.quiet)
+        result = run_with_progress(infer_job(package, volume, options), args.quiet)
     except (PackageError, RuntimeError, ValueError) as exc:
         return _fail(str(exc))
     out = args.output
@@ -304,7 +304,7 @@ def _cmd_train(args) -> int:
     from .ai.training import distributed
     from .ai.training.data import TrainingDataError
     from .ai.training.job import train_job
-    from .cli import _Bar
+    from .cli_common import ProgressBar
     from .core.jobs import Cancelled, run_job
     from .workspace.project import ProjectError
 
@@ -331,7 +331,7 @@ def _cmd_train(args) -> int:
         say("\nstopping: the checkpoint of the last finished epoch is kept (Ctrl+C again to quit at once)",
               file=sys.stderr, flush=True)
 
-    bar = _Bar(args.quiet or not main)
+    bar = ProgressBar(args.quiet or not main)
 
     def on_progress(record):
         run = getattr(record, "run", "")  # (a cross-validation's run)

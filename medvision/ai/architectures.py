@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .package_base import PackageError
+
 __all__ = ["build", "known"]
 
 
@@ -32,8 +34,6 @@ def known() -> list[str]:
 
 def build(spec: dict[str, Any]):
     """A new (randomly initialised) network from a card's ``architecture`` entry."""
-    from .package import PackageError
-
     name = str(spec.get("name", ""))
     args = dict(spec.get("args") or {})
     if name in _OWN:

@@ -22,6 +22,7 @@ from typing import Any
 from ..core.atomic import write_text
 from ..paths import data_dir
 from .card_schema import card_problem, is_safe_id, is_safe_version
+from .package_base import CODE_KINDS, RUNTIME_KINDS, PackageError
 
 __all__ = ["CARD", "RUNTIME_KINDS", "CODE_KINDS", "CODE_WARNING", "code_refusal", "refuse_links", "PackageError",
            "ModelPackage", "Registry", "sha256_of", "shipped_dir", "user_dir"]
@@ -30,18 +31,7 @@ log = logging.getLogger(__name__)
 
 CARD = "model.json"
 FORMAT = "medvision-model"
-#: architectures run from their own (sha256-checked) file instead of being rebuilt from safetensors: they run
-#: but cannot be fine-tuned. TorchScript is read by ``torch.jit.load`` (TorchScript code and tensors, not
-#: arbitrary Python objects) and ONNX by onnxruntime; see :mod:`medvision.ai.importers`.
-RUNTIME_KINDS: dict[str, tuple[str, ...]] = {"torchscript": (".ts", ".pt"), "onnx": (".onnx",)}
-#: runtime kinds that carry code (TorchScript methods run with the user's rights when loaded and run); ONNX
-#: graphs run in onnxruntime, which executes no Python
-CODE_KINDS = ("torchscript",)
 CODE_WARNING = "contains code: runs with your rights"
-
-
-class PackageError(Exception):
-    """A model package that cannot be used (missing, damaged, tampered with, not understood)."""
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

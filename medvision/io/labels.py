@@ -1,5 +1,5 @@
 """Label maps in files: NIfTI/NRRD plus a JSON label table, ITK-SNAP label descriptions, and
-placing labels made on another grid onto an image's grid.
+placing labels made on another grid onto an image's grid (:func:`.placement.onto_grid`, kept here by name).
 
 ``save_labels(lm, "case.nii.gz")`` writes ``case.nii.gz`` and ``case.labels.json`` (names, colours,
 lock and visibility, terminology codes), each atomically. ``load_labels`` reads the JSON beside the
@@ -14,12 +14,12 @@ import re
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..core.atomic import write_text
 from ..core.labels import LabelMap, LabelTable
 from ..core.volume import Volume
 from .errors import MedvisionIOError, UnsupportedDataError
+from .placement import onto_grid
 from .volumes import read_volume, suffix_of, write_volume
 
 __all__ = ["save_labels", "load_labels", "table_path_for", "read_itksnap_labels", "onto_grid"]
@@ -82,23 +82,6 @@ def _find_table(path: Path) -> LabelTable | None:
             except MedvisionIOError:
                 continue
     return None
-
-
-def onto_grid(array: np.ndarray, affine: np.ndarray, reference: Volume) -> tuple[np.ndarray, str]:
-    """Labels ``(array, affine)`` placed on ``reference``'s grid: as they are when the grids match,
-    reoriented (exact) when they are the same grid stored another way, else resampled by nearest
-    neighbour. Returns the array and how it was placed ("same grid", "reoriented", "resampled")."""
-    source = Volume(array, affine, None, {})
-    if source.same_grid(reference):
-        return array, "same grid"
-    if reference.is_orthogonal() and source.is_orthogonal():
-        turned = source.reoriented(reference.orientation)
-        if turned.same_grid(reference):
-            return turned.array, "reoriented"
-    ref_image = reference.frame(0).to_sitk() if reference.is_4d else reference.to_sitk()
-    out = sitk.Resample(source.to_sitk(), ref_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                        sitk.sitkUInt16 if array.dtype == np.uint16 else sitk.sitkUInt8)
-    return sitk.GetArrayFromImage(out), "resampled"
 
 
 def load_labels(path: str | os.PathLike, reference: Volume | None = None,

@@ -25,7 +25,7 @@ from ..core.labels import Code, Label, LabelMap, LabelTable
 from ..core.terminology import codes_for
 from ..core.volume import Volume
 from .errors import MedvisionIOError, UnsupportedDataError, os_error_text
-from .labels import onto_grid
+from .placement import onto_grid
 
 __all__ = ["write_seg", "read_seg", "is_seg"]
 

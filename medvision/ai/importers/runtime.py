@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..package import RUNTIME_KINDS, PackageError
+from ..package_base import RUNTIME_KINDS, PackageError
 
 __all__ = ["runtime_network", "inspect_runtime", "inspect_torchscript", "inspect_onnx", "TorchScriptNetwork",
            "OnnxNetwork"]
