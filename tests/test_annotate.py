@@ -11,9 +11,10 @@ import SimpleITK as sitk
 
 from medvision.annotate import brush, contours, regions
 from medvision.annotate.rules import EditRules, paint, spacing_zyx
-from medvision.annotate.statistics import label_statistics, region_statistics
+from medvision.annotate.statistics import label_statistics
 from medvision.core.edits import History
 from medvision.core.labels import Code, LabelMap, LabelTable
+from medvision.core.measure import region_statistics
 from medvision.io import load
 
 from .conftest import SAMPLE_CT, SAMPLE_LABELS

@@ -13,10 +13,10 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QImage, QKeyEvent, QMouseEvent, QPainter
 from PySide6.QtWidgets import QApplication
 
+from medvision.core.measure import ROW_HEADER
 from medvision.core.volume import Volume
 from medvision.io import save
 from medvision.ui.measure import (
-    ROW_HEADER,
     AngleTool,
     EllipseTool,
     Measurements,
@@ -353,3 +353,31 @@ def test_screenshot_with_ruler_angle_and_rois(qtbot, measuring, screenshot_dir):
     assert [m.kind for m in measurements.items] == ["ruler", "angle", "ellipse", "rectangle"]
     QApplication.processEvents()
     assert window.save_screenshot(str(screenshot_dir / "measurements.png"))
+
+
+def test_measurement_numbers_without_a_window():
+    """core.measure alone: a ruler across thick slices in mm, an ellipse's area pi a b, ROI statistics
+    equal numpy's on the pixels whose centres lie inside, too few points give None."""
+    from medvision.core.display import DisplayGrid
+    from medvision.core.measure import measure
+
+    rng = np.random.default_rng(3)
+    volume = Volume(rng.normal(40, 10, (12, 30, 40)).astype(np.float32), np.diag([0.7, 0.7, 5.0, 1.0]),
+                    metadata={"modality": "CT", "rescale_applied": True})
+    grid = DisplayGrid(volume)
+    ruler = measure(grid, volume.metadata, volume.array, "ruler", "coronal", 10, [(3, 10, 1), (3, 10, 9)])
+    assert ruler.value == pytest.approx(40.0) and ruler.text() == "40.0 mm"
+    a, b = np.array([5.0, 5.0, 6.0]), np.array([25.0, 15.0, 6.0])
+    roi = measure(grid, volume.metadata, volume.array, "ellipse", "axial", int(a[grid.slice_axis("axial")]), [a, b])
+    assert roi.value == pytest.approx(math.pi / 4 * 20 * 0.7 * 10 * 0.7)
+    image = grid.image("axial", roi.slice, volume.array)
+    rows, cols = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+    ra, rb = grid.to_screen("axial", a), grid.to_screen("axial", b)
+    cr, cc = (ra.row + rb.row) / 2, (ra.col + rb.col) / 2
+    inside = ((rows - cr) / abs(rb.row - ra.row) * 2) ** 2 + ((cols - cc) / abs(rb.col - ra.col) * 2) ** 2 <= 1 + 1e-6
+    assert roi.values["pixels"] == inside.sum()
+    assert roi.values["mean"] == pytest.approx(float(image[inside].mean()))
+    assert roi.values["std"] == pytest.approx(float(image[inside].std(ddof=1))) and roi.unit == "HU"
+    assert measure(grid, volume.metadata, volume.array, "angle", "axial", 6, [a, b]) is None
+    with pytest.raises(ValueError, match="kind"):
+        measure(grid, volume.metadata, volume.array, "circle", "axial", 6, [a, b])

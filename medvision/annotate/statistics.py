@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core.labels import LabelMap
 
-__all__ = ["LabelStats", "label_statistics", "region_statistics"]
+__all__ = ["LabelStats", "label_statistics"]
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,3 @@ def label_statistics(labels: LabelMap, image: np.ndarray | None = None) -> list[
     return out
 
 
-def region_statistics(image: np.ndarray, mask: np.ndarray, voxel_ml: float) -> dict:
-    """Statistics of ``image`` inside a boolean ``mask`` (an ROI drawn on a slice)."""
-    values = image[mask].astype(np.float64)
-    if values.size == 0:
-        return {"voxels": 0, "volume_ml": 0.0, "mean": None, "std": None, "min": None, "max": None}
-    return {"voxels": int(values.size), "volume_ml": values.size * voxel_ml, "mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if values.size > 1 else 0.0, "min": float(values.min()),
-            "max": float(values.max())}

@@ -7,7 +7,8 @@ are display indices (x, y, z; floats); lengths and angles are taken in patient m
 views across thick slices measure true. An ROI's pixels are those whose centres lie inside its
 shape; its area is the shape's own (pi a b for an ellipse). All measurements of a viewer live in
 one :class:`Measurements`, a decoration of the viewer that every slice view paints: they stay when
-the tool changes and go when another volume opens.
+the tool changes and go when another volume opens. The numbers (geometry and statistics) come from
+:mod:`medvision.core.measure`; this module draws measurements, keeps their list and makes the tools.
 
 Tools: click the points one by one, or drag (a ruler from end to end, the first arm of an angle,
 an ROI's bounding box). Escape cancels a measurement in progress, Backspace/Delete takes back its
@@ -20,145 +21,25 @@ import itertools
 import logging
 import math
 import weakref
-from dataclasses import dataclass, field
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPen
 
-from ..annotate.statistics import region_statistics
+from ..core.measure import KINDS, N_POINTS, ROI_KINDS, Measurement, measure, roi_values
 from .tools import Tool
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KINDS", "AngleTool", "EllipseTool", "Measurement", "Measurements", "RectangleTool", "RulerTool",
-           "angle_degrees", "measurement_tools", "roi_pixels", "ruler_length"]
-
-KINDS = ("ruler", "angle", "ellipse", "rectangle")
-ROI_KINDS = ("ellipse", "rectangle")
-#: points a measurement of each kind needs
-N_POINTS = {"ruler": 2, "angle": 3, "ellipse": 2, "rectangle": 2}
-#: header of :meth:`Measurements.as_rows`
-ROW_HEADER = ("kind", "plane", "slice", "value")
+__all__ = ["AngleTool", "EllipseTool", "Measurements", "RectangleTool", "RulerTool", "draw_measurement",
+           "measurement_tools"]
 
 COLOUR = QColor(90, 225, 255)  # apart from the crosshair colours (red, green, yellow) and labels
 _SHADOW = QColor(0, 0, 0, 200)
 _MIN_DRAG_PX = 3  # a release closer than this to the last point is no point of its own
 
 
-# ---- geometry (no Qt) -----------------------------------------------------------------------
-def ruler_length(grid, a, b) -> float:
-    """Distance in millimetres between display indices ``a`` and ``b``."""
-    return float(np.linalg.norm(grid.world(b) - grid.world(a)))
-
-
-def angle_degrees(grid, a, vertex, b) -> float | None:
-    """The angle at ``vertex`` between the arms to ``a`` and ``b``, in patient space (None when an
-    arm has no length)."""
-    u, v = grid.world(a) - grid.world(vertex), grid.world(b) - grid.world(vertex)
-    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
-    if nu < 1e-9 or nv < 1e-9:
-        return None
-    return float(np.degrees(np.arccos(np.clip(np.dot(u, v) / (nu * nv), -1.0, 1.0))))
-
-
-def _screen_box(grid, plane: str, a, b) -> tuple[float, float, float, float]:
-    pa, pb = grid.to_screen(plane, a), grid.to_screen(plane, b)
-    return min(pa.row, pb.row), max(pa.row, pb.row), min(pa.col, pb.col), max(pa.col, pb.col)
-
-
-def roi_area(grid, plane: str, kind: str, a, b) -> float:
-    """The area in mm² of the ellipse or rectangle whose bounding box has corners ``a`` and ``b``."""
-    r0, r1, c0, c1 = _screen_box(grid, plane, a, b)
-    rh, cw = grid.pixel_size(plane)
-    area = (r1 - r0) * rh * (c1 - c0) * cw
-    return float(area * math.pi / 4 if kind == "ellipse" else area)
-
-
-def roi_pixels(grid, plane: str, kind: str, a, b) -> tuple[slice, slice, np.ndarray] | None:
-    """The pixels of the plane's screen image whose centres lie inside the ellipse or rectangle with
-    bounding-box corners ``a`` and ``b``: ``(rows, cols, mask)``, the mask over
-    ``image[rows, cols]``; None when none does."""
-    r0, r1, c0, c1 = _screen_box(grid, plane, a, b)
-    n_rows, n_cols = grid.image_shape(plane)
-    eps = 1e-6
-    lo_r, hi_r = max(math.ceil(r0 - eps), 0), min(math.floor(r1 + eps), n_rows - 1)
-    lo_c, hi_c = max(math.ceil(c0 - eps), 0), min(math.floor(c1 + eps), n_cols - 1)
-    if lo_r > hi_r or lo_c > hi_c:
-        return None
-    rr = np.arange(lo_r, hi_r + 1, dtype=float)[:, None]
-    cc = np.arange(lo_c, hi_c + 1, dtype=float)[None, :]
-    if kind == "ellipse":
-        ra, ca = (r1 - r0) / 2, (c1 - c0) / 2
-        if ra < eps or ca < eps:
-            return None
-        mask = ((rr - (r0 + r1) / 2) / ra) ** 2 + ((cc - (c0 + c1) / 2) / ca) ** 2 <= 1 + eps
-    else:
-        mask = np.ones((rr.size, cc.size), bool)
-    if not mask.any():
-        return None
-    return slice(lo_r, hi_r + 1), slice(lo_c, hi_c + 1), mask
-
-
-def _num(v: float) -> str:
-    if v == 0 or 0.1 <= abs(v) < 1e5:
-        return f"{v:.1f}"
-    return f"{v:.3g}"
-
-
-def _whole(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else _num(v)
-
-
 # ---- the measurements of a viewer ---------------------------------------------------------------
-@dataclass(eq=False)
-class Measurement:
-    """One measurement: its ``kind`` (see :data:`KINDS`), where it was drawn (``plane`` and
-    ``slice`` index, 0-based), its ``points`` (display indices) and computed ``values``:
-    ``length_mm`` (ruler), ``angle_deg`` (angle), or ``area_mm2``, ``pixels``, ``mean``, ``std``
-    (sample), ``min``, ``max`` (ROIs; the statistics None when no pixel centre lies inside).
-    ``unit`` is the intensity unit ("HU" for CT with the rescale applied, else ""); ``length_unit``
-    is "mm", or "px" when the file gives no pixel size."""
-
-    kind: str
-    plane: str
-    slice: int
-    points: list[np.ndarray]
-    values: dict = field(default_factory=dict)
-    unit: str = ""
-    length_unit: str = "mm"
-
-    @property
-    def value(self) -> float | None:
-        """The main value: length (mm), angle (degrees) or area (mm²)."""
-        key = {"ruler": "length_mm", "angle": "angle_deg"}.get(self.kind, "area_mm2")
-        return self.values.get(key)
-
-    def visible_in(self, view) -> bool:
-        """Whether ``view`` shows this measurement's plane and slice."""
-        grid = view.viewer.grid
-        return grid is not None and view.plane == self.plane and view.current_slice() == self.slice
-
-    def lines(self) -> list[str]:
-        """The label's lines, e.g. ``["12.3 mm"]`` or ``["area 85.1 mm²", "45.2 ± 12.1 (-3..80) HU"]``."""
-        v = self.values
-        if self.kind == "ruler":
-            return [f"{v['length_mm']:.1f} {self.length_unit}"]
-        if self.kind == "angle":
-            return [f"{v['angle_deg']:.1f}\N{DEGREE SIGN}" if v.get("angle_deg") is not None else "-"]
-        lines = [f"area {v['area_mm2']:.1f} {self.length_unit}\N{SUPERSCRIPT TWO}"]
-        if v.get("mean") is None:
-            lines.append("no pixel inside")
-        else:
-            unit = f" {self.unit}" if self.unit else ""
-            lines.append(f"{_num(v['mean'])} \N{PLUS-MINUS SIGN} {_num(v['std'])} "
-                         f"({_whole(v['min'])}..{_whole(v['max'])}){unit}")
-        return lines
-
-    def text(self) -> str:
-        return ", ".join(self.lines())
-
-
 class Measurements(QObject):
     """All measurements of a viewer, painted by every slice view showing their plane and slice.
 
@@ -182,35 +63,12 @@ class Measurements(QObject):
     def measure(self, kind: str, plane: str, slice_index: int, points) -> Measurement | None:
         """A measurement of ``kind`` from its points on the current volume (not added); None
         without a volume or with too few points."""
-        viewer, grid = self.viewer, self.viewer.grid
+        viewer = self.viewer
         if kind not in KINDS:
             raise ValueError(f"unknown measurement kind {kind!r}")
-        points = [np.asarray(p, float) for p in points]
-        if grid is None or len(points) != N_POINTS[kind]:
+        if viewer.grid is None:
             return None
-        meta = viewer.volume.metadata
-        m = Measurement(kind, plane, int(slice_index), points,
-                        unit="HU" if meta.get("modality") == "CT" and meta.get("rescale_applied") else "",
-                        length_unit="mm" if meta.get("spacing_known", True) else "px")
-        if kind == "ruler":
-            m.values = {"length_mm": ruler_length(grid, *points)}
-        elif kind == "angle":
-            m.values = {"angle_deg": angle_degrees(grid, *points)}
-        else:
-            m.values = {"area_mm2": roi_area(grid, plane, kind, *points), **self._statistics(m)}
-        return m
-
-    def _statistics(self, m: Measurement) -> dict:
-        grid = self.viewer.grid
-        found = roi_pixels(grid, m.plane, m.kind, *m.points)
-        if found is None:
-            return {"pixels": 0, "mean": None, "std": None, "min": None, "max": None}
-        rows, cols, mask = found
-        image = grid.image(m.plane, m.slice, self.viewer.frame_array())[rows, cols]
-        rh, cw = grid.pixel_size(m.plane)
-        stats = region_statistics(image, mask, rh * cw)
-        return {"pixels": stats["voxels"], "mean": stats["mean"], "std": stats["std"], "min": stats["min"],
-                "max": stats["max"]}
+        return measure(viewer.grid, viewer.volume.metadata, viewer.frame_array(), kind, plane, slice_index, points)
 
     def recompute(self) -> None:
         """Statistics again from the image (another frame shown, or voxels changed)."""
@@ -218,7 +76,7 @@ class Measurements(QObject):
             return
         for m in self.items:
             if m.kind in ROI_KINDS:
-                m.values.update(self._statistics(m))
+                m.values.update(roi_values(self.viewer.grid, m, self.viewer.frame_array()))
         if self.items:
             self._changed()
 
@@ -262,7 +120,7 @@ class Measurements(QObject):
     def as_rows(self) -> list[tuple[str, str, int, str]]:
         """One row per measurement for a table or CSV (columns :data:`ROW_HEADER`): kind, plane,
         slice number as the view shows it (1-based), value text."""
-        return [(m.kind, m.plane, m.slice + 1, m.text()) for m in self.items]
+        return [m.row() for m in self.items]
 
     def _changed(self) -> None:
         self.changed.emit()

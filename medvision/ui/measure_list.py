@@ -16,7 +16,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .measure import ROW_HEADER, Measurements
+from ..core.measure import ROW_HEADER
+from .measure import Measurements
 from .widgets import tool_buttons
 
 
