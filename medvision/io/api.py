@@ -4,43 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from pathlib import Path
 
 from ..core.jobs import Job, Progress, run_job
 from ..core.volume import Volume
 from .dicom.files import FileRef
-from .dicom.index import DicomIndex, ScanResult, SeriesInfo, describe_series
+from .dicom.index import DicomIndex
 from .dicom.series import load_series_job
-from .errors import MultipleSeriesError, NoImagesError
+from .routing import choose_series, is_dicom_collection
 from .volumes import is_volume_file, read_volume, write_volume
 
 log = logging.getLogger(__name__)
-
-
-def _is_dicom_collection(path: str) -> bool:
-    return os.path.isdir(path) or zipfile.is_zipfile(path) or os.path.basename(path).upper() == "DICOMDIR"
-
-
-def choose_series(result: ScanResult, series: str | int | None) -> SeriesInfo:
-    """The series to load from a scan: the one asked for, or the only image series."""
-    if series is not None:
-        chosen = result.find_series(series)
-        if chosen.kind != "image":
-            raise NoImagesError(f"{result.root}: series {chosen.label()} is a {chosen.kind} object, not an image")
-        return chosen
-    images = result.all_series(images_only=True)
-    if not images:
-        found = result.all_series()
-        what = ("; it holds only non-image objects:\n" + describe_series(found)) if found else ""
-        bad = f" ({len(result.problems)} unreadable: {result.problems[0]} ...)" if result.problems else ""
-        raise NoImagesError(f"{result.root}: no DICOM image series found among {result.files_seen} files"
-                            f"{bad}{what}")
-    if len(images) > 1:
-        raise MultipleSeriesError(
-            f"{result.root} holds {len(images)} image series; choose one (by UID, series number or @N):\n"
-            + describe_series(result.all_series()), images)
-    return images[0]
 
 
 def load_job(
@@ -65,7 +39,7 @@ def load_job(
         yield Progress("reading", 1, 1, path)
         return [volume]
     damaged: list[str] = []
-    if os.path.isfile(path) and not _is_dicom_collection(path):
+    if os.path.isfile(path) and not is_dicom_collection(path):
         refs = [FileRef(path)]
     else:
         own = index is None

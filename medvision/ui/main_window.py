@@ -234,77 +234,43 @@ class MainWindow(QMainWindow):
         self.open_paths([path], series)
 
     def open_paths(self, paths: list[str], series: str | None = None) -> None:
-        """Open what was dropped or chosen together: DICOM files and folders are scanned as one set
-        and its largest image series opens; of several image files, the first opens."""
-        from ..io.api import _is_dicom_collection, load_job
-        from ..io.dicom.files import has_dicom_preamble
-        from ..io.volumes import is_volume_file
+        """Open what was dropped or chosen together, as :func:`medvision.io.routing.plan_open`
+        decides: an image file loads, DICOM files and folders are scanned as one set and its
+        (largest) image series opens."""
+        from ..io.api import load_job
+        from ..io.routing import plan_open
 
-        paths = [os.path.abspath(os.path.expanduser(p)) for p in paths]
-        missing = [p for p in paths if not os.path.exists(p)]
-        paths = [p for p in paths if os.path.exists(p)]
-        if missing:
-            self.report_error(f"{missing[0]}: no such file or folder"
-                              + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""))
-            if not paths:
-                self.load_finished.emit(False)
-                return
-        first = paths[0]
-        self.settings.add_recent(first if len(paths) == 1 else os.path.commonpath(paths))
+        plan = plan_open(paths)
+        if plan.missing:
+            self.report_error(plan.missing_text)
+        if plan.action == "nothing":
+            self.load_finished.emit(False)
+            return
+        first = plan.paths[0]
+        self.settings.add_recent(first if len(plan.paths) == 1 else os.path.commonpath(plan.paths))
         self.settings.last_dir = os.path.dirname(first)
         self.settings.save()
-        volume_files = [p for p in paths if os.path.isfile(p) and is_volume_file(p)]
-        if volume_files:
-            if len(paths) > 1:
-                log.info("%d items opened together; showing %s (one image at a time)", len(paths), volume_files[0])
+        if plan.note:
+            log.info("%s", plan.note)
+        if plan.action == "load":
             self.browser.tree.clearSelection()  # the series list no longer shows what is open
-            self._start_load(load_job(volume_files[0]), os.path.basename(volume_files[0]),
-                             source=(volume_files[0], None))
+            self._start_load(load_job(plan.target), plan.label, source=(plan.target, None))
             return
-        if len(paths) == 1 and os.path.isfile(first) and not _is_dicom_collection(first):
-            if not has_dicom_preamble(first):
-                # not a Part 10 file: read it alone, which explains what it is if it cannot be read
-                self._start_load(load_job(first), os.path.basename(first), source=(first, None))
-                return
-            # one DICOM file: its series is the files beside it that share its Series Instance UID
-            folder = os.path.dirname(first)
-            with os.scandir(folder) as entries:
-                siblings = sorted(e.path for e in entries if e.is_file() and not e.name.startswith("."))
-            if len(siblings) > 20000:  # not a series folder: do not read a huge folder's headers
-                siblings = [first]
-            self._start(self.index.scan(siblings), f"scanning {os.path.basename(folder)}",
-                        lambda result: self._scanned(result, series, member=first))
-            return
-        self._start(self.index.scan(paths if len(paths) > 1 else first),
-                    f"scanning {os.path.basename(first) if len(paths) == 1 else f'{len(paths)} items'}",
-                    lambda result: self._scanned(result, series))
+        self._start(self.index.scan(plan.scan), f"scanning {plan.label}",
+                    lambda result: self._scanned(result, series, member=plan.member))
 
     def _scanned(self, result: ScanResult, series: str | None, member: str | None = None) -> None:
-        from ..io.api import choose_series
-        from ..io.errors import MultipleSeriesError
+        from ..io.routing import pick_series
 
         self.browser.refresh()
-        if member is not None:
-            owner = [s for s in result.all_series() if any(f.path == member for f in s.files)]
-            if owner and owner[0].kind == "image":
-                self.browser_dock.show()
-                self.open_series(owner[0])
-                return
-            if owner:
-                self.report_error(f"{member}: a {owner[0].kind} object, not an image")
-                self.load_finished.emit(False)
-                return
         try:
-            chosen = choose_series(result, series)
-        except MultipleSeriesError as exc:
-            chosen = max(exc.series, key=lambda s: (s.frames or s.instance_count))
-            self.statusBar().showMessage(
-                f"{result.root}: {len(exc.series)} image series; opened the largest "
-                f"({chosen.label()}). Double-click another in the series list.", 15000)
+            chosen, note = pick_series(result, series, member)
         except Exception as exc:  # noqa: BLE001 - shown to the user, nothing lost
             self.report_error(str(exc))
             self.load_finished.emit(False)
             return
+        if note:
+            self.statusBar().showMessage(note, 15000)
         self.browser_dock.show()
         self.open_series(chosen)
 
