@@ -71,7 +71,7 @@ def test_shared_files_follow_the_umask(tmp_path, umask):
 
 def test_seg_weights_checkpoint_and_settings_follow_the_umask(tmp_path, umask):
     torch = pytest.importorskip("torch")
-    from medvision.ai.importers.files import _save_safetensors
+    from medvision.ai.importers.files import save_safetensors
     from medvision.ai.training.checkpoint import save_checkpoint
     from medvision.io.seg import write_seg
     from medvision.ui.settings import Settings
@@ -85,7 +85,7 @@ def test_seg_weights_checkpoint_and_settings_follow_the_umask(tmp_path, umask):
     table.add("lesion")
     seg = write_seg(LabelMap(array, image.affine, table), image, tmp_path / "seg.dcm")
     assert mode(seg) == want
-    _save_safetensors(torch.nn.Linear(3, 2), tmp_path / "weights.safetensors")
+    save_safetensors(torch.nn.Linear(3, 2), tmp_path / "weights.safetensors")
     assert mode(tmp_path / "weights.safetensors") == want
     assert mode(save_checkpoint(tmp_path / "run", {"epoch": 1})) == want
     settings = Settings.load()

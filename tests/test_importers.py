@@ -474,4 +474,4 @@ def test_zipped_medvision_package_is_imported_as_it_is(tmp_path):
 
 
 def test_staging_folders_live_in_the_user_cache():
-    assert importers._staging("x").parent == cache_dir() / "imports"
+    assert importers.staging_folder("x").parent == cache_dir() / "imports"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .volume import Volume, _closest_axes
+from .volume import Volume, closest_axes
 
 __all__ = ["PLANES", "DisplayGrid", "direction_letters"]
 
@@ -60,7 +60,7 @@ class DisplayGrid:
 
     def __init__(self, volume: Volume) -> None:
         self.volume = volume
-        have_axis, have_sign = _closest_axes(volume.affine[:3, :3])
+        have_axis, have_sign = closest_axes(volume.affine[:3, :3])
         # display axis j (x:L, y:P, z:S) is volume index axis perm[j], reversed when flips[j]
         self.perm = [have_axis.index(w) for w in range(3)]
         self.flips = [have_sign[self.perm[j]] < 0 for j in range(3)]

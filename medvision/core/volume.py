@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Volume", "orientation_code", "affine_from_geometry"]
+__all__ = ["Volume", "orientation_code", "affine_from_geometry", "closest_axes"]
 
 _AXIS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # (negative, positive) along LPS x, y, z
 
@@ -44,11 +44,11 @@ def orientation_code(affine: np.ndarray) -> str:
     For oblique grids each axis gets the patient axis it is closest to; the assignment is a
     permutation (no two index axes get the same patient axis).
     """
-    axes, signs = _closest_axes(np.asarray(affine)[:3, :3])
+    axes, signs = closest_axes(np.asarray(affine)[:3, :3])
     return "".join(_AXIS_LETTERS[a][1 if s > 0 else 0] for a, s in zip(axes, signs, strict=True))
 
 
-def _closest_axes(linear: np.ndarray) -> tuple[list[int], list[int]]:
+def closest_axes(linear: np.ndarray) -> tuple[list[int], list[int]]:
     """For each column of ``linear``, the world axis it is closest to and the sign, as a permutation."""
     cols = linear / np.linalg.norm(linear, axis=0, keepdims=True)
     weight = np.abs(cols)  # weight[world, index]
@@ -183,7 +183,7 @@ class Volume:
                     want_sign.append(1 if letter == pos else -1)
         if len(want_axis) != 3 or len(set(want_axis)) != 3:
             raise ValueError(f"not an orientation code: {target!r}")
-        have_axis, have_sign = _closest_axes(self.affine[:3, :3])
+        have_axis, have_sign = closest_axes(self.affine[:3, :3])
         # new index axis j takes the old index axis i whose world axis is want_axis[j]
         perm = [have_axis.index(w) for w in want_axis]
         flips = [have_sign[perm[j]] != want_sign[j] for j in range(3)]

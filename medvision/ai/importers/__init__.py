@@ -32,15 +32,15 @@ import zipfile
 from pathlib import Path
 
 from ..package import CARD, ModelPackage, PackageError, code_refusal, refuse_links
-from .bundle import _bundle_config, import_monai_bundle
+from .bundle import bundle_config, import_monai_bundle
 from .files import (
     MINIMAL_CARD,
-    _extract_zip,
-    _staging,
+    extract_zip,
     import_onnx,
     import_state_dict,
     import_torchscript,
     is_torchscript,
+    staging_folder,
 )
 from .runtime import OnnxNetwork, TorchScriptNetwork, runtime_network
 
@@ -62,7 +62,7 @@ def import_any(path: str | os.PathLike, *, card: dict | str | os.PathLike | None
         refuse_links(path)
         if (path / CARD).is_file():
             return _as_it_is(path, trust_code)
-        if _bundle_config(path) is not None:
+        if bundle_config(path) is not None:
             return import_monai_bundle(path, trust_code=trust_code)
         raise PackageError(f"{path}: neither a medvision model package ({CARD}) nor a MONAI bundle "
                            "(configs/metadata.json and configs/inference.json)")
@@ -72,9 +72,9 @@ def import_any(path: str | os.PathLike, *, card: dict | str | os.PathLike | None
     if zipfile.is_zipfile(path) and is_torchscript(path):
         return import_torchscript(path, card=card, trust_code=trust_code)
     if suffix == ".zip":
-        staging = _staging("zip")
+        staging = staging_folder("zip")
         try:
-            root = _find_root(_extract_zip(path, staging / "unpacked"))
+            root = _find_root(extract_zip(path, staging / "unpacked"))
             if (root / CARD).is_file():
                 return _as_it_is(root, trust_code)
         except BaseException:
@@ -105,7 +105,7 @@ def _find_root(folder: Path) -> Path:
     """The folder of an unpacked zip that holds the bundle or package (itself, or its one top folder)."""
     candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "__MACOSX")
     for c in candidates:
-        if (c / CARD).is_file() or _bundle_config(c) is not None:
+        if (c / CARD).is_file() or bundle_config(c) is not None:
             return c
     raise PackageError(f"{folder}: the zip holds neither a medvision package nor a MONAI bundle "
                        "(configs/metadata.json and configs/inference.json)")

@@ -17,12 +17,22 @@ from typing import Any, ClassVar
 
 from ...core.labels import PALETTE
 from ..package import ModelPackage, PackageError, code_refusal, refuse_links, sha256_of
-from .files import _finish, _fitted, _imported_by, _load_state_dict, _now, _save_safetensors, _staged, is_torchscript
+from .files import (
+    finish_import,
+    fitted_network,
+    imported_by,
+    is_torchscript,
+    load_state_dict,
+    save_safetensors,
+    staged,
+    utc_timestamp,
+)
 
-__all__ = ["import_monai_bundle"]
+__all__ = ["import_monai_bundle", "bundle_config"]
 
 
-def _bundle_config(root: Path) -> Path | None:
+def bundle_config(root: Path) -> Path | None:
+    """The inference config of the MONAI bundle in ``root`` (None: ``root`` holds no bundle)."""
     for name in ("inference.json", "inference.yaml", "inference.yml"):
         if (root / "configs" / name).is_file() and (root / "configs" / "metadata.json").is_file():
             return root / "configs" / name
@@ -352,7 +362,7 @@ def import_monai_bundle(path: str | os.PathLike, *, source: str | os.PathLike | 
     A bundle whose network comes as TorchScript (``models/model.ts``) carries code: imported only with
     ``trust_code``, never loaded or run to import it. A bundle folder holding symbolic links is refused."""
     root = Path(path)
-    config_path = _bundle_config(root)
+    config_path = bundle_config(root)
     if config_path is None:
         raise PackageError(f"{root}: not a MONAI bundle (configs/metadata.json and configs/inference.json needed)")
     refuse_links(root)
@@ -402,12 +412,12 @@ def import_monai_bundle(path: str | os.PathLike, *, source: str | os.PathLike | 
 
     bundle = name or root.name
     bundle_id = re.sub(r"[^a-z0-9_.-]+", "_", bundle.lower()).strip("_") or "monai_bundle"
-    with _staged(bundle_id) as staging:
+    with staged(bundle_id) as staging:
         card = _bundle_card(root, meta, staging, bundle, bundle_id, dict(
             target=target, monai_name=monai_name, args=args, input=input_spec, inference=inference, output=output,
             post=post, labels=labels, modality=str(image_meta.get("modality") or "").upper(), notes=notes,
             source=source, trust_code=trust_code))
-        return _finish(staging, card)
+        return finish_import(staging, card)
 
 
 def _bundle_card(root: Path, meta: dict, staging: Path, bundle: str, bundle_id: str, found: dict) -> dict:
@@ -415,9 +425,9 @@ def _bundle_card(root: Path, meta: dict, staging: Path, bundle: str, bundle_id: 
     weights_pt, weights_ts = root / "models" / "model.pt", root / "models" / "model.ts"
     trainable = True
     if monai_name is not None and weights_pt.is_file():
-        state = _load_state_dict(weights_pt)
+        state = load_state_dict(weights_pt)
         architecture = {"name": f"monai.{monai_name}", "args": args}
-        _save_safetensors(_fitted(architecture, state, root.name), staging / "weights.safetensors")
+        save_safetensors(fitted_network(architecture, state, root.name), staging / "weights.safetensors")
         weights = {"file": "weights.safetensors", "sha256": sha256_of(staging / "weights.safetensors")}
         source_weights = weights_pt
     elif weights_ts.is_file():
@@ -460,7 +470,7 @@ def _bundle_card(root: Path, meta: dict, staging: Path, bundle: str, bundle_id: 
             "source_weights": str(source_weights.relative_to(root)), "source_weights_sha256": sha256_of(source_weights),
             "data_source": meta.get("data_source"), "metrics": meta.get("eval_metrics"),
             "intended_use": meta.get("intended_use"), "references": meta.get("references"),
-            "created": _now(), "imported_by": _imported_by(), "notes": found["notes"],
+            "created": utc_timestamp(), "imported_by": imported_by(), "notes": found["notes"],
         },
     }
 

@@ -1,6 +1,6 @@
 """Single files (TorchScript, ONNX, state_dict) with the caller's card, and what every import shares:
 staging folders under the user cache, safe zip extraction, weights read with ``weights_only=True``,
-and the check every import passes before it is handed back (:func:`_finish`)."""
+and the check every import passes before it is handed back (:func:`finish_import`)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ from ...core.atomic import write_via
 from ...core.labels import PALETTE
 from ...paths import cache_dir
 from ..package import CARD, CODE_KINDS, ModelPackage, PackageError, code_refusal, sha256_of, write_card
-from .runtime import _onnxruntime
+from .runtime import require_onnxruntime
 
-__all__ = ["import_torchscript", "import_onnx", "import_state_dict", "is_torchscript", "MINIMAL_CARD"]
+__all__ = ["import_torchscript", "import_onnx", "import_state_dict", "is_torchscript", "MINIMAL_CARD",
+           # what every import shares (the bundle importer and the package's import_any use them)
+           "load_state_dict", "fitted_network", "save_safetensors", "finish_import", "staging_folder", "staged",
+           "extract_zip", "utc_timestamp", "imported_by"]
 
 log = logging.getLogger(__name__)
 
@@ -71,27 +74,27 @@ def import_torchscript(path: str | os.PathLike, *, card: dict | str | os.PathLik
 def import_onnx(path: str | os.PathLike, *, card: dict | str | os.PathLike | None = None) -> ModelPackage:
     """An ONNX file with the caller's card (needs onnxruntime: the onnx extra); cannot be fine-tuned."""
     path = Path(path)
-    _onnxruntime()
+    require_onnxruntime()
     return _import_file(path, "onnx", "model.onnx", _user_card(path, card, "ONNX"))
 
 
 def import_state_dict(path: str | os.PathLike, *, card: dict | str | os.PathLike | None = None) -> ModelPackage:
     """A state_dict file (read with ``weights_only=True``) with a card naming its architecture."""
     path = Path(path)
-    state = _load_state_dict(path)
+    state = load_state_dict(path)
     card = _user_card(path, card, "a state_dict", needs_architecture=True)
-    with _staged(card["id"]) as staging:
-        _save_safetensors(_fitted(card["architecture"], state, path.name), staging / "weights.safetensors")
+    with staged(card["id"]) as staging:
+        save_safetensors(fitted_network(card["architecture"], state, path.name), staging / "weights.safetensors")
         card.update(weights={"file": "weights.safetensors", "sha256": sha256_of(staging / "weights.safetensors")},
                     trainable=card.get("trainable", True))
         card["provenance"] = {**(card.get("provenance") or {}), "source": str(path.resolve()),
-                              "format": "state_dict", "source_sha256": sha256_of(path), "created": _now(),
-                              "imported_by": _imported_by()}
-        return _finish(staging, card)
+                              "format": "state_dict", "source_sha256": sha256_of(path), "created": utc_timestamp(),
+                              "imported_by": imported_by()}
+        return finish_import(staging, card)
 
 
 def _import_file(path: Path, kind: str, file_name: str, card: dict) -> ModelPackage:
-    with _staged(card["id"]) as staging:
+    with staged(card["id"]) as staging:
         shutil.copyfile(path, staging / file_name)
         note = ("(TorchScript: contains code that runs with your rights; cannot be fine-tuned)" if kind == "torchscript"
                 else "(ONNX: runs in onnxruntime, but cannot be fine-tuned)")
@@ -101,8 +104,9 @@ def _import_file(path: Path, kind: str, file_name: str, card: dict) -> ModelPack
                     weights={"file": file_name, "sha256": sha256_of(staging / file_name)},
                     description=f"{card.get('description', '')} {note}".strip())
         card["provenance"] = {**(card.get("provenance") or {}), "source": str(path.resolve()), "format": kind,
-                              "source_sha256": sha256_of(path), "created": _now(), "imported_by": _imported_by()}
-        return _finish(staging, card)
+                              "source_sha256": sha256_of(path), "created": utc_timestamp(),
+                              "imported_by": imported_by()}
+        return finish_import(staging, card)
 
 
 def _user_card(path: Path, card, what: str, needs_architecture: bool = False) -> dict:  # noqa: C901 - where the
@@ -164,7 +168,7 @@ def _user_card(path: Path, card, what: str, needs_architecture: bool = False) ->
 
 
 # ---- weights ----------------------------------------------------------------------------------
-def _load_state_dict(path: Path) -> dict:
+def load_state_dict(path: Path) -> dict:
     """Tensors from a torch file, with ``weights_only=True`` only (never a fallback to unpickling)."""
     import pickle
 
@@ -198,7 +202,7 @@ def _tensors(obj, depth: int = 0) -> dict | None:
     return None
 
 
-def _fitted(architecture: dict, state: dict, what: str):
+def fitted_network(architecture: dict, state: dict, what: str):
     """The network of ``architecture`` with ``state`` loaded strictly (a "model."/"module." prefix stripped)."""
     from ..architectures import build
 
@@ -223,7 +227,8 @@ def _brief(args) -> str:
     return ", ".join(f"{k}={v}" for k, v in (args or {}).items())[:160]
 
 
-def _save_safetensors(net, path: Path) -> None:
+def save_safetensors(net, path: Path) -> None:
+    """``net``'s weights written (atomically) as safetensors."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
@@ -231,7 +236,7 @@ def _save_safetensors(net, path: Path) -> None:
 
 
 # ---- the check every import passes ------------------------------------------------------------
-def _finish(staging: Path, card: dict) -> ModelPackage:
+def finish_import(staging: Path, card: dict) -> ModelPackage:
     """The staged package, checked: the card against its schema, every part's weights opened (sha256,
     safetensors header and shapes, strict loading). A medvision-built network also runs on a zero input;
     TorchScript and ONNX are inspected, never run (TorchScript's code would run with the user's rights)."""
@@ -284,7 +289,8 @@ def _finish_runtime(package: ModelPackage, staging: Path) -> ModelPackage:
 
 
 # ---- staging, zips, small helpers --------------------------------------------------------------
-def _staging(name: str) -> Path:
+def staging_folder(name: str) -> Path:
+    """A new folder under ``<cache>/imports`` for an import named ``name`` (leftovers over a day old removed)."""
     root = cache_dir() / "imports"
     root.mkdir(parents=True, exist_ok=True)
     for old in root.iterdir():  # leftovers of imports more than a day old
@@ -294,9 +300,9 @@ def _staging(name: str) -> Path:
 
 
 @contextmanager
-def _staged(name: str) -> Iterator[Path]:
+def staged(name: str) -> Iterator[Path]:
     """A new staging folder, removed again when the import fails."""
-    staging = _staging(name)
+    staging = staging_folder(name)
     try:
         yield staging
     except BaseException:
@@ -304,7 +310,7 @@ def _staged(name: str) -> Iterator[Path]:
         raise
 
 
-def _extract_zip(path: Path, dest: Path) -> Path:
+def extract_zip(path: Path, dest: Path) -> Path:
     """Unpack ``path`` into ``dest`` after checking every member stays inside it (no traversal, links)."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
@@ -343,11 +349,13 @@ def _extract_zip(path: Path, dest: Path) -> Path:
 
 
 
-def _now() -> str:
+def utc_timestamp() -> str:
+    """Now, in UTC, to the second (ISO 8601): a card's ``created``."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _imported_by() -> str:
+def imported_by() -> str:
+    """A card's ``imported_by``: this medvision and its version."""
     from ... import __version__
 
     return f"medvision {__version__}"

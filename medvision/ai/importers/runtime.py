@@ -13,7 +13,7 @@ import torch
 from ..package_base import RUNTIME_KINDS, PackageError
 
 __all__ = ["runtime_network", "inspect_runtime", "inspect_torchscript", "inspect_onnx", "TorchScriptNetwork",
-           "OnnxNetwork"]
+           "OnnxNetwork", "require_onnxruntime"]
 
 #: ONNX operator domains medvision accepts: the standard ones and onnxruntime's own contrib operators (native
 #: code shipped with onnxruntime); a custom domain would need a library of someone else's code
@@ -125,7 +125,8 @@ def _onnx_io(name: str, inputs: list, outputs: list) -> dict:
     return {"input": inputs[0], "output": outputs[0], "channels": channels if isinstance(channels, int) else None}
 
 
-def _onnxruntime():
+def require_onnxruntime():
+    """The onnxruntime module, or a :class:`PackageError` asking for the onnx extra when it is not installed."""
     try:
         import onnxruntime
     except ImportError as exc:
@@ -167,7 +168,7 @@ class OnnxNetwork(torch.nn.Module):
 
     def __init__(self, model: bytes, name: str = "onnx") -> None:
         super().__init__()
-        self._ort = _onnxruntime()
+        self._ort = require_onnxruntime()
         self._model = model
         self._name = name
         self._sessions: dict[str, Any] = {}

@@ -125,6 +125,12 @@ _RLE_TS = {"1.2.840.10008.1.2.5"}
 _FAMILY_TS = {"JPEG 2000": "1.2.840.10008.1.2.4.90", "RLE": "1.2.840.10008.1.2.5"}
 
 
+def family_syntax(family: str) -> str | None:
+    """The transfer syntax a codestream of ``family`` is decoded as when its file declares another family
+    (None: a codestream of that family is not decoded in place of the declared one)."""
+    return _FAMILY_TS.get(family)
+
+
 def codestream_family(head: bytes) -> str | None:
     """The compression a codestream's first bytes show: "JPEG", "JPEG-LS", "JPEG 2000", "RLE", or None."""
     if head[:4] == b"\xff\x4f\xff\x51" or head[4:8] == b"jP  ":

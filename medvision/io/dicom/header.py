@@ -194,12 +194,12 @@ class _Builder:
         try:
             with open_ref(self.ref) as fp:
                 fp.seek(raw.value_tell)
-                return _fragments_text(*_walk_items(fp, raw.is_little_endian))
+                return _fragments_text(*encapsulated_fragments(fp, raw.is_little_endian))
         except (OSError, ValueError, struct.error) as exc:
             return f"<encapsulated, size unknown: {_short(exc)}>"
 
 
-def _walk_items(fp: BinaryIO, little_endian: bool) -> tuple[int, int]:
+def encapsulated_fragments(fp: BinaryIO, little_endian: bool) -> tuple[int, int]:
     """Total bytes and number of fragments of encapsulated data starting at ``fp``'s position
     (the offset table not counted); fragments are skipped, not read."""
     fmt = "<HHL" if little_endian else ">HHL"
@@ -278,7 +278,7 @@ def _format_value(elem: DataElement, vr: str, tag: BaseTag) -> tuple[str, str]:
         return "", ""
     if vr in BINARY_VRS or tag in PIXEL_TAGS or isinstance(value, bytes | bytearray):
         if isinstance(value, bytes | bytearray) and elem.is_undefined_length and tag in PIXEL_TAGS:
-            return _fragments_text(*_walk_items(io.BytesIO(value), True)), ""  # encapsulated: little endian
+            return _fragments_text(*encapsulated_fragments(io.BytesIO(value), True)), ""  # encapsulated: little endian
         return f"<{_byte_length(value, vr)} bytes>", ""
     if isinstance(value, MultiValue | list | tuple):
         n = len(value)

@@ -112,7 +112,7 @@ def _fill(rec: dict, ds, found: FoundFile) -> dict:
     series_uid = _text(ds, "SeriesInstanceUID")
     sop_uid = _text(ds, "SOPInstanceUID") or (str(getattr(meta, "MediaStorageSOPInstanceUID", "")) if meta else "")
     sop_class = str(ds.get("SOPClassUID") or (getattr(meta, "MediaStorageSOPClassUID", "") if meta else ""))
-    problem = _incomplete(ds, sop_class)
+    problem = incomplete_reason(ds, sop_class)
     if problem:
         rec.update(status="error", error=f"{found.ref}: {problem}")
         return rec
@@ -145,7 +145,7 @@ def _fill(rec: dict, ds, found: FoundFile) -> dict:
     return rec
 
 
-def _incomplete(ds, sop_class: str) -> str | None:
+def incomplete_reason(ds, sop_class: str) -> str | None:
     """Why a header that parsed is still not a usable DICOM object (damaged or truncated)."""
     if not sop_class:
         return "not a valid DICOM object: no SOP Class UID (damaged, or not DICOM)"

@@ -18,7 +18,7 @@ from .decode import DecodeTask, check_decodable, decode_tasks, read_native_frame
 from .diffusion import manufacturer
 from .files import FileRef, read_dataset
 from .frames import Frame, csa_image, frames_from_dataset, has_pixel_data, pixel_info
-from .index import _incomplete, classify
+from .index import classify, incomplete_reason
 from .pool import default_workers, map_chunks
 from .scaling import apply_philips_scaling
 
@@ -80,7 +80,7 @@ def read_file_frames(ref: FileRef, *, with_meta: bool = True) -> FileFrames:
     out = FileFrames(ref)
     try:
         ds = read_dataset(ref)
-        problem = _incomplete(ds, str(ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None),
+        problem = incomplete_reason(ds, str(ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None),
                                                                          "MediaStorageSOPClassUID", "")))
         if problem:
             raise NotDicomError(f"{ref}: {problem}")
@@ -119,7 +119,7 @@ def _fragment_count(ds, ref: FileRef) -> int | None:
     from pydicom.tag import Tag
 
     from .files import open_ref
-    from .header import _walk_items
+    from .header import encapsulated_fragments
 
     raw = ds._dict.get(Tag(0x7FE0, 0x0010))
     tell = getattr(raw, "value_tell", None)
@@ -128,7 +128,7 @@ def _fragment_count(ds, ref: FileRef) -> int | None:
     try:
         with open_ref(ref) as fp:
             fp.seek(tell)
-            return _walk_items(fp, getattr(raw, "is_little_endian", True))[1]
+            return encapsulated_fragments(fp, getattr(raw, "is_little_endian", True))[1]
     except (OSError, ValueError):
         return None
 
@@ -184,7 +184,7 @@ def _match_codestream(ds, ref: FileRef, frames: list) -> list:
     none of them is refused."""
     import dataclasses
 
-    from .decode import _FAMILY_TS, codestream_family, declared_family, first_fragment_head
+    from .decode import codestream_family, declared_family, family_syntax, first_fragment_head
 
     p = frames[0].pixel
     want = declared_family(p.transfer_syntax) if p.compressed else None
@@ -193,10 +193,11 @@ def _match_codestream(ds, ref: FileRef, frames: list) -> list:
     have = codestream_family(first_fragment_head(ds, ref))
     if have is None or have == want:
         return frames
-    if have not in _FAMILY_TS:
+    syntax = family_syntax(have)
+    if syntax is None:
         raise PixelDataError(f"{ref}: the transfer syntax says {want}, but the pixel data is a {have} codestream; "
                              "it cannot be decoded reliably")
-    fixed = dataclasses.replace(p, transfer_syntax=_FAMILY_TS[have])
+    fixed = dataclasses.replace(p, transfer_syntax=syntax)
     note = (f"the transfer syntax says {want}, but the pixel data is a {have} codestream: decoded as {have}")
     for f in frames:
         f.pixel = fixed
@@ -356,7 +357,8 @@ def _apply_lut(stored: np.ndarray, frame: Frame, out: np.ndarray) -> None:
         out[...] = value
 
 
-def _cut_tile(image: np.ndarray, f: Frame) -> np.ndarray:
+def cut_tile(image: np.ndarray, f: Frame) -> np.ndarray:
+    """Frame ``f``'s tile of a decoded (tiled, whole-slide) image; the image itself when ``f`` is not a tile."""
     if f.tile < 0:
         return image
     r, c = divmod(f.tile, f.tiles_per_row)
@@ -536,7 +538,7 @@ def _decode_files(out: np.ndarray, dest: dict, plan: StackPlan, pending: list, w
                 continue
             for index, image in zip(task.indices, res, strict=True):
                 for t, z, f in dest[(task.ref, index)]:
-                    tile = _cut_tile(image, f)
+                    tile = cut_tile(image, f)
                     if tile.shape != (plan.rows, plan.cols):
                         failed.append(f"{task.ref}: decoded frame is {tile.shape}, expected {(plan.rows, plan.cols)}")
                         out[t, z] = 0

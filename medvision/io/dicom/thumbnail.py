@@ -15,7 +15,7 @@ from .decode import DecodeTask, decode_task
 from .files import FileRef
 from .frames import Frame
 from .index import SeriesInfo
-from .series import _cut_tile, read_file_frames
+from .series import cut_tile, read_file_frames
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def file_thumbnail(ref: FileRef, size: int = 96) -> np.ndarray:
     decoded = decode_task(DecodeTask(ref, frame.pixel, (frame.index,)))
     if isinstance(decoded, PixelDataError):
         raise decoded
-    image = _cut_tile(decoded[0], frame).astype(np.float32)
+    image = cut_tile(decoded[0], frame).astype(np.float32)
     if frame.slope != 1.0 or frame.intercept != 0.0:
         image = image * np.float32(frame.slope) + np.float32(frame.intercept)
     out = window_to_uint8(image, ff.meta.get("window_center"), ff.meta.get("window_width"))
