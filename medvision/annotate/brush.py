@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.edits import Box, History
+from ..core.edits import Box, History, box_union
 from ..core.labels import LabelMap
 from .rules import EditRules, paint, spacing_zyx
 
@@ -97,8 +97,7 @@ class Stroke:
             if paint(self.history, self.labels, box, mask, self.value, self.rules, self.image,
                      erase_only=self.erase_only):
                 self.changed = True
-                changed_box = box if changed_box is None else tuple(
-                    slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(changed_box, box, strict=True))
+                changed_box = box_union(changed_box, box)
         return changed_box
 
     def finish(self):

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from medvision.ai.preprocess import largest_component
 from medvision.core.volume import Volume
 
 __all__ = ["brain_mask", "deepbet_normalize", "box_with_margin", "NoBrainFoundError"]
@@ -50,15 +51,6 @@ def deepbet_normalize(
     x = ((x - low) / (high - low)).clamp(min=0, max=1)
     z = (x - x.mean()) / x.std()
     return std * z + mean
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a boolean 3D array (all False stays all False)."""
-    if not mask.any():
-        return mask
-    labels = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
-    labels = sitk.RelabelComponent(labels, sortByObjectSize=True)
-    return sitk.GetArrayViewFromImage(labels) == 1
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -161,14 +153,14 @@ def brain_mask(
     if not bool(high > low):
         raise NoBrainFoundError("the image has no contrast (its 0.5 % and 99.5 % quantiles are equal)")
     found = localizer(deepbet_normalize(small, low, high)[None, None])[0, 1] > 0.5
-    found = _largest_component(found.cpu().numpy())
+    found = largest_component(found.cpu().numpy())
     box = box_with_margin(found, tuple(x.shape), margin)
     log.debug("deepbet box %s on RAS grid %s", box, tuple(x.shape))
 
     crop = x[box]
     brain = segmenter(deepbet_normalize(_resize(crop, segmenter_shape), low, high)[None, None])[0, 1]
     inside = (_resize(brain, tuple(crop.shape)) > threshold).cpu().numpy()
-    inside = _fill_holes(_largest_component(inside))
+    inside = _fill_holes(largest_component(inside))
     if not inside.any():
         raise NoBrainFoundError("the segmenter found no brain inside the localizer's box")
 
