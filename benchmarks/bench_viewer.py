@@ -83,7 +83,7 @@ def interaction(window, app, events: int, raw_baseline: bool) -> dict:
                 view.image.setRect(view.image_rect())
                 view._refresh_overlays(index, view.image_rect())
                 view._shown_slice = index
-                view._place_crosshair()
+                view.place_crosshair()
             view.refresh_image = raw_refresh
     out = {}
     rng = np.random.default_rng(0)
@@ -134,8 +134,8 @@ def bench_window(volume=None, layout: str = "2x2", size=(1600, 1000)):
     os.environ["MEDVISION_HOME"] = tempfile.mkdtemp(prefix="medvision-bench-")
     from PySide6.QtWidgets import QApplication
 
-    from medvision.ui.main_window import MainWindow
-    from medvision.ui.settings import Settings
+    from medvision.ui.app.main_window import MainWindow
+    from medvision.ui.app.settings import Settings
 
     app = QApplication.instance() or QApplication([])
     settings = Settings()
@@ -153,7 +153,7 @@ def bench_window(volume=None, layout: str = "2x2", size=(1600, 1000)):
 
 
 def bench_interaction(slices: int, events: int) -> dict:
-    from medvision.ui.viewer import Layer
+    from medvision.ui.views.viewer import Layer
 
     volume = big_ct(slices)
     labels = np.zeros(volume.shape, np.uint8)
@@ -224,8 +224,8 @@ def bench_stall(folder: Path, label: str) -> dict:
     from PySide6.QtWidgets import QApplication
 
     from medvision.io.dicom.index import DicomIndex
-    from medvision.ui.main_window import MainWindow
-    from medvision.ui.settings import Settings
+    from medvision.ui.app.main_window import MainWindow
+    from medvision.ui.app.settings import Settings
 
     app = QApplication.instance() or QApplication([])
     settings = Settings()

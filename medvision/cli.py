@@ -178,7 +178,7 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_view(args) -> int:
-    from .ui.app import run_gui
+    from .ui.app.app import run_gui
 
     if args.screenshot and not args.screenshot.lower().endswith(".png"):
         raise SystemExit("medvision: --screenshot needs a .png file name")

@@ -28,8 +28,8 @@ def main() -> int:
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication, QMessageBox
 
-    from medvision.ui.main_window import MainWindow
-    from medvision.ui.settings import Settings
+    from medvision.ui.app.main_window import MainWindow
+    from medvision.ui.app.settings import Settings
 
     app = QApplication(sys.argv[:1])
     window = MainWindow(Settings())

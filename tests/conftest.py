@@ -49,8 +49,8 @@ def medvision_home(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def window(qtbot):
     """The main window, shown (offscreen), with the user's settings of this test's home."""
-    from medvision.ui.main_window import MainWindow
-    from medvision.ui.settings import Settings
+    from medvision.ui.app.main_window import MainWindow
+    from medvision.ui.app.settings import Settings
 
     win = MainWindow(Settings.load())
     qtbot.addWidget(win)

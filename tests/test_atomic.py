@@ -74,7 +74,7 @@ def test_seg_weights_checkpoint_and_settings_follow_the_umask(tmp_path, umask):
     from medvision.ai.importers.files import save_safetensors
     from medvision.ai.training.checkpoint import save_checkpoint
     from medvision.io.seg import write_seg
-    from medvision.ui.settings import Settings
+    from medvision.ui.app.settings import Settings
 
     want = 0o666 & ~umask
     write_series(tmp_path / "ct", 4, extra_per_slice=lambda k, t: _STUDY)
@@ -124,7 +124,7 @@ def test_thumbnails_are_private(tmp_path, umask):
 
     from medvision.core import run_job
     from medvision.io import scan
-    from medvision.ui.series_browser import thumbnail_job
+    from medvision.ui.panels.series_browser import thumbnail_job
 
     write_series(tmp_path / "ct", 3)
     series = scan(tmp_path / "ct").all_series()[0]

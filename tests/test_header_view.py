@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
-import medvision.ui.header_view as header_view_module
+import medvision.ui.panels.header_view as header_view_module
 from medvision.io.dicom.files import FileRef
 from medvision.io.dicom.header import (
     HeaderTree,
@@ -24,7 +24,7 @@ from medvision.io.dicom.header import (
     normalize_query,
 )
 from medvision.io.errors import NotDicomError
-from medvision.ui.header_view import DicomHeaderView
+from medvision.ui.panels.header_view import DicomHeaderView
 
 from .conftest import SAMPLE_CT
 

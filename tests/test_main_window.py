@@ -15,8 +15,8 @@ from medvision.core.jobs import Progress
 from medvision.core.volume import Volume
 from medvision.core.windowing import CT_PRESETS
 from medvision.io import load, save
-from medvision.ui.main_window import MainWindow
-from medvision.ui.settings import Settings
+from medvision.ui.app.main_window import MainWindow
+from medvision.ui.app.settings import Settings
 
 from .conftest import SAMPLE_CT
 from .dicomgen import write_series

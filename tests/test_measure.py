@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QApplication
 from medvision.core.measure import ROW_HEADER
 from medvision.core.volume import Volume
 from medvision.io import save
-from medvision.ui.measure import (
+from medvision.ui.annotating.measure import (
     AngleTool,
     EllipseTool,
     Measurements,

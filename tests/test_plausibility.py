@@ -236,7 +236,7 @@ def test_the_window_shows_it_in_red_and_accept_asks(qtbot, ct, bright_models, mo
     assert panel.select("test-bright")
     assert panel.run()
     qtbot.waitUntil(lambda: panel.proposal is not None, timeout=60_000)
-    from medvision.ui.model_panel import ALARM
+    from medvision.ui.panels.model_panel import ALARM
 
     text = panel.status.text()
     red, rest = text.split("</span>")

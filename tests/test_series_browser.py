@@ -182,7 +182,7 @@ def test_thumbnail_errors_name_the_series_and_file(tmp_path):
 # ---- the browser widget -----------------------------------------------------------------------------
 @pytest.fixture
 def make_browser(qtbot, tmp_path):
-    from medvision.ui.series_browser import SeriesBrowser
+    from medvision.ui.panels.series_browser import SeriesBrowser
 
     index = DicomIndex(tmp_path / "index.sqlite")
 
@@ -219,7 +219,7 @@ def _tree(model, parent=None) -> list:
 
 
 def _index_of(browser, predicate):
-    from medvision.ui.series_browser import ROLE_INFO
+    from medvision.ui.panels.series_browser import ROLE_INFO
 
     model = browser.proxy
     stack = [model.index(r, 0) for r in range(model.rowCount())]
@@ -333,7 +333,7 @@ def _image_series(browser) -> list:
 
 
 def test_thumbnails_are_made_lazily_and_cached_on_disk(qtbot, make_browser, two_folders, monkeypatch):
-    from medvision.ui import series_browser as sb
+    from medvision.ui.panels import series_browser as sb
 
     browser = make_browser()
     _scan(qtbot, browser, two_folders["root"])
@@ -405,7 +405,7 @@ def test_remove_from_list_and_rescan(qtbot, make_browser, two_folders):
 
 
 def sb_role():
-    from medvision.ui.series_browser import ROLE_INFO
+    from medvision.ui.panels.series_browser import ROLE_INFO
 
     return ROLE_INFO
 

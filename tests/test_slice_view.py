@@ -9,8 +9,8 @@ from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from medvision.core.windowing import Window, WindowMapper
 from medvision.io import load
-from medvision.ui.slice_view import SliceView
-from medvision.ui.viewer import Layer, Viewer
+from medvision.ui.views.slice_view import SliceView
+from medvision.ui.views.viewer import Layer, Viewer
 
 from .conftest import SAMPLE_CT
 from .qtutil import click, drag, wheel

@@ -15,7 +15,7 @@ from medvision.core.labels import LabelMap, LabelTable
 from medvision.core.volume import Volume
 from medvision.io import save
 from medvision.io.labels import save_labels
-from medvision.ui.compare import dice_by_name
+from medvision.ui.dialogs.compare import dice_by_name
 
 from .qtutil import click, open_and_wait, view_point
 
@@ -158,7 +158,7 @@ def test_the_dialog_says_where_a_stopped_cross_validation_stands(qtbot, window):
 
 
 def test_a_cards_metrics_in_words():
-    from medvision.ui.model_panel import metrics_text
+    from medvision.ui.panels.model_panel import metrics_text
 
     assert metrics_text({"val_dice": 0.81234, "per_label": {"liver": 0.9, "spleen": None}, "best_epoch": 7}) == \
         "validation Dice 0.812 (epoch 7); liver 0.900, spleen n/a"

@@ -55,7 +55,7 @@ def ct() -> Volume:
 
 @pytest.fixture
 def make_view(qtbot):
-    from medvision.ui.view3d import View3D
+    from medvision.ui.views.view3d import View3D
 
     def make(width: int = 320, height: int = 240, **kwargs) -> View3D:
         view = View3D(**kwargs)
@@ -108,7 +108,7 @@ def test_vtk_is_imported_only_with_view3d_and_never_torch():
         import medvision.ui
         assert not any(m.startswith(("vtk", "torch")) for m in sys.modules), "medvision.ui imported vtk/torch"
         t = time.perf_counter()
-        import medvision.ui.view3d
+        import medvision.ui.views.view3d
         print(time.perf_counter() - t)
         assert "vtkmodules.vtkRenderingCore" in sys.modules
         assert "vtk" not in sys.modules, "the vtk umbrella module was imported"
@@ -207,7 +207,7 @@ def test_volume_is_placed_in_lps_and_views_look_from_the_named_side(make_view, g
     view.set_volume(vol)
     prep = view.prepared
     assert np.linalg.det(prep.direction) > 0
-    bounds = np.array(view._scene.volume.GetBounds()).reshape(3, 2)
+    bounds = np.array(view.scene.volume.GetBounds()).reshape(3, 2)
     corners = vol.bounds_world()
     np.testing.assert_allclose(bounds[:, 0], corners.min(axis=0), atol=1e-3)
     np.testing.assert_allclose(bounds[:, 1], corners.max(axis=0), atol=1e-3)
@@ -243,11 +243,11 @@ def test_mouse_and_keys_move_the_camera(make_view, ct, qtbot):
     assert abs(dop @ rotated["ViewUp"]) < 1e-6  # view up kept orthogonal
     frame(view)  # while dragging: reduced quality
     assert view.last_frame_interactive
-    assert view._scene.mapper.GetImageSampleDistance() > 1
+    assert view.scene.mapper.GetImageSampleDistance() > 1
     mouse(view, QEvent.Type.MouseButtonRelease, (210, 90), Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton)
     frame(view)
     assert not view.last_frame_interactive
-    assert view._scene.mapper.GetImageSampleDistance() == 1
+    assert view.scene.mapper.GetImageSampleDistance() == 1
 
     drag(view, Qt.MouseButton.RightButton, (150, 150), (150, 100))  # drag up: closer
     assert view.camera.GetDistance() < 0.9 * distance
@@ -280,7 +280,7 @@ def test_mouse_and_keys_move_the_camera(make_view, ct, qtbot):
 
 
 def test_quality_adapts_to_the_frame_time_budget(make_view, ct):
-    from medvision.ui.vtk_support import DRAG_LEVELS, STILL_LEVELS, adapt_level
+    from medvision.ui.views.vtk_support import DRAG_LEVELS, STILL_LEVELS, adapt_level
 
     assert adapt_level(STILL_LEVELS, 0, 900.0, 500.0) == 1
     assert adapt_level(STILL_LEVELS, 1, 300.0, 500.0) == 1  # 300 * 1.5 would not fit 0.8 * 500
@@ -289,7 +289,7 @@ def test_quality_adapts_to_the_frame_time_budget(make_view, ct):
     assert adapt_level(DRAG_LEVELS, 3, 10.0, None) == 0
     view = make_view(160, 120)
     view.set_volume(ct)
-    mapper = view._scene.mapper
+    mapper = view.scene.mapper
     view.still_budget_ms = 1e-6  # no frame fits: still frames get coarser, one level a frame
     for _ in range(len(STILL_LEVELS) + 1):
         view.rotate(3, 0)
@@ -312,7 +312,7 @@ def test_cursor_is_drawn_at_its_world_point(make_view, ct):
     point = ct.index_to_world([300, 200, 10])
     view.set_cursor(point)
     with_cursor = frame(view)
-    x, y = view._scene.world_to_display(point)
+    x, y = view.scene.world_to_display(point)
     changed = np.abs(with_cursor - before).max(axis=2) > 40
     ys, xs = np.nonzero(changed)
     assert len(xs) > 20
@@ -387,7 +387,7 @@ def test_frames_of_one_series_keep_the_camera(make_view, ct):
     view = make_view()
     series = Volume(np.stack([ct.array, ct.array // 2]), ct.affine, metadata=dict(ct.metadata))
     view.set_volume(series)  # 4D: the first frame
-    from medvision.ui.vtk_support import prepare_volume
+    from medvision.ui.views.vtk_support import prepare_volume
 
     np.testing.assert_array_equal(view.prepared.array, prepare_volume(ct).array)
     first = frame(view)
@@ -418,7 +418,7 @@ def test_float_volume_with_nans_on_a_sheared_grid(make_view):
 
 
 def test_block_mean_downsampling_keeps_dtype_and_geometry():
-    from medvision.ui.vtk_support import prepare_volume
+    from medvision.ui.views.vtk_support import prepare_volume
 
     arr = np.arange(4 * 6 * 8, dtype=np.int16).reshape(4, 6, 8)
     affine = affine_from_geometry([0.5, 0.5, 1.0], [10, 20, 30])
@@ -464,7 +464,7 @@ def test_large_volume_is_prepared_on_a_worker(make_view, qtbot):
 
 
 def test_no_opengl_shows_a_message_instead_of_crashing(qtbot, monkeypatch, ct):
-    from medvision.ui import view3d
+    from medvision.ui.views import view3d
 
     def broken_scene():
         raise RuntimeError("EGL: no usable display")
@@ -491,7 +491,7 @@ def main():
     from PySide6.QtWidgets import QApplication
     app = QApplication([])
     import medvision.io
-    from medvision.ui.view3d import View3D
+    from medvision.ui.views.view3d import View3D
 
     volume = medvision.io.load({sample!r})
     view = View3D()
@@ -514,7 +514,7 @@ def main():
     view.rotate(0, 90)  # as a downward drag: the camera rises 30 degrees above the front
     view.rotate(-90, 0)  # as a leftward drag: the camera moves 20 degrees towards the patient's left
     view.render_image().save({out!r} + "/view3d_ct_bone_oblique.png")
-    print(json.dumps({{"window": view._scene.window_class, "visible": view.isVisible(), "times": times}}))
+    print(json.dumps({{"window": view.scene.window_class, "visible": view.isVisible(), "times": times}}))
 
 if __name__ == "__main__":
     main()

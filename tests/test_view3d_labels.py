@@ -36,7 +36,7 @@ DIRECTIONS = {
 
 @pytest.fixture
 def make_view(qtbot):
-    from medvision.ui.view3d import View3D
+    from medvision.ui.views.view3d import View3D
 
     def make(width: int = 240, height: int = 240, **kwargs) -> View3D:
         view = View3D(**kwargs)
@@ -96,7 +96,8 @@ def centre_of(mask: np.ndarray) -> np.ndarray:
 # ---- the surfaces themselves (numpy + VTK, no rendering) ---------------------------------------
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
 def test_surfaces_lie_where_the_voxels_are_in_lps_whatever_the_grid(direction):
-    from medvision.ui.vtk_support import label_surfaces_job, prepare_volume
+    from medvision.ui.views.label_surfaces import label_surfaces_job
+    from medvision.ui.views.vtk_support import prepare_volume
 
     affine = grid(direction)
     labels = ball_and_cube(affine)
@@ -129,7 +130,7 @@ def test_surfaces_lie_where_the_voxels_are_in_lps_whatever_the_grid(direction):
 
 
 def test_flipped_grid_gives_the_same_surface_in_patient_space():
-    from medvision.ui.vtk_support import label_surfaces_job
+    from medvision.ui.views.label_surfaces import label_surfaces_job
 
     lps = run_job(label_surfaces_job(*(lambda lm: (lm.array, lm.affine))(ball_and_cube(grid("LPS")))))
     for direction in ("RAS", "RPS", "sagittal"):
@@ -143,7 +144,7 @@ def test_flipped_grid_gives_the_same_surface_in_patient_space():
 
 
 def test_labels_touching_the_grid_edge_get_closed_surfaces_and_big_maps_are_sampled_down():
-    from medvision.ui.vtk_support import label_surfaces_job
+    from medvision.ui.views.label_surfaces import label_surfaces_job
 
     arr = np.zeros((10, 12, 14), np.uint8)
     arr[:, :, :5] = 3  # a slab cut by the grid's edges
@@ -163,18 +164,18 @@ def test_labels_touching_the_grid_edge_get_closed_surfaces_and_big_maps_are_samp
 
 
 def test_discrete_flying_edges_when_surface_nets_are_missing(monkeypatch):
-    from medvision.ui import label_surfaces, vtk_support
+    from medvision.ui.views import label_surfaces
 
     monkeypatch.setattr(label_surfaces, "vtkSurfaceNets3D", None)
     labels = ball_and_cube(grid("RAS"))
-    surfaces = run_job(vtk_support.label_surfaces_job(labels.array, labels.affine))
+    surfaces = run_job(label_surfaces.label_surfaces_job(labels.array, labels.affine))
     assert set(surfaces.meshes) == {1, 2}
     radius = np.linalg.norm(surfaces.meshes[1].points - BALL, axis=1)
     assert abs(np.median(radius) - BALL_RADIUS) < 1.5
 
 
 def test_an_update_remakes_only_the_labels_that_changed():
-    from medvision.ui.vtk_support import label_surfaces_job
+    from medvision.ui.views.label_surfaces import label_surfaces_job
 
     labels = ball_and_cube(grid("RAS"))
     first = run_job(label_surfaces_job(labels.array, labels.affine))
@@ -238,8 +239,8 @@ def test_labels_render_in_their_colours_and_hide_show_and_clear(make_view, qtbot
     red, green = coloured(img, RED), coloured(img, GREEN)
     assert red.sum() > 300 and green.sum() > 200
     # each colour where its label is: from the front the ball is up and to the screen's right
-    np.testing.assert_allclose(centre_of(red), view._scene.world_to_display(BALL), atol=3)
-    np.testing.assert_allclose(centre_of(green), view._scene.world_to_display(CUBE), atol=3)
+    np.testing.assert_allclose(centre_of(red), view.scene.world_to_display(BALL), atol=3)
+    np.testing.assert_allclose(centre_of(green), view.scene.world_to_display(CUBE), atol=3)
     meshes = dict(view.label_surfaces.meshes)
 
     labels.table[1].visible = False  # hidden in the table: the red goes, the green stays
@@ -264,7 +265,7 @@ def test_labels_render_in_their_colours_and_hide_show_and_clear(make_view, qtbot
 
     with qtbot.waitSignal(view.labels_ready, timeout=1000):
         view.set_labels(None)
-    assert view.label_surfaces is None and view._scene.label_actors == {}
+    assert view.label_surfaces is None and view.scene.label_actors == {}
     np.testing.assert_array_equal(frame(view), empty)
 
 
@@ -275,8 +276,8 @@ def test_update_labels_after_an_edit_moves_the_surface(make_view):
     view.set_volume(air(affine))
     view.set_labels(labels)
     before = frame(view)
-    cube_actor = view._scene.label_actors[2][0]
-    old_ball = view._scene.world_to_display(BALL)
+    cube_actor = view.scene.label_actors[2][0]
+    old_ball = view.scene.world_to_display(BALL)
     labels.array[labels.array == 1] = 0  # the ball moves down by 16 mm
     world = world_of(labels.shape, affine)
     moved = BALL - [0, 0, 16]
@@ -285,8 +286,8 @@ def test_update_labels_after_an_edit_moves_the_surface(make_view):
     view.update_labels()
     after = frame(view)
     assert view.label_surfaces.rebuilt == {1}
-    assert view._scene.label_actors[2][0] is cube_actor  # the cube's actor was kept
-    new_ball = view._scene.world_to_display(moved)
+    assert view.scene.label_actors[2][0] is cube_actor  # the cube's actor was kept
+    new_ball = view.scene.world_to_display(moved)
     assert new_ball[1] - old_ball[1] > 20  # lower on the screen
     np.testing.assert_allclose(centre_of(coloured(after, RED)), new_ball, atol=3)
     np.testing.assert_allclose(centre_of(coloured(after, GREEN)), centre_of(coloured(before, GREEN)), atol=0.5)
@@ -385,7 +386,7 @@ def test_sample_ct_labels(make_view, qtbot, screenshot_dir):
         pytest.skip("the sample labels are not present")
     import medvision.io
     from medvision.io.labels import load_labels
-    from medvision.ui.vtk_support import label_surfaces_job
+    from medvision.ui.views.label_surfaces import label_surfaces_job
 
     ct = medvision.io.load(SAMPLE_CT)
     labels = load_labels(SAMPLE_LABELS, ct)  # reoriented onto the CT's grid

@@ -140,7 +140,7 @@ def test_an_uncaught_error_in_the_window_is_a_sentence_there_and_a_traceback_in_
                                                                                       medvision_home):
     import sys
 
-    from medvision.ui.app import install_excepthook
+    from medvision.ui.app.app import install_excepthook
 
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     install_excepthook(window)

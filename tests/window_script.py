@@ -20,8 +20,8 @@ def main() -> int:
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 
-    from medvision.ui.main_window import MainWindow
-    from medvision.ui.settings import Settings
+    from medvision.ui.app.main_window import MainWindow
+    from medvision.ui.app.settings import Settings
 
     app = QApplication(sys.argv[:1])
     settings = Settings()
@@ -61,7 +61,7 @@ def main() -> int:
             window=[viewer.window.center, viewer.window.width], window_name=viewer.window_name,
             labels={p: viewer.grid.edge_labels(p) for p in ("axial", "coronal", "sagittal")} if viewer.grid else None,
             view3d=type(window.views.view3d).__name__ if window.views.view3d is not None else None,
-            view3d_window=getattr(getattr(view3d, "_scene", None), "window_class", None),
+            view3d_window=getattr(getattr(view3d, "scene", None), "window_class", None),
             status=window.statusBar().currentMessage(), error=window.last_error,
             device_pixel_ratio=window.devicePixelRatioF(),
         )

@@ -6,7 +6,7 @@ A measurement belongs to the plane and slice it was drawn on. Its points are dis
 patient millimetres (:meth:`~medvision.core.display.DisplayGrid.world`), so anisotropic pixels and
 coronal or sagittal views across thick slices measure true. An ROI's pixels are those whose centres
 lie inside its shape; its area is the shape's own (pi a b for an ellipse). The window draws them
-and keeps their list (:mod:`medvision.ui.measure`).
+and keeps their list (:mod:`medvision.ui.annotating.measure`).
 """
 
 from __future__ import annotations

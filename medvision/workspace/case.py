@@ -8,7 +8,7 @@ file ending in ``.dcm`` becomes DICOM SEG referencing the DICOM series, another 
 a JSON table, no path the case of an annotation project. Unsaved edits are autosaved into a recovery
 slot (:mod:`medvision.workspace.recovery`) on a background thread; a clean save removes the slot.
 
-The window binds a case to its widgets (:class:`medvision.ui.annotation.Annotation`): it passes the
+The window binds a case to its widgets (:class:`medvision.ui.annotating.annotation.Annotation`): it passes the
 history's callbacks on to the GUI thread, draws the labels and runs long edits as jobs.
 """
 

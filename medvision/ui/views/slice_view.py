@@ -1,4 +1,4 @@
-"""A 2D slice view (pyqtgraph): one plane of the :class:`~medvision.ui.viewer.Viewer`'s volume.
+"""A 2D slice view (pyqtgraph): one plane of the :class:`~medvision.ui.views.viewer.Viewer`'s volume.
 
 Mouse: left click/drag moves the linked crosshair, right drag sets window (horizontal) and level
 (vertical), middle drag pans, wheel scrolls slices, Ctrl+wheel zooms, double click maximises.
@@ -21,8 +21,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy
 
-from ..core.windowing import WindowMapper
-from ..io.dicom.scaling import scaling_label
+from ...core.windowing import WindowMapper
+from ...io.dicom.scaling import scaling_label
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
@@ -193,7 +193,7 @@ class SliceView(pg.GraphicsView):
         if self.viewer.cursor[grid.slice_axis(self.plane)] != self._shown_slice:
             self.refresh_image()
         else:
-            self._place_crosshair()
+            self.place_crosshair()
 
     def image_rect(self) -> QRectF:
         grid = self.viewer.grid
@@ -214,7 +214,7 @@ class SliceView(pg.GraphicsView):
         self.image.setRect(rect)
         self._refresh_overlays(index, rect)
         self._shown_slice = index
-        self._place_crosshair()
+        self.place_crosshair()
         # the painted annotations (slice number, window) change too: the whole view repaints, in
         # the same pass as the changed items (a separate viewport update would paint twice)
         self.scene().update()
@@ -252,7 +252,8 @@ class SliceView(pg.GraphicsView):
         for item in self.overlays[len(layers):]:
             item.hide()
 
-    def _place_crosshair(self) -> None:
+    def place_crosshair(self) -> None:
+        """Move the crosshair lines to the viewer's cursor."""
         grid = self.viewer.grid
         point = grid.to_screen(self.plane, self.viewer.cursor)
         rh, cw = grid.pixel_size(self.plane)
@@ -272,7 +273,9 @@ class SliceView(pg.GraphicsView):
         self.viewport().update()
 
     # ---- mouse ----------------------------------------------------------------------------
-    def _screen_index(self, pos: QPointF):
+    def screen_index(self, pos: QPointF):
+        """The display index (x, y, z; floats) at ``pos`` in the view box's coordinates (mm of the plane's
+        image), on the current slice."""
         grid = self.viewer.grid
         rh, cw = grid.pixel_size(self.plane)
         row, col = pos.y() / rh - 0.5, pos.x() / cw - 0.5
@@ -281,11 +284,11 @@ class SliceView(pg.GraphicsView):
 
     def _set_cursor_at(self, pos: QPointF) -> None:
         if self.viewer.grid is not None:
-            self.viewer.set_cursor(self._screen_index(pos))
+            self.viewer.set_cursor(self.screen_index(pos))
 
     def index_at(self, scene_pos) -> np.ndarray:
         """The display index (x, y, z; floats, pixel centres whole) under a scene position."""
-        return self._screen_index(self.vb.mapSceneToView(scene_pos))
+        return self.screen_index(self.vb.mapSceneToView(scene_pos))
 
     def viewport_point(self, ijk) -> QPointF:
         """Where the display index ``ijk`` (its in-plane position) lies in viewport pixels."""
@@ -306,7 +309,7 @@ class SliceView(pg.GraphicsView):
         if self.viewer.grid is None:
             return
         self.mouse_scene_pos = QPointF(scene_pos)
-        ijk = self._screen_index(self.vb.mapSceneToView(scene_pos))
+        ijk = self.screen_index(self.vb.mapSceneToView(scene_pos))
         if self.tool is not None:
             self.tool.hover(self, ijk)
         inside = np.all(ijk > -0.5) and np.all(ijk < np.asarray(self.viewer.grid.shape_xyz) - 0.5)
@@ -360,7 +363,7 @@ class SliceView(pg.GraphicsView):
             self.reset_view()
         elif key == Qt.Key.Key_C:
             self.show_crosshair = not self.show_crosshair
-            self._place_crosshair()
+            self.place_crosshair()
         else:
             super().keyPressEvent(ev)
 

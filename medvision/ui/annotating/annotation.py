@@ -1,6 +1,6 @@
 """The labels being edited in the window: the case, bound to the viewer, its overlay and jobs.
 
-One :class:`Annotation` lives beside the :class:`~medvision.ui.viewer.Viewer`. The case itself (the
+One :class:`Annotation` lives beside the :class:`~medvision.ui.views.viewer.Viewer`. The case itself (the
 working label map, its history, the active label, where the labels are saved, autosave) is a
 headless :class:`~medvision.workspace.case.WorkingCase`; this class binds it to the window: it brings the
 history's reports to the GUI thread as signals, keeps the overlay layer the views draw in step,
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QDeadlineTimer, QEventLoop, QObject, QTimer, Signal
 
-from ..core.jobs import Progress
-from ..core.labels import Label, LabelMap
-from ..workspace.case import SEG_SUFFIXES, WorkingCase, autosave_seconds, read_labels
-from .jobs import JobRunner
-from .viewer import Layer, Viewer
+from ...core.jobs import Progress
+from ...core.labels import Label, LabelMap
+from ...workspace.case import SEG_SUFFIXES, WorkingCase, autosave_seconds, read_labels
+from ..jobs import JobRunner
+from ..views.viewer import Layer, Viewer
 
 __all__ = ["LAYER", "SEG_SUFFIXES", "Annotation"]
 

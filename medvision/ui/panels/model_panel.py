@@ -31,10 +31,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..annotate.rules import EMPTY_ONLY, EditRules, paint
-from ..core.labels import LabelMap
-from .jobs import JobRunner
-from .viewer import Layer
+from ...annotate.rules import EMPTY_ONLY, EditRules, paint
+from ...core.labels import LabelMap
+from ..jobs import JobRunner
+from ..views.viewer import Layer
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class ModelPanel(QWidget):
     # ---- models -----------------------------------------------------------------------------
     def refresh(self) -> None:
         """List the models of the registry (shipped and the user's)."""
-        from ..ai.package import Registry
+        from ...ai.package import Registry
 
         registry = Registry()
         self._packages = registry.packages()
@@ -205,7 +205,7 @@ class ModelPanel(QWidget):
         text = "".join(f"<tr><td><b>{k}</b></td><td>{html.escape(str(v)) if k != 'Labels' else v}</td></tr>"
                        for k, v in rows if v)
         if pkg.contains_code:
-            from ..ai.package import CODE_WARNING
+            from ...ai.package import CODE_WARNING
 
             text = (f"<tr><td><b>Code</b></td><td style='color:#d32f2f'><b>{html.escape(CODE_WARNING)}</b> "
                     "(TorchScript; imported with --trust-code)</td></tr>") + text
@@ -224,7 +224,7 @@ class ModelPanel(QWidget):
         for plane, axes in (("axial", (0, 1)), ("coronal", (2,))):
             view = self.views.slice_views[plane]
             (x0, x1), (y0, y1) = view.vb.viewRange()  # view coordinates: millimetres on the screen image
-            corners = [view._screen_index(QPointF(x0, y0)), view._screen_index(QPointF(x1, y1))]
+            corners = [view.screen_index(QPointF(x0, y0)), view.screen_index(QPointF(x1, y1))]
             for a in axes:
                 vals = sorted(c[a] for c in corners)
                 lo[a], hi[a] = max(lo[a], vals[0]), min(hi[a], vals[1])
@@ -244,14 +244,14 @@ class ModelPanel(QWidget):
         if self.runner is not None and self.runner.running:
             return False
         warnings = pkg.suitability(volume)
-        from ..ai.options import InferenceOptions
+        from ...ai.options import InferenceOptions
 
         options = InferenceOptions(device=self.device_combo.currentText(), tta=self.tta_check.isChecked(),
                                    uncertainty=self.uncertainty_check.isChecked(), box=self._region(),
                                    frame=self.viewer.frame)
 
         def job():
-            from ..ai.engine import infer_job
+            from ...ai.engine import infer_job
 
             return (yield from infer_job(pkg, volume, options))
 
@@ -274,7 +274,7 @@ class ModelPanel(QWidget):
             self.runner.cancel()
 
     def open_training(self):
-        from .training import TrainingDialog
+        from ..dialogs.training import TrainingDialog
 
         dialog = self.training_dialog
         busy = dialog is not None and dialog.process is not None and dialog.process.running
@@ -285,7 +285,7 @@ class ModelPanel(QWidget):
         return self.training_dialog
 
     def open_compare(self):
-        from .compare import CompareDialog
+        from ..dialogs.compare import CompareDialog
 
         dialog = CompareDialog(self, self.window())
         dialog.show()

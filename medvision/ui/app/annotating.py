@@ -12,8 +12,8 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from .annotation import Annotation
-from .annotation_panel import AnnotationPanel
+from ..annotating.annotation import Annotation
+from ..panels.annotation_panel import AnnotationPanel
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def _no_dialogs() -> bool:
 
 
 class AnnotationControls:
-    """Builds the annotation docks and menus of a :class:`~medvision.ui.main_window.MainWindow`."""
+    """Builds the annotation docks and menus of a :class:`~medvision.ui.app.main_window.MainWindow`."""
 
     def __init__(self, window) -> None:
         self.window = window
@@ -35,49 +35,49 @@ class AnnotationControls:
         self.annotation.message.connect(lambda text: window.statusBar().showMessage(text, 8000))
         self.annotation.failed.connect(window.report_error)
         self.annotation.state_changed.connect(self._sync_actions)
-        self.annotation.state_changed.connect(window._update_title)
+        self.annotation.state_changed.connect(window.update_title)
         self._restoring = None
 
     # ---- construction ---------------------------------------------------------------------
     def build_docks(self) -> None:
-        from .worklist import WorklistPanel
+        from ..panels.worklist import WorklistPanel
 
         w = self.window
         self.panel = AnnotationPanel(self.annotation, w.views.slice_views, w)
         self.panel.install_shortcuts(w)
-        self.dock = w._dock("Annotation", self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "annotation")
+        self.dock = w.add_dock("Annotation", self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "annotation")
         self.dock.setMinimumWidth(360)
         w.views.active_changed.connect(lambda plane: setattr(self.panel, "last_plane", plane))
-        from .model_panel import ModelPanel
+        from ..panels.model_panel import ModelPanel
 
         self.models = ModelPanel(self.annotation, w.views, w)
         self.models.annotating = self
-        self.models_dock = w._dock("Models", self.models, Qt.DockWidgetArea.RightDockWidgetArea, "models")
+        self.models_dock = w.add_dock("Models", self.models, Qt.DockWidgetArea.RightDockWidgetArea, "models")
         w.tabifyDockWidget(self.dock, self.models_dock)
         self.dock.raise_()
         self.worklist = WorklistPanel(self, w)
-        self.worklist_dock = w._dock("Worklist", self.worklist, Qt.DockWidgetArea.LeftDockWidgetArea, "worklist")
+        self.worklist_dock = w.add_dock("Worklist", self.worklist, Qt.DockWidgetArea.LeftDockWidgetArea, "worklist")
         w.tabifyDockWidget(w.browser_dock, self.worklist_dock)
         w.browser_dock.raise_()
 
     def build_menus(self, menu_bar, file_menu, view_menu) -> None:
         w = self.window
         edit = menu_bar.addMenu("&Edit")
-        self.action_undo = w._action(edit, "&Undo", self.annotation.undo, QKeySequence.StandardKey.Undo)
-        self.action_redo = w._action(edit, "&Redo", self.annotation.redo, "Ctrl+Shift+Z")
+        self.action_undo = w.add_action(edit, "&Undo", self.annotation.undo, QKeySequence.StandardKey.Undo)
+        self.action_redo = w.add_action(edit, "&Redo", self.annotation.redo, "Ctrl+Shift+Z")
         self.action_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         for act in (self.action_undo, self.action_redo):
             act.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
 
         labels = menu_bar.addMenu("&Labels")
-        w._action(labels, "&Open labels...", self.choose_open_labels, "Ctrl+L")
-        self.action_save = w._action(labels, "&Save labels", self.save, QKeySequence.StandardKey.Save)
-        self.action_save_as = w._action(labels, "Save labels &as...", self.choose_save_as, "Ctrl+Alt+S")
-        self.action_export_seg = w._action(labels, "Export as DICOM &SEG...", self.choose_export_seg)
+        w.add_action(labels, "&Open labels...", self.choose_open_labels, "Ctrl+L")
+        self.action_save = w.add_action(labels, "&Save labels", self.save, QKeySequence.StandardKey.Save)
+        self.action_save_as = w.add_action(labels, "Save labels &as...", self.choose_save_as, "Ctrl+Alt+S")
+        self.action_export_seg = w.add_action(labels, "Export as DICOM &SEG...", self.choose_export_seg)
         labels.addSeparator()
-        self.action_close_labels = w._action(labels, "&Close labels", self.close_labels)
+        self.action_close_labels = w.add_action(labels, "&Close labels", self.close_labels)
         labels.addSeparator()
-        w._action(labels, "Label &statistics", self.panel.show_statistics)
+        w.add_action(labels, "Label &statistics", self.panel.show_statistics)
         menu_bar.insertMenu(w.menuBar().actions()[1], edit)  # File, Edit, View ...
         view_menu.addSeparator()
         view_menu.addAction(self.dock.toggleViewAction())
@@ -238,7 +238,7 @@ class AnnotationControls:
     # ---- recovery -------------------------------------------------------------------------
     def offer_recovery(self) -> None:
         """Offer the labels autosaved by a medvision that ended without saving them."""
-        from ..workspace.recovery import pending
+        from ...workspace.recovery import pending
 
         try:
             slots = pending()

@@ -4,7 +4,7 @@ A tool receives the left-button events of every slice view (Shift+left still mov
 crosshair), the wheel with Shift (brush size) and keys, and paints its own cursor or outline over
 the views. Positions arrive as display indices (x, y, z; floats) and go to the label arrays as
 ``(z, y, x)`` indices through the viewer. Every edit goes through
-:mod:`medvision.annotate` and the :class:`~medvision.ui.annotation.Annotation`'s history: one
+:mod:`medvision.annotate` and the :class:`~medvision.ui.annotating.annotation.Annotation`'s history: one
 mouse drag or one click is one undo step.
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 from PySide6.QtCore import QObject, QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
 
-from ..annotate import contours, regions
-from ..annotate.brush import BrushShape, Stroke
-from .viewer import Layer
+from ...annotate import contours, regions
+from ...annotate.brush import BrushShape, Stroke
+from ..views.viewer import Layer
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..core.atomic import write_text
-from ..paths import config_dir
+from ...core.atomic import write_text
+from ...paths import config_dir
 
 log = logging.getLogger(__name__)
 

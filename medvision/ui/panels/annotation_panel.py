@@ -32,12 +32,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..annotate import contours, regions
-from ..annotate.rules import EMPTY_ONLY
+from ...annotate import contours, regions
+from ...annotate.rules import EMPTY_ONLY
+from ..annotating.measure import Measurements, measurement_tools
+from ..annotating.tools import BrushTool, GrowTool, IslandsTool, PolygonTool, ThresholdTool, Tool
 from .label_table import LabelTableWidget, StatisticsDialog
-from .measure import Measurements, measurement_tools
 from .measure_list import MeasurementList
-from .tools import BrushTool, GrowTool, IslandsTool, PolygonTool, ThresholdTool, Tool
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ MEASURE_TOOLS = ("ruler", "angle", "ellipse", "rectangle")
 
 
 class AnnotationPanel(QWidget):
-    """Drives the :class:`~medvision.ui.annotation.Annotation` and the tools of the slice views."""
+    """Drives the :class:`~medvision.ui.annotating.annotation.Annotation` and the tools of the slice views."""
 
     def __init__(self, annotation, slice_views: dict, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -434,7 +434,7 @@ class AnnotationPanel(QWidget):
                                lambda h, lm, v, r: contours.fill_between_slices(h, lm, v, axis, r))
 
     def show_statistics(self) -> None:
-        from ..annotate.statistics import label_statistics
+        from ...annotate.statistics import label_statistics
 
         ann = self.annotation
         if ann.labels is None:

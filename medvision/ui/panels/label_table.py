@@ -25,8 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core import terminology
-from .widgets import tool_buttons
+from ...core import terminology
+from ..widgets import tool_buttons
 
 log = logging.getLogger(__name__)
 

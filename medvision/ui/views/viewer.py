@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from ..core.display import DisplayGrid
-from ..core.volume import Volume
-from ..core.windowing import Window, initial_window
+from ...core.display import DisplayGrid
+from ...core.volume import Volume
+from ...core.windowing import Window, initial_window
 
 log = logging.getLogger(__name__)
 

@@ -39,14 +39,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.atomic import private_dir, write_via
-from ..core.jobs import Job, Progress
-from ..io.dicom.files import FileRef
-from ..io.dicom.index import DicomIndex, PatientInfo, ScanResult, SeriesInfo, StudyInfo
-from ..io.dicom.thumbnail import series_thumbnail
-from ..io.errors import MedvisionIOError
-from ..paths import cache_dir
-from .jobs import JobRunner
+from ...core.atomic import private_dir, write_via
+from ...core.jobs import Job, Progress
+from ...io.dicom.files import FileRef
+from ...io.dicom.index import DicomIndex, PatientInfo, ScanResult, SeriesInfo, StudyInfo
+from ...io.dicom.thumbnail import series_thumbnail
+from ...io.errors import MedvisionIOError
+from ...paths import cache_dir
+from ..jobs import JobRunner
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Label surfaces (3D Slicer's "Show 3D"): :meth:`View3D.set_labels` shows a smooth
 label present in a :class:`LabelMap` (surface nets), in its table colour, placed by the label map's
 own affine in LPS; they are made on a worker thread for big maps, and :meth:`View3D.update_labels`
 remakes only the labels whose voxels changed since the last surfaces (all of it done by a
-:class:`~medvision.ui.label_surfaces.LabelSurfaceController`, which the view owns).
+:class:`~medvision.ui.views.surface_control.LabelSurfaceController`, which the view owns).
 
 Importing this module imports VTK: the main window imports it once it is on screen.
 """
@@ -30,11 +30,12 @@ from PySide6.QtCore import QPointF, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from ..core.labels import LabelMap
-from ..core.volume import Volume
+from ...core.labels import LabelMap
+from ...core.volume import Volume
+from ..jobs import JobRunner, run_in_thread
 from . import vtk_support
-from .jobs import JobRunner, run_in_thread
-from .label_surfaces import LABELS_MAX_DIM, LabelSurfaceController, LabelSurfaces
+from .label_surfaces import LABELS_MAX_DIM, LabelSurfaces
+from .surface_control import LabelSurfaceController
 from .vtk_support import (
     CT_PRESETS,
     DEFAULT_MAX_DIM,
@@ -105,14 +106,14 @@ class View3D(QWidget):
         self._drag_level = 1
         self._adapt_next = False  # the first frame after a new volume or preset uploads/compiles: not timed
         self._resize_timer = QTimer(self, singleShot=True, interval=200)
-        self._resize_timer.timeout.connect(self._request_render)
+        self._resize_timer.timeout.connect(self.request_render)
         # crosshair moves (many per second while the user drags in a slice view) are coalesced: a
         # quick frame once they pause, a full-quality frame once they stop
         self._quick_next = False
         self._cursor_timer = QTimer(self, singleShot=True, interval=150)
         self._cursor_timer.timeout.connect(self._quick_render)
         self._settle_timer = QTimer(self, singleShot=True, interval=800)
-        self._settle_timer.timeout.connect(self._request_render)
+        self._settle_timer.timeout.connect(self.request_render)
         self.last_frame_ms = 0.0
         self.last_frame_interactive = False
         # label surfaces
@@ -261,7 +262,7 @@ class View3D(QWidget):
                 src = "x".join(str(n) for n in prepared.source_shape[::-1])
                 dst = "x".join(str(n) for n in prepared.array.shape[::-1])
                 self.status.emit(f"3D view: {src} voxels shown at {dst} for interactivity")
-        self._request_render()
+        self.request_render()
         if announce:
             self.ready.emit()
 
@@ -304,7 +305,7 @@ class View3D(QWidget):
         self._wanted_presets[name in _CT_NAMES] = name
         if self._prepared is not None:
             self._apply_preset(name)
-            self._request_render()
+            self.request_render()
 
     def _apply_preset(self, name: str) -> None:
         assert self._scene is not None
@@ -328,7 +329,7 @@ class View3D(QWidget):
         self._view = key
         self._fit_pending = True
         self._camera_untouched = True
-        self._request_render()
+        self.request_render()
 
     def _fit_camera(self, aspect: float) -> None:
         """Put the camera on the current view side so the volume's box just fills the frame."""
@@ -366,7 +367,7 @@ class View3D(QWidget):
         self._scene.camera.SetParallelProjection(bool(parallel))
         self._fit_pending = True
         self._camera_untouched = True
-        self._request_render()
+        self.request_render()
 
     def set_cursor(self, lps: np.ndarray | None) -> None:
         """Show the linked crosshair point (LPS mm) as three short axis lines; None hides it."""
@@ -385,13 +386,23 @@ class View3D(QWidget):
         return right / np.linalg.norm(right), up / np.linalg.norm(up)
 
     # ---- rendering --------------------------------------------------------------------------
-    def _request_render(self) -> None:
+    @property
+    def scene(self) -> Scene | None:
+        """The VTK scene (None before the view is shown, or where VTK cannot render)."""
+        return self._scene
+
+    def request_render(self) -> None:
+        """Render a new frame at the next paint."""
         self._dirty = True
         self.update()
 
+    def request_fit(self) -> None:
+        """Fit the camera to what the scene shows at the next render."""
+        self._fit_pending = True
+
     def _quick_render(self) -> None:
         self._quick_next = True
-        self._request_render()
+        self.request_render()
         self._settle_timer.start()
 
     def _pixel_size(self) -> tuple[int, int, float]:
@@ -491,7 +502,7 @@ class View3D(QWidget):
             self._fit_pending = True
         if self.isVisible():  # a splitter or layout change: fast frames until it settles
             self._resize_timer.start()
-        self._request_render()
+        self.request_render()
         super().resizeEvent(event)
 
     # ---- interaction --------------------------------------------------------------------------
@@ -531,7 +542,7 @@ class View3D(QWidget):
             event.ignore()
             return
         self._drag = None
-        self._request_render()  # full quality
+        self.request_render()  # full quality
         event.accept()
 
     def mouseDoubleClickEvent(self, event) -> None:
@@ -562,7 +573,7 @@ class View3D(QWidget):
         camera.Elevation(200.0 * dy / max(self.height(), 1))
         camera.OrthogonalizeViewUp()
         self._camera_untouched = False
-        self._request_render()
+        self.request_render()
 
     def zoom(self, factor: float) -> None:
         """Move the camera towards the focal point (``factor`` > 1 magnifies)."""
@@ -574,7 +585,7 @@ class View3D(QWidget):
         else:
             camera.Dolly(factor)
         self._camera_untouched = False
-        self._request_render()
+        self.request_render()
 
     def pan(self, dx: float, dy: float) -> None:
         """Move the scene with the mouse by (dx, dy) widget pixels."""
@@ -590,7 +601,7 @@ class View3D(QWidget):
         camera.SetFocalPoint(*(np.asarray(camera.GetFocalPoint()) + shift))
         camera.SetPosition(*(np.asarray(camera.GetPosition()) + shift))
         self._camera_untouched = False
-        self._request_render()
+        self.request_render()
 
     def closeEvent(self, event) -> None:
         if self._runner is not None:

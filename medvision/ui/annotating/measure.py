@@ -26,7 +26,7 @@ import numpy as np
 from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPen
 
-from ..core.measure import KINDS, N_POINTS, ROI_KINDS, Measurement, measure, roi_values
+from ...core.measure import KINDS, N_POINTS, ROI_KINDS, Measurement, measure, roi_values
 from .tools import Tool
 
 log = logging.getLogger(__name__)

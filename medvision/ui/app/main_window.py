@@ -24,19 +24,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.atomic import write_via
-from ..core.jobs import Progress
-from ..core.volume import Volume
-from ..io.dicom.index import DicomIndex, ScanResult, SeriesInfo
+from ...core.atomic import write_via
+from ...core.jobs import Progress
+from ...core.volume import Volume
+from ...io.dicom.index import DicomIndex, ScanResult, SeriesInfo
+from ..jobs import JobRunner
+from ..panels.header_view import DicomHeaderView
+from ..panels.log_panel import LogPanel
+from ..panels.series_browser import SeriesBrowser
+from ..views.viewer import Viewer
+from ..views.views_area import ViewsArea
 from .annotating import AnnotationControls
 from .controls import ViewControls
-from .header_view import DicomHeaderView
-from .jobs import JobRunner
-from .log_panel import LogPanel
-from .series_browser import SeriesBrowser
 from .settings import Settings
-from .viewer import Viewer
-from .views_area import ViewsArea
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
         if self.settings.window_state:
             self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()))
-        self._update_title()
+        self.update_title()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -115,15 +115,15 @@ class MainWindow(QMainWindow):
         self.browser = SeriesBrowser(self.index, self)
         self.browser.open_requested.connect(self.open_series)
         self.browser.status.connect(lambda text: self.statusBar().showMessage(text, 8000))
-        self.browser_dock = self._dock("Series", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea, "browser")
+        self.browser_dock = self.add_dock("Series", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea, "browser")
         self.browser.setMinimumWidth(300)
         self.header_view = DicomHeaderView(self)
-        self.header_dock = self._dock("DICOM header", self.header_view, Qt.DockWidgetArea.RightDockWidgetArea,
+        self.header_dock = self.add_dock("DICOM header", self.header_view, Qt.DockWidgetArea.RightDockWidgetArea,
                                       "header")
         self.header_dock.hide()
         self.header_dock.visibilityChanged.connect(self._header_visibility)
         self.log_panel = LogPanel(self)
-        self.log_dock = self._dock("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea, "log")
+        self.log_dock = self.add_dock("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea, "log")
         self.log_dock.hide()
 
     def _header_visibility(self, visible: bool) -> None:
@@ -134,7 +134,8 @@ class MainWindow(QMainWindow):
             self.resizeDocks([self.header_dock], [560], Qt.Orientation.Horizontal)
         self._update_header()
 
-    def _dock(self, title: str, widget: QWidget, area, name: str) -> QDockWidget:
+    def add_dock(self, title: str, widget: QWidget, area, name: str) -> QDockWidget:
+        """A dock holding ``widget`` in ``area``; ``name`` keys its saved place and size."""
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock-{name}")
         dock.setWidget(widget)
@@ -169,21 +170,22 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
-        self.action_open_file = self._action(file_menu, "Open &file...", self.choose_file,
+        self.action_open_file = self.add_action(file_menu, "Open &file...", self.choose_file,
                                              QKeySequence.StandardKey.Open)
-        self.action_open_folder = self._action(file_menu, "Open f&older...", self.choose_folder, "Ctrl+Shift+O")
+        self.action_open_folder = self.add_action(file_menu, "Open f&older...", self.choose_folder, "Ctrl+Shift+O")
         self.recent_menu = file_menu.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         file_menu.addSeparator()
-        self._action(file_menu, "Save &screenshot...", self.choose_screenshot, "Ctrl+Shift+S")
+        self.add_action(file_menu, "Save &screenshot...", self.choose_screenshot, "Ctrl+Shift+S")
         file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.add_action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
         view_menu = menu.addMenu("&View")
         group = QActionGroup(self)
         self.layout_actions = {}
         for i, name in enumerate(("1x1", "1x3", "2x2")):
-            act = self._action(view_menu, f"Layout {name}", lambda _=False, n=name: self.set_layout(n), f"Ctrl+{i + 1}")
+            act = self.add_action(view_menu, f"Layout {name}", lambda _=False, n=name: self.set_layout(n),
+                                  f"Ctrl+{i + 1}")
             act.setCheckable(True)
             group.addAction(act)
             self.layout_actions[name] = act
@@ -203,10 +205,11 @@ class MainWindow(QMainWindow):
         self.controls.fill_window_menu(window_menu)
 
         help_menu = menu.addMenu("&Help")
-        self._action(help_menu, "&Keyboard and mouse", self.show_shortcuts, "F1")
-        self._action(help_menu, "&About medvision", self.show_about)
+        self.add_action(help_menu, "&Keyboard and mouse", self.show_shortcuts, "F1")
+        self.add_action(help_menu, "&About medvision", self.show_about)
 
-    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+    def add_action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        """An action in ``menu`` calling ``slot`` (with ``shortcut``, if given)."""
         act = QAction(text, self)
         if shortcut is not None:
             act.setShortcut(QKeySequence(shortcut))
@@ -237,8 +240,8 @@ class MainWindow(QMainWindow):
         """Open what was dropped or chosen together, as :func:`medvision.io.routing.plan_open`
         decides: an image file loads, DICOM files and folders are scanned as one set and its
         (largest) image series opens."""
-        from ..io.api import load_job
-        from ..io.routing import plan_open
+        from ...io.api import load_job
+        from ...io.routing import plan_open
 
         plan = plan_open(paths)
         if plan.missing:
@@ -260,7 +263,7 @@ class MainWindow(QMainWindow):
                     lambda result: self._scanned(result, series, member=plan.member))
 
     def _scanned(self, result: ScanResult, series: str | None, member: str | None = None) -> None:
-        from ..io.routing import pick_series
+        from ...io.routing import pick_series
 
         self.browser.refresh()
         try:
@@ -275,7 +278,7 @@ class MainWindow(QMainWindow):
         self.open_series(chosen)
 
     def open_series(self, series: SeriesInfo) -> None:
-        from ..io.dicom.series import load_series_job
+        from ...io.dicom.series import load_series_job
 
         if series.kind != "image":
             self.report_error(f"{series.label()} is a {series.kind} object, not an image series")
@@ -409,7 +412,7 @@ class MainWindow(QMainWindow):
             for w in warnings:
                 log.warning("%s: %s", self._loading_label, w)
         self.statusBar().showMessage(message, 20000)
-        self._update_title()
+        self.update_title()
         self.load_finished.emit(True)
 
     def _warnings(self) -> list[str]:
@@ -507,7 +510,7 @@ class MainWindow(QMainWindow):
         self._show_warning_button()
         self._fit_layout()
         self._show_position(self.viewer.cursor, "cursor")
-        self._update_title()
+        self.update_title()
         self._update_header()
         self.controls.volume_changed()
 
@@ -579,7 +582,8 @@ class MainWindow(QMainWindow):
         else:
             self.value_label.setText(f"value {value}{unit}")
 
-    def _update_title(self) -> None:
+    def update_title(self) -> None:
+        """The title: what is open, and a star while labels are unsaved."""
         volume = self.viewer.volume
         if volume is None:
             self.setWindowTitle("medvision")
@@ -609,14 +613,14 @@ class MainWindow(QMainWindow):
         return True
 
     def show_shortcuts(self) -> None:
-        from .slice_view import __doc__ as view_doc
+        from ..views.slice_view import __doc__ as view_doc
 
         QMessageBox.information(self, "Keyboard and mouse", view_doc.split("\n\n", 1)[1] + "\n\n"
                                 "I: invert.  Space: cine.  Ctrl+1/2/3: layouts 1x1, 1x3, 2x2.\n"
                                 "Ctrl+O: open a file.  Ctrl+Shift+O: open a folder.  Ctrl+H: DICOM header.")
 
     def show_about(self) -> None:
-        from .. import __version__
+        from ... import __version__
 
         QMessageBox.about(self, "About medvision", f"medvision {__version__}\nA radiology workstation.")
 
@@ -643,7 +647,7 @@ class MainWindow(QMainWindow):
 
     def _create_view3d(self) -> None:
         try:
-            from .view3d import View3D
+            from ..views.view3d import View3D
 
             view = View3D(self)
         except Exception as exc:  # noqa: BLE001 - no VTK/OpenGL: the 2D views keep working

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from .jobs import JobRunner
+from ..jobs import JobRunner
 
 
 def dice_by_name(result, reference) -> dict[str, float | None]:
@@ -78,7 +78,7 @@ class CompareDialog(QDialog):
         return True
 
     def _next(self) -> None:
-        from ..ai.options import InferenceOptions
+        from ...ai.options import InferenceOptions
 
         if not self.queue:
             self.run_button.setEnabled(True)
@@ -88,7 +88,7 @@ class CompareDialog(QDialog):
         volume = self.volume
 
         def job():
-            from ..ai.engine import infer_job
+            from ...ai.engine import infer_job
 
             return (yield from infer_job(pkg, volume, InferenceOptions()))
 

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..ai.training import FINAL_RUN
+from ...ai.training import FINAL_RUN
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class TrainingDialog(QDialog):
     def config(self) -> tuple[dict, dict]:
         """The training settings and the data source chosen, as the child process takes them."""
         new_id = self.id_edit.text().strip() or "my-model"
-        from ..ai.card_schema import is_safe_id
+        from ...ai.card_schema import is_safe_id
 
         if not is_safe_id(new_id):
             raise ValueError("the model id takes letters, digits, '.', '_' and '-', starts with a letter or digit, "
@@ -240,7 +240,7 @@ class TrainingDialog(QDialog):
 
     # ---- running ----------------------------------------------------------------------------
     def start(self) -> bool:
-        from ..ai.train_process import TrainingProcess
+        from ...ai.train_process import TrainingProcess
 
         if self.process is not None and self.process.running:
             return False

@@ -27,9 +27,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..io.dicom.files import FileRef
-from ..io.dicom.header import HeaderNode, HeaderRow, HeaderTree, header_rows, normalize_query, read_header_job
-from .jobs import JobRunner, run_in_thread
+from ...io.dicom.files import FileRef
+from ...io.dicom.header import HeaderNode, HeaderRow, HeaderTree, header_rows, normalize_query, read_header_job
+from ..jobs import JobRunner, run_in_thread
 
 log = logging.getLogger(__name__)
 

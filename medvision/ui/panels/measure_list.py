@@ -16,9 +16,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.measure import ROW_HEADER
-from .measure import Measurements
-from .widgets import tool_buttons
+from ...core.measure import ROW_HEADER
+from ..annotating.measure import Measurements
+from ..widgets import tool_buttons
 
 
 class MeasurementList(QWidget):

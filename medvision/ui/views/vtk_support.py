@@ -1,10 +1,10 @@
 """VTK plumbing for the 3D view: OpenGL window choice, volume preparation, presets, the scene.
 
 Importing this module imports VTK (only the modules the 3D view needs, not the ``vtk`` umbrella),
-so only :mod:`medvision.ui.view3d` imports it, and the main window imports that after it is shown.
+so only :mod:`medvision.ui.views.view3d` imports it, and the main window imports that after it is shown.
 VTK objects of the scene are created and rendered in the GUI thread only; :func:`prepare_job` (numpy
-only) and :func:`~medvision.ui.label_surfaces.label_surfaces_job` (numpy and a VTK filter on its own
-data; made in :mod:`medvision.ui.label_surfaces`, importable from here too) may run on a worker.
+only) and :func:`~medvision.ui.views.label_surfaces.label_surfaces_job` (numpy and a VTK filter on its own
+data, in :mod:`medvision.ui.views.label_surfaces`) may run on a worker.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.jobs import Job, Progress, run_job
-from ..core.volume import Volume
+from ...core.jobs import Job, Progress, run_job
+from ...core.volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +58,7 @@ from vtkmodules.vtkRenderingCore import (  # noqa: E402
 )
 from vtkmodules.vtkRenderingVolume import vtkGPUVolumeRayCastMapper  # noqa: E402
 
-from .label_surfaces import (  # noqa: E402,F401  (the label surfaces' names, once defined here, stay importable)
-    LABELS_MAX_DIM,
-    SYNC_LABEL_VOXELS,
-    LabelMesh,
-    LabelSurfaces,
-    downsample_factors,
-    label_surfaces_job,
-    mesh_polydata,
-    vertex_normals,
-)
+from .label_surfaces import LabelMesh, downsample_factors, mesh_polydata  # noqa: E402
 
 #: seconds spent importing the VTK modules (reported in the log)
 IMPORT_SECONDS = time.perf_counter() - _t0

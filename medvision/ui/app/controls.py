@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QInputDialog, QLabel, QSlider, QToolBar
 
-from ..core.windowing import CT_PRESETS, Window, auto_window, initial_window
+from ...core.windowing import CT_PRESETS, Window, auto_window, initial_window
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ DICOM = "DICOM (from the file)"
 
 
 class ViewControls:
-    """Builds and drives the toolbar of a :class:`~medvision.ui.main_window.MainWindow`."""
+    """Builds and drives the toolbar of a :class:`~medvision.ui.app.main_window.MainWindow`."""
 
     def __init__(self, window) -> None:
         self.window = window
@@ -198,7 +198,7 @@ class ViewControls:
         for view in self.window.views.slice_views.values():
             view.show_crosshair = on
             if self.viewer.grid is not None:
-                view._place_crosshair()
+                view.place_crosshair()
 
     def reset_views(self) -> None:
         for view in self.window.views.slice_views.values():

@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..workspace.project import STATUSES, Project, ProjectError
-from .widgets import tool_buttons
+from ...workspace.project import STATUSES, Project, ProjectError
+from ..widgets import tool_buttons
 
 log = logging.getLogger(__name__)
 

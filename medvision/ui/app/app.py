@@ -36,7 +36,7 @@ def install_excepthook(window) -> None:
         if issubclass(kind, KeyboardInterrupt):
             previous(kind, exc, tb)
             return
-        from ..crashlog import one_line, record
+        from ...crashlog import one_line, record
 
         where = record(exc.with_traceback(tb), "the window")
         try:

@@ -1,0 +1,1 @@
+"""medvision.ui.app"""
