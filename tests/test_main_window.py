@@ -392,4 +392,4 @@ def test_opening_another_study_while_one_loads_replaces_it(qtbot, window, tmp_pa
     qtbot.wait(300)
     assert results == [True]  # the replaced job ends silently
     assert window.viewer.volume.shape == (20, 512, 512)
-    assert not window.progress.isVisible()
+    assert not window.job_status.isVisible()

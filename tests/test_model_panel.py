@@ -79,9 +79,9 @@ def test_cancel_a_slow_model_and_discard(qtbot, ct, models):
     panel.refresh()
     assert panel.select("test-slow")
     assert panel.run()
-    qtbot.waitUntil(lambda: "inference" in panel.progress.format(), timeout=30_000)
+    qtbot.waitUntil(lambda: "inference" in panel.job_status.text, timeout=30_000)
     t0 = time.perf_counter()
-    panel.cancel()
+    panel.job_status.cancel_button.click()  # the Cancel the dock shows while a model runs
     qtbot.waitUntil(lambda: panel.runner is not None and not panel.runner.running, timeout=5_000)
     assert time.perf_counter() - t0 < 2.0
     assert panel.status.text() == "cancelled" and panel.proposal is None
@@ -179,3 +179,32 @@ def test_the_shipped_structures_model_on_a_real_t1_from_the_panel(qtbot, window,
     label = ann.labels.table.by_name("Lateral-Ventricle")
     assert label is not None and np.array_equal(ann.labels.array == label.value, ventricles)
     assert set(np.unique(ann.labels.array)) == {0, label.value}  # only the label accepted
+
+
+def test_compare_dialog_scores_two_models_and_cancels(qtbot, ct, models):
+    """Compare: both models run as jobs, Dice against the case's labels by name (1.000 for the model
+    that draws exactly them); Cancel stops the slow one and keeps the scores that ended."""
+    window = ct
+    panel, ann = window.annotating.models, window.annotating.annotation
+    panel.refresh()
+    label = ann.add_label("bright")
+    ann.labels.array[window.viewer.volume.array > 200] = label.value
+    dialog = panel.open_compare()
+    qtbot.addWidget(dialog)
+    ids = [dialog.combos[0].itemData(i) for i in range(dialog.combos[0].count())]
+    assert set(ids) == {"test-bright", "test-slow"}
+    for combo in dialog.combos:
+        combo.setCurrentIndex(ids.index("test-bright"))
+    dialog.run_button.click()
+    qtbot.waitUntil(lambda: dialog.run_button.isEnabled() and dialog.table.rowCount() == 1, timeout=60_000)
+    assert dialog.table.item(0, 0).text() == "bright" and dialog.table.item(0, 1).text() == "1.000"
+    assert not dialog.job_status.isVisible()
+    dialog.combos[1].setCurrentIndex(ids.index("test-slow"))
+    dialog.run_button.click()
+    qtbot.waitUntil(lambda: "running slow (2 of 2)" in dialog.status.text() and "inference" in dialog.job_status.text,
+                    timeout=60_000)
+    assert not dialog.run_button.isEnabled()
+    dialog.job_status.cancel_button.click()
+    qtbot.waitUntil(lambda: dialog.status.text().startswith("cancelled"), timeout=10_000)
+    assert dialog.run_button.isEnabled() and dialog.table.columnCount() == 2  # the bright model's column
+    assert dialog.table.item(0, 1).text() == "1.000"

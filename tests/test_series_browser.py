@@ -454,7 +454,7 @@ def test_cancel_button_stops_a_scan(qtbot, make_browser, two_folders):
     runner = browser.add_path(two_folders["root"])
     assert browser.progress_row.isVisibleTo(browser)
     with qtbot.waitSignal(runner.cancelled, timeout=10000):
-        browser.cancel_button.click()
+        browser.progress_row.cancel_button.click()
     assert messages[-1] == f"Scan of {two_folders['root']} cancelled"
     assert not browser.progress_row.isVisibleTo(browser)
     assert browser.index.contents().patients == []

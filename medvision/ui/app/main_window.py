@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
-    QProgressBar,
     QStyle,
     QToolButton,
     QWidget,
@@ -28,6 +27,7 @@ from ...core.atomic import write_via
 from ...core.jobs import Progress
 from ...core.volume import Volume
 from ...io.dicom.index import DicomIndex, ScanResult, SeriesInfo
+from ..job_status import JobStatus
 from ..jobs import JobRunner
 from ..panels.header_view import DicomHeaderView
 from ..panels.log_panel import LogPanel
@@ -148,12 +148,7 @@ class MainWindow(QMainWindow):
         self.position_label.setMinimumWidth(420)
         self.value_label = QLabel("")
         self.value_label.setMinimumWidth(120)
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
-        self.progress.setTextVisible(True)
-        self.cancel_button = QToolButton()
-        self.cancel_button.setText("Cancel")
-        self.cancel_button.clicked.connect(self.cancel_job)
+        self.job_status = JobStatus(bar_width=220)  # loading and scanning; Cancel cancels the job
         self.warning_button = QToolButton()
         self.warning_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning))
         self.warning_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -162,10 +157,7 @@ class MainWindow(QMainWindow):
         self.warning_button.hide()
         for w in (self.warning_button, self.position_label, self.value_label):
             bar.addPermanentWidget(w)
-        bar.addPermanentWidget(self.progress)
-        bar.addPermanentWidget(self.cancel_button)
-        self.progress.hide()
-        self.cancel_button.hide()
+        bar.addPermanentWidget(self.job_status)
 
     def _build_menus(self) -> None:
         menu = self.menuBar()
@@ -325,37 +317,16 @@ class MainWindow(QMainWindow):
         runner = JobRunner(job, name=what, parent=self)
 
         def current(handler):  # a job replaced by a newer one is ignored when it ends
-            return lambda *args: (runner is self.runner and not self._job_done(runner)
-                                  and handler(*args))
+            return lambda *args: runner is self.runner and handler(*args)
 
-        runner.progress.connect(lambda rec: runner is self.runner and self._show_progress(what, rec))
         if on_progress is not None:
             runner.progress.connect(lambda rec: runner is self.runner and on_progress(rec))
         runner.finished.connect(current(on_finished))
         runner.failed.connect(current(lambda exc: self._job_failed(what, exc)))
         runner.cancelled.connect(current(lambda: self._job_cancelled(what)))
         self.runner = runner
-        self.progress.setRange(0, 0)
-        self.progress.setFormat(what)
-        self.progress.show()
-        self.cancel_button.show()
+        self.job_status.track(runner, what)
         runner.start()
-
-    def _show_progress(self, what: str, rec: Progress) -> None:
-        if self.runner is None or not self.runner.running:
-            return
-        if rec.total:
-            self.progress.setRange(0, rec.total)
-            self.progress.setValue(rec.done)
-        else:
-            self.progress.setRange(0, 0)
-        self.progress.setFormat(f"{rec.stage} %v/%m" if rec.total else rec.stage)
-
-    def _job_done(self, runner: JobRunner) -> None:
-        """Hide the progress bar when ``runner`` (the current job) ended; returns None."""
-        if runner is self.runner and not runner.running:
-            self.progress.hide()
-            self.cancel_button.hide()
 
     def _job_failed(self, what: str, exc: BaseException) -> None:
         self._restore_previous()

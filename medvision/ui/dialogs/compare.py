@@ -1,5 +1,6 @@
-"""Two models side by side on the case on screen: each runs (one after the other, as jobs) and its
-result is scored against the case's labels (Dice per label, matched by name)."""
+"""Two models side by side on the case on screen: each runs (one after the other, as jobs, with
+progress and Cancel) and its result is scored against the case's labels (Dice per label, matched by
+name)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..job_status import JobStatus
 from ..jobs import JobRunner
 
 
@@ -42,11 +44,12 @@ class CompareDialog(QDialog):
         self.scores: dict[str, dict[str, float | None]] = {}
         self.runner: JobRunner | None = None
         self.queue: list = []
+        self._total = 0
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
         self.combos = [QComboBox(), QComboBox()]
         for i, combo in enumerate(self.combos):
-            for pkg in model_panel._packages:
+            for pkg in model_panel.packages:
                 combo.addItem(f"{pkg.name} {pkg.version}", pkg.id)
             combo.setCurrentIndex(min(i, combo.count() - 1))
             row.addWidget(combo, 1)
@@ -57,6 +60,9 @@ class CompareDialog(QDialog):
         self.status = QLabel("Dice of each model's result against the labels of this case (by label name).")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
+        self.job_status = JobStatus(self, message=True, own_cancel=True)
+        self.job_status.cancel_requested.connect(self.cancel)
+        layout.addWidget(self.job_status)
         self.table = QTableWidget(0, 3)
         layout.addWidget(self.table, 1)
 
@@ -70,7 +76,8 @@ class CompareDialog(QDialog):
         if None in ids:
             return False
         self.scores = {}
-        self.queue = [p for i in ids for p in self.model_panel._packages if p.id == i]
+        self.queue = [p for i in ids for p in self.model_panel.packages if p.id == i]
+        self._total = len(self.queue)
         self.reference = ann.snapshot()
         self.volume = volume
         self.run_button.setEnabled(False)
@@ -83,6 +90,7 @@ class CompareDialog(QDialog):
         if not self.queue:
             self.run_button.setEnabled(True)
             self._show()
+            self.status.setText("Dice against this case's labels (1 = identical).")
             return
         pkg = self.queue.pop(0)
         volume = self.volume
@@ -92,11 +100,25 @@ class CompareDialog(QDialog):
 
             return (yield from infer_job(pkg, volume, InferenceOptions()))
 
-        self.status.setText(f"running {pkg.name} ...")
+        step = self._total - len(self.queue)
+        self.status.setText(f"running {pkg.name} ({step} of {self._total}) ...")
         self.runner = JobRunner(job(), name=f"compare {pkg.id}", parent=self)
         self.runner.finished.connect(lambda result, p=pkg: self._scored(p, result))
         self.runner.failed.connect(lambda exc, p=pkg: self._failed(p, exc))
+        self.runner.cancelled.connect(self._cancelled)
+        self.job_status.track(self.runner, f"{pkg.name} ({step} of {self._total})")
         self.runner.start()
+
+    def cancel(self) -> None:
+        """Stop the model running and run no other; the scores so far stay shown."""
+        self.queue = []
+        if self.runner is not None and self.runner.running:
+            self.runner.cancel()
+
+    def _cancelled(self) -> None:
+        self.run_button.setEnabled(True)
+        self._show()
+        self.status.setText("cancelled" + ("; the scores of the models that ended are shown" if self.scores else ""))
 
     def _scored(self, pkg, result) -> None:
         self.scores[f"{pkg.name} {pkg.version}"] = dice_by_name(result.labels, self.reference)
@@ -104,8 +126,8 @@ class CompareDialog(QDialog):
 
     def _failed(self, pkg, exc) -> None:
         self.scores[f"{pkg.name} {pkg.version}"] = {"(failed)": None}
-        self.status.setText(f"{pkg.name} failed: {exc}")
         self._next()
+        self.status.setText(f"{pkg.name} failed: {exc}")
 
     def _show(self) -> None:
         models = list(self.scores)
@@ -119,4 +141,3 @@ class CompareDialog(QDialog):
                 v = self.scores[m].get(name)
                 self.table.setItem(r, c + 1, QTableWidgetItem("not in the case's labels" if v is None else f"{v:.3f}"))
         self.table.resizeColumnsToContents()
-        self.status.setText("Dice against this case's labels (1 = identical).")

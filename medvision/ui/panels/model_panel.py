@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QTextBrowser,
@@ -33,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from ...annotate.rules import EMPTY_ONLY, EditRules, paint
 from ...core.labels import LabelMap
+from ..job_status import JobStatus
 from ..jobs import JobRunner
 from ..views.viewer import Layer
 
@@ -68,7 +68,7 @@ class ModelPanel(QWidget):
         self.result = None
         self.annotating = None  # set by the window: the worklist's project feeds fine-tuning
         self.training_dialog = None
-        self._packages = []
+        self.packages = []
         layout = QVBoxLayout(self)
         self.list = QListWidget()
         self.list.setMaximumHeight(110)
@@ -97,16 +97,10 @@ class ModelPanel(QWidget):
         row = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        self.cancel_button.setEnabled(False)
         row.addWidget(self.run_button)
-        row.addWidget(self.cancel_button)
         form.addRow(row)
-        self.progress = QProgressBar()
-        self.progress.setTextVisible(True)
-        self.progress.hide()
-        form.addRow(self.progress)
+        self.job_status = JobStatus(message=True)  # the running model's stage and Cancel
+        form.addRow(self.job_status)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
@@ -165,13 +159,13 @@ class ModelPanel(QWidget):
         from ...ai.package import Registry
 
         registry = Registry()
-        self._packages = registry.packages()
+        self.packages = registry.packages()
         self.list.clear()
-        for pkg in self._packages:
+        for pkg in self.packages:
             item = QListWidgetItem(f"{pkg.name}  {pkg.version}" + ("  [contains code]" if pkg.contains_code else ""))
             item.setToolTip(pkg.summary())
             self.list.addItem(item)
-        if self._packages:
+        if self.packages:
             self.list.setCurrentRow(0)
         for problem in registry.problems:
             log.warning("model package not usable: %s", problem)
@@ -179,10 +173,10 @@ class ModelPanel(QWidget):
     @property
     def package(self):
         row = self.list.currentRow()
-        return self._packages[row] if 0 <= row < len(self._packages) else None
+        return self.packages[row] if 0 <= row < len(self.packages) else None
 
     def select(self, model_id: str) -> bool:
-        for i, pkg in enumerate(self._packages):
+        for i, pkg in enumerate(self.packages):
             if pkg.id == model_id:
                 self.list.setCurrentRow(i)
                 return True
@@ -257,14 +251,12 @@ class ModelPanel(QWidget):
 
         self.discard()
         self.runner = JobRunner(job(), name=f"running {pkg.name}", interval=0.1, parent=self)
-        self.runner.progress.connect(self._progress)
         self.runner.finished.connect(self._finished)
         self.runner.failed.connect(self._failed)
         self.runner.cancelled.connect(lambda: self._ended("cancelled"))
         self._started = time.perf_counter()
         self._ended("\n".join(f"warning: {w}" for w in warnings) or f"running {pkg.name} ...")
-        self.progress.setRange(0, 0)
-        self.progress.show()
+        self.job_status.track(self.runner, f"running {pkg.name}")
         self.runner.start()
         self._sync()
         return True
@@ -291,15 +283,8 @@ class ModelPanel(QWidget):
         dialog.show()
         return dialog
 
-    def _progress(self, rec) -> None:
-        self.progress.setFormat(f"{rec.stage} {rec.message}".strip())
-        if rec.total:
-            self.progress.setRange(0, rec.total)
-            self.progress.setValue(rec.done)
-
     def _ended(self, text: str, alarm: str = "") -> None:
         """Show ``text``; ``alarm`` (plain text) above it in bold red."""
-        self.progress.hide()
         if alarm:
             self.status.setTextFormat(Qt.TextFormat.RichText)
             lines = [html.escape(line) for line in (alarm + "\n" + text).splitlines()]
@@ -433,7 +418,6 @@ class ModelPanel(QWidget):
         running = self.runner is not None and self.runner.running
         has = self.proposal is not None
         self.run_button.setEnabled(not running and self.package is not None)
-        self.cancel_button.setEnabled(running)
         for w in (self.accept_button, self.accept_one, self.discard_button, self.label_combo):
             w.setEnabled(has and not running)
         self.show_uncertainty.setEnabled(self.uncertainty is not None)

@@ -27,13 +27,9 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QHBoxLayout,
     QHeaderView,
-    QLabel,
     QLineEdit,
     QMenu,
-    QProgressBar,
-    QToolButton,
     QTreeView,
     QVBoxLayout,
     QWidget,
@@ -46,6 +42,7 @@ from ...io.dicom.index import DicomIndex, PatientInfo, ScanResult, SeriesInfo, S
 from ...io.dicom.thumbnail import series_thumbnail
 from ...io.errors import MedvisionIOError
 from ...paths import cache_dir
+from ..job_status import JobStatus
 from ..jobs import JobRunner
 
 log = logging.getLogger(__name__)
@@ -208,19 +205,9 @@ class SeriesBrowser(QWidget):
         self.filter_edit = QLineEdit(self)
         self.filter_edit.setPlaceholderText("Filter: patient name or ID, description, modality")
         self.filter_edit.setClearButtonEnabled(True)
-        self.progress_label = QLabel(self)
-        self.progress_bar = QProgressBar(self)
-        self.progress_bar.setMaximumHeight(14)
-        self.cancel_button = QToolButton(self)
-        self.cancel_button.setText("Cancel")
-        self.cancel_button.clicked.connect(self.cancel_scans)
-        self.progress_row = QWidget(self)
-        row = QHBoxLayout(self.progress_row)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.progress_label, 1)
-        row.addWidget(self.progress_bar, 1)
-        row.addWidget(self.cancel_button)
-        self.progress_row.hide()
+        # the scans running (one row for all; Cancel cancels every scan)
+        self.progress_row = JobStatus(self, label=True, own_cancel=True)
+        self.progress_row.cancel_requested.connect(self.cancel_scans)
 
         self.model = QStandardItemModel(0, len(COLUMNS), self)
         self.model.setHorizontalHeaderLabels(list(COLUMNS))
@@ -385,22 +372,18 @@ class SeriesBrowser(QWidget):
         runner.progress.connect(lambda p: self._scan_progress(what, p))
         runner.cancelled.connect(lambda: self._scan_cancelled(runner, what))
         self._scans.append(runner)
-        self.progress_label.setText(f"Scanning {os.path.basename(what) or what}")
-        self.progress_bar.setRange(0, 0)
-        self.progress_row.show()
+        self.progress_row.start(f"Scanning {os.path.basename(what) or what}")
         return runner
 
     def _scan_progress(self, what: str, p: Progress) -> None:
-        self.progress_bar.setRange(0, p.total)
-        self.progress_bar.setValue(p.done)
-        self.progress_label.setText(f"{os.path.basename(what) or what}: {p.stage}")
+        self.progress_row.show_progress(p, prefix=f"{os.path.basename(what) or what}: ")
 
     def _scan_ended(self, runner: JobRunner) -> None:
         """Hide the progress row (on finished/failed/cancelled: done() may come after the refresh)."""
         if runner in self._scans:
             self._scans.remove(runner)
         if not self._scans:
-            self.progress_row.hide()
+            self.progress_row.finish()
 
     def _scan_cancelled(self, runner: JobRunner, what: str) -> None:
         self._scan_ended(runner)
