@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (dev) and run the whole check: ruff, the import-layer contracts, the test suite.
+# Set up (dev) and run the whole check: ruff, the import-layer contracts, the type check, the test suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash packaging/setup.sh --dev
@@ -8,6 +8,9 @@ echo "== ruff"
 .venv/bin/ruff check medvision tests benchmarks
 echo "== import-linter"
 .venv/bin/lint-imports --no-cache
+echo "== mypy"
+# core, io, annotate and workspace ([tool.mypy] in pyproject.toml); a few seconds cold, under one with its cache
+.venv/bin/mypy
 echo "== pytest"
 # every test, on every core (MEDVISION_TEST_WORKERS=1: one process; each worker gets its share of the CPU
 # threads, tests/conftest.py); an idle worker takes tests from a busy one; the slowest tests are listed at the end

@@ -81,9 +81,9 @@ def interpolate_between_slices(array: np.ndarray, value: int, axis: int,
     if len(drawn) < 2:
         return None
     first, last = drawn[0], drawn[-1]
-    box = [slice(None)] * 3
-    box[axis] = slice(first, last + 1)
-    box = tuple(slice(0, n) if s == slice(None) else s for s, n in zip(box, array.shape, strict=True))
+    span = [slice(None)] * 3
+    span[axis] = slice(first, last + 1)
+    box = tuple(slice(0, n) if s == slice(None) else s for s, n in zip(span, array.shape, strict=True))
     sub = np.moveaxis(array[box] == value, axis, 0)  # (slices, rows, cols)
     spacing_rc = [s for i, s in enumerate(spacing_zyx_mm) if i != axis]
     out = sub.copy()

@@ -8,6 +8,8 @@ small label in a big volume stays fast.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import SimpleITK as sitk
 
@@ -145,6 +147,7 @@ def keep_island_at(history: History, labels: LabelMap, point_zyx, rules: EditRul
     if value == 0:
         return False
     box = label_box(labels.array, value)
+    assert box is not None  # the clicked voxel holds the label
     ids, _ = _components(labels.array[box] == value)
     island = ids[z - box[0].start, y - box[1].start, x - box[2].start]
     return set_label_mask(history, labels, value, ids == island, box, rules,
@@ -171,6 +174,8 @@ def smooth(history: History, labels: LabelMap, value: int, method: str, radius_m
     img = _to_sitk(labels.array[box] == value, spacing)
     # filter objects with every value set by name: the procedural forms' positional arguments
     # differ between filters (opening takes the background value before the foreground value)
+    f: (sitk.BinaryMedianImageFilter | sitk.BinaryMorphologicalOpeningImageFilter
+        | sitk.BinaryMorphologicalClosingImageFilter)
     if method == "median":
         f = sitk.BinaryMedianImageFilter()
         f.SetRadius(radius)
@@ -186,7 +191,7 @@ def smooth(history: History, labels: LabelMap, value: int, method: str, radius_m
     else:
         raise ValueError(f"unknown smoothing {method!r} (median, opening, closing)")
     f.SetForegroundValue(1)
-    if method != "closing":
+    if not isinstance(f, sitk.BinaryMorphologicalClosingImageFilter):  # (closing has no background value)
         f.SetBackgroundValue(0)
     new = sitk.GetArrayFromImage(f.Execute(img)).astype(bool)
     return set_label_mask(history, labels, value, new, box, rules, f"smooth ({method}) {_name(labels, value)}")
@@ -227,9 +232,9 @@ def logical(history: History, labels: LabelMap, value: int, op: str, other: np.n
     elif op == "intersect":
         new = old & other
     elif op == "subtract":
-        new = old & ~other
+        new = old & ~cast(np.ndarray, other)
     elif op == "replace":
-        new = other.astype(bool)
+        new = cast(np.ndarray, other).astype(bool)
     elif op == "invert":
         new = ~old
     elif op == "clear":

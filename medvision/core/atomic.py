@@ -72,7 +72,7 @@ TMP_PREFIX = ".medvision-"
 STALE_SECONDS = 3600
 
 
-def sweep(folder: str | os.PathLike, *, older_than: float = STALE_SECONDS) -> int:
+def sweep(folder: str | os.PathLike[str], *, older_than: float = STALE_SECONDS) -> int:
     """Remove medvision's own temporary files and folders left in ``folder`` by a killed write (recognised
     by name, and only when older than ``older_than`` seconds: a write in progress elsewhere keeps its own);
     how many were removed. Never raises."""

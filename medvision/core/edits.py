@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["Change", "Edit", "History", "Box", "box_union"]
 
-Box = tuple[slice, slice, slice]  # (z, y, x) slices into the label array
+Box = tuple[slice, ...]  # (z, y, x): three slices into the label array
 
 
 def box_union(a: Box | None, b: Box | None) -> Box | None:
@@ -52,6 +52,7 @@ class Change:
 
     def pack(self) -> None:
         if isinstance(self.before, np.ndarray):
+            assert isinstance(self.after, np.ndarray)  # both arrays while open, both bytes once packed
             self.before, self.after = _pack(self.before), _pack(self.after)
 
     @property
@@ -197,7 +198,9 @@ class History:
         for change in reversed(edit.changes):
             array[change.box] = change.values("before")
         self.redo_stack.append(edit)
-        self._notify_data(edit.box)
+        box = edit.box
+        assert box is not None  # an edit on the stacks changed something (end() keeps no empty edit)
+        self._notify_data(box)
         self._notify_state()
         return edit
 
@@ -209,7 +212,9 @@ class History:
         for change in edit.changes:
             array[change.box] = change.values("after")
         self.undo_stack.append(edit)
-        self._notify_data(edit.box)
+        box = edit.box
+        assert box is not None  # an edit on the stacks changed something (end() keeps no empty edit)
+        self._notify_data(box)
         self._notify_state()
         return edit
 

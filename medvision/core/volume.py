@@ -105,7 +105,7 @@ class Volume:
     @property
     def shape(self) -> tuple[int, int, int]:
         """Spatial shape ``(z, y, x)``."""
-        return tuple(self.array.shape[-3:])  # type: ignore[return-value]
+        return tuple(self.array.shape[-3:])
 
     @property
     def dtype(self) -> np.dtype:

@@ -77,7 +77,7 @@ def looks_like_ct(array: np.ndarray) -> bool:
         return False
     air = np.count_nonzero((values >= -1100) & (values <= -900)) / values.size
     tissue = np.count_nonzero((values >= -200) & (values <= 3000)) / values.size
-    return air > 0.02 and tissue > 0.05
+    return bool(air > 0.02 and tissue > 0.05)  # (a numpy bool before: its users only test its truth)
 
 
 def initial_window(array: np.ndarray, metadata: dict) -> tuple[Window, str]:
@@ -108,6 +108,7 @@ class WindowMapper:
             values = np.arange(info.min, info.max + 1, dtype=np.float64)
             self._lut = _scale(values, window, invert)
             self._key = key
+        assert self._lut is not None  # set with the key
         return self._lut
 
     def map(self, image: np.ndarray, window: Window, invert: bool = False) -> np.ndarray:
@@ -119,7 +120,8 @@ class WindowMapper:
                 return lut[image]
             # signed -> offset binary by flipping the sign bit: index = value - dtype min
             utype = np.uint8 if dtype.itemsize == 1 else np.uint16
-            return lut[image.view(utype) ^ utype(1 << (8 * dtype.itemsize - 1))]
+            unsigned: np.ndarray = image.view(utype)
+            return lut[unsigned ^ utype(1 << (8 * dtype.itemsize - 1))]
         if dtype == np.bool_:
             image = image.view(np.uint8)
             return self.map(image, window, invert)

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -176,7 +177,7 @@ def _rgb_of(desc) -> tuple[int, int, int, int]:
     if value is None:
         return (255, 0, 0, 255)
     rgb = hd.color.CIELabColor.from_dicom_value(list(value)).to_rgb()
-    return (*(int(round(c)) for c in rgb), 255)
+    return cast("tuple[int, int, int, int]", (*(int(round(c)) for c in rgb), 255))  # (to_rgb: three values)
 
 
 def _code_of(seq) -> Code | None:

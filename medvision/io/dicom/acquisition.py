@@ -112,10 +112,10 @@ def acquisition_fields(ds: Dataset, csa: dict[str, list[str]] | None = None) -> 
             out["PhaseEncodingDirection"] = axis + ("" if positive else "-")
         bandwidth = _float(private_value(ds, 0x0019, SIEMENS_MR, 0x28)) if manufacturer(ds) == "siemens" else None
         if bandwidth is None and csa:
-            bandwidth = _float((csa.get("BandwidthPerPixelPhaseEncode") or [None])[0])
+            bandwidth = _float((csa.get("BandwidthPerPixelPhaseEncode") or (None,))[0])
         lines = int(ds.get("Rows" if direction == "COL" else "Columns") or 0)
         if csa and "MOSAIC" in str(ds.get("ImageType", "")):
-            n = int(_float((csa.get("NumberOfImagesInMosaic") or [0])[0]) or 0)
+            n = int(_float((csa.get("NumberOfImagesInMosaic") or (0,))[0]) or 0)
             grid = math.ceil(math.sqrt(n)) if n > 1 else 1
             lines //= grid
         if bandwidth and lines > 1:
@@ -135,7 +135,7 @@ def _phase_polarity(ds: Dataset, csa: dict[str, list[str]] | None) -> bool | Non
         return {"LINEAR": True, "REVERSE_LINEAR": False}.get(order)
     value = None
     if csa:
-        value = _float((csa.get("PhaseEncodingDirectionPositive") or [None])[0])
+        value = _float((csa.get("PhaseEncodingDirectionPositive") or (None,))[0])
     if value is None and manufacturer(ds) == "siemens":
         value = _float(private_value(ds, 0x0021, "SIEMENS MR SDS 01", 0x1C))
     if value is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -151,7 +152,8 @@ def _frame_axis(volumes: list[list[Frame]]) -> tuple[str, list[float] | None]:
             return name, [float(v) for v in values]
     times = [f.acquisition_time for f in first]
     if all(t is not None for t in times) and len(set(times)) == len(times):
-        return "time", [float(t - times[0]) for t in times]
+        known = cast(list[float], times)  # none is None
+        return "time", [float(t - known[0]) for t in known]
     return "time", None
 
 
@@ -265,7 +267,7 @@ def _mixed_temporal(volumes: list[list[Frame]]) -> str:
     (one file's value changed): its frames may then sit in another volume than the one they were acquired in."""
     if len(volumes) < 2:
         return ""
-    odd = []
+    odd: list[tuple[int, Frame]] = []
     for t, vol in enumerate(volumes):
         values = [f.temporal_index for f in vol if f.temporal_index is not None]
         if values and (len(values) != len(vol) or len(set(values)) > 1):

@@ -85,8 +85,9 @@ def read_native_frame(ref: FileRef, p: PixelInfo, index: int, out: np.ndarray | 
             f"{frame_bytes * (index + 1)} (truncated or empty pixel data)")
     native = out is not None and out.dtype == dtype.newbyteorder("=") and not p.big_endian \
         and out.flags.c_contiguous
-    buf = out if native else np.empty((p.rows, p.columns), dtype=dtype)
-    view = memoryview(buf).cast("B")
+    buf = out if native and out is not None else np.empty((p.rows, p.columns), dtype=dtype)  # (native: out given)
+    # numpy's stubs give ndarray the buffer protocol (__buffer__) only for Python 3.12 and later
+    view = memoryview(buf).cast("B")  # type: ignore[arg-type]
     if ref.member:
         with open_ref(ref) as fp:
             fp.seek(p.offset + index * frame_bytes)

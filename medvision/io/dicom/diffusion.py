@@ -75,7 +75,7 @@ def diffusion(ds: Dataset, item: Dataset | None, csa: dict[str, list[str]] | Non
             grad = _vector(private_value(ds, 0x0019, SIEMENS_MR, 0x0E) or [])
         if csa:
             if b is None:
-                b = _number((csa.get("B_value") or [None])[0])
+                b = _number((csa.get("B_value") or (None,))[0])
             if grad is None:
                 grad = _vector(csa.get("DiffusionGradientDirection") or [])
     elif vendor == "philips":

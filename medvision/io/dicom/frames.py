@@ -228,10 +228,10 @@ def mosaic_count(ds: Dataset) -> tuple[int, str]:
     if "MOSAIC" not in image_type:
         return 0, ""
     tag = Tag(0x0019, 0x100A)
-    candidates = [("(0019,100A) NumberOfImagesInMosaic", _int(ds[tag].value) if tag in ds else None),
-                  ("the CSA header's NumberOfImagesInMosaic",
-                   _int((csa_image(ds).get("NumberOfImagesInMosaic") or [None])[0]))]
-    candidates = [(w, n) for w, n in candidates if n]
+    stated = [("(0019,100A) NumberOfImagesInMosaic", _int(ds[tag].value) if tag in ds else None),
+              ("the CSA header's NumberOfImagesInMosaic",
+               _int((csa_image(ds).get("NumberOfImagesInMosaic") or (None,))[0]))]
+    candidates = [(w, n) for w, n in stated if n]
     if not candidates:
         return 0, ""
     rows, cols = _int(ds.get("Rows")) or 0, _int(ds.get("Columns")) or 0

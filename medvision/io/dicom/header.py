@@ -391,7 +391,9 @@ class HeaderTree:
         for node in (self.root, *self.flat):
             for i, child in enumerate(node.children):
                 child.pos = i
-        self.frame_items = next((n.children for n in self.root.children if n.row.tag == _PER_FRAME_TEXT), [])
+        # (every node but the root has a row)
+        self.frame_items = next((n.children for n in self.root.children
+                                 if n.row is not None and n.row.tag == _PER_FRAME_TEXT), [])
         self.frame_node: HeaderNode | None = None
         self.query = ""
         self.match_count = 0
@@ -402,10 +404,12 @@ class HeaderTree:
     def mark_frame(self, frame: int | None) -> HeaderNode | None:
         """Name item ``frame`` (0-based) of the Per-Frame Functional Groups "Item N (this frame)"."""
         if self.frame_node is not None:
+            assert self.frame_node.row is not None  # an item node, not the root
             self.frame_node.rename(self.frame_node.row.name)
             self.frame_node = None
         if frame is not None and 0 <= frame < len(self.frame_items):
             node = self.frame_items[frame]
+            assert node.row is not None  # an item node, not the root
             node.rename(f"{node.row.name} {THIS_FRAME}")
             self.frame_node = node
         return self.frame_node  # the caller filters again when a search is active

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from ...core.atomic import private_file
 from ...core.jobs import Job, Progress, run_job
@@ -298,7 +299,7 @@ def describe_series(series: Iterable[SeriesInfo]) -> str:
 def build_tree(root: str, rows: list[dict], problems: list[str], files_read: int) -> ScanResult:
     patients: dict[tuple, PatientInfo] = {}
     studies: dict[str, StudyInfo] = {}
-    series: dict[str, SeriesInfo] = {}
+    series: dict[tuple[str, bool | str], SeriesInfo] = {}  # (series key, True for images else the kind)
     blank_series = 0
     for r in sorted(rows, key=lambda r: (r["path"], r["member"])):
         if r["status"] != "ok":
@@ -468,7 +469,7 @@ class DicomIndex:
         """Scan a folder tree, a zip, a DICOMDIR or one file, or a set of these (a list: files
         dropped together); yields progress, returns a ScanResult."""
         sources = ([os.path.abspath(os.fspath(p)) for p in path] if isinstance(path, (list, tuple))
-                   else [os.path.abspath(os.fspath(path))])
+                   else [os.path.abspath(os.fspath(cast("str | os.PathLike", path)))])
         if not sources:
             raise ValueError("nothing to scan")
         path = sources[0] if len(sources) == 1 else os.path.commonpath(sources)

@@ -104,7 +104,7 @@ def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
         for _ in range(workers):
             pool.submit(_noop)
     finally:
-        if hidden is not None:
+        if hidden is not None and main is not None:  # (a hidden __file__ means there is a main)
             main.__file__ = hidden
 
 

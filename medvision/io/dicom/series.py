@@ -17,7 +17,7 @@ from .assemble import StackPlan, plan_stacks
 from .decode import DecodeTask, check_decodable, decode_tasks, read_native_frame, stored_dtype, stored_range
 from .diffusion import manufacturer
 from .files import FileRef, read_dataset
-from .frames import Frame, csa_image, frames_from_dataset, has_pixel_data, pixel_info
+from .frames import Frame, PixelInfo, csa_image, frames_from_dataset, has_pixel_data, pixel_info
 from .index import classify, incomplete_reason
 from .pool import default_workers, map_chunks
 from .scaling import apply_philips_scaling
@@ -446,6 +446,7 @@ def build_volume(plan: StackPlan, meta: dict, *, workers: int | None = None) -> 
                 out[t, z] = shift_image(out[t, z], dy, dx)
     if plan.resample_to is not None:
         yield Progress("resampling slices", 0, 1)
+        assert plan.resample_from is not None  # set with resample_to
         out = resample_slices(out, plan.resample_from, plan.resample_to)
     metadata = dict(meta)
     frame_of_reference = metadata.pop("frame_of_reference_uid", None)
@@ -512,7 +513,7 @@ def _decode_files(out: np.ndarray, dest: dict, plan: StackPlan, pending: list, w
     into tiles and rescaled into ``out``; the files that failed, one line each."""
     n_z, total = out.shape[1], out.shape[0] * out.shape[1]
     by_file: dict[FileRef, list[int]] = defaultdict(list)
-    pixel_of: dict[FileRef, object] = {}
+    pixel_of: dict[FileRef, PixelInfo] = {}
     for ref, index in dest:
         by_file[ref].append(index)
         pixel_of[ref] = dest[(ref, index)][0][2].pixel
@@ -613,7 +614,7 @@ def slice_timing(volumes: list[list[Frame]], tr_s: float | None) -> list[float] 
 def shift_image(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
     """Translate a 2D image by (dy, dx) pixels with linear interpolation; outside is the image minimum."""
     fill = image.min()
-    src = image.astype(np.float32)
+    src: np.ndarray = image.astype(np.float32)
     for axis, shift in ((0, dy), (1, dx)):
         if abs(shift) < 1e-6:
             continue
