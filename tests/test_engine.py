@@ -12,8 +12,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from medvision.ai import architectures, engine
+from medvision.ai import architectures, memory
 from medvision.ai.engine import InferenceOptions, fallback_plan, infer_job
+from medvision.ai.inference import prepare, run
+from medvision.ai.inference.postprocess import postprocess
 from medvision.ai.package import ModelPackage, PackageError, Registry, sha256_of, write_card
 from medvision.core.jobs import Cancelled, run_job
 from medvision.core.labels import LabelMap, LabelTable
@@ -155,7 +157,7 @@ def test_out_of_memory_falls_back_step_by_step(tmp_path, brightness, monkeypatch
     assert [(a.device, a.sw_device, a.sw_batch_size) for a in fallback_plan("cuda", 4, True)] == [
         ("cuda", "cuda", 4), ("cuda", "cuda", 1), ("cpu", "cuda", 1), ("cpu", "cpu", 4)]
     tried, released = [], []
-    real = engine._run_attempt
+    real = run.run_attempt
 
     def run_attempt(net, card, x, attempt, tta):
         tried.append(attempt)
@@ -163,9 +165,9 @@ def test_out_of_memory_falls_back_step_by_step(tmp_path, brightness, monkeypatch
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(net, card, x, attempt, tta)
 
-    monkeypatch.setattr(engine, "_run_attempt", run_attempt)
-    monkeypatch.setattr(engine, "pick_device", lambda requested: "cuda")
-    monkeypatch.setattr(engine, "release_gpu_memory", lambda: released.append(True))
+    monkeypatch.setattr(run, "run_attempt", run_attempt)
+    monkeypatch.setattr(prepare, "pick_device", lambda requested: "cuda")
+    monkeypatch.setattr(memory, "release_gpu_memory", lambda: released.append(True))
     result = run_job(infer_job(pkg, volume, InferenceOptions(device="cuda")))
     assert [a.why for a in tried] == ["", "one window at a time", "windows on the GPU, stitching in CPU memory",
                                       "on the CPU"]
@@ -175,7 +177,7 @@ def test_out_of_memory_falls_back_step_by_step(tmp_path, brightness, monkeypatch
     assert any("ran on the CPU after running out of GPU memory" in n for n in result.notes)
     # an error that is not about memory is not retried
     tried.clear()
-    monkeypatch.setattr(engine, "_run_attempt", lambda *a: (_ for _ in ()).throw(ValueError("bad input")))
+    monkeypatch.setattr(run, "run_attempt", lambda *a: (_ for _ in ()).throw(ValueError("bad input")))
     with pytest.raises(ValueError, match="bad input"):
         run_job(infer_job(pkg, volume, InferenceOptions(device="cuda")))
 
@@ -227,7 +229,7 @@ def test_mask_thresholded_in_the_model_frame_equals_mapping_the_probabilities(tm
 def test_post_processing_on_the_label_box_equals_the_whole_region():
     """Largest component and hole filling on the label's bounding box (+1 voxel) give what they give on
     the whole region: a cavity open to the box's face stays open, a closed one is filled."""
-    from medvision.ai.preprocess import fill_holes, largest_component
+    from medvision.ai.masks import fill_holes, largest_component
 
     rng = np.random.default_rng(5)
     array = np.zeros((30, 40, 36), np.uint8)
@@ -239,11 +241,8 @@ def test_post_processing_on_the_label_box_equals_the_whole_region():
     labels = LabelMap(array.copy(), np.eye(4), LabelTable.from_json(
         '[{"value": 1, "name": "a", "color": [255, 0, 0, 255]}, {"value": 2, "name": "b", "color": [0, 255, 0, 255]}]'))
 
-    class Whole:
-        def region_on_source(self):
-            return tuple(slice(0, n) for n in array.shape)
-
-    engine._postprocess({"postprocessing": {"largest_component": True, "fill_holes": True}}, labels, Whole())
+    whole = tuple(slice(0, n) for n in array.shape)
+    postprocess({"postprocessing": {"largest_component": True, "fill_holes": True}}, labels, whole)
     expected = array.copy()
     for value in (1, 2):
         mask = fill_holes(largest_component(expected == value))
@@ -258,7 +257,7 @@ def test_hole_filling_and_largest_component_equal_simpleitks_filters():
     RelabelComponent's results on random masks, ties between equal components included."""
     import SimpleITK as sitk
 
-    from medvision.ai.preprocess import fill_holes, largest_component
+    from medvision.ai.masks import fill_holes, largest_component
 
     rng = np.random.default_rng(11)
     for _ in range(25):

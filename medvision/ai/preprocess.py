@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from ..core.volume import Volume
+from .masks import largest_component
 
-__all__ = ["Prepared", "prepare", "normalize", "largest_component", "fill_holes", "bbox_with_margin"]
+__all__ = ["Prepared", "bbox_with_margin", "normalize", "prepare"]
 
 
 @dataclass
@@ -147,39 +148,6 @@ def _quantiles(x: torch.Tensor, spec: dict) -> tuple[float, float]:
         lo = int(r)
         out.append(float(torch.lerp(part[lo], part[min(lo + 1, n - 1)], r - lo)))
     return out[0], out[1]
-
-
-def largest_component(mask: np.ndarray, full_connectivity: bool = True) -> np.ndarray:
-    """The largest connected component (26-connected by default, as cc3d and deepbet count them)."""
-    import SimpleITK as sitk
-
-    mask = np.ascontiguousarray(mask, dtype=bool)
-    if not mask.any():
-        return mask
-    image = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.view(np.uint8)), full_connectivity)
-    parts = sitk.GetArrayViewFromImage(image)  # a view: ``image`` must live while it is used
-    sizes = np.bincount(parts.ravel())
-    sizes[0] = 0  # the background
-    return parts == int(np.argmax(sizes))  # the first of equal largest ones, as RelabelComponent orders them
-
-
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Background not connected to the border (6-connectivity) becomes foreground."""
-    import SimpleITK as sitk
-
-    mask = np.ascontiguousarray(mask, dtype=bool)
-    if not mask.any():
-        return mask
-    # the background's 6-connected components; those that touch a face of the array are outside
-    # (BinaryFillhole's result, in a third of its time)
-    image = sitk.ConnectedComponent(sitk.GetImageFromArray((~mask).view(np.uint8)), False)
-    parts = sitk.GetArrayViewFromImage(image)  # a view: ``image`` must live while it is used
-    faces = [parts[i] for i in (0, -1)] + [parts[:, i] for i in (0, -1)] + [parts[:, :, i] for i in (0, -1)]
-    outside = np.zeros(int(parts.max()) + 1, bool)
-    for face in faces:
-        outside[np.unique(face)] = True
-    outside[0] = False  # 0: the mask itself
-    return ~outside[parts]
 
 
 def bbox_with_margin(mask: np.ndarray, full_shape, margin: float, threshold: float = 0.02):

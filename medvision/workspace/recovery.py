@@ -75,13 +75,14 @@ class RecoverySlot:
         """Write ``labels`` (edit ``version``) into the slot; the state file goes last."""
         private_dir(self.dir)
         save_labels(labels, self.dir / "labels.nii.gz", fast=True, private=True)
+        saved_at = time.time()
         state = {"pid": os.getpid(), "pid_started": _start_time(os.getpid()), "image": self.image_source,
                  "series": self.series,
                  "target": self.target, "project": self.project,
-                 "case": self.case, "version": version, "saved_at": time.time(),
+                 "case": self.case, "version": version, "saved_at": saved_at,
                  "saved": time.strftime("%Y-%m-%d %H:%M:%S"), "labels_name": labels.name}
         write_text(self.dir / "state.json", json.dumps(state, indent=1), private=True)
-        self.saved_version, self.saved_at = version, state["saved_at"]
+        self.saved_version, self.saved_at = version, saved_at
         return self.dir
 
     def discard(self) -> None:

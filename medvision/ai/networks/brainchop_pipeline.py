@@ -218,7 +218,7 @@ def to_cube(labels: np.ndarray, box: tuple[slice, ...], padding: int, n: int = C
 
 def keep_largest_component(cube: np.ndarray) -> np.ndarray:
     """Zero every non-background voxel outside the largest 26-connected component of all of them."""
-    from ..preprocess import largest_component
+    from ..masks import largest_component
 
     keep = largest_component(cube != 0)
     out = cube.copy()

@@ -26,7 +26,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from medvision.ai.preprocess import largest_component
+from medvision.ai.masks import largest_component
 from medvision.core.volume import Volume
 
 __all__ = ["brain_mask", "deepbet_normalize", "box_with_margin", "NoBrainFoundError"]

@@ -12,7 +12,7 @@ import torch
 
 from ...core.cpus import cpu_threads
 from ...core.jobs import Progress
-from ..engine import pick_device
+from ..inference.devices import pick_device
 from ..package import ModelPackage, Registry
 from .config import Run, TrainConfig, training_spacing
 from .conformed import is_conformed, prepare_conformed, validation_margin
