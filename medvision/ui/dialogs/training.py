@@ -56,7 +56,7 @@ class TrainingDialog(QDialog):
         layout = QVBoxLayout(self)
         form = QFormLayout()
         self.base_combo = QComboBox()
-        for pkg in model_panel._packages:
+        for pkg in model_panel.packages:
             if pkg.card.get("trainable", True):
                 self.base_combo.addItem(f"{pkg.name} {pkg.version}", pkg.id)
         current = model_panel.package.id if model_panel.package is not None else None
