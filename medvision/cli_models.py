@@ -351,8 +351,10 @@ def _cmd_train(args) -> int:
         return False if stop["asked"] else None
 
     previous = signal.signal(signal.SIGINT, on_sigint)
+    finished = False
     try:
         result = run_job(train_job(config, data), on_progress)
+        finished = True
     except Cancelled:
         where = f"in {state['run']} " if state["run"] else ""
         when = f"after epoch {state['epoch']}" if state["epoch"] else "before an epoch had finished"
@@ -364,7 +366,7 @@ def _cmd_train(args) -> int:
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
-        distributed.end()
+        distributed.end(finished)
     _report_training(result, data, say)
     return 0
 

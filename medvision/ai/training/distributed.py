@@ -120,7 +120,18 @@ class Group:
         return torch.device("cpu")
 
 
-def end() -> None:
-    """End this process's process group, if it has one (at the end of a torchrun training)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def end(finished: bool = False) -> None:
+    """End this process's process group, if it has one (at the end of a torchrun training).
+
+    After a training that ``finished`` in every process, the processes first wait for each other
+    (process 0 writes the package while the others are done): a process that tore its group down
+    while another still used its connections died at exit now and then (gloo, SIGABRT). After a
+    failure nobody waits: torchrun ends the others."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished and dist.get_world_size() > 1:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=TIMEOUT)
+        else:
+            dist.barrier()
+    dist.destroy_process_group()
