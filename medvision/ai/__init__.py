@@ -1,1 +1,1 @@
-"""medvision.ai (see DESIGN.md)."""
+"""medvision.ai (docs/architecture.md says what this layer owns)."""

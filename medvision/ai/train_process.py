@@ -2,7 +2,7 @@
 window (and unsaved labels) down.
 
 :class:`TrainingProcess` starts a fresh interpreter (``spawn``) that loads the training data and
-runs :func:`medvision.ai.training.trainer.train_job`; everything it reports comes back as plain
+runs :func:`medvision.ai.training.job.train_job`; everything it reports comes back as plain
 messages through a queue, read with :meth:`TrainingProcess.poll` (never blocking):
 
 * ``("progress", {"stage", "done", "total", "message", "epoch": {...} or None})``

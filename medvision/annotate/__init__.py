@@ -1,1 +1,1 @@
-"""medvision.annotate (see DESIGN.md)."""
+"""medvision.annotate (docs/architecture.md says what this layer owns)."""

@@ -1,6 +1,6 @@
 """The image type every layer shares: a voxel array on a patient-space grid.
 
-Conventions (see DESIGN.md):
+Conventions (docs/architecture.md):
 
 * ``array`` is C-contiguous ``(z, y, x)`` -- slice, row, column -- in its native dtype; a 4D series
   keeps a leading frame axis ``(t, z, y, x)`` on one affine.

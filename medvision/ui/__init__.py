@@ -1,1 +1,1 @@
-"""medvision.ui (see DESIGN.md)."""
+"""medvision.ui (docs/architecture.md says what this layer owns)."""

@@ -1,1 +1,1 @@
-"""medvision.workspace (see DESIGN.md)."""
+"""medvision.workspace (docs/architecture.md says what this layer owns)."""

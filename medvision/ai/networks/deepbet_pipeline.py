@@ -22,12 +22,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from medvision.ai.masks import largest_component
-from medvision.core.volume import Volume
+from ...core.volume import Volume
+from ..masks import fill_holes, largest_component
 
 __all__ = ["brain_mask", "deepbet_normalize", "box_with_margin", "NoBrainFoundError"]
 
@@ -51,12 +50,6 @@ def deepbet_normalize(
     x = ((x - low) / (high - low)).clamp(min=0, max=1)
     z = (x - x.mean()) / x.std()
     return std * z + mean
-
-
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Set background not 6-connected to the array's border (what ``fill_voids.fill`` does)."""
-    filled = sitk.BinaryFillhole(sitk.GetImageFromArray(mask.astype(np.uint8)), fullyConnected=False)
-    return sitk.GetArrayFromImage(filled).astype(bool)
 
 
 def box_with_margin(
@@ -160,7 +153,7 @@ def brain_mask(
     crop = x[box]
     brain = segmenter(deepbet_normalize(_resize(crop, segmenter_shape), low, high)[None, None])[0, 1]
     inside = (_resize(brain, tuple(crop.shape)) > threshold).cpu().numpy()
-    inside = _fill_holes(largest_component(inside))
+    inside = fill_holes(largest_component(inside))
     if not inside.any():
         raise NoBrainFoundError("the segmenter found no brain inside the localizer's box")
 
