@@ -2,17 +2,16 @@
 
 Scanning reads headers only (never pixel data), in parallel processes for large folders. The
 index lives in the user data dir; a rescan re-reads only files whose size or modification time
-changed, so reopening an indexed folder of 10,000 files costs a directory walk and one query.
+changed, so reopening an indexed folder of 10,000 files costs a directory walk and one query. What one
+file's row holds, and how its header is read, is :mod:`.index_records`; here are the cache and the tree.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sqlite3
 import threading
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,152 +20,19 @@ from typing import cast
 from ...core.atomic import private_file
 from ...core.jobs import Job, Progress, run_job
 from ...paths import data_dir
-from ..errors import NotDicomError
-from .files import FileRef, FoundFile, iter_source, read_dataset
+from .files import FileRef, FoundFile, iter_source
+from .index_records import COLUMNS, header_records
 from .pool import map_chunks
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "DicomIndex", "PatientInfo", "ScanResult", "SeriesInfo", "StudyInfo", "SCHEMA_VERSION", "build_tree",
+    "describe_series", "scan",
+]
+
 SCHEMA_VERSION = 2
-_COLUMNS = (
-    "path", "member", "size", "mtime_ns", "status", "error", "kind",
-    "patient_name", "patient_id", "birth_date", "sex",
-    "study_key", "study_uid", "study_date", "study_time", "study_description", "accession",
-    "series_key", "series_uid", "series_number", "series_description", "modality", "body_part",
-    "sop_class", "sop_uid", "instance_number", "rows", "columns", "frames", "transfer_syntax",
-    "blank_uids",
-)
 _INT_COLUMNS = {"size", "mtime_ns", "series_number", "instance_number", "rows", "columns", "frames", "blank_uids"}
-
-# SOP class name fragments (pydicom's UID names) of objects that are not images to view.
-_NON_IMAGE_SOP = (
-    ("Segmentation Storage", "SEG"), ("RT Structure Set", "RTSTRUCT"), ("Key Object Selection", "KO"),
-    ("Presentation State", "PR"), ("SR Storage", "SR"), ("Encapsulated PDF", "DOC"),
-    ("Encapsulated CDA", "DOC"), ("Raw Data", "RAW"), ("RT Plan", "RTPLAN"), ("RT Ion Plan", "RTPLAN"),
-    ("Spatial Registration", "REG"), ("Deformable Spatial Registration", "REG"),
-    ("Spatial Fiducials", "FID"), ("RT Beams Treatment Record", "RTRECORD"), ("Waveform", "ECG"),
-)
-_NON_IMAGE_MODALITY = {"SR", "KO", "PR", "SEG", "RTSTRUCT", "RTPLAN", "REG", "DOC", "FID", "RTRECORD"}
-
-
-def _text(ds, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None:
-        return ""
-    return str(value).strip()
-
-
-def _int(ds, keyword: str) -> int | None:
-    """An integer the index can store (SQLite's 64 bits), or None."""
-    try:
-        value = ds.get(keyword)
-        number = int(value) if value not in (None, "") else None
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if number is None or -2**63 <= number < 2**63 else None
-
-
-def classify(ds) -> str:
-    """``"image"`` or what the object is (``"SEG"``, ``"RTSTRUCT"``, ``"SR"``, ``"KO"``, ``"PR"``...)."""
-    sop = ds.get("SOPClassUID") or getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", None)
-    name = getattr(sop, "name", "") if sop else ""
-    for fragment, kind in _NON_IMAGE_SOP:
-        if fragment in name:
-            return kind
-    modality = _text(ds, "Modality").upper()
-    if modality in _NON_IMAGE_MODALITY:
-        return modality
-    if "Rows" in ds and "Columns" in ds:
-        return "image"
-    return "OTHER"
-
-
-def header_record(found: FoundFile) -> dict:
-    """The index row for one file: what a series browser shows, or the reason it is unreadable."""
-    rec: dict = {c: None for c in _COLUMNS}
-    rec.update(path=found.ref.path, member=found.ref.member, size=found.size, mtime_ns=found.mtime_ns)
-    try:
-        ds = read_dataset(found.ref, headers_only=True)
-    except NotDicomError as exc:
-        rec.update(status="notdicom", error=str(exc))
-        return rec
-    except Exception as exc:  # noqa: BLE001 - a header we cannot parse must never stop a scan
-        rec.update(status="error", error=f"{found.ref}: unreadable header ({_why(exc)})")
-        return rec
-    try:  # pydicom converts elements when they are read: a damaged one (unknown VR, bad length) raises here
-        return _fill(rec, ds, found)
-    except Exception as exc:  # noqa: BLE001 - one damaged file is reported and left out, never the folder
-        rec.update({c: None for c in _COLUMNS if c not in ("path", "member", "size", "mtime_ns")})
-        rec.update(status="error", error=f"{found.ref}: damaged header ({_why(exc)})")
-        return rec
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
-def _fill(rec: dict, ds, found: FoundFile) -> dict:
-    meta = getattr(ds, "file_meta", None)
-    blank = 0
-    study_uid = _text(ds, "StudyInstanceUID")
-    series_uid = _text(ds, "SeriesInstanceUID")
-    sop_uid = _text(ds, "SOPInstanceUID") or (str(getattr(meta, "MediaStorageSOPInstanceUID", "")) if meta else "")
-    sop_class = str(ds.get("SOPClassUID") or (getattr(meta, "MediaStorageSOPClassUID", "") if meta else ""))
-    problem = incomplete_reason(ds, sop_class)
-    if problem:
-        rec.update(status="error", error=f"{found.ref}: {problem}")
-        return rec
-    patient_id, patient_name = _text(ds, "PatientID"), _text(ds, "PatientName")
-    study_key = study_uid
-    if not study_uid:
-        blank = 1
-        study_key = "blank-study:" + _digest(patient_id, patient_name, _text(ds, "StudyDate"),
-                                              _text(ds, "StudyTime"), _text(ds, "StudyID"))
-    series_key = series_uid
-    if not series_uid:
-        blank = 1
-        series_key = "blank-series:" + _digest(study_key, _text(ds, "Modality"), _text(ds, "SeriesNumber"),
-                                                _text(ds, "SeriesDescription"), _text(ds, "FrameOfReferenceUID"))
-    rec.update(
-        status="ok", error=None, kind=classify(ds),
-        patient_name=patient_name, patient_id=patient_id,
-        birth_date=_text(ds, "PatientBirthDate"), sex=_text(ds, "PatientSex"),
-        study_key=study_key, study_uid=study_uid, study_date=_text(ds, "StudyDate"),
-        study_time=_text(ds, "StudyTime"), study_description=_text(ds, "StudyDescription"),
-        accession=_text(ds, "AccessionNumber"),
-        series_key=series_key, series_uid=series_uid, series_number=_int(ds, "SeriesNumber"),
-        series_description=_text(ds, "SeriesDescription"), modality=_text(ds, "Modality"),
-        body_part=_text(ds, "BodyPartExamined"), sop_class=sop_class, sop_uid=sop_uid,
-        instance_number=_int(ds, "InstanceNumber"), rows=_int(ds, "Rows"), columns=_int(ds, "Columns"),
-        frames=_int(ds, "NumberOfFrames") or (1 if "Rows" in ds else 0),
-        transfer_syntax=str(getattr(meta, "TransferSyntaxUID", "")) if meta else "",
-        blank_uids=blank,
-    )
-    return rec
-
-
-def incomplete_reason(ds, sop_class: str) -> str | None:
-    """Why a header that parsed is still not a usable DICOM object (damaged or truncated)."""
-    if not sop_class:
-        return "not a valid DICOM object: no SOP Class UID (damaged, or not DICOM)"
-    from pydicom.uid import UID
-
-    if "Image Storage" in (UID(sop_class).name or "") and ("Rows" not in ds or "Columns" not in ds):
-        return "the header ends before the image attributes (truncated file)"
-    return None
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
-
-
-def _header_records(found: list[FoundFile]) -> list[dict]:
-    # pydicom warns about every odd file it is shown (non-DICOM files in a scanned tree, bad VRs);
-    # the index records what it could not read, so the warnings are noise on a terminal
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return [header_record(f) for f in found]
 
 
 # ---- the tree a series browser shows ------------------------------------------------------
@@ -354,7 +220,7 @@ class DicomIndex:
         if version != SCHEMA_VERSION:
             self._db.execute("DROP TABLE IF EXISTS files")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        cols = ", ".join(f"{c} {'INTEGER' if c in _INT_COLUMNS else 'TEXT'}" for c in _COLUMNS)
+        cols = ", ".join(f"{c} {'INTEGER' if c in _INT_COLUMNS else 'TEXT'}" for c in COLUMNS)
         self._db.execute(f"CREATE TABLE IF NOT EXISTS files ({cols}, PRIMARY KEY (path, member))")
         self._db.commit()
 
@@ -366,17 +232,17 @@ class DicomIndex:
         """Every cached row whose path is ``base`` or lies below the folder ``base``."""
         base = base.rstrip(os.sep) or os.sep
         lo, hi = base + os.sep, base + chr(ord(os.sep) + 1)
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM files WHERE path = ? OR (path >= ? AND path < ?)"
+        sql = f"SELECT {', '.join(COLUMNS)} FROM files WHERE path = ? OR (path >= ? AND path < ?)"
         with self._lock:
             cur = self._db.execute(sql, (base, lo, hi))
-            return {(r[0], r[1]): dict(zip(_COLUMNS, r, strict=True)) for r in cur}
+            return {(r[0], r[1]): dict(zip(COLUMNS, r, strict=True)) for r in cur}
 
     def _store(self, records: list[dict], removed: Iterable[tuple[str, str]]) -> None:
-        placeholders = ", ".join("?" for _ in _COLUMNS)
+        placeholders = ", ".join("?" for _ in COLUMNS)
         with self._lock, self._db:
             self._db.executemany("DELETE FROM files WHERE path = ? AND member = ?", list(removed))
             self._db.executemany(f"INSERT OR REPLACE INTO files VALUES ({placeholders})",
-                                 [tuple(r[c] for c in _COLUMNS) for r in records])
+                                 [tuple(r[c] for c in COLUMNS) for r in records])
 
     def prune(self) -> int:
         """Drop the rows of files no longer on disk (their folder deleted or moved, the file removed,
@@ -417,7 +283,7 @@ class DicomIndex:
         """
         if prune:
             self.prune()
-        meta = ", ".join(c for c in _COLUMNS if c not in ("path", "member"))
+        meta = ", ".join(c for c in COLUMNS if c not in ("path", "member"))
         with self._lock:
             self._db.execute("BEGIN")  # one snapshot for the reads below
             try:
@@ -432,7 +298,7 @@ class DicomIndex:
                 total = self._db.execute("SELECT count(*) FROM files").fetchone()[0]
             finally:
                 self._db.execute("COMMIT")
-        result = build_tree("", [dict(zip(_COLUMNS, r, strict=True)) for r in firsts], problems, 0)
+        result = build_tree("", [dict(zip(COLUMNS, r, strict=True)) for r in firsts], problems, 0)
         by_key = {(s.key, s.kind): s for s in result.all_series()}
         for s in by_key.values():
             s.files, s.frames, s.sop_uids, s.unidentified = [], 0, set(), 0
@@ -498,7 +364,7 @@ class DicomIndex:
         if todo:
             done = 0
             yield Progress("reading headers", 0, len(todo), f"{len(todo)} new or changed files")
-            for chunk in map_chunks(_header_records, todo, workers=workers, min_parallel=64):
+            for chunk in map_chunks(header_records, todo, workers=workers, min_parallel=64):
                 new_records.extend(chunk)
                 done += len(chunk)
                 yield Progress("reading headers", done, len(todo), "")

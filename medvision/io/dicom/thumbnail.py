@@ -11,11 +11,12 @@ import os
 import numpy as np
 
 from ..errors import MedvisionIOError, NoImagesError, PixelDataError
+from .build import cut_tile
 from .decode import DecodeTask, decode_task
 from .files import FileRef
 from .frames import Frame
 from .index import SeriesInfo
-from .series import cut_tile, read_file_frames
+from .series import read_file_frames
 
 log = logging.getLogger(__name__)
 
