@@ -168,13 +168,7 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
     elif f0.spacing_source != "PixelSpacing":
         warnings.append(f"no PixelSpacing: {f0.spacing_source} used (spacing at the detector, not in the patient)")
     have_geometry = f0.iop is not None and all(f.ipp is not None for f in frames)
-    if f0.iop is None:
-        row_cos, col_cos = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
-    else:
-        row_cos, col_cos = f0.iop[:3], f0.iop[3:]
-        row_cos = row_cos / np.linalg.norm(row_cos)
-        col_cos = col_cos / np.linalg.norm(col_cos)
-    normal = np.cross(row_cos, col_cos)
+    row_cos, col_cos, normal = _axes(f0)
 
     plan = StackPlan(frames=[], affine=np.eye(4), rows=rows, cols=cols, warnings=warnings,
                      orientation_known=f0.iop is not None, spacing_known=f0.pixel_spacing is not None)
@@ -188,19 +182,8 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
         _set_affine(plan, row_cos, col_cos, normal * dz, origin, spacing)
         return plan
 
-    d = np.array([float(f.ipp @ normal) for f in frames])
-    clusters = _cluster_positions(d)
-    counts = Counter(len(c) for c in clusters)
-    per_position = [sorted((frames[i] for i in c), key=Frame.volume_key) for c in clusters]
-    if len(counts) > 1:
-        m = min(counts)
-        dropped = sum(len(p) - m for p in per_position)
-        warnings.append(
-            f"positions hold different numbers of images ({dict(sorted(counts.items()))}); "
-            f"{dropped} images at repeated positions were left out")
-        per_position = [p[:m] for p in per_position]
-    m = len(per_position[0])
-    volumes = [[pos[t] for pos in per_position] for t in range(m)]
+    volumes = _volumes_by_position(frames, normal, warnings)
+    m = len(volumes)
     plan.frames = volumes
     mixed = _mixed_temporal(volumes)
     if mixed:
@@ -227,10 +210,50 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
     if off:
         warnings.append(off)
 
-    gaps = np.diff(dpos)
+    slice_vec = _tilt(plan, ipps, dpos, (row_cos, col_cos, normal), spacing, correct_tilt)
+    slice_vec = _gaps(plan, dpos, slice_vec, normal, regularize)
+    _set_affine(plan, row_cos, col_cos, slice_vec, ipps[0], spacing)
+    return plan
+
+
+def _axes(f0: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The unit row and column directions of the first frame (x and y when it has no
+    ImageOrientationPatient) and the slice normal."""
+    if f0.iop is None:
+        row_cos, col_cos = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+    else:
+        row_cos, col_cos = f0.iop[:3], f0.iop[3:]
+        row_cos = row_cos / np.linalg.norm(row_cos)
+        col_cos = col_cos / np.linalg.norm(col_cos)
+    return row_cos, col_cos, np.cross(row_cos, col_cos)
+
+
+def _volumes_by_position(frames: list[Frame], normal: np.ndarray, warnings: list[str]) -> list[list[Frame]]:
+    """The frames as volumes (one list of slices per time point): grouped by position along the normal,
+    each position's frames in volume order; positions with extra images lose them (said)."""
+    d = np.array([float(f.ipp @ normal) for f in frames])
+    clusters = _cluster_positions(d)
+    counts = Counter(len(c) for c in clusters)
+    per_position = [sorted((frames[i] for i in c), key=Frame.volume_key) for c in clusters]
+    if len(counts) > 1:
+        m = min(counts)
+        dropped = sum(len(p) - m for p in per_position)
+        warnings.append(
+            f"positions hold different numbers of images ({dict(sorted(counts.items()))}); "
+            f"{dropped} images at repeated positions were left out")
+        per_position = [p[:m] for p in per_position]
+    return [[pos[t] for pos in per_position] for t in range(len(per_position[0]))]
+
+
+def _tilt(plan: StackPlan, ipps: np.ndarray, dpos: np.ndarray, axes, spacing, correct_tilt: bool) -> np.ndarray:
+    """The step from slice to slice; a gantry tilt (the slices advance along a direction that is not
+    the slice normal) is kept as a sheared grid or, with ``correct_tilt``, planned as in-plane shifts
+    onto an orthogonal grid."""
+    row_cos, col_cos, normal = axes
+    n = len(ipps)
+    warnings = plan.warnings
     mean_gap = (dpos[-1] - dpos[0]) / (n - 1)
     slice_vec = (ipps[-1] - ipps[0]) / (n - 1)
-    # gantry tilt: the slices advance along a direction that is not the slice normal
     cos_angle = float(np.clip(abs(slice_vec @ normal) / np.linalg.norm(slice_vec), -1, 1))
     tilt = float(np.degrees(np.arccos(cos_angle)))
     if tilt > TILT_TOL_DEG:
@@ -243,7 +266,16 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
             slice_vec = normal * mean_gap
         else:
             warnings.append(f"gantry tilt of {tilt:.2f} degrees: kept as a sheared grid (uncorrected)")
+    return slice_vec
 
+
+def _gaps(plan: StackPlan, dpos: np.ndarray, slice_vec: np.ndarray, normal: np.ndarray, regularize: bool
+          ) -> np.ndarray:
+    """The slice step after checking the gaps between slices: non-uniform gaps are said, and with
+    ``regularize`` planned for resampling onto a regular grid at the median gap."""
+    gaps = np.diff(dpos)
+    mean_gap = (dpos[-1] - dpos[0]) / (len(dpos) - 1)
+    warnings = plan.warnings
     if np.max(np.abs(gaps - mean_gap)) > SPACING_TOL_MM:
         text = (f"non-uniform slice spacing: gaps from {gaps.min():.3g} to {gaps.max():.3g} mm "
                 f"(mean {mean_gap:.3g} mm)")
@@ -258,8 +290,7 @@ def _plan_one(frames: list[Frame], *, regularize: bool, correct_tilt: bool) -> S
             warnings.append(text + "; the volume uses the mean spacing, so positions between the "
                                    "irregular slices are approximate (resample it: the warning button in the "
                                    "status bar, or --regularize on the command line)")
-    _set_affine(plan, row_cos, col_cos, slice_vec, ipps[0], spacing)
-    return plan
+    return slice_vec
 
 
 def _mixed_temporal(volumes: list[list[Frame]]) -> str:

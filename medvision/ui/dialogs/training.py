@@ -54,6 +54,35 @@ class TrainingDialog(QDialog):
         self.config_sent: dict = {}
         self.final: tuple[str, dict] | None = None
         layout = QVBoxLayout(self)
+        layout.addLayout(self._build_form(model_panel))
+        layout.addLayout(self._build_buttons())
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.status)
+        layout.addLayout(self._build_plots(), 1)
+        self.label_table = QTableWidget(0, 2)
+        self.label_table.setHorizontalHeaderLabels(["Label", "Validation Dice"])
+        self.label_table.horizontalHeader().setStretchLastSection(True)
+        self.label_table.setMaximumHeight(150)
+        layout.addWidget(self.label_table)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(200)
+        self.timer.timeout.connect(self._poll)
+        project = self._project()
+        self.project_radio.setEnabled(project is not None)
+        (self.project_radio if project is not None else self.datalist_radio).setChecked(True)
+        self.n_cases = 0
+        self.project_radio.toggled.connect(self._describe_cases)
+        self.datalist_edit.textChanged.connect(self._describe_cases)
+        self.validation_combo.currentIndexChanged.connect(self._sync_folds)
+        self._describe_cases()
+        self._sync()
+
+    # ---- the dialog's parts -----------------------------------------------------------------
+    def _build_form(self, model_panel) -> QFormLayout:
+        """The settings: base model, cases, new id, budget, validation, device."""
         form = QFormLayout()
         self.base_combo = QComboBox()
         for pkg in model_panel.packages:
@@ -119,8 +148,9 @@ class TrainingDialog(QDialog):
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda"])
         form.addRow("Device", self.device_combo)
-        layout.addLayout(form)
+        return form
 
+    def _build_buttons(self) -> QHBoxLayout:
         row = QHBoxLayout()
         self.start_button = QPushButton("Start")
         self.start_button.clicked.connect(self.start)
@@ -131,12 +161,10 @@ class TrainingDialog(QDialog):
         for b in (self.start_button, self.pause_button, self.cancel_button):
             row.addWidget(b)
         row.addStretch(1)
-        layout.addLayout(row)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.status)
+        return row
 
+    def _build_plots(self) -> QHBoxLayout:
+        """Training loss and validation Dice by epoch (a curve per cross-validation run)."""
         plots = QHBoxLayout()
         self.loss_plot = pg.PlotWidget(title="training loss")
         self.loss_plot.setLabel("bottom", "epoch")
@@ -148,25 +176,7 @@ class TrainingDialog(QDialog):
         self.run_curves: dict[str, tuple] = {}  # a cross-validation's run -> (loss curve, Dice curve)
         plots.addWidget(self.loss_plot)
         plots.addWidget(self.dice_plot)
-        layout.addLayout(plots, 1)
-        self.label_table = QTableWidget(0, 2)
-        self.label_table.setHorizontalHeaderLabels(["Label", "Validation Dice"])
-        self.label_table.horizontalHeader().setStretchLastSection(True)
-        self.label_table.setMaximumHeight(150)
-        layout.addWidget(self.label_table)
-
-        self.timer = QTimer(self)
-        self.timer.setInterval(200)
-        self.timer.timeout.connect(self._poll)
-        project = self._project()
-        self.project_radio.setEnabled(project is not None)
-        (self.project_radio if project is not None else self.datalist_radio).setChecked(True)
-        self.n_cases = 0
-        self.project_radio.toggled.connect(self._describe_cases)
-        self.datalist_edit.textChanged.connect(self._describe_cases)
-        self.validation_combo.currentIndexChanged.connect(self._sync_folds)
-        self._describe_cases()
-        self._sync()
+        return plots
 
     # ---- set-up -----------------------------------------------------------------------------
     def _project(self):

@@ -78,7 +78,24 @@ class ModelPanel(QWidget):
         self.card_view.setOpenExternalLinks(False)
         self.card_view.setMinimumHeight(90)
         layout.addWidget(self.card_view, 2)  # (the room left over: a trained model's card is long)
+        layout.addWidget(self._build_run_box(), 1)
+        layout.addWidget(self._build_proposal_box())
+        row = QHBoxLayout()
+        self.train_button = QPushButton("Fine-tune...")
+        self.train_button.setToolTip("Train a new model from this one on your finished cases (transfer learning)")
+        self.train_button.clicked.connect(self.open_training)
+        self.compare_button = QPushButton("Compare...")
+        self.compare_button.setToolTip("Run two models on this case and score them against its labels (Dice)")
+        self.compare_button.clicked.connect(self.open_compare)
+        row.addWidget(self.train_button)
+        row.addWidget(self.compare_button)
+        layout.addLayout(row)
+        self.viewer.volume_changed.connect(self._volume_changed)
+        self.refresh()
+        self._sync()
 
+    def _build_run_box(self) -> QGroupBox:
+        """Device, region, augmentation and uncertainty, Run, the job's status and the verdict."""
         box = QGroupBox("Run")
         form = QFormLayout(box)
         self.device_combo = QComboBox()
@@ -113,8 +130,10 @@ class ModelPanel(QWidget):
         self.status_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.status_scroll.setMinimumHeight(48)
         form.addRow(self.status_scroll)
-        layout.addWidget(box, 1)
+        return box
 
+    def _build_proposal_box(self) -> QGroupBox:
+        """Accept all, accept one label, discard, show uncertainty."""
         box = QGroupBox("Proposal")
         form = QFormLayout(box)
         self.keep_check = QCheckBox("Keep existing labels (fill only unlabelled voxels)")
@@ -138,20 +157,7 @@ class ModelPanel(QWidget):
         row.addWidget(self.accept_one)
         form.addRow(row)
         form.addRow(self.show_uncertainty)
-        layout.addWidget(box)
-        row = QHBoxLayout()
-        self.train_button = QPushButton("Fine-tune...")
-        self.train_button.setToolTip("Train a new model from this one on your finished cases (transfer learning)")
-        self.train_button.clicked.connect(self.open_training)
-        self.compare_button = QPushButton("Compare...")
-        self.compare_button.setToolTip("Run two models on this case and score them against its labels (Dice)")
-        self.compare_button.clicked.connect(self.open_compare)
-        row.addWidget(self.train_button)
-        row.addWidget(self.compare_button)
-        layout.addLayout(row)
-        self.viewer.volume_changed.connect(self._volume_changed)
-        self.refresh()
-        self._sync()
+        return box
 
     # ---- models -----------------------------------------------------------------------------
     def refresh(self) -> None:
