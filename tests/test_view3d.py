@@ -276,7 +276,7 @@ def test_mouse_and_keys_move_the_camera(make_view, ct, qtbot):
         event = mouse(view, QEvent.Type.MouseButtonDblClick, (150, 120), Qt.MouseButton.LeftButton,
                       Qt.MouseButton.LeftButton)
     assert event.isAccepted()
-    assert view._drag is None
+    assert not view.is_dragging
 
 
 def test_quality_adapts_to_the_frame_time_budget(make_view, ct):
@@ -387,7 +387,7 @@ def test_frames_of_one_series_keep_the_camera(make_view, ct):
     view = make_view()
     series = Volume(np.stack([ct.array, ct.array // 2]), ct.affine, metadata=dict(ct.metadata))
     view.set_volume(series)  # 4D: the first frame
-    from medvision.ui.views.vtk_support import prepare_volume
+    from medvision.ui.views.volume_prep import prepare_volume
 
     np.testing.assert_array_equal(view.prepared.array, prepare_volume(ct).array)
     first = frame(view)
@@ -418,7 +418,7 @@ def test_float_volume_with_nans_on_a_sheared_grid(make_view):
 
 
 def test_block_mean_downsampling_keeps_dtype_and_geometry():
-    from medvision.ui.views.vtk_support import prepare_volume
+    from medvision.ui.views.volume_prep import prepare_volume
 
     arr = np.arange(4 * 6 * 8, dtype=np.int16).reshape(4, 6, 8)
     affine = affine_from_geometry([0.5, 0.5, 1.0], [10, 20, 30])

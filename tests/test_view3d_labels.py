@@ -97,7 +97,7 @@ def centre_of(mask: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
 def test_surfaces_lie_where_the_voxels_are_in_lps_whatever_the_grid(direction):
     from medvision.ui.views.label_surfaces import label_surfaces_job
-    from medvision.ui.views.vtk_support import prepare_volume
+    from medvision.ui.views.volume_prep import prepare_volume
 
     affine = grid(direction)
     labels = ball_and_cube(affine)

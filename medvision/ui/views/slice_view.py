@@ -18,16 +18,18 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy
 
 from ...core.windowing import WindowMapper
 from ...io.dicom.scaling import scaling_label
+from .slice_mouse import SliceViewBox
+from .slice_paint import PLANE_COLOURS, paint_annotations
+
+__all__ = ["SliceView", "NEXT_SLICE"]
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
-#: plane colours as in 3D Slicer (axial red, coronal green, sagittal yellow)
-PLANE_COLOURS = {"axial": QColor(230, 80, 80), "coronal": QColor(100, 200, 100), "sagittal": QColor(230, 210, 80)}
 #: in each plane's view: the plane drawn as the vertical and as the horizontal crosshair line
 _CROSS = {"axial": ("sagittal", "coronal"), "coronal": ("sagittal", "axial"), "sagittal": ("coronal", "axial")}
 
@@ -35,85 +37,6 @@ _CROSS = {"axial": ("sagittal", "coronal"), "coronal": ("sagittal", "axial"), "s
 #: the display-index direction of the "next" slice per view (display indices grow towards left,
 #: posterior and superior; the next slice is superior, anterior, right, as in 3D Slicer)
 NEXT_SLICE = {"axial": 1, "coronal": -1, "sagittal": -1}
-
-
-class _SliceViewBox(pg.ViewBox):
-    """ViewBox with radiology mouse bindings; reports to its SliceView."""
-
-    def __init__(self, owner: SliceView) -> None:
-        super().__init__(lockAspect=True, invertY=True, enableMenu=False, enableMouse=True)
-        self.owner = owner
-        self._wl_origin = None
-        self._tool_drag = False
-
-    def _tool(self, ev):
-        """The annotation tool when it takes this left-button event (Shift+left is the crosshair)."""
-        tool = self.owner.tool
-        if (tool is None or ev.button() != Qt.MouseButton.LeftButton or self.owner.viewer.grid is None
-                or ev.modifiers() & Qt.KeyboardModifier.ShiftModifier):
-            return None
-        return tool
-
-    def mouseClickEvent(self, ev) -> None:
-        tool = self._tool(ev)
-        if tool is not None and tool.click(self.owner, self.owner.index_at(ev.scenePos()), ev.modifiers(),
-                                           ev.double()):
-            ev.accept()
-            return
-        if ev.button() == Qt.MouseButton.LeftButton:
-            ev.accept()
-            if ev.double():
-                self.owner.double_clicked.emit(self.owner.plane)
-            else:
-                self.owner._set_cursor_at(self.mapSceneToView(ev.scenePos()))
-        else:
-            ev.ignore()
-
-    def mouseDragEvent(self, ev, axis=None) -> None:
-        button = ev.button()
-        tool = self._tool(ev)
-        if tool is not None:
-            if ev.isStart():
-                self._tool_drag = tool.press(self.owner, self.owner.index_at(ev.buttonDownScenePos()), ev.modifiers())
-            if self._tool_drag:
-                ev.accept()
-                tool.drag(self.owner, self.owner.index_at(ev.scenePos()))
-                if ev.isFinish():
-                    self._tool_drag = False
-                    tool.release(self.owner, self.owner.index_at(ev.scenePos()))
-                return
-        if button == Qt.MouseButton.LeftButton:
-            ev.accept()
-            self.owner._set_cursor_at(self.mapSceneToView(ev.scenePos()))
-        elif button == Qt.MouseButton.RightButton:
-            ev.accept()
-            if ev.isStart():
-                self._wl_origin = self.owner.viewer.window
-            if self._wl_origin is not None:
-                delta = ev.screenPos() - ev.buttonDownScreenPos()
-                self.owner._drag_window(self._wl_origin, delta.x(), delta.y())
-            if ev.isFinish():
-                self._wl_origin = None
-        elif button == Qt.MouseButton.MiddleButton:
-            ev.accept()
-            tr = self.mapToView(ev.pos()) - self.mapToView(ev.lastPos())
-            self.translateBy(x=-tr.x(), y=-tr.y())
-        else:
-            ev.ignore()
-
-    def wheelEvent(self, ev, axis=None) -> None:
-        tool = self.owner.tool
-        if tool is not None and tool.wheel(self.owner, ev.delta(), ev.modifiers()):
-            ev.accept()
-            return
-        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
-            super().wheelEvent(ev, axis)
-            self.owner.viewport().update()
-            return
-        ev.accept()
-        steps = self.owner._wheel_steps(ev.delta())
-        if steps:
-            self.owner.next_slice(steps)
 
 
 class SliceView(pg.GraphicsView):
@@ -143,7 +66,7 @@ class SliceView(pg.GraphicsView):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMouseTracking(True)
 
-        self.vb = _SliceViewBox(self)
+        self.vb = SliceViewBox(self)
         self.setCentralItem(self.vb)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.vb.addItem(self.image)
@@ -282,7 +205,8 @@ class SliceView(pg.GraphicsView):
         slice_index = self.viewer.cursor[grid.slice_axis(self.plane)]
         return grid.from_screen(self.plane, slice_index, row, col)
 
-    def _set_cursor_at(self, pos: QPointF) -> None:
+    def set_cursor_at(self, pos: QPointF) -> None:
+        """Move the linked crosshair to ``pos`` in the view box's coordinates."""
         if self.viewer.grid is not None:
             self.viewer.set_cursor(self.screen_index(pos))
 
@@ -315,7 +239,8 @@ class SliceView(pg.GraphicsView):
         inside = np.all(ijk > -0.5) and np.all(ijk < np.asarray(self.viewer.grid.shape_xyz) - 0.5)
         self.hovered.emit(np.rint(ijk).astype(int) if inside else None)
 
-    def _drag_window(self, origin, dx: float, dy: float) -> None:
+    def drag_window(self, origin, dx: float, dy: float) -> None:
+        """Set the window for a right drag of (dx, dy) pixels that started at window ``origin``."""
         # horizontal: width; vertical: level (drag up = brighter image = lower level)
         scale = max(origin.width, 1.0) / 300.0
         self.viewer.set_window(origin.dragged(d_center=dy * scale, d_width=dx * scale * 2), "custom")
@@ -332,7 +257,8 @@ class SliceView(pg.GraphicsView):
             self.tool.hover(self, None)
         self.hovered.emit(None)  # the status bar goes back to the cursor's position and value
 
-    def _wheel_steps(self, delta: int) -> int:
+    def wheel_steps(self, delta: int) -> int:
+        """Whole slice steps for a wheel turn of ``delta`` (1/8 degrees); the rest is kept for the next."""
         self._wheel_rest += delta
         steps = int(self._wheel_rest / 120)
         self._wheel_rest -= steps * 120
@@ -410,7 +336,7 @@ class SliceView(pg.GraphicsView):
             image.fill(Qt.GlobalColor.transparent)
             target = QPainter(image)
             target.setRenderHint(QPainter.RenderHint.TextAntialiasing)
-            self._paint_annotations(target, grid, w, h)
+            paint_annotations(self, target, grid, w, h)
             target.end()
             self._annotation_image, self._annotation_key = image, key
         painter.save()
@@ -440,70 +366,6 @@ class SliceView(pg.GraphicsView):
             lines.append(f"oblique {grid.obliquity_deg:.0f}\N{DEGREE SIGN}")
         return lines
 
-    def _paint_annotations(self, painter: QPainter, grid, w: int, h: int) -> None:
-        """Orientation labels, slice number, frame, window and scale bar, in viewport pixels."""
-        painter.save()
-        font = QFont(self.font())
-        font.setPointSizeF(max(8.0, font.pointSizeF()))
-        painter.setFont(font)
-        fm = painter.fontMetrics()
-        meta = self.viewer.volume.metadata
-        compact = w < 260 or h < 200  # a small pane: the essentials only, nothing overlapping
-        if meta.get("orientation_known", True):  # files without an orientation get no invented labels
-            labels = grid.edge_labels(self.plane)
-            colour = QColor(255, 220, 120)
-            left = Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft
-            right = Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight
-            top = Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop
-            bottom = Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom
-            _text(painter, QRectF(4, 0, w - 8, h), left, labels["left"], colour)
-            _text(painter, QRectF(4, 0, w - 8, h), right, labels["right"], colour)
-            _text(painter, QRectF(0, 2, w, h - 4), top, labels["top"], colour)
-            _text(painter, QRectF(0, 2, w, h - 4), bottom, labels["bottom"], colour)
-        viewer = self.viewer
-        lines = self.info_lines()
-        if compact:
-            lines = lines[:2]
-        grey = QColor(230, 230, 230)
-        for i, line in enumerate(lines):
-            _text(painter, QPointF(6, 4 + fm.ascent() + i * fm.height()), None, line,
-                  PLANE_COLOURS[self.plane] if i == 0 else grey)
-        if not compact:
-            win = viewer.window
-            wl = f"W {win.width:.0f}  L {win.center:.0f}" + (f"  ({viewer.window_name})" if viewer.window_name else "")
-            if viewer.invert:
-                wl += "  inverted"
-            _text(painter, QPointF(6, h - 6 - fm.descent()), None, wl, grey)
-            if meta.get("spacing_known", True):  # no ruler from an invented pixel size
-                self._draw_scale_bar(painter, w, h, fm)
-        painter.restore()
-
-    def _draw_scale_bar(self, painter: QPainter, w: int, h: int, fm) -> None:
-        px_per_mm = self.vb.viewPixelSize()[0]
-        if not px_per_mm or not math.isfinite(px_per_mm):
-            return
-        px_per_mm = 1.0 / px_per_mm
-        target_mm = (w * 0.2) / px_per_mm
-        if target_mm <= 0:
-            return
-        exp = 10 ** math.floor(math.log10(target_mm))
-        length_mm = max(m * exp for m in (1, 2, 5) if m * exp <= target_mm) if target_mm >= exp else exp
-        length_px = length_mm * px_per_mm
-        x1 = w - 12
-        x0 = x1 - length_px
-        y = h - 10 - fm.height()
-        for colour, d in ((QColor(0, 0, 0, 200), 1.0), (QColor(230, 230, 230), 0.0)):  # shadow, then bar
-            painter.setPen(QPen(colour, 2))
-            painter.drawLine(QPointF(x0 + d, y + d), QPointF(x1 + d, y + d))
-            painter.drawLine(QPointF(x0 + d, y - 4 + d), QPointF(x0 + d, y + 4 + d))
-            painter.drawLine(QPointF(x1 + d, y - 4 + d), QPointF(x1 + d, y + 4 + d))
-        text = f"{length_mm:g} mm" if length_mm < 10 else f"{length_mm / 10:g} cm"
-        _text(painter, QRectF(x0 - 40, y + 3, length_px + 40, fm.height() + 4),
-              Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, text, QColor(230, 230, 230))
-
-
-_SHADOW = QColor(0, 0, 0, 220)
-
 
 def _outline(labels: np.ndarray) -> np.ndarray:
     """Only the border pixels of each value's regions (a pixel whose 4-neighbour differs)."""
@@ -514,12 +376,3 @@ def _outline(labels: np.ndarray) -> np.ndarray:
     edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
     return np.where(edge, labels, 0)
 
-
-def _text(painter: QPainter, where, flags, text: str, colour: QColor) -> None:
-    """Overlay text with a dark shadow, readable on bright anatomy (bone, contrast) as on air."""
-    for pen, d in ((_SHADOW, 1.0), (colour, 0.0)):
-        painter.setPen(pen)
-        if flags is None:
-            painter.drawText(where + QPointF(d, d), text)
-        else:
-            painter.drawText(where.translated(d, d), flags, text)

@@ -16,50 +16,41 @@ own affine in LPS; they are made on a worker thread for big maps, and :meth:`Vie
 remakes only the labels whose voxels changed since the last surfaces (all of it done by a
 :class:`~medvision.ui.views.surface_control.LabelSurfaceController`, which the view owns).
 
+The camera and the mouse's navigation are a :class:`~medvision.ui.views.view3d_camera.CameraNavigator`'s,
+the painting (frame and overlay text) is :func:`~medvision.ui.views.view3d_overlay.paint_view`'s, the
+volume's preparation is a :class:`~medvision.ui.views.volume_control.VolumeController`'s (its grids from
+:mod:`medvision.ui.views.volume_prep`), the presets in
+:mod:`medvision.ui.views.volume_presets` and the VTK scene in :mod:`medvision.ui.views.vtk_support`.
+
 Importing this module imports VTK: the main window imports it once it is on screen.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRect, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from ...core.labels import LabelMap
 from ...core.volume import Volume
-from ..jobs import JobRunner, run_in_thread
 from . import vtk_support
 from .label_surfaces import LABELS_MAX_DIM, LabelSurfaces
 from .surface_control import LabelSurfaceController
-from .vtk_support import (
-    CT_PRESETS,
-    DEFAULT_MAX_DIM,
-    DRAG_LEVELS,
-    STILL_LEVELS,
-    VIEWS,
-    PreparedVolume,
-    Scene,
-    adapt_level,
-    apply_preset,
-    default_preset,
-    mr_presets,
-    needs_worker,
-    prepare_job,
-    prepare_volume,
-    presets_for,
-    view_letters,
-)
+from .view3d_camera import CameraNavigator
+from .view3d_overlay import paint_view
+from .volume_control import VolumeController
+from .volume_prep import DEFAULT_MAX_DIM, PreparedVolume
+from .volume_presets import ALL_PRESET_NAMES, CT_PRESET_NAMES, default_preset, presets_for
+from .vtk_support import DRAG_LEVELS, STILL_LEVELS, Scene, adapt_level, apply_preset
+
+__all__ = ["View3D"]
 
 log = logging.getLogger(__name__)
 log.info("VTK modules imported in %.0f ms", vtk_support.IMPORT_SECONDS * 1000)
-
-_CT_NAMES = [p.name for p in CT_PRESETS]
-_ALL_PRESETS = _CT_NAMES + [p.name for p in mr_presets(0.0, 1.0)]
 
 
 class View3D(QWidget):
@@ -87,18 +78,13 @@ class View3D(QWidget):
         self._scene: Scene | None = None
         self._error: str | None = None
         self._prepared: PreparedVolume | None = None
-        self._runner: JobRunner | None = None
-        self._token = 0
-        self._grid: tuple | None = None  # shape and affine of the last volume set
         self._preset = ""
         self._wanted_presets: dict[bool, str] = {}  # the caller's choice for CT (True) and other modalities
-        self._view = "A"
-        self._fit_pending = True
-        self._camera_untouched = True  # the camera refits on resizes until the user moves it
+        self._volume_ctl = VolumeController(self)  # the job preparing the volume's grid
+        self._nav = CameraNavigator(self)  # the camera's side, its fitting and the mouse's moves
         self._cursor: np.ndarray | None = None
         self._frame: QImage | None = None
         self._dirty = True
-        self._drag: tuple[Qt.MouseButton, QPointF] | None = None
         #: frame-time budgets (ms) that set the quality level; None: always the finest level
         self.still_budget_ms: float | None = 500.0
         self.drag_budget_ms: float | None = 90.0
@@ -147,7 +133,7 @@ class View3D(QWidget):
 
     @property
     def is_preparing(self) -> bool:
-        return self._runner is not None
+        return self._volume_ctl.is_preparing
 
     @property
     def preset(self) -> str:
@@ -155,7 +141,7 @@ class View3D(QWidget):
 
     @property
     def view_direction(self) -> str:
-        return self._view
+        return self._nav.view
 
     @property
     def labels(self) -> LabelMap | None:
@@ -188,6 +174,11 @@ class View3D(QWidget):
         """The vtkCamera (for tests and the main window's state; change it through the methods)."""
         return self._scene.camera if self._scene is not None else None
 
+    @property
+    def frame_image(self) -> QImage | None:
+        """The last rendered frame (device pixels, without the overlay text), or None."""
+        return self._frame
+
     def _fail(self, reason: str) -> None:
         self._error = f"3D rendering unavailable: {reason}"
         log.error("%s", self._error)
@@ -195,56 +186,18 @@ class View3D(QWidget):
         self._scene = None
         self.update()
 
-    # ---- volume -------------------------------------------------------------------------
+    # ---- volume (prepared by self._volume_ctl) -------------------------------------------
     def set_volume(self, volume: Volume | None) -> None:
         """Show ``volume`` (3D; a 4D volume shows its first frame), or nothing for None.
 
         Large volumes are block-averaged down to ``max_dim`` voxels per axis on a worker thread; the
         view renders when they are ready (``ready`` is emitted then).
         """
-        self._token += 1
-        if self._runner is not None:
-            self._runner.cancel()
-            self._runner = None
-        grid = None if volume is None else (volume.shape, volume.affine.round(4).tobytes())
-        same_grid = grid is not None and grid == self._grid
-        self._grid = grid
-        if not same_grid:  # another frame of the same series stays on screen until the next is ready
-            self._install(None, announce=volume is None)
-        if volume is None or self._scene is None:
-            return
-        token = self._token
-        if needs_worker(volume):
-            self.status.emit("Preparing the 3D view ...")
-            self._runner = run_in_thread(
-                prepare_job(volume, self.max_dim), parent=self, name="3D view preparation",
-                on_finished=lambda prepared: self._on_prepared(token, prepared, same_grid),
-                on_failed=lambda exc: self._on_prepare_failed(token, exc))
-            self.update()
-            return
-        try:
-            prepared = prepare_volume(volume, self.max_dim)
-        except (ValueError, MemoryError) as exc:
-            self._on_prepare_failed(token, exc)
-            return
-        self._install(prepared, keep_camera=same_grid)
+        self._volume_ctl.set_volume(volume)
 
-    def _on_prepared(self, token: int, prepared: PreparedVolume, same_grid: bool) -> None:
-        if token != self._token:
-            return
-        self._runner = None
-        self._install(prepared, keep_camera=same_grid)
-
-    def _on_prepare_failed(self, token: int, exc: BaseException) -> None:
-        if token != self._token:
-            return
-        self._runner = None
-        message = f"3D view: cannot show this volume: {exc}"
-        log.warning("%s", message)
-        self.status.emit(message)
-        self.update()
-
-    def _install(self, prepared: PreparedVolume | None, *, announce: bool = True, keep_camera: bool = False) -> None:
+    def install_volume(self, prepared: PreparedVolume | None, *, announce: bool = True,
+                       keep_camera: bool = False) -> None:
+        """Put a prepared grid (or none) into the scene; ``keep_camera``: another frame of the same grid."""
         self._prepared = prepared
         if self._scene is None:
             return
@@ -257,7 +210,7 @@ class View3D(QWidget):
             self._apply_preset(name)
             self._scene.set_cursor(self._cursor)
             if not keep_camera:
-                self._fit_pending = True
+                self._nav.fit_pending = True
             if prepared.factors != (1, 1, 1) and not keep_camera:
                 src = "x".join(str(n) for n in prepared.source_shape[::-1])
                 dst = "x".join(str(n) for n in prepared.array.shape[::-1])
@@ -299,10 +252,10 @@ class View3D(QWidget):
 
     def set_preset(self, name: str) -> None:
         """Choose a transfer function by name; later volumes of the same kind (CT or not) keep it."""
-        allowed = self.presets() if self._prepared is not None else _ALL_PRESETS
+        allowed = self.presets() if self._prepared is not None else ALL_PRESET_NAMES
         if name not in allowed:
             raise ValueError(f"unknown 3D preset {name!r}; choose one of: {', '.join(allowed)}")
-        self._wanted_presets[name in _CT_NAMES] = name
+        self._wanted_presets[name in CT_PRESET_NAMES] = name
         if self._prepared is not None:
             self._apply_preset(name)
             self.request_render()
@@ -323,51 +276,11 @@ class View3D(QWidget):
 
     def set_view(self, direction: str) -> None:
         """Look at the patient from side ``direction`` (one of A, P, L, R, S, I), volume fitted."""
-        key = direction.strip().upper()
-        if key not in VIEWS:
-            raise ValueError(f"unknown view direction {direction!r}; use one of {', '.join(VIEWS)}")
-        self._view = key
-        self._fit_pending = True
-        self._camera_untouched = True
-        self.request_render()
-
-    def _fit_camera(self, aspect: float) -> None:
-        """Put the camera on the current view side so the volume's box just fills the frame."""
-        assert self._scene is not None
-        side, up = (np.asarray(v, dtype=float) for v in VIEWS[self._view])
-        corners = self._scene_corners()
-        if corners is None:
-            return
-        centre = corners.mean(axis=0)
-        rel = corners - centre
-        right = np.cross(-side, up)
-        half_w, half_h, half_d = (float(np.abs(rel @ v).max()) for v in (right, up, side))
-        camera = self._scene.camera
-        aspect = max(aspect, 1e-3)
-        t = math.tan(math.radians(camera.GetViewAngle() / 2))
-        distance = 1.08 * max(half_h / t, half_w / (t * aspect), 1.0) + half_d
-        camera.SetParallelScale(1.08 * max(half_h, half_w / aspect, 1.0))
-        camera.SetFocalPoint(*centre)
-        camera.SetPosition(*(centre + side * distance))
-        camera.SetViewUp(*up)
-        camera.OrthogonalizeViewUp()
-
-    def _scene_corners(self) -> np.ndarray | None:
-        """LPS corners of what the camera frames: the volume's grid, else the labels' grid."""
-        if self._prepared is not None:
-            return self._prepared.corners()
-        if self._label_ctl.surfaces is not None:
-            return self._label_ctl.surfaces.corners()
-        return None
+        self._nav.set_view(direction)
 
     def set_parallel_projection(self, parallel: bool) -> None:
         """Orthographic (True) or perspective (False, the default) projection; the view refits."""
-        if self._scene is None:
-            return
-        self._scene.camera.SetParallelProjection(bool(parallel))
-        self._fit_pending = True
-        self._camera_untouched = True
-        self.request_render()
+        self._nav.set_parallel_projection(parallel)
 
     def set_cursor(self, lps: np.ndarray | None) -> None:
         """Show the linked crosshair point (LPS mm) as three short axis lines; None hides it."""
@@ -380,10 +293,19 @@ class View3D(QWidget):
 
     def screen_axes(self) -> tuple[np.ndarray, np.ndarray]:
         """LPS unit vectors pointing to the screen's right and up for the current camera."""
-        camera = self._scene.camera
-        up = np.asarray(camera.GetViewUp(), dtype=float)
-        right = np.cross(np.asarray(camera.GetDirectionOfProjection(), dtype=float), up)
-        return right / np.linalg.norm(right), up / np.linalg.norm(up)
+        return self._nav.screen_axes()
+
+    def rotate(self, dx: float, dy: float) -> None:
+        """Trackball rotation for a drag of (dx, dy) widget pixels (x right, y down)."""
+        self._nav.rotate(dx, dy)
+
+    def zoom(self, factor: float) -> None:
+        """Move the camera towards the focal point (``factor`` > 1 magnifies)."""
+        self._nav.zoom(factor)
+
+    def pan(self, dx: float, dy: float) -> None:
+        """Move the scene with the mouse by (dx, dy) widget pixels."""
+        self._nav.pan(dx, dy)
 
     # ---- rendering --------------------------------------------------------------------------
     @property
@@ -398,14 +320,15 @@ class View3D(QWidget):
 
     def request_fit(self) -> None:
         """Fit the camera to what the scene shows at the next render."""
-        self._fit_pending = True
+        self._nav.fit_pending = True
 
     def _quick_render(self) -> None:
         self._quick_next = True
         self.request_render()
         self._settle_timer.start()
 
-    def _pixel_size(self) -> tuple[int, int, float]:
+    def pixel_size(self) -> tuple[int, int, float]:
+        """The widget's width and height in device pixels (at least 1) and its device pixel ratio."""
         dpr = self.devicePixelRatioF()
         return max(1, round(self.width() * dpr)), max(1, round(self.height() * dpr)), dpr
 
@@ -414,11 +337,9 @@ class View3D(QWidget):
         scene = self._scene
         if scene is None:
             return
-        width, height, dpr = self._pixel_size()
-        if self._fit_pending and (self._prepared is not None or self._label_ctl.surfaces is not None):
-            self._fit_camera(width / height)
-            self._fit_pending = False
-        interactive = interactive or self._drag is not None
+        width, height, dpr = self.pixel_size()
+        self._nav.fit_if_pending(width / height)
+        interactive = interactive or self._nav.drag is not None
         if self.still_budget_ms is None:
             self._still_level = 0
         levels, index = (DRAG_LEVELS, self._drag_level) if interactive else (STILL_LEVELS, self._still_level)
@@ -444,14 +365,14 @@ class View3D(QWidget):
     def render_image(self, *, overlay: bool = True) -> QImage:
         """The current frame at the widget's size (device pixels), with the overlay text unless
         ``overlay`` is False; renders first when the frame is out of date."""
-        width, height, dpr = self._pixel_size()
+        width, height, dpr = self.pixel_size()
         if self._scene is not None and (self._dirty or self._frame is None or self._frame.size().toTuple()
                                          != (width, height)):
             self._render_frame()
         image = QImage(width, height, QImage.Format.Format_RGB32)
         image.setDevicePixelRatio(dpr)
         painter = QPainter(image)
-        self._paint(painter, overlay=overlay)
+        paint_view(self, painter, overlay=overlay)
         painter.end()
         return image
 
@@ -460,152 +381,42 @@ class View3D(QWidget):
             self._render_frame(interactive=self._resize_timer.isActive() or self._quick_next)
             self._quick_next = False
         painter = QPainter(self)
-        self._paint(painter, overlay=True)
+        paint_view(self, painter, overlay=True)
         painter.end()
 
-    def _paint(self, painter: QPainter, *, overlay: bool) -> None:
-        rect = QRect(0, 0, self.width(), self.height())
-        painter.fillRect(rect, QColor(0, 0, 0))
-        font = QFont(painter.font())
-        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.9))
-        painter.setFont(font)
-        if self._error is not None:
-            painter.setPen(QColor(220, 140, 140))
-            painter.drawText(rect.adjusted(12, 12, -12, -12),
-                             int(Qt.AlignmentFlag.AlignCenter) | int(Qt.TextFlag.TextWordWrap), self._error)
-            return
-        if self._frame is not None:
-            painter.drawImage(rect, self._frame)
-        if not overlay:
-            return
-        painter.setPen(QColor(230, 230, 230))
-        if self._runner is not None:
-            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "Preparing the 3D view ...")
-        if self._label_ctl.is_computing:
-            corner = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom)
-            painter.drawText(rect.adjusted(6, 6, -6, -6), corner, "Making label surfaces ...")
-        if self._prepared is None or self._scene is None:
-            return
-        margin = 6
-        inner = rect.adjusted(margin, margin, -margin, -margin)
-        painter.drawText(inner, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop), self._preset)
-        right, up = self.screen_axes()
-        painter.setPen(QColor(240, 200, 90))
-        for vector, align in ((right, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
-                              (-right, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
-                              (up, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter),
-                              (-up, Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter)):
-            painter.drawText(inner, int(align), view_letters(vector))
-
     def resizeEvent(self, event) -> None:
-        if self._drag is None and self._camera_untouched:
-            self._fit_pending = True
+        self._nav.on_resize()
         if self.isVisible():  # a splitter or layout change: fast frames until it settles
             self._resize_timer.start()
         self.request_render()
         super().resizeEvent(event)
 
-    # ---- interaction --------------------------------------------------------------------------
-    def _interactive(self) -> bool:
-        return self._scene is not None and (self._prepared is not None or self._label_ctl.surfaces is not None)
-
+    # ---- interaction (the navigator's) ------------------------------------------------------------
     def mousePressEvent(self, event) -> None:
-        if not self._interactive() or self._drag is not None:
-            event.ignore()
-            return
-        if self._fit_pending:  # place the camera before the first move
-            width, height, _ = self._pixel_size()
-            self._fit_camera(width / height)
-            self._fit_pending = False
-        self._drag = (event.button(), event.position())
-        self._camera_untouched = False
-        event.accept()
+        self._nav.mouse_press(event)
 
     def mouseMoveEvent(self, event) -> None:
-        if self._drag is None:
-            event.ignore()
-            return
-        button, last = self._drag
-        pos = event.position()
-        dx, dy = pos.x() - last.x(), pos.y() - last.y()
-        self._drag = (button, pos)
-        if button == Qt.MouseButton.LeftButton:
-            self.rotate(dx, dy)
-        elif button == Qt.MouseButton.RightButton:
-            self.zoom(1.1 ** (-20.0 * dy / max(self.height(), 1)))
-        elif button == Qt.MouseButton.MiddleButton:
-            self.pan(dx, dy)
-        event.accept()
+        self._nav.mouse_move(event)
 
     def mouseReleaseEvent(self, event) -> None:
-        if self._drag is None or event.button() != self._drag[0]:
-            event.ignore()
-            return
-        self._drag = None
-        self.request_render()  # full quality
-        event.accept()
+        self._nav.mouse_release(event)
 
     def mouseDoubleClickEvent(self, event) -> None:
-        self._drag = None
-        self.double_clicked.emit()
-        event.accept()
+        self._nav.mouse_double_click(event)
 
     def wheelEvent(self, event) -> None:
-        if not self._interactive():
-            event.ignore()
-            return
-        self.zoom(1.1 ** (event.angleDelta().y() / 120.0))
-        event.accept()
+        self._nav.wheel(event)
 
     def keyPressEvent(self, event) -> None:
-        if event.key() == Qt.Key.Key_R and not event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
-            self.reset_camera()
-            event.accept()
-            return
-        super().keyPressEvent(event)
+        if not self._nav.key_press(event):
+            super().keyPressEvent(event)
 
-    def rotate(self, dx: float, dy: float) -> None:
-        """Trackball rotation for a drag of (dx, dy) widget pixels (x right, y down)."""
-        if not self._interactive():
-            return
-        camera = self._scene.camera
-        camera.Azimuth(-200.0 * dx / max(self.width(), 1))
-        camera.Elevation(200.0 * dy / max(self.height(), 1))
-        camera.OrthogonalizeViewUp()
-        self._camera_untouched = False
-        self.request_render()
-
-    def zoom(self, factor: float) -> None:
-        """Move the camera towards the focal point (``factor`` > 1 magnifies)."""
-        if not self._interactive() or factor <= 0:
-            return
-        camera = self._scene.camera
-        if camera.GetParallelProjection():
-            camera.Zoom(factor)
-        else:
-            camera.Dolly(factor)
-        self._camera_untouched = False
-        self.request_render()
-
-    def pan(self, dx: float, dy: float) -> None:
-        """Move the scene with the mouse by (dx, dy) widget pixels."""
-        if not self._interactive():
-            return
-        camera = self._scene.camera
-        right, up = self.screen_axes()
-        if camera.GetParallelProjection():
-            height_mm = 2 * camera.GetParallelScale()
-        else:
-            height_mm = 2 * camera.GetDistance() * math.tan(math.radians(camera.GetViewAngle() / 2))
-        shift = (-dx * right + dy * up) * height_mm / max(self.height(), 1)
-        camera.SetFocalPoint(*(np.asarray(camera.GetFocalPoint()) + shift))
-        camera.SetPosition(*(np.asarray(camera.GetPosition()) + shift))
-        self._camera_untouched = False
-        self.request_render()
+    @property
+    def is_dragging(self) -> bool:
+        """True while a mouse drag moves the camera."""
+        return self._nav.drag is not None
 
     def closeEvent(self, event) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            self._runner = None
+        self._volume_ctl.cancel()
         self._label_ctl.cancel()
         super().closeEvent(event)
