@@ -124,7 +124,7 @@ def test_thumbnails_are_private(tmp_path, umask):
 
     from medvision.core import run_job
     from medvision.io import scan
-    from medvision.ui.panels.series_browser import thumbnail_job
+    from medvision.ui.panels.series_thumbnails import thumbnail_job
 
     write_series(tmp_path / "ct", 3)
     series = scan(tmp_path / "ct").all_series()[0]

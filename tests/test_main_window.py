@@ -123,10 +123,10 @@ def test_cancelling_a_load_that_replaced_another_restores_the_last_complete_volu
                    {"modality": "CT"})
     release = threading.Event()
     try:
-        window._start_load(_held_load(other, release), "first")
+        window.loading.start_load(_held_load(other, release), "first")
         qtbot.waitUntil(lambda: window.viewer.volume.metadata.get("partial", False))
         # the user opens something else while the first is still loading, then cancels it
-        window._start_load(_held_load(other, release), "second")
+        window.loading.start_load(_held_load(other, release), "second")
         qtbot.waitUntil(lambda: window.viewer.volume.metadata.get("partial", False)
                         and window.viewer.volume is not complete)
         with qtbot.waitSignal(window.load_finished, timeout=10_000) as sig:
@@ -144,7 +144,7 @@ def test_a_preview_gets_a_window_from_its_decoded_slices_and_values_update(qtbot
     volume = Volume(mr, np.diag([1.0, 1.0, 2.0, 1.0]), None, {"modality": "MR"})
     release = threading.Event()
     try:
-        window._start_load(_held_load(volume, release), "mr")
+        window.loading.start_load(_held_load(volume, release), "mr")
         qtbot.waitUntil(lambda: window.viewer.volume is not None and window.viewer.volume.metadata.get("partial"))
         win = window.viewer.window
         assert window.viewer.window_name == "automatic" and 300 < win.center < 800 and win.width > 300

@@ -219,7 +219,7 @@ def _tree(model, parent=None) -> list:
 
 
 def _index_of(browser, predicate):
-    from medvision.ui.panels.series_browser import ROLE_INFO
+    from medvision.ui.panels.series_tree import ROLE_INFO
 
     model = browser.proxy
     stack = [model.index(r, 0) for r in range(model.rowCount())]
@@ -252,7 +252,7 @@ def test_add_path_shows_patients_studies_and_series(qtbot, make_browser, two_fol
     # the non-image row is greyed
     seg = _index_of(browser, lambda i: getattr(i, "kind", "") == "SEG")
     plain = _index_of(browser, lambda i: getattr(i, "description", "") == "plain")
-    assert seg.data(Qt.ItemDataRole.ForegroundRole).color() == browser._grey
+    assert seg.data(Qt.ItemDataRole.ForegroundRole).color() == browser.grey
     assert plain.data(Qt.ItemDataRole.ForegroundRole) is None
     # the first image series is selected and its study expanded
     first = result.all_series(images_only=True)[0]
@@ -333,7 +333,7 @@ def _image_series(browser) -> list:
 
 
 def test_thumbnails_are_made_lazily_and_cached_on_disk(qtbot, make_browser, two_folders, monkeypatch):
-    from medvision.ui.panels import series_browser as sb
+    from medvision.ui.panels import series_thumbnails as sb
 
     browser = make_browser()
     _scan(qtbot, browser, two_folders["root"])
@@ -405,7 +405,7 @@ def test_remove_from_list_and_rescan(qtbot, make_browser, two_folders):
 
 
 def sb_role():
-    from medvision.ui.panels.series_browser import ROLE_INFO
+    from medvision.ui.panels.series_tree import ROLE_INFO
 
     return ROLE_INFO
 
