@@ -14,7 +14,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QThreadPool
 from PySide6.QtGui import QImage, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
@@ -459,7 +459,10 @@ def test_large_volume_is_prepared_on_a_worker(make_view, qtbot):
     small = Volume(np.full((8, 8, 8), 500, np.int16), np.eye(4), metadata={"modality": "CT"})
     view.set_volume(vol)
     view.set_volume(small)
-    qtbot.wait(1500)
+    # until the cancelled preparation's worker has ended (superqt runs it on the global pool), then its
+    # queued signals: it must not replace the newer volume
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=30000)
+    qtbot.wait(50)
     assert view.prepared.source_shape == (8, 8, 8)
 
 
