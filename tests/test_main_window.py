@@ -393,3 +393,23 @@ def test_opening_another_study_while_one_loads_replaces_it(qtbot, window, tmp_pa
     assert results == [True]  # the replaced job ends silently
     assert window.viewer.volume.shape == (20, 512, 512)
     assert not window.job_status.isVisible()
+
+
+def test_a_new_window_fits_a_small_screen(qtbot, monkeypatch):
+    """Without a saved geometry the window opens at 1500 x 950, or within the screen's free area when
+    that is smaller (a 1366 x 768 laptop): no dock or status bar off the screen."""
+    from PySide6.QtCore import QRect
+    from PySide6.QtWidgets import QApplication
+
+    from medvision.ui.app.main_window import MainWindow
+    from medvision.ui.app.settings import Settings
+
+    screen = QApplication.primaryScreen()
+    for free in (QRect(0, 0, 1366, 728), QRect(0, 0, 2560, 1400)):
+        monkeypatch.setattr(type(screen), "availableGeometry", lambda _self, free=free: free)
+        win = MainWindow(Settings())
+        qtbot.addWidget(win)
+        size = win.size()
+        assert (size.width(), size.height()) == (min(1500, free.width()), min(950, free.height()))
+        win.annotating.annotation.discard_recovery()
+        win.close()

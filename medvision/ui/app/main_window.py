@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -62,7 +62,7 @@ class MainWindow(QMainWindow):
         self._shown_once = False
         self.setWindowTitle("medvision")
         self.setAcceptDrops(True)
-        self.resize(1500, 950)
+        self.resize(self.first_size())
 
         self.views = ViewsArea(self.viewer, self)
         self.setCentralWidget(self.views)
@@ -91,6 +91,16 @@ class MainWindow(QMainWindow):
         if self.settings.window_state:
             self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()))
         self.update_title()
+
+    @staticmethod
+    def first_size() -> QSize:
+        """1500 x 950, or the screen's free area where it is smaller (a 1366 x 768 laptop): the whole
+        window, its docks included, on the screen."""
+        screen = QApplication.primaryScreen()
+        if screen is None:
+            return QSize(1500, 950)
+        free = screen.availableGeometry()
+        return QSize(min(1500, free.width()), min(950, free.height()))
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
