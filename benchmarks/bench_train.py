@@ -241,8 +241,8 @@ def speed(args, workroot: Path) -> dict:
 
     from medvision.ai.package import Registry
     from medvision.ai.training.config import TrainConfig
-    from medvision.ai.training.data import normalize_for_training
     from medvision.ai.training.model import make_network
+    from medvision.ai.training.resample import normalize_for_training
     from medvision.ai.training.sampling import PatchSampler
 
     data = load_case("mricrop")

@@ -23,20 +23,11 @@ import torch
 from medvision.ai.package import ModelPackage, PackageError, Registry, sha256_of, user_dir, write_card
 from medvision.ai.training import checkpoint as ckpt
 from medvision.ai.training.config import TrainConfig, training_spacing
-from medvision.ai.training.data import (
-    CaseData,
-    TrainingData,
-    TrainingDataError,
-    files_sha256,
-    normalize_for_training,
-    region_split,
-    resample_image,
-    resample_labels,
-    resampled_shape,
-)
+from medvision.ai.training.data import CaseData, TrainingData, TrainingDataError, files_sha256, region_split
 from medvision.ai.training.finish import anonymous_cases
 from medvision.ai.training.job import train_job
 from medvision.ai.training.model import encoder_parameters, make_network
+from medvision.ai.training.resample import normalize_for_training, resample_image, resample_labels, resampled_shape
 from medvision.ai.training.sampling import PatchSampler
 from medvision.ai.training.task import init_head_from_priors
 from medvision.core.jobs import run_job

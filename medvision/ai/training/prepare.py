@@ -16,10 +16,11 @@ from ..inference.devices import pick_device
 from ..package import ModelPackage, Registry
 from .config import Run, TrainConfig, training_spacing
 from .conformed import is_conformed, prepare_conformed, validation_margin
-from .data import Part, Split, TrainingData, normalize_for_training, resample_image, resample_labels, resampled_shape
+from .data import Part, Split, TrainingData
 from .distributed import Group
 from .model import TrainNetwork, make_network, size_multiple
 from .progress import Reporter
+from .resample import normalize_for_training, resample_image, resample_labels, resampled_shape
 from .sampling import PatchSampler, fit_patch, lateralised
 from .task import SegmentationTask, init_head_from_priors
 
