@@ -26,6 +26,7 @@ from pydicom.dataelem import DataElement
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "dicom"
 SEED = 20261205
+FUZZ = 240  # random header mutations, beside the planted defects
 
 
 @dataclass
@@ -263,7 +264,7 @@ def _fuzzed(out: Path, sources: dict, count: int, seed: int = SEED) -> list[Muta
     return mutants
 
 
-def build(out: Path, *, fuzz: int = 120) -> list[Mutant]:
+def build(out: Path, *, fuzz: int = FUZZ) -> list[Mutant]:
     """Write the corpus under ``out``; empty when the real series are absent."""
     out.mkdir(parents=True, exist_ok=True)
     sources = {**_sources(), **_pydicom_sources(out / "sources")}

@@ -13,15 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .dicom_mutants import SHARED, build, classify, outcome
+from .dicom_mutants import FUZZ, SHARED, build, classify, outcome
 
 SECONDS = 60  # one mutant, at most
 PEAK_MB = 400  # Python and numpy memory of one mutant, at most (the undamaged CT takes about 40)
+SHARDS = 6  # the corpus in parts that the suite's workers share (each builds the corpus once, in about 2 s)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("mutants"), fuzz=120)
+    return build(tmp_path_factory.mktemp("mutants"), fuzz=FUZZ)
+
+
+def test_the_corpus_holds_a_few_hundred_mutants(corpus):
+    # pydicom's own files alone without ../shared
+    assert len(corpus) >= (FUZZ + 50 if SHARED.is_dir() else FUZZ + 10)
+    assert len({m.folder for m in corpus}) == len(corpus)
 
 
 def _bounded(mutant, tmp: Path) -> tuple[dict, float]:
@@ -55,12 +62,13 @@ def _array(path: Path) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_every_mutant_ends_cleanly_and_each_planted_defect_is_met_as_planned(corpus, tmp_path, capsys):
-    assert len(corpus) >= (170 if SHARED.is_dir() else 130)  # pydicom's own files alone without ../shared
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_every_mutant_ends_cleanly_and_each_planted_defect_is_met_as_planned(corpus, shard, tmp_path):
     counts: collections.Counter = collections.Counter()
     wrong = []
     originals: dict[Path, np.ndarray] = {}
-    for mutant in corpus:
+    part = corpus[shard::SHARDS]
+    for mutant in part:
         out = tmp_path / mutant.folder.name
         out.mkdir()
         result, peak = _bounded(mutant, out)
@@ -83,7 +91,8 @@ def test_every_mutant_ends_cleanly_and_each_planted_defect_is_met_as_planned(cor
             written = result["written"]
             if len(written) != 1 or not np.array_equal(_array(written[0]), originals[mutant.original]):
                 wrong.append(f"{mutant.name}: the volume differs from the undamaged series'")
-    print(f"mutants: tried {len(corpus)}, " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"mutants, part {shard + 1} of {SHARDS}: tried {len(part)}, "
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     assert not wrong, "\n".join(wrong)
     assert counts["crash"] == 0
 
