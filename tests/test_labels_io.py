@@ -53,6 +53,34 @@ def test_nifti_and_json_round_trip(tmp_path, totalseg):
     assert back.table[5].name == "liver" and back.table[5].locked and not back.table[1].visible
     nrrd = save_labels(lm, tmp_path / "case.seg.nrrd")
     assert np.array_equal(load_labels(nrrd).array, lm.array)
+    assert back.metadata["warnings"] == [] and load_labels(nrrd).metadata["warnings"] == []
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".seg.nrrd", ".mha"])
+def test_a_label_table_left_from_another_version_of_its_file_is_said(tmp_path, suffix):
+    """The table records its voxels' digest: read with the file it was saved with, nothing is said
+    (any format, any orientation, uint8 or uint16 values); with another version of the file (a save cut
+    short between the image and its table, a file replaced by hand) a warning says so, and the names stay."""
+    from medvision.core.labels import LabelTable
+
+    rng = np.random.default_rng(3)
+    for code, high in (("LPS", 5), ("RAS", 5), ("PIL", 300)):
+        array = rng.integers(0, high, (6, 7, 8)).astype(np.uint16)
+        grid = Volume(np.zeros((6, 7, 8), np.int16), np.diag([0.8, 0.9, 2.0, 1.0])).reoriented(code)
+        table = LabelTable.default_for(np.unique(array))
+        table[1].name = "kidney"
+        path = tmp_path / f"{code}{suffix}"
+        save_labels(LabelMap(array.reshape(grid.shape), grid.affine, table), path)
+        back = load_labels(path)
+        assert back.metadata["warnings"] == [] and back.table[1].name == "kidney", code
+        changed = back.array.copy()
+        changed[0, 0, 0] = 2 if changed[0, 0, 0] != 2 else 3
+        table_text = table_path_for(path).read_text()
+        save_labels(LabelMap(changed, back.affine, back.table), path)
+        table_path_for(path).write_text(table_text)  # the table of the version before
+        stale = load_labels(path)
+        assert len(stale.metadata["warnings"]) == 1 and "saved with another version" in stale.metadata["warnings"][0]
+        assert stale.table[1].name == "kidney"
 
 
 def test_itksnap_label_descriptions(tmp_path):

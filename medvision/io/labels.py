@@ -8,6 +8,8 @@ file when there is one, else an ITK-SNAP ``.label`` file of the same name, else 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -42,8 +44,19 @@ def save_labels(labels: LabelMap, path: str | os.PathLike, *, compress: bool = T
     path = Path(path)
     volume = Volume(labels.array, labels.affine, None, {})
     write_volume(volume, path, compress=compress, level=1 if fast else -1, private=private)
-    write_text(table_path_for(path), labels.table.to_json(), private=private)
+    # the table names the voxels it was written with: a table left from another version of the file
+    # (a crash between the two writes, a file replaced by hand) is said when it is read
+    table = json.loads(labels.table.to_json())
+    table["labels_sha256"] = voxels_sha256(labels.array)
+    write_text(table_path_for(path), json.dumps(table, indent=1), private=private)
     return path
+
+
+def voxels_sha256(array: np.ndarray) -> str:
+    """The digest of a label array's voxels ((z, y, x), as uint8 when its values allow, else uint16):
+    the same for the array saved and the array read back from any of the label formats."""
+    canonical = np.ascontiguousarray(array, dtype=np.uint8 if array.max(initial=0) <= 255 else np.uint16)
+    return hashlib.sha256(canonical.data).hexdigest()
 
 
 _ITKSNAP_LINE = re.compile(r'^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+(\d)\s+(\d)\s+"(.*)"\s*$')
@@ -67,13 +80,21 @@ def read_itksnap_labels(path: str | os.PathLike) -> LabelTable:
     return table
 
 
-def _find_table(path: Path) -> LabelTable | None:
+def _find_table(path: Path, array: np.ndarray, warnings: list[str]) -> LabelTable | None:
     json_path = table_path_for(path)
     if json_path.exists():
         try:
-            return LabelTable.from_json(json_path.read_text(encoding="utf-8"))
+            text = json_path.read_text(encoding="utf-8")
+            table = LabelTable.from_json(text)
+            data = json.loads(text)
         except (ValueError, KeyError, TypeError) as exc:
             raise MedvisionIOError(f"{json_path}: not a label table ({exc})") from exc
+        digest = data.get("labels_sha256") if isinstance(data, dict) else None
+        if isinstance(digest, str) and digest != voxels_sha256(array):
+            warnings.append(f"{json_path.name} was saved with another version of {path.name} (the file was "
+                            "changed after its label table, or the save was cut short): check the label names "
+                            "and colours")
+        return table
     stem = json_path.name[: -len(".labels.json")]
     for candidate in (path.with_name(stem + ".label"), path.with_name(stem + ".txt")):
         if candidate.exists():
@@ -117,6 +138,8 @@ def load_labels(path: str | os.PathLike, reference: Volume | None = None,
     if array.size and (array.min() < 0 or array.max() > 65535):
         raise UnsupportedDataError(f"{path}: values {array.min()}..{array.max()} are outside 0..65535")
     array = array.astype(np.uint8 if array.max(initial=0) <= 255 else np.uint16)
+    warnings: list[str] = []
+    found = None if table is not None else _find_table(path, array, warnings)
     affine = volume.affine
     placement = "as stored"
     if reference is not None:
@@ -124,10 +147,13 @@ def load_labels(path: str | os.PathLike, reference: Volume | None = None,
         affine = reference.affine
         if placement == "resampled":
             log.warning("%s: labels were on another grid and were resampled (nearest neighbour) onto the image", path)
-    table = table or _find_table(path) or LabelTable.default_for(np.unique(array))
+    table = table or found or LabelTable.default_for(np.unique(array))
     for v in np.unique(array):  # values present but missing from the table still get a row
         if v and int(v) not in table:
             table.add(value=int(v))
     lm = LabelMap(array, affine, table, name=path.name)
     lm.placement = placement
+    for w in warnings:
+        log.warning("%s", w)
+    lm.metadata["warnings"] = warnings
     return lm

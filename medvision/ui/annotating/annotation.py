@@ -352,7 +352,8 @@ class Annotation(QObject):
                 return
             self.case.open_labels(path, labels, self.viewer.volume)
             how = getattr(labels, "placement", "")
-            self.message.emit(f"labels opened: {path}" + (f" ({how})" if how and how != "same grid" else ""))
+            said = "".join(f"; warning: {w}" for w in labels.metadata.get("warnings") or [])
+            self.message.emit(f"labels opened: {path}" + (f" ({how})" if how and how != "same grid" else "") + said)
             if done:
                 done(True)
 
