@@ -40,7 +40,8 @@ class Mutant:
 
 
 #: pydicom's bundled files (always there): one file each, fuzzed and given planted size defects
-PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "rtdose.dcm")
+PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "rtdose.dcm",
+                 "MR_small_jpeg_ls_lossless.dcm", "JPGExtended.dcm")
 
 
 def _pydicom_sources(out: Path) -> dict[str, tuple[Path, int]]:
@@ -166,6 +167,13 @@ def _planted(out: Path, sources: dict) -> list[Mutant]:  # noqa: C901 - one bloc
         for i, mm in ((2, 50.0), (4, -30.0)):
             make(f"shifted-slice-{i}", "ct", lambda fs, i=i, mm=mm: _edit(fs[i], lambda ds: _shift(ds, mm)),
                  "warning", "off the line")
+    # a JPEG-LS codestream declared as JPEG lossless, a 12-bit extended JPEG declared as JPEG-LS: decoded as
+    # what they hold (their start-of-frame marker), equal to the undamaged file
+    for key, ts, name in (("pd-MR_small_jpeg_ls_lossless", "1.2.840.10008.1.2.4.70", "syntax-jls-says-jpeg"),
+                          ("pd-JPGExtended", "1.2.840.10008.1.2.4.80", "syntax-jpeg-says-jls")):
+        if key in sources:
+            make(name, key, lambda fs, ts=ts: [_edit(f, lambda ds: setattr(ds.file_meta, "TransferSyntaxUID", ts))
+                                               for f in fs], "warning", "codestream", equal=True)
     if "ge" in sources:
         make("bits-allocated-8", "ge",
              lambda fs: [_edit(f, _set(BitsAllocated=8, BitsStored=8, HighBit=7)) for f in fs], "error",

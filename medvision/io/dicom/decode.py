@@ -126,10 +126,41 @@ _RLE_TS = {"1.2.840.10008.1.2.5"}
 _FAMILY_TS = {"JPEG 2000": "1.2.840.10008.1.2.4.90", "RLE": "1.2.840.10008.1.2.5"}
 
 
-def family_syntax(family: str) -> str | None:
-    """The transfer syntax a codestream of ``family`` is decoded as when its file declares another family
-    (None: a codestream of that family is not decoded in place of the declared one)."""
+#: a JPEG codestream's start-of-frame marker -> the transfer syntax that decodes it (baseline, extended,
+#: lossless, JPEG-LS); arithmetic-coded and hierarchical frames have none
+_SOF_TS = {0xC0: "1.2.840.10008.1.2.4.50", 0xC1: "1.2.840.10008.1.2.4.51", 0xC3: "1.2.840.10008.1.2.4.70",
+           0xF7: "1.2.840.10008.1.2.4.80"}
+
+
+def family_syntax(family: str, head: bytes = b"") -> str | None:
+    """The transfer syntax a codestream of ``family`` (first bytes ``head``) is decoded as when its file
+    declares another family (None: a codestream of that family is not decoded in place of the declared
+    one). A JPEG or JPEG-LS codestream is decoded by the syntax of its start-of-frame marker."""
+    if family in ("JPEG", "JPEG-LS"):
+        return _SOF_TS.get(jpeg_frame_marker(head) or 0)
     return _FAMILY_TS.get(family)
+
+
+def jpeg_frame_marker(head: bytes) -> int | None:
+    """The start-of-frame marker (0xC0 ... 0xCF but DHT, JPG, DAC; 0xF7 for JPEG-LS) of a JPEG codestream,
+    read segment by segment from its start of image; None when ``head`` ends before one."""
+    if head[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 4 <= len(head):
+        if head[at] != 0xFF:
+            return None
+        marker = head[at + 1]
+        if marker == 0xFF:  # fill bytes
+            at += 1
+            continue
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7):
+            return marker
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+            at += 2
+            continue
+        at += 2 + int.from_bytes(head[at + 2:at + 4], "big")
+    return None
 
 
 def codestream_family(head: bytes) -> str | None:
@@ -137,7 +168,10 @@ def codestream_family(head: bytes) -> str | None:
     if head[:4] == b"\xff\x4f\xff\x51" or head[4:8] == b"jP  ":
         return "JPEG 2000"
     if head[:2] == b"\xff\xd8":
-        return "JPEG-LS" if b"\xff\xf7" in head[:64] else "JPEG"
+        marker = jpeg_frame_marker(head)
+        if marker is None:  # (the frame header lies past the bytes read)
+            return "JPEG-LS" if b"\xff\xf7" in head[:64] else "JPEG"
+        return "JPEG-LS" if marker == 0xF7 else "JPEG"
     if len(head) >= 8 and 1 <= int.from_bytes(head[:4], "little") <= 15 and int.from_bytes(head[4:8], "little") == 64:
         return "RLE"
     return None

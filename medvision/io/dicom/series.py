@@ -193,10 +193,11 @@ def _match_codestream(ds, ref: FileRef, frames: list) -> list:
     want = declared_family(p.transfer_syntax) if p.compressed else None
     if want is None:
         return frames
-    have = codestream_family(first_fragment_head(ds, ref))
+    head = first_fragment_head(ds, ref, 4096)
+    have = codestream_family(head)
     if have is None or have == want:
         return frames
-    syntax = family_syntax(have)
+    syntax = family_syntax(have, head)
     if syntax is None:
         raise PixelDataError(f"{ref}: the transfer syntax says {want}, but the pixel data is a {have} codestream; "
                              "it cannot be decoded reliably")
