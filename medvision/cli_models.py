@@ -156,6 +156,9 @@ def _cmd_models_show(args) -> int:
     prov = card.get("provenance") or {}
     if prov:
         print(f"  provenance: {json.dumps(prov)}")
+    print(f"  labels ({len(package.labels)}):")
+    for label in package.labels:
+        print(f"    {label.get('value'):>5}  {label.get('name')}")
     return 0
 
 

@@ -475,3 +475,14 @@ def test_zipped_medvision_package_is_imported_as_it_is(tmp_path):
 
 def test_staging_folders_live_in_the_user_cache():
     assert importers.staging_folder("x").parent == cache_dir() / "imports"
+
+
+def test_models_list_keeps_a_parcellation_to_one_short_line_and_show_lists_every_label(capsys):
+    from medvision.cli import main
+
+    assert main(["models", "list"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("brainchop-dkt-104 "))
+    assert len(line) < 400 and "(103 labels: medvision models show brainchop-dkt-104)" in line
+    assert main(["models", "show", "brainchop-dkt-104"]) == 0
+    out = capsys.readouterr().out
+    assert "labels (103):" in out and "  103  CC_Anterior" in out and "    1  ctx-lh-bankssts" in out

@@ -108,7 +108,10 @@ class ModelPackage:
         return list(self.card.get("labels") or [])
 
     def summary(self) -> str:
-        labels = ", ".join(str(la.get("name")) for la in self.labels)
+        names = [str(la.get("name")) for la in self.labels]
+        # a parcellation's hundred names would fill the screen: the first few and how many in all
+        labels = ", ".join(names) if len(names) <= 8 else (
+            ", ".join(names[:6]) + f" ... ({len(names)} labels: medvision models show {self.id})")
         where = "shipped" if self.shipped else "user"
         code = f"; {CODE_WARNING.upper()}" if self.contains_code else ""
         return (f"{self.id} {self.version}  {self.name}  [{self.card.get('task', '?')}, "
