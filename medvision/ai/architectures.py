@@ -1,5 +1,5 @@
 """Networks by the name a model card gives them: medvision's own (``deepbet.LinkNet3D``,
-``meshnet.MeshNet``) and any of
+``meshnet.MeshNet``, ``inpaint.GatedUNet25D``) and any of
 monai's (``monai.UNet``, ``monai.SegResNet``, ``monai.SwinUNETR`` ...) with the card's arguments."""
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ def _meshnet(args: dict[str, Any]):
     return meshnet.MeshNet(**args)
 
 
-_OWN = {"deepbet.LinkNet3D": _deepbet, "meshnet.MeshNet": _meshnet}
+def _inpaint(args: dict[str, Any]):
+    from .inpainting.network import InpaintingUNet
+
+    return InpaintingUNet(**args)
+
+
+_OWN = {"deepbet.LinkNet3D": _deepbet, "meshnet.MeshNet": _meshnet, "inpaint.GatedUNet25D": _inpaint}
 
 
 def known() -> list[str]:

@@ -64,7 +64,7 @@ CARD_SCHEMA: dict[str, Any] = {
         "architecture": _ARCHITECTURE,
         "weights": _WEIGHTS,
         "labels": {
-            "type": "array", "minItems": 1, "maxItems": 65535,
+            "type": "array", "maxItems": 65535,  # (at least one but for an inpainting model: below)
             "items": {"type": "object", "required": ["value"],
                       "properties": {"value": {"type": "integer", "minimum": 1, "maximum": 65535},
                                      "name": {"type": "string"}, "color": _COLOR}},
@@ -95,6 +95,9 @@ CARD_SCHEMA: dict[str, Any] = {
     },
     # any other part with its own weights (a localizer, a pre-model ...) is held to the same rules
     "additionalProperties": {"if": {"type": "object", "required": ["weights"]}, "then": _PART},
+    # a model that labels has labels; an inpainting model gives an image and has none
+    "if": {"properties": {"task": {"const": "inpainting"}}, "required": ["task"]},
+    "else": {"properties": {"labels": {"minItems": 1}}},
 }
 
 _validator = None

@@ -31,7 +31,7 @@ from .inference.prepare import load_networks, prepare_input, source_of
 from .inference.result import InferenceResult
 from .inference.run import run_network
 from .options import InferenceOptions
-from .package import ModelPackage
+from .package import ModelPackage, PackageError
 from .plausibility import implausibilities
 
 __all__ = ["InferenceOptions", "InferenceResult", "infer_job", "Attempt", "fallback_plan", "pick_device"]
@@ -41,6 +41,9 @@ def infer_job(package: ModelPackage, volume: Volume, options: InferenceOptions |
     """Job: run ``package`` on ``volume``; returns an :class:`InferenceResult`."""
     options = options or InferenceOptions()
     card = package.card
+    if card.get("task") == "inpainting":
+        raise PackageError(f"{package.id} is an inpainting model: it fills a region of the image "
+                           f"(medvision inpaint --model {package.id} IMAGE --mask MASK -o OUT)")
     notes = [f"warning: {w}" for w in package.suitability(volume)]
     t0 = time.perf_counter()
     loaded = yield from load_networks(package, options)

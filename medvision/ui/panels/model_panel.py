@@ -165,7 +165,8 @@ class ModelPanel(QWidget):
         from ...ai.package import Registry
 
         registry = Registry()
-        self.packages = registry.packages()
+        # the models this dock runs: those that label (an inpainting model is run by `medvision inpaint`)
+        self.packages = [p for p in registry.packages() if p.card.get("task") != "inpainting"]
         self.list.clear()
         for pkg in self.packages:
             item = QListWidgetItem(f"{pkg.name}  {pkg.version}" + ("  [contains code]" if pkg.contains_code else ""))

@@ -1,0 +1,131 @@
+"""Volumes as an inpainting model trains on and is measured on: intensities scaled by the percentiles
+of the voided image (the BraTS 2023 inpainting challenge's convention, here the 0.5th and 99.5th),
+and training samples of a slice, its neighbours and a hole of the kinds users make
+(:mod:`.holes`), cropped around the hole, at a random in-plane scale so that one model serves
+images of any pixel size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...core.volume import Volume
+from .holes import random_hole
+
+__all__ = ["InpaintVolume", "Sample", "intensity_range", "neighbours", "sample_batch"]
+
+LOW_Q, HIGH_Q = 0.005, 0.995
+
+
+def intensity_range(array: np.ndarray, hole: np.ndarray | None = None) -> tuple[float, float]:
+    """The (low, high) percentiles that scale ``array`` to about [0, 1], from the voxels outside
+    ``hole`` (the voided image): what the model is given and what its output is scaled back by."""
+    values = array[~hole] if hole is not None and hole.any() else array.ravel()
+    if values.size > 2_000_000:  # a regular subsample: the same percentiles to well under a grey level
+        values = values[:: values.size // 1_000_000]
+    low, high = np.quantile(values.astype(np.float32), [LOW_Q, HIGH_Q])
+    if not high > low:
+        high = low + 1.0
+    return float(low), float(high)
+
+
+def neighbours(z: int, depth: int, context: int) -> list[int]:
+    """The slice indices a 2.5D model sees for slice ``z``: ``context`` each side, repeated at the ends."""
+    return [min(max(z + k, 0), depth - 1) for k in range(-context, context + 1)]
+
+
+@dataclass
+class InpaintVolume:
+    """One training or test volume: scaled intensities (z, y, x), its spacing, where the body is (holes
+    are centred there) and, where it has them, labels (their structures make lesion-shaped holes)."""
+
+    name: str
+    array: np.ndarray  # float32, scaled
+    spacing_zyx: tuple[float, float, float]
+    body: np.ndarray
+    labels: np.ndarray | None = None
+
+    @classmethod
+    def from_volume(cls, volume: Volume, name: str, labels: np.ndarray | None = None) -> InpaintVolume:
+        frame = volume.frame(0) if volume.is_4d else volume
+        array = frame.array.astype(np.float32)
+        low, high = intensity_range(array)
+        scaled = (array - low) / (high - low)
+        body = scaled > 0.1
+        if body.mean() < 0.05:  # (an image without background: anywhere)
+            body = np.ones_like(body)
+        spacing = tuple(float(s) for s in frame.spacing[::-1])  # (x, y, z) -> (z, y, x)
+        return cls(name, np.ascontiguousarray(scaled), spacing, body, labels)
+
+
+@dataclass
+class Sample:
+    """A batch: ``slices`` and ``masks`` (B, 2 * context + 1, H, W; masks 1 in the hole), the centre
+    slice's truth (B, 1, H, W) and each sample's hole kind."""
+
+    slices: torch.Tensor
+    masks: torch.Tensor
+    kinds: list[str]
+
+    @property
+    def target(self) -> torch.Tensor:
+        c = self.slices.shape[1] // 2
+        return self.slices[:, c:c + 1]
+
+    @property
+    def hole(self) -> torch.Tensor:
+        c = self.masks.shape[1] // 2
+        return self.masks[:, c:c + 1]
+
+
+def _crop_at(plane: np.ndarray, cy: int, cx: int, size: int) -> np.ndarray:
+    """``size`` x ``size`` around (cy, cx) of the last two axes, padded with edge values where it leaves."""
+    h, w = plane.shape[-2:]
+    y0, x0 = cy - size // 2, cx - size // 2
+    pad = ((0, 0),) * (plane.ndim - 2) + ((max(0, -y0), max(0, y0 + size - h)), (max(0, -x0), max(0, x0 + size - w)))
+    if any(p != (0, 0) for p in pad):
+        plane = np.pad(plane, pad, mode="edge")
+        y0, x0 = y0 + pad[-2][0], x0 + pad[-1][0]
+    return plane[..., y0:y0 + size, x0:x0 + size]
+
+
+def _one(vol: InpaintVolume, rng: np.random.Generator, crop: int, context: int, kind: str | None,
+         zoom: float) -> tuple[np.ndarray, np.ndarray, str]:
+    """One sample: (slices, masks, kind), each (2 * context + 1, crop, crop)."""
+    spacing = (vol.spacing_zyx[0], vol.spacing_zyx[1] / zoom, vol.spacing_zyx[2] / zoom)
+    hole, got = random_hole(vol.array.shape, spacing, rng, kind=kind, inside=vol.body, labels=vol.labels)
+    if not hole.any():  # (a label structure can be absent from a crop: never, but a zero-size draw)
+        hole, got = random_hole(vol.array.shape, spacing, rng, kind="blob", inside=vol.body)
+    zs = np.flatnonzero(hole.any(axis=(1, 2)))
+    z = int(zs[rng.integers(zs.size)])
+    ys, xs = np.nonzero(hole[z])
+    cy, cx = int(round(ys.mean())), int(round(xs.mean()))
+    span = int(np.ceil(crop / zoom))
+    index = neighbours(z, vol.array.shape[0], context)
+    slices = _crop_at(vol.array[index], cy, cx, span)
+    masks = _crop_at(hole[index].astype(np.float32), cy, cx, span)
+    if span != crop:
+        s = F.interpolate(torch.from_numpy(np.ascontiguousarray(slices))[None], (crop, crop), mode="bilinear",
+                          align_corners=False)[0].numpy()
+        m = F.interpolate(torch.from_numpy(np.ascontiguousarray(masks))[None], (crop, crop), mode="nearest")[0].numpy()
+        slices, masks = s, m
+    if rng.random() < 0.5:  # left-right flips: anatomy is roughly symmetric
+        slices, masks = slices[..., ::-1], masks[..., ::-1]
+    return np.ascontiguousarray(slices), np.ascontiguousarray(masks), got
+
+
+def sample_batch(volumes: list[InpaintVolume], rng: np.random.Generator, batch: int, crop: int = 128,
+                 context: int = 1, kind: str | None = None, zoom_range: tuple[float, float] = (0.6, 1.6)) -> Sample:
+    """A batch of training samples: each from a volume drawn at random, at an in-plane scale drawn
+    log-uniformly from ``zoom_range`` (1: the volume's own pixels)."""
+    parts = []
+    for _ in range(batch):
+        vol = volumes[int(rng.integers(len(volumes)))]
+        zoom = float(np.exp(rng.uniform(np.log(zoom_range[0]), np.log(zoom_range[1]))))
+        parts.append(_one(vol, rng, crop, context, kind, zoom))
+    slices = torch.from_numpy(np.stack([p[0] for p in parts]))
+    masks = torch.from_numpy(np.stack([(p[1] > 0.5).astype(np.float32) for p in parts]))
+    return Sample(slices, masks, [p[2] for p in parts])

@@ -1,0 +1,179 @@
+"""Running an inpainting package on a volume and a region, as a job (progress, cancel).
+
+The region's slices are filled one by one from the slice and its neighbours (the region voided in
+each), on a crop around the region, with intensities scaled by the voided image's percentiles and
+scaled back; the result is composited so that every voxel outside the region keeps its exact value
+(and the volume its dtype). The result is a new volume: the original is never changed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ...core.jobs import Progress
+from ...core.volume import Volume
+from .. import memory
+from ..inference.devices import pick_device
+from ..package import ModelPackage, PackageError
+from .data import intensity_range, neighbours
+from .network import network_input
+
+__all__ = ["InpaintOptions", "InpaintResult", "InpaintError", "inpaint_job", "check_region", "canonical_code",
+           "in_dtype", "MAX_SHARE"]
+
+#: a region over more than this share of the image is refused: there would be too little left to fill it from
+MAX_SHARE = 0.5
+#: image around the region the network sees, in pixels each side (at least)
+MARGIN = 64
+
+
+class InpaintError(ValueError):
+    """A region or an image that cannot be inpainted, said in one sentence."""
+
+
+@dataclass
+class InpaintOptions:
+    device: str = "auto"
+    frame: int = 0  # of a 4D series
+    batch: int = 4  # slices at once
+
+
+@dataclass
+class InpaintResult:
+    volume: Volume  # the filled image (the frame filled, for a 4D series)
+    #: float32 (z, y, x): filled minus original, 0 outside the region
+    difference: np.ndarray
+    device: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_region(mask: np.ndarray, shape) -> np.ndarray:
+    """The region as a boolean (z, y, x) array on the image's grid, or :class:`InpaintError` saying why not."""
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape):
+        raise InpaintError(f"the region is {mask.shape[::-1]} voxels but the image is {tuple(shape)[::-1]}: "
+                           "it must lie on the image's grid")
+    mask = mask != 0
+    if not mask.any():
+        raise InpaintError("the region is empty: paint or choose the part of the image to fill")
+    share = float(mask.mean())
+    if share > MAX_SHARE:
+        raise InpaintError(f"the region covers {100 * share:.0f} % of the image; inpainting needs most of the image "
+                           f"around it (at most {100 * MAX_SHARE:.0f} %)")
+    return mask
+
+
+def canonical_code(volume: Volume) -> str:
+    """The orientation the model fills a volume in: its acquisition plane kept (the slice axis stays the
+    slice axis), the in-plane axes and the slice direction as a radiologist displays them (axial: x to
+    the left, y posterior, z superior; coronal: x left, y inferior, z posterior; sagittal: x posterior,
+    y inferior, z left), so that a volume stored with its axes flipped or swapped in-plane gives the
+    same fill."""
+    slice_axis = volume.orientation[2]
+    return "LPS" if slice_axis in "SI" else "LIP" if slice_axis in "AP" else "PIL"
+
+
+def _crop_box(mask: np.ndarray, margin: int, multiple: int) -> tuple[slice, slice]:
+    """The in-plane box of the region over all slices, widened by ``margin`` and to a multiple of ``multiple``."""
+    rows = np.flatnonzero(mask.any(axis=(0, 2)))
+    cols = np.flatnonzero(mask.any(axis=(0, 1)))
+    box = []
+    for hit, n in ((rows, mask.shape[1]), (cols, mask.shape[2])):
+        lo, hi = max(0, int(hit[0]) - margin), min(n, int(hit[-1]) + 1 + margin)
+        extra = (-(hi - lo)) % multiple
+        grow_hi = min(extra, n - hi)
+        lo, hi = max(0, lo - (extra - grow_hi)), hi + grow_hi
+        box.append(slice(lo, hi))
+    return box[0], box[1]
+
+
+def _fill_slices(net, scaled: np.ndarray, mask: np.ndarray, zs: list[int], context: int, multiple: int,
+                 device: str) -> np.ndarray:
+    """The network's fill (scaled intensities) of slices ``zs`` of the cropped arrays, (len(zs), h, w)."""
+    depth = scaled.shape[0]
+    idx = [neighbours(z, depth, context) for z in zs]
+    slices = torch.from_numpy(np.stack([scaled[i] for i in idx])).float()
+    masks = torch.from_numpy(np.stack([mask[i] for i in idx]).astype(np.float32))
+    x, (h, w) = network_input(slices, masks, multiple)
+    with torch.inference_mode():
+        out = net(x.to(device)).float()[..., :h, :w].cpu()
+    return out[:, 0].numpy()
+
+
+def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, options: InpaintOptions | None = None):
+    """Job: fill ``region`` (a mask on ``volume``'s grid) with ``package``; returns an :class:`InpaintResult`."""
+    options = options or InpaintOptions()
+    t0 = time.perf_counter()
+    if package.card.get("task") != "inpainting":
+        raise PackageError(f"{package.id} is a {package.card.get('task')} model, not an inpainting one")
+    notes = [f"warning: {w}" for w in package.suitability(volume)]
+    frame = volume
+    if volume.is_4d:
+        frame = volume.frame(options.frame)
+        notes.append(f"a 4D series: frame {options.frame + 1} of {volume.array.shape[0]} filled")
+    mask = check_region(region, frame.shape)
+    stored = frame.orientation
+    code = canonical_code(frame)
+    if code != stored:  # (exact: axes permuted and flipped, no interpolation)
+        mask = Volume(mask.view(np.uint8), frame.affine, None, {}).reoriented(code).array.astype(bool)
+        frame = frame.reoriented(code)
+    yield Progress("loading the model", 0, 0, package.name)
+    device = pick_device(options.device)
+    net = package.network(device=device)
+    spec = package.card.get("input") or {}
+    context, multiple = int(spec.get("context", 1)), int(spec.get("multiple", 8))
+    seconds = {"load": time.perf_counter() - t0}
+    original = frame.array
+    low, high = intensity_range(original, mask)
+    rows, cols = _crop_box(mask, MARGIN, multiple)
+    scaled = ((original[:, rows, cols].astype(np.float32) - low) / (high - low))
+    sub_mask = mask[:, rows, cols]
+    zs = [int(z) for z in np.flatnonzero(sub_mask.any(axis=(1, 2)))]
+    result = original.copy()
+    t1 = time.perf_counter()
+    for k in range(0, len(zs), max(1, options.batch)):
+        part = zs[k:k + options.batch]
+        yield Progress("inpainting", k, len(zs), f"slice {part[0] + 1} of {frame.shape[0]}")
+        try:
+            out = _fill_slices(net, scaled, sub_mask, part, context, multiple, device)
+        except Exception as exc:
+            if device == "cpu" or not memory.is_out_of_memory(exc):
+                raise
+            notes.append("out of GPU memory: ran on the CPU")
+            net, device = net.to("cpu"), "cpu"
+            memory.release_gpu_memory()
+            out = _fill_slices(net, scaled, sub_mask, part, context, multiple, device)
+        for z, plane in zip(part, out, strict=True):
+            hole = sub_mask[z]
+            view = result[z, rows, cols]  # (a view: written in place)
+            view[hole] = in_dtype(plane[hole] * (high - low) + low, original.dtype)
+    seconds["inpaint"] = time.perf_counter() - t1
+    difference = np.zeros(original.shape, np.float32)
+    difference[mask] = result[mask].astype(np.float32) - original[mask].astype(np.float32)
+    metadata = dict(frame.metadata)
+    metadata["derived"] = {"kind": "inpainted", "model": package.id, "version": package.version,
+                           "voxels": int(mask.sum())}
+    filled = Volume(result, frame.affine, frame.frame_of_reference_uid, metadata)
+    if code != stored:  # back to the grid the image is stored on
+        filled = filled.reoriented(stored)
+        difference = Volume(difference, frame.affine, None, {}).reoriented(stored).array
+        filled = Volume(np.ascontiguousarray(filled.array), filled.affine, filled.frame_of_reference_uid,
+                        filled.metadata)
+    seconds["total"] = time.perf_counter() - t0
+    if device == "cuda":
+        net.to("cpu")
+        memory.release_gpu_memory()
+    yield Progress("inpainting", len(zs), len(zs))
+    return InpaintResult(filled, np.ascontiguousarray(difference), device, seconds, notes)
+
+
+def in_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Filled values in the image's own dtype: rounded and clipped to its range for integers."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)

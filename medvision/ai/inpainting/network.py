@@ -1,0 +1,94 @@
+"""The inpainting networks: a 2.5D U-Net generator with gated convolutions and a dilated bottleneck,
+and a PatchGAN discriminator (monai's ``PatchDiscriminator`` with spectral normalisation).
+
+The generator sees a slice and its ``context`` neighbours on each side, the hole set to 0 in each,
+and their masks (1 in the hole): ``2 * (2 * context + 1)`` channels. It predicts the centre slice;
+:func:`composite` keeps every voxel outside the hole exactly as it was (``m * G + (1 - m) * x``).
+Gated convolutions (Yu et al., "Free-form image inpainting with gated convolution", ICCV 2019) let
+each layer learn where its input is valid; the dilated bottleneck reaches across large holes.
+Written here from the paper, no code or weights taken from elsewhere."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["GatedConv", "InpaintingUNet", "composite", "make_discriminator", "network_input"]
+
+
+class GatedConv(nn.Module):
+    """``act(features) * sigmoid(gate)``: one convolution gives both halves."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, 2 * cout, kernel, stride, padding=dilation * (kernel // 2), dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, gate = self.conv(x).chunk(2, dim=1)
+        return F.elu(features) * torch.sigmoid(gate)
+
+
+class InpaintingUNet(nn.Module):
+    """The generator: (B, 2 * (2 * context + 1), H, W) -> (B, 1, H, W), H and W multiples of
+    ``2 ** levels`` (:func:`network_input` pads them)."""
+
+    def __init__(self, context: int = 1, base: int = 32, levels: int = 3, dilations=(2, 4, 8, 16)) -> None:
+        super().__init__()
+        self.context, self.levels = int(context), int(levels)
+        slices = 2 * self.context + 1
+        self.stem = GatedConv(2 * slices, base, 5)
+        self.down = nn.ModuleList()
+        c = base
+        for _ in range(self.levels):
+            self.down.append(nn.Sequential(GatedConv(c, 2 * c, 3, stride=2), GatedConv(2 * c, 2 * c, 3)))
+            c *= 2
+        self.bottleneck = nn.Sequential(*[GatedConv(c, c, 3, dilation=int(d)) for d in dilations])
+        self.up = nn.ModuleList()
+        for _ in range(self.levels):
+            self.up.append(nn.Sequential(GatedConv(c + c // 2, c // 2, 3), GatedConv(c // 2, c // 2, 3)))
+            c //= 2
+        self.head = nn.Conv2d(c, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        y = self.bottleneck(skips.pop())
+        for block in self.up:
+            skip = skips.pop()
+            y = F.interpolate(y, size=skip.shape[-2:], mode="nearest")
+            y = block(torch.cat([y, skip], dim=1))
+        return self.head(y)
+
+
+def network_input(slices: torch.Tensor, masks: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The generator's input from ``slices`` and ``masks`` (B, 2 * context + 1, H, W; masks 1 in the hole):
+    the hole set to 0, the masks appended, padded at the bottom and right (reflect) to multiples of
+    ``multiple``; returns it and the (H, W) to crop the output back to."""
+    h, w = slices.shape[-2:]
+    x = torch.cat([slices * (1 - masks), masks], dim=1)
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+def composite(image: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mask * generated + (1 - mask) * image``: the image itself outside the hole."""
+    return torch.where(mask > 0.5, generated, image)
+
+
+def make_discriminator(channels: int = 32, layers: int = 3, in_channels: int = 2) -> nn.Module:
+    """monai's PatchDiscriminator (2D, leaky ReLU, instance norm) with spectral normalisation on every
+    convolution; it takes the (composited) slice and its mask and returns its layers' outputs, the
+    last being the patch scores (feature matching uses the others)."""
+    from monai.networks.nets import PatchDiscriminator
+
+    net = PatchDiscriminator(spatial_dims=2, channels=channels, in_channels=in_channels, out_channels=1,
+                             num_layers_d=layers, norm="INSTANCE", bias=True)
+    for module in list(net.modules()):
+        if isinstance(module, nn.Conv2d):
+            nn.utils.parametrizations.spectral_norm(module)
+    return net

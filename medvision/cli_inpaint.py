@@ -1,0 +1,88 @@
+"""``medvision inpaint``: fill a region of an image with an inpainting model and write the result as a
+new, derived image (never over the original), with a JSON sidecar that says so."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+#: what a derived image's sidecar says it is (as the DICOM attributes of a derived series would)
+IMAGE_TYPE = ["DERIVED", "SECONDARY"]
+
+
+def _fail(message: str) -> int:
+    print(f"medvision: {message}", file=sys.stderr)
+    return 2
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("inpaint", help="fill a region of an image with an inpainting model; writes a new image")
+    p.add_argument("input", help="the image: DICOM folder, zip or file; NIfTI/NRRD/MHA file")
+    p.add_argument("--model", required=True, help="an inpainting model's id (see `medvision models list`)")
+    p.add_argument("--mask", required=True, help="the region to fill: a label file on the image (NIfTI/NRRD/MHA, "
+                                                  "DICOM SEG); every non-zero voxel is filled")
+    p.add_argument("-o", "--output", required=True, help="the filled image to write: .nii.gz, .nii, .nrrd or .mha "
+                                                         "(with OUT.json beside it saying what was done)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--series", help="series when INPUT holds several")
+    p.add_argument("--frame", type=int, default=1, help="the frame of a 4D series to fill (1 = the first)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_inpaint)
+
+
+def _cmd_inpaint(args) -> int:
+    from .ai.inpainting.infer import InpaintError, InpaintOptions, inpaint_job
+    from .ai.package import PackageError, Registry
+    from .cli_common import run_with_progress
+    from .io.api import load_job
+    from .io.labels import load_labels
+    from .io.volumes import is_volume_file, write_volume
+
+    out = Path(args.output)
+    if not is_volume_file(out):
+        return _fail(f"{out}: give a .nii.gz, .nii, .nrrd or .mha file to write the filled image to")
+    if out.resolve() == Path(args.input).resolve():
+        return _fail("the filled image is written as a new file, never over its original: give another -o")
+    try:
+        package = Registry().get(args.model)
+        if package.card.get("task") != "inpainting":
+            return _fail(f"{package.id} is a {package.card.get('task')} model (medvision infer runs it); "
+                         "inpainting models: " + ", ".join(p.id for p in Registry().packages()
+                                                           if p.card.get("task") == "inpainting"))
+        volume = run_with_progress(load_job(args.input, series=args.series) if args.series else load_job(args.input),
+                                   args.quiet)
+        if isinstance(volume, list):
+            volume = volume[0]
+        frame = volume.frame(args.frame - 1) if volume.is_4d else volume
+        labels = load_labels(args.mask, reference=frame)
+        if labels.placement == "resampled":
+            print("note: the mask was on another grid and was resampled onto the image (nearest neighbour)",
+                  file=sys.stderr)
+        for warning in package.suitability(volume):
+            print(f"warning: {warning}", file=sys.stderr)
+        options = InpaintOptions(device=args.device, frame=args.frame - 1)
+        result = run_with_progress(inpaint_job(package, volume, labels.array != 0, options), args.quiet)
+    except InpaintError as exc:
+        return _fail(f"{args.mask}: {exc}")
+    except (PackageError, RuntimeError, ValueError) as exc:
+        return _fail(str(exc))
+    write_volume(result.volume, out)
+    sidecar = out.with_name(out.name.split(".")[0] + ".json")
+    filled = int((labels.array != 0).sum())
+    sidecar.write_text(json.dumps({
+        "ImageType": IMAGE_TYPE,
+        "DerivationDescription": f"AI inpainted ({package.id} {package.version}): {filled} voxels of the region "
+                                 f"{Path(args.mask).name} filled; every other voxel is the source image's",
+        "Source": str(args.input), "Region": str(args.mask), "Model": package.id, "ModelVersion": package.version,
+        "InpaintedVoxels": filled, "Synthetic": True}, indent=1))
+    if not args.quiet:
+        change = float(abs(result.difference[labels.array != 0]).mean())
+        print(f"{package.id} on {result.device}: {filled} voxels filled (mean change {change:.1f}); "
+              f"{result.seconds['total']:.1f} s -> {out} (+ {sidecar.name})")
+    for note in result.notes:
+        if not note.startswith("warning:"):  # (the warnings were said before the run)
+            print(note)
+    return 0

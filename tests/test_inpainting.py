@@ -1,0 +1,249 @@
+"""Inpainting: the holes users make (sizes in mm at any spacing), the generator and discriminator, the
+job on a package (exact grid in any storage order, every voxel outside the region bit-identical, the
+image's dtype kept), the region's checks, the `medvision inpaint` command and its refusals, a short
+training run that writes a package the registry accepts and that learns, and the guards that keep an
+inpainting model out of `infer` and the Models dock."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from medvision.ai.inpainting.holes import KINDS, equivalent_diameter_mm, random_hole, size_bin
+from medvision.ai.inpainting.infer import MAX_SHARE, InpaintError, InpaintOptions, canonical_code, inpaint_job
+from medvision.ai.inpainting.metrics import hole_ssim, masked_mae, masked_psnr, texture_ratio, through_plane_ratio
+from medvision.ai.inpainting.network import InpaintingUNet, composite, make_discriminator, network_input
+from medvision.ai.package import PackageError, Registry
+from medvision.core.jobs import run_job
+from medvision.core.volume import Volume
+
+
+def _phantom(shape=(12, 60, 70), spacing=(2.0, 0.8, 0.9), dtype=np.int16) -> Volume:
+    """A CT-like phantom: a body ellipse with a brighter disc and some texture."""
+    rng = np.random.default_rng(1)
+    _, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    body = ((y - shape[1] / 2) / (shape[1] * 0.42)) ** 2 + ((x - shape[2] / 2) / (shape[2] * 0.45)) ** 2 < 1
+    array = np.where(body, 40, -1000).astype(np.float32) + rng.normal(0, 8, shape)
+    array[((y - 25) ** 2 + (x - 30) ** 2 < 60)] += 200
+    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+    affine[:3, 3] = (-20, -30, 50)
+    return Volume(np.rint(array).astype(dtype), affine, "1.2.3", {"modality": "CT"})
+
+
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory):
+    """A small randomly initialised generator written as a package (the job and the checks do not depend on
+    what it learnt)."""
+    from medvision.ai.inpainting.train import InpaintTrainConfig, export_package
+
+    torch.manual_seed(0)
+    g = InpaintingUNet(context=1, base=4, levels=2, dilations=(2,))
+    cfg = InpaintTrainConfig(train=["a"], held_out=["b"], modality="CT", new_id="tiny-inpaint", base=4, levels=2,
+                             dilations=(2,))
+    root = tmp_path_factory.mktemp("models")
+    export_package(cfg, {"generator": g.state_dict(), "steps": 0, "minutes": 0.0, "history": []}, root)
+    return Registry([root]).get("tiny-inpaint")
+
+
+# ---- holes -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "label"])
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (3.0, 0.5, 0.5), (6.5, 0.78, 0.78)])
+def test_holes_have_the_size_asked_in_mm_at_any_spacing(kind, spacing):
+    shape = (40, 200, 200)
+    for seed, size in enumerate((6.0, 20.0, 45.0)):
+        rng = np.random.default_rng(seed)
+        inside = np.zeros(shape, bool)
+        inside[20, 100, 100] = True  # centred in the middle
+        mask, got = random_hole(shape, spacing, rng, kind=kind, size_mm=size, inside=inside)
+        assert got == kind and mask.any()
+        z = int(np.flatnonzero(mask.any(axis=(1, 2)))[len(np.flatnonzero(mask.any(axis=(1, 2)))) // 2])
+        extent = max(equivalent_diameter_mm(mask[k], spacing[1:]) for k in range(shape[0]))
+        assert 0.45 * size <= extent <= 1.6 * size + 2 * max(spacing[1:]), (kind, spacing, size, extent)
+        assert mask[z].any()
+        again, _ = random_hole(shape, spacing, np.random.default_rng(seed), kind=kind, size_mm=size, inside=inside)
+        assert np.array_equal(again, mask)  # the same seed, the same hole
+
+
+def test_label_holes_take_a_structure_and_size_bins():
+    labels = np.zeros((10, 50, 50), np.uint8)
+    labels[3:6, 10:20, 10:20] = 4
+    mask, kind = random_hole(labels.shape, (1.0, 1.0, 1.0), np.random.default_rng(0), kind="label", size_mm=20,
+                             labels=labels)
+    assert kind == "label" and np.array_equal(mask, labels == 4)
+    plane = np.zeros((100, 100), bool)
+    plane[10:15, 10:14] = True
+    assert size_bin(plane, (1.0, 1.0)) == "<10 mm" and size_bin(plane, (3.0, 3.0)) == "10-30 mm"
+    assert size_bin(plane, (8.0, 8.0)) == ">30 mm"
+
+
+# ---- networks and metrics --------------------------------------------------------------------------------
+def test_generator_takes_any_size_and_compositing_keeps_the_rest_bit_identical():
+    g = InpaintingUNet(context=1, base=4, levels=3, dilations=(2, 4))
+    slices = torch.rand(2, 3, 37, 50)
+    masks = torch.zeros(2, 3, 37, 50)
+    masks[:, :, 10:20, 12:30] = 1
+    x, (h, w) = network_input(slices, masks, 8)
+    assert x.shape == (2, 6, 40, 56) and (h, w) == (37, 50)
+    assert torch.all(x[:, :3][:, :, 10:20, 12:30] == 0)  # the hole is voided in the input
+    out = g(x)[..., :h, :w]
+    filled = composite(slices[:, 1:2], out, masks[:, 1:2])
+    outside = masks[:, 1:2] == 0
+    assert torch.equal(filled[outside], slices[:, 1:2][outside]) and not torch.equal(filled, slices[:, 1:2])
+    scores = make_discriminator(channels=8)(torch.cat([filled, masks[:, 1:2]], 1))
+    assert len(scores) >= 3 and scores[-1].shape[:2] == (2, 1)
+
+
+def test_metrics_on_known_cases():
+    truth = torch.rand(32, 32)
+    mask = torch.zeros(32, 32)
+    mask[8:20, 8:20] = 1
+    assert math.isinf(masked_psnr(truth, truth, mask)) and masked_mae(truth, truth, mask) == 0
+    off = truth.clone()
+    off[mask > 0] += 0.1
+    assert masked_psnr(off.clamp(0, 1), truth, mask) > 19 and hole_ssim(truth, truth, mask) == pytest.approx(1.0)
+    blurred = torch.full_like(truth, 0.5)
+    assert texture_ratio(blurred, truth, mask) < 0.05 and texture_ratio(truth, truth, mask) == pytest.approx(1.0)
+    stack = torch.rand(4, 16, 16)
+    m3 = torch.ones(4, 16, 16)
+    assert through_plane_ratio(stack, stack, m3) == pytest.approx(1.0)
+
+
+# ---- the job -------------------------------------------------------------------------------------------
+def _region(volume: Volume) -> np.ndarray:
+    mask = np.zeros(volume.shape, bool)
+    mask[4:8, 20:34, 25:40] = True
+    return mask
+
+
+def test_the_job_fills_only_the_region_keeps_the_dtype_and_is_the_same_in_any_storage_order(tiny_package):
+    volume = _phantom()
+    region = _region(volume)
+    result = run_job(inpaint_job(tiny_package, volume, region, InpaintOptions(device="cpu")))
+    out = result.volume
+    assert out.same_grid(volume) and out.array.dtype == volume.array.dtype
+    assert np.array_equal(out.array[~region], volume.array[~region])  # bit-identical outside
+    assert not np.array_equal(out.array[region], volume.array[region])
+    assert np.array_equal(result.difference[~region], np.zeros(int((~region).sum()), np.float32))
+    assert np.allclose(result.difference[region], out.array[region].astype(np.float32) - volume.array[region])
+    assert out.metadata["derived"]["model"] == "tiny-inpaint" and volume.metadata.get("derived") is None
+    # stored with flipped and swapped in-plane axes, or the slice direction reversed: the same fill in patient space
+    for code in ("RAS", "PLI", "RPS"):
+        moved = volume.reoriented(code)
+        moved_region = Volume(region.view(np.uint8), volume.affine, None, {}).reoriented(code).array.astype(bool)
+        again = run_job(inpaint_job(tiny_package, moved, moved_region, InpaintOptions(device="cpu"))).volume
+        assert again.same_grid(moved), code
+        back = again.reoriented(volume.orientation)
+        assert np.array_equal(back.array, out.array), code
+    assert canonical_code(volume.reoriented("PSL")) == "PIL" and canonical_code(volume.reoriented("LAI")) == "LPS"
+
+
+def test_float_images_and_4d_series(tiny_package):
+    volume = _phantom(dtype=np.int16)
+    flt = Volume(volume.array.astype(np.float32) * 0.5, volume.affine, None, {"modality": "CT"})
+    region = _region(volume)
+    out = run_job(inpaint_job(tiny_package, flt, region, InpaintOptions(device="cpu"))).volume
+    assert out.array.dtype == np.float32 and np.array_equal(out.array[~region], flt.array[~region])
+    four = Volume(np.stack([volume.array, volume.array + 5]), volume.affine, None, {"modality": "CT"})
+    result = run_job(inpaint_job(tiny_package, four, region, InpaintOptions(device="cpu", frame=1)))
+    assert result.volume.shape == volume.shape and "frame 2 of 2" in " ".join(result.notes)
+    assert np.array_equal(result.volume.array[~region], four.array[1][~region])
+
+
+def test_bad_regions_and_models_are_refused_in_one_sentence(tiny_package):
+    volume = _phantom()
+    with pytest.raises(InpaintError, match="empty"):
+        run_job(inpaint_job(tiny_package, volume, np.zeros(volume.shape, bool)))
+    big = np.zeros(volume.shape, bool)
+    big[:, :, : int(volume.shape[2] * (MAX_SHARE + 0.1))] = True
+    with pytest.raises(InpaintError, match="covers"):
+        run_job(inpaint_job(tiny_package, volume, big))
+    with pytest.raises(InpaintError, match="grid"):
+        run_job(inpaint_job(tiny_package, volume, np.ones((3, 3, 3), bool)))
+    mr = Volume(volume.array, volume.affine, None, {"modality": "MR"})
+    result = run_job(inpaint_job(tiny_package, mr, _region(volume), InpaintOptions(device="cpu")))
+    assert any("made for CT" in n for n in result.notes)  # another modality: a warning
+    # a segmentation model is not an inpainting one, and the other way round
+    seg = Registry().get("deepbet-t1-brain")
+    with pytest.raises(PackageError, match="not an inpainting"):
+        run_job(inpaint_job(seg, volume, _region(volume)))
+    from medvision.ai.engine import infer_job
+
+    with pytest.raises(PackageError, match="inpainting model"):
+        run_job(infer_job(tiny_package, volume))
+
+
+def test_the_inpaint_command(tiny_package, tmp_path, capsys):
+    from medvision.cli import main
+    from medvision.core.labels import LabelMap
+    from medvision.io import load, save
+    from medvision.io.labels import save_labels
+
+    _installed(tiny_package)
+    volume = _phantom()
+    image = save(volume, tmp_path / "ct.nii.gz")
+    region = _region(volume)
+    mask = save_labels(LabelMap(region.astype(np.uint8), volume.affine), tmp_path / "mask.nii.gz")
+    out = tmp_path / "filled.nii.gz"
+    assert main(["inpaint", str(image), "--model", "tiny-inpaint", "--mask", str(mask), "-o", str(out), "-q"]) == 0
+    filled = load(out)
+    assert filled.same_grid(volume) and np.array_equal(filled.array[~region], volume.array[~region])
+    sidecar = json.loads((tmp_path / "filled.json").read_text())
+    assert sidecar["ImageType"] == ["DERIVED", "SECONDARY"] and sidecar["Synthetic"] is True
+    assert "AI inpainted (tiny-inpaint 1.0)" in sidecar["DerivationDescription"]
+    capsys.readouterr()
+    # refusals: an empty mask, an output over the input, a format it cannot write, a segmentation model
+    empty = save_labels(LabelMap(np.zeros(volume.shape, np.uint8), volume.affine), tmp_path / "empty.nii.gz")
+    assert main(["inpaint", str(image), "--model", "tiny-inpaint", "--mask", str(empty), "-o", str(out)]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert main(["inpaint", str(image), "--model", "tiny-inpaint", "--mask", str(mask), "-o", str(image)]) == 2
+    assert "never over its original" in capsys.readouterr().err
+    assert main(["inpaint", str(image), "--model", "tiny-inpaint", "--mask", str(mask), "-o",
+                 str(tmp_path / "x.dcm")]) == 2
+    assert ".nii.gz" in capsys.readouterr().err
+    assert main(["inpaint", str(image), "--model", "deepbet-t1-brain", "--mask", str(mask), "-o", str(out)]) == 2
+    assert "segmentation model" in capsys.readouterr().err
+
+
+def _installed(package) -> None:
+    """The test's package among the user's models (this test's own user folder)."""
+    from medvision.ai.package import user_dir
+
+    shutil.copytree(package.folder, user_dir() / package.folder.name)
+
+
+def test_the_models_dock_lists_only_models_it_runs(window, tiny_package):
+    _installed(tiny_package)
+    assert "tiny-inpaint" in [p.id for p in Registry().packages()]
+    panel = window.annotating.models
+    panel.refresh()
+    ids = [p.id for p in panel.packages]
+    assert "tiny-inpaint" not in ids and "deepbet-t1-brain" in ids
+
+
+@pytest.mark.slow
+def test_a_short_training_run_learns_and_writes_a_package_the_registry_accepts(tmp_path, shared_data):
+    """Half a minute of training on one real CT (checkpointed and resumed) fills held-out holes better than it
+    started; the package it writes loads and fills."""
+    from medvision.ai.inpainting.train import InpaintTrainConfig, export_package, train
+
+    cfg = InpaintTrainConfig(train=["volumes/ct_aorta_1.5mm_crop.nii.gz"],
+                             held_out=["volumes/ct_abdomen_3mm_crop.nii.gz"], modality="CT", new_id="short-ct",
+                             data_root=str(shared_data), workdir=str(tmp_path / "work"), minutes=0.15, batch=4,
+                             crop=64, base=8, levels=2, dilations=(2, 4), recon_share=0.6, validate_every_s=4)
+    first = train(cfg, say=lambda _m: None)
+    assert (tmp_path / "work" / "inpaint-checkpoint.pt").is_file()
+    cfg.minutes = 0.35
+    result = train(cfg, say=lambda _m: None)  # resumes where the first stopped
+    psnr = [h["val_masked_psnr"] for h in result["history"]]
+    assert result["steps"] > first["steps"] and psnr[-1] > psnr[0] + 3, psnr
+    folder = export_package(cfg, result, tmp_path / "models")
+    pkg = Registry([folder.parent]).get("short-ct")
+    assert pkg.card["task"] == "inpainting" and pkg.card["provenance"]["steps"] == result["steps"]
+    volume = _phantom()
+    out = run_job(inpaint_job(pkg, volume, _region(volume), InpaintOptions(device="cpu"))).volume
+    assert np.array_equal(out.array[~_region(volume)], volume.array[~_region(volume)])
