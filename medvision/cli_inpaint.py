@@ -49,9 +49,10 @@ def _cmd_inpaint(args) -> int:
     try:
         package = Registry().get(args.model)
         if package.card.get("task") != "inpainting":
+            others = [p.id for p in Registry().packages() if p.card.get("task") == "inpainting"]
             return _fail(f"{package.id} is a {package.card.get('task')} model (medvision infer runs it); "
-                         "inpainting models: " + ", ".join(p.id for p in Registry().packages()
-                                                           if p.card.get("task") == "inpainting"))
+                         + (f"inpainting models: {', '.join(others)}" if others else
+                            "no inpainting model is installed (python -m medvision.ai.inpainting.train writes one)"))
         volume = run_with_progress(load_job(args.input, series=args.series) if args.series else load_job(args.input),
                                    args.quiet)
         if isinstance(volume, list):
