@@ -1,9 +1,11 @@
 """The inpainting networks: a 2.5D U-Net generator with gated convolutions and a dilated bottleneck,
 and a PatchGAN discriminator (monai's ``PatchDiscriminator`` with spectral normalisation).
 
-The generator sees a slice and its ``context`` neighbours on each side, the hole set to 0 in each,
-and their masks (1 in the hole): ``2 * (2 * context + 1)`` channels. It predicts the centre slice;
-:func:`composite` keeps every voxel outside the hole exactly as it was (``m * G + (1 - m) * x``).
+The generator sees a slice and its ``context`` neighbours on each side, each with its hole filled
+smoothly from the edges (:func:`push_pull`: the coarse fill), and their masks (1 in the hole):
+``2 * (2 * context + 1)`` channels. It predicts what to add to the centre slice's coarse fill (the
+fine detail and texture the smooth fill lacks); :func:`composite` keeps every voxel outside the hole
+exactly as it was (``m * G + (1 - m) * x``).
 Gated convolutions (Yu et al., "Free-form image inpainting with gated convolution", ICCV 2019) let
 each layer learn where its input is valid; the dilated bottleneck reaches across large holes.
 Written here from the paper, no code or weights taken from elsewhere."""
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GatedConv", "InpaintingUNet", "composite", "make_discriminator", "network_input"]
+__all__ = ["GatedConv", "InpaintingUNet", "composite", "make_discriminator", "network_input", "push_pull"]
 
 
 class GatedConv(nn.Module):
@@ -51,6 +53,7 @@ class InpaintingUNet(nn.Module):
         self.head = nn.Conv2d(c, 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coarse = x[:, self.context:self.context + 1]  # the centre slice's coarse fill
         skips = [self.stem(x)]
         for block in self.down:
             skips.append(block(skips[-1]))
@@ -59,15 +62,38 @@ class InpaintingUNet(nn.Module):
             skip = skips.pop()
             y = F.interpolate(y, size=skip.shape[-2:], mode="nearest")
             y = block(torch.cat([y, skip], dim=1))
-        return self.head(y)
+        return coarse + self.head(y)
+
+
+def push_pull(image: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``image`` (..., H, W) with the pixels where ``valid`` is 0 filled smoothly from the others: averaged
+    down a pyramid (the known pixels only) and interpolated back up, level by level (push-pull); the
+    valid pixels are kept exactly. An image with no valid pixel comes back as zeros."""
+    shape = image.shape
+    x = image.reshape(-1, 1, *shape[-2:])
+    v = valid.reshape(-1, 1, *shape[-2:]).to(x.dtype)
+    return _push_pull(x * v, v).reshape(shape)
+
+
+def _push_pull(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if min(h, w) <= 2:
+        mean = (x * v).sum((-2, -1), keepdim=True) / v.sum((-2, -1), keepdim=True).clamp(min=1e-6)
+        return torch.where(v > 0, x, mean.expand_as(x))
+    total = F.avg_pool2d(x * v, 2, ceil_mode=True)
+    weight = F.avg_pool2d(v, 2, ceil_mode=True)
+    coarse = _push_pull(total / weight.clamp(min=1e-6), (weight > 0).to(x.dtype))
+    up = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    return torch.where(v > 0, x, up)
 
 
 def network_input(slices: torch.Tensor, masks: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """The generator's input from ``slices`` and ``masks`` (B, 2 * context + 1, H, W; masks 1 in the hole):
-    the hole set to 0, the masks appended, padded at the bottom and right (reflect) to multiples of
-    ``multiple``; returns it and the (H, W) to crop the output back to."""
+    each slice's hole filled by :func:`push_pull` (nothing of what was there is seen), the masks appended,
+    padded at the bottom and right (reflect) to multiples of ``multiple``; returns it and the (H, W) to
+    crop the output back to."""
     h, w = slices.shape[-2:]
-    x = torch.cat([slices * (1 - masks), masks], dim=1)
+    x = torch.cat([push_pull(slices, 1 - masks), masks], dim=1)
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
         mode = "reflect" if ph < h and pw < w else "replicate"
