@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, help="an inpainting model's id (see `medvision models list`)")
     p.add_argument("--mask", required=True, help="the region to fill: a label file on the image (NIfTI/NRRD/MHA, "
                                                   "DICOM SEG); every non-zero voxel is filled")
-    p.add_argument("-o", "--output", required=True, help="the filled image to write: .nii.gz, .nii, .nrrd or .mha "
+    p.add_argument("-o", "--output", required=True, help="the filled image to write: a new folder (a derived DICOM "
+                                                         "series; needs a DICOM input), or .nii.gz, .nii, .nrrd, .mha "
                                                          "(with OUT.json beside it saying what was done)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--series", help="series when INPUT holds several")
@@ -42,8 +43,9 @@ def _cmd_inpaint(args) -> int:
     from .io.volumes import is_volume_file, write_volume
 
     out = Path(args.output)
-    if not is_volume_file(out):
-        return _fail(f"{out}: give a .nii.gz, .nii, .nrrd or .mha file to write the filled image to")
+    as_dicom = not is_volume_file(out)
+    if as_dicom and (out.suffix or (out.exists() and (not out.is_dir() or any(out.iterdir())))):
+        return _fail(f"{out}: give a new folder (a derived DICOM series) or a .nii.gz, .nii, .nrrd or .mha file")
     if out.resolve() == Path(args.input).resolve():
         return _fail("the filled image is written as a new file, never over its original: give another -o")
     try:
@@ -70,19 +72,33 @@ def _cmd_inpaint(args) -> int:
         return _fail(f"{args.mask}: {exc}")
     except (PackageError, RuntimeError, ValueError) as exc:
         return _fail(str(exc))
-    write_volume(result.volume, out)
-    sidecar = out.with_name(out.name.split(".")[0] + ".json")
     filled = int((labels.array != 0).sum())
-    sidecar.write_text(json.dumps({
-        "ImageType": IMAGE_TYPE,
-        "DerivationDescription": f"AI inpainted ({package.id} {package.version}): {filled} voxels of the region "
-                                 f"{Path(args.mask).name} filled; every other voxel is the source image's",
-        "Source": str(args.input), "Region": str(args.mask), "Model": package.id, "ModelVersion": package.version,
-        "InpaintedVoxels": filled, "Synthetic": True}, indent=1))
+    derivation = (f"AI inpainted ({package.id} {package.version}): {filled} voxels of the region "
+                  f"{Path(args.mask).name} filled; every other voxel is the source image's")
+    if as_dicom:
+        from .io.derived import write_derived_series
+        from .io.errors import MedvisionIOError
+
+        sources = volume.metadata.get("frame_slice_sources")
+        try:
+            write_derived_series(frame, result.volume.array, out, description=f"AI inpainted ({package.id} "
+                                 f"{package.version})", derivation=derivation,
+                                 sources=sources[args.frame - 1] if sources else None)
+        except MedvisionIOError as exc:
+            return _fail(str(exc))
+        where = f"{out} (a derived DICOM series)"
+    else:
+        write_volume(result.volume, out)
+        sidecar = out.with_name(out.name.split(".")[0] + ".json")
+        sidecar.write_text(json.dumps({
+            "ImageType": IMAGE_TYPE, "DerivationDescription": derivation, "Source": str(args.input),
+            "Region": str(args.mask), "Model": package.id, "ModelVersion": package.version,
+            "InpaintedVoxels": filled, "Synthetic": True}, indent=1))
+        where = f"{out} (+ {sidecar.name})"
     if not args.quiet:
         change = float(abs(result.difference[labels.array != 0]).mean())
         print(f"{package.id} on {result.device}: {filled} voxels filled (mean change {change:.1f}); "
-              f"{result.seconds['total']:.1f} s -> {out} (+ {sidecar.name})")
+              f"{result.seconds['total']:.1f} s -> {where}")
     for note in result.notes:
         if not note.startswith("warning:"):  # (the warnings were said before the run)
             print(note)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,3 +251,61 @@ def test_a_short_training_run_learns_and_writes_a_package_the_registry_accepts(t
     volume = _phantom()
     out = run_job(inpaint_job(pkg, volume, _region(volume), InpaintOptions(device="cpu"))).volume
     assert np.array_equal(out.array[~_region(volume)], volume.array[~_region(volume)])
+
+
+def test_a_dicom_series_inpainted_becomes_a_derived_series_that_dciodvfy_accepts(tiny_package, tmp_path):
+    """The sample CT (JPEG 2000) through `medvision inpaint -o FOLDER`: a new series (new UIDs, DERIVED\\SECONDARY,
+    the derivation said, each slice pointing at its source), uncompressed, every voxel outside the region the
+    source's, valid for dciodvfy (where installed); the source folder untouched."""
+    import shutil as sh
+    import subprocess
+
+    import pydicom
+
+    from medvision.cli import main
+    from medvision.core.labels import LabelMap
+    from medvision.io import load
+    from medvision.io.labels import save_labels
+
+    from .conftest import SAMPLE_CT
+
+    _installed(tiny_package)
+    source = load(SAMPLE_CT)
+    region = np.zeros(source.shape, bool)
+    region[6:12, 200:260, 230:300] = True
+    mask = save_labels(LabelMap(region.astype(np.uint8), source.affine), tmp_path / "region.nii.gz")
+    before = {p.name: p.stat().st_mtime_ns for p in Path(SAMPLE_CT).iterdir()}
+    out = tmp_path / "derived"
+    assert main(["inpaint", str(SAMPLE_CT), "--model", "tiny-inpaint", "--mask", str(mask), "-o", str(out), "-q"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in Path(SAMPLE_CT).iterdir()} == before
+    derived = load(out)
+    assert derived.same_grid(source) and np.array_equal(derived.array[~region], source.array[~region])
+    assert not np.array_equal(derived.array[region], source.array[region])
+    files = sorted(out.glob("*.dcm"))
+    assert len(files) == source.shape[0]
+    source_uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+                   for p in Path(SAMPLE_CT).iterdir() if p.is_file()}
+    series = set()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        series.add(str(ds.SeriesInstanceUID))
+        assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"] and "tiny-inpaint" in ds.DerivationDescription
+        assert ds.SeriesDescription == "AI inpainted (tiny-inpaint 1.0)"
+        assert str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID) in source_uids
+        assert str(ds.SOPInstanceUID) not in source_uids and not ds.file_meta.TransferSyntaxUID.is_compressed
+    assert len(series) == 1 and series.isdisjoint({str(source.metadata.get("series_uid"))})
+    if sh.which("dciodvfy"):
+        for path in files[:3]:
+            report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True).stderr
+            assert not [ln for ln in report.splitlines() if ln.startswith("Error")], report
+
+
+def test_derived_values_that_are_not_whole_numbers_are_scaled_to_16_bits():
+    from medvision.io.derived import stored_values
+
+    values = np.array([[[0.25, 1000.5], [-3.75, 12.0]]], np.float32)
+    stored, slope, intercept, signed = stored_values(values)
+    assert stored.dtype == np.uint16 and not signed
+    assert np.allclose(stored * slope + intercept, values, atol=slope)
+    exact, s1, i1, signed1 = stored_values(np.array([[[-1024, 3000]]], np.int16))
+    assert exact.dtype == np.int16 and (s1, i1, signed1) == (1.0, 0.0, True)
