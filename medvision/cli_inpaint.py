@@ -3,14 +3,10 @@ new, derived image (never over the original), with a JSON sidecar that says so."
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 __all__ = ["add_parser"]
-
-#: what a derived image's sidecar says it is (as the DICOM attributes of a derived series would)
-IMAGE_TYPE = ["DERIVED", "SECONDARY"]
 
 
 def _fail(message: str) -> int:
@@ -40,7 +36,7 @@ def _cmd_inpaint(args) -> int:
     from .cli_common import run_with_progress
     from .io.api import load_job
     from .io.labels import load_labels
-    from .io.volumes import is_volume_file, write_volume
+    from .io.volumes import is_volume_file
 
     out = Path(args.output)
     as_dicom = not is_volume_file(out)
@@ -88,12 +84,11 @@ def _cmd_inpaint(args) -> int:
             return _fail(str(exc))
         where = f"{out} (a derived DICOM series)"
     else:
-        write_volume(result.volume, out)
-        sidecar = out.with_name(out.name.split(".")[0] + ".json")
-        sidecar.write_text(json.dumps({
-            "ImageType": IMAGE_TYPE, "DerivationDescription": derivation, "Source": str(args.input),
-            "Region": str(args.mask), "Model": package.id, "ModelVersion": package.version,
-            "InpaintedVoxels": filled, "Synthetic": True}, indent=1))
+        from .io.derived import write_synthetic_volume
+
+        sidecar = write_synthetic_volume(result.volume, out, derivation=derivation, Source=str(args.input),
+                                         Region=str(args.mask), Model=package.id, ModelVersion=package.version,
+                                         InpaintedVoxels=filled)
         where = f"{out} (+ {sidecar.name})"
     if not args.quiet:
         change = float(abs(result.difference[labels.array != 0]).mean())

@@ -220,13 +220,78 @@ def _installed(package) -> None:
     shutil.copytree(package.folder, user_dir() / package.folder.name)
 
 
-def test_the_models_dock_lists_only_models_it_runs(window, tiny_package):
+def test_the_window_fills_a_painted_region_shows_it_in_place_and_accepts_it_as_a_new_series(
+        qtbot, ct, tiny_package, screenshot_dir):
+    """Models dock -> an inpainting model: its own part replaces Run and Proposal; the painted label's voxels
+    are filled as a job; the fill is drawn in place (O shows the original), a difference map on demand; Accept
+    writes a derived DICOM series that opens marked SYNTHETIC (views and browser), the original untouched;
+    the Compare dialog does not offer the inpainting model."""
+    from PySide6.QtWidgets import QApplication
+
+    from medvision.ui.panels.inpaint_box import DIFFERENCE, FILLED
+
+    from .qtutil import click, view_point
+
     _installed(tiny_package)
-    assert "tiny-inpaint" in [p.id for p in Registry().packages()]
-    panel = window.annotating.models
+    window = ct
+    panel, ann = window.annotating.models, window.annotating.annotation
+    window.annotating.models_dock.raise_()
     panel.refresh()
-    ids = [p.id for p in panel.packages]
-    assert "tiny-inpaint" not in ids and "deepbet-t1-brain" in ids
+    assert panel.select("tiny-inpaint")
+    assert panel.inpaint_box.isVisibleTo(panel) and not panel.run_box.isVisibleTo(panel)
+    assert not panel.inpaint_box.run_button.isEnabled()  # nothing painted yet
+    ann.add_label("to fill")
+    window.annotating.panel.set_tool("paint")
+    axial = window.views.slice_views["axial"]
+    click(axial.viewport(), view_point(axial, [300, 250, int(window.viewer.cursor[2])]))
+    region = ann.labels.array == ann.active
+    assert region.any() and panel.inpaint_box.run_button.isEnabled()
+    original = window.viewer.volume
+    box = panel.inpaint_box
+    assert box.run()
+    qtbot.waitUntil(lambda: box.result is not None, timeout=60_000)
+    assert window.viewer.layer(FILLED) is not None and "filled" in box.status.text()
+    assert np.array_equal(box.result.volume.array[~region], original.array[~region])
+    box.difference_check.setChecked(True)
+    assert window.viewer.layer(DIFFERENCE) is not None
+    box.original_check.setChecked(True)
+    assert window.viewer.layer(FILLED) is None
+    box.original_check.setChecked(False)
+    for _ in range(5):
+        QApplication.processEvents()
+    window.save_screenshot(str(screenshot_dir / "inpaint_proposal.png"))
+    ids = [panel.packages[i].id for i in range(len(panel.packages))]
+    assert "tiny-inpaint" in ids
+    from medvision.ui.dialogs.compare import CompareDialog
+
+    compare = CompareDialog(panel, window)
+    offered = {compare.combos[0].itemData(i) for i in range(compare.combos[0].count())}
+    assert "tiny-inpaint" not in offered
+    compare.close()
+    assert box.accept()
+    qtbot.waitUntil(lambda: window.viewer.volume is not None and window.viewer.volume is not original
+                    and not window.viewer.volume.metadata.get("partial"), timeout=60_000)
+    opened = window.viewer.volume
+    assert opened.metadata.get("derivation", "").startswith("AI inpainted (tiny-inpaint 1.0)")
+    assert any(line.startswith("SYNTHETIC") for line in axial.info_lines())
+    assert opened.same_grid(original) and np.array_equal(opened.array[~region], original.array[~region])
+    rows = window.browser.tree.model()
+    texts = []
+
+    def walk(parent):
+        for r in range(rows.rowCount(parent)):
+            index = rows.index(r, 0, parent)
+            texts.append(index.data())
+            walk(index)
+
+    from PySide6.QtCore import QModelIndex
+
+    walk(QModelIndex())
+    assert any((t or "").startswith("[SYNTHETIC] #2001 AI inpainted (tiny-inpaint 1.0)") for t in texts), texts
+    assert "written as a new series" in box.status.text()
+    for _ in range(5):
+        QApplication.processEvents()
+    window.save_screenshot(str(screenshot_dir / "inpaint_accepted.png"))
 
 
 @pytest.mark.slow

@@ -21,10 +21,40 @@ from ..core.atomic import write_bytes
 from ..core.volume import Volume
 from .errors import MedvisionIOError, UnsupportedDataError
 
-__all__ = ["write_derived_series", "stored_values"]
+__all__ = ["write_derived_series", "write_synthetic_volume", "stored_values", "synthetic_label", "AI_PREFIX"]
+
+#: how the DerivationDescription of an image made by a model starts (medvision inpaint writes it)
+AI_PREFIX = "AI "
 
 #: "Source image for image processing operation" (DICOM CID 7202)
 _PURPOSE = ("121322", "DCM", "Source image for image processing operation")
+
+
+def synthetic_label(metadata: dict) -> str:
+    """"SYNTHETIC: <what made it>" for an image a model made (its DerivationDescription, or a sidecar that
+    says so), else "": what the window shows wherever the image is."""
+    derivation = str(metadata.get("derivation") or "")
+    if metadata.get("synthetic") or derivation.startswith(AI_PREFIX):
+        return "SYNTHETIC: " + (derivation.split(":")[0] if derivation else "made by a model")
+    return ""
+
+
+def write_synthetic_volume(volume: Volume, path: str | os.PathLike, *, derivation: str, **record) -> Path:
+    """Write ``volume`` (NIfTI/NRRD/MHA by suffix) and a JSON sidecar beside it that says it is a derived,
+    synthetic image and how it was made (``derivation``; ``record``: more fields, e.g. Source, Model);
+    :func:`~medvision.io.volumes.read_volume` reads the mark back. Returns the sidecar's path."""
+    import json
+
+    from ..core.atomic import write_text
+    from .sidecars import sidecar_base
+    from .volumes import write_volume
+
+    write_volume(volume, path)
+    base = sidecar_base(path)
+    sidecar = base.with_name(base.name + ".json")
+    write_text(sidecar, json.dumps({"ImageType": ["DERIVED", "SECONDARY"], "DerivationDescription": derivation,
+                                    **record, "Synthetic": True}, indent=1))
+    return sidecar
 
 
 def stored_values(array: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
@@ -52,9 +82,8 @@ def write_derived_series(image: Volume, array: np.ndarray, folder: str | os.Path
     series in ``folder`` (created; must be empty or absent). ``description``: the Series Description;
     ``derivation``: the DerivationDescription (what was done, by what). ``sources``: the slices' source
     files (default ``image.metadata["slice_sources"]``; a 4D series' frame: its ``frame_slice_sources``)."""
-    from pydicom import Dataset, dcmwrite
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom import dcmwrite
+    from pydicom.uid import generate_uid
 
     from .dicom.files import read_dataset
     from .seg import fill_blank_uids
@@ -83,52 +112,71 @@ def write_derived_series(image: Volume, array: np.ndarray, folder: str | os.Path
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for z, ds in enumerate(headers):
-        source_class, source_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
-        for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "PlanarConfiguration",
-                        "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
-                        "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData",
-                        "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
-                        "ModalityLUTSequence", "VOILUTSequence", "IconImageSequence", "SmallestImagePixelValue",
-                        "LargestImagePixelValue", "NumberOfFrames"):
-            if keyword in ds:
-                delattr(ds, keyword)
-        sop_uid = generate_uid()
-        ds.SOPInstanceUID = sop_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = first_number + 2000
-        ds.SeriesDescription = description[:64]
-        old_type = [str(v) for v in (ds.get("ImageType") or [])]
-        ds.ImageType = ["DERIVED", "SECONDARY", *old_type[2:]]
-        ds.DerivationDescription = derivation[:1024]
-        item = Dataset()
-        item.ReferencedSOPClassUID = source_class
-        item.ReferencedSOPInstanceUID = source_uid
-        purpose = Dataset()
-        purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = _PURPOSE
-        item.PurposeOfReferenceCodeSequence = Sequence([purpose])
-        ds.SourceImageSequence = Sequence([item])
-        ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-        if "Laterality" not in ds:  # type 2C: dciodvfy asks for it where the body part examined may be paired
-            ds.Laterality = ""
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = int(array.shape[1]), int(array.shape[2])
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-        ds.PixelRepresentation = 1 if signed else 0
-        if ds.get("Modality") == "CT" or slope != 1.0 or intercept != 0.0:  # (CT requires them)
-            ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:.10g}"
-            if "RescaleType" not in ds and ds.get("Modality") != "CT":
-                ds.RescaleType = "US"
-        else:
-            for keyword in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
-                if keyword in ds:
-                    delattr(ds, keyword)
-        ds.PixelData = np.ascontiguousarray(stored[z]).astype("<i2" if signed else "<u2").tobytes()
-        ds["PixelData"].VR = "OW"
-        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        _as_derived(ds, series_uid=series_uid, number=first_number + 2000, description=description,
+                    derivation=derivation, now=now)
+        _set_pixels(ds, stored[z], slope, intercept, signed)
         buffer = io.BytesIO()
         dcmwrite(buffer, ds, enforce_file_format=True)
         path = out / f"IM{z + 1:05d}.dcm"
         write_bytes(path, buffer.getvalue())
         written.append(path)
     return written
+
+
+_DROPPED = ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "PlanarConfiguration",
+            "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
+            "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData",
+            "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData", "ModalityLUTSequence",
+            "VOILUTSequence", "IconImageSequence", "SmallestImagePixelValue", "LargestImagePixelValue",
+            "NumberOfFrames")
+
+
+def _as_derived(ds, *, series_uid: str, number: int, description: str, derivation: str, now) -> None:
+    """A source slice's header made the header of its derived slice (in place)."""
+    from pydicom import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import generate_uid
+
+    source_class, source_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+    for keyword in _DROPPED:
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = number
+    ds.SeriesDescription = description[:64]
+    old_type = [str(v) for v in (ds.get("ImageType") or [])]
+    ds.ImageType = ["DERIVED", "SECONDARY", *old_type[2:]]
+    ds.DerivationDescription = derivation[:1024]
+    item = Dataset()
+    item.ReferencedSOPClassUID = source_class
+    item.ReferencedSOPInstanceUID = source_uid
+    purpose = Dataset()
+    purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = _PURPOSE
+    item.PurposeOfReferenceCodeSequence = Sequence([purpose])
+    ds.SourceImageSequence = Sequence([item])
+    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    if "Laterality" not in ds:  # type 2C: dciodvfy asks for it where the body part examined may be paired
+        ds.Laterality = ""
+
+
+def _set_pixels(ds, plane: np.ndarray, slope: float, intercept: float, signed: bool) -> None:
+    """One slice's stored values as uncompressed 16-bit grey pixel data, with the rescale that reads them back."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = int(plane.shape[0]), int(plane.shape[1])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 1 if signed else 0
+    if ds.get("Modality") == "CT" or slope != 1.0 or intercept != 0.0:  # (CT requires them)
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:.10g}"
+        if "RescaleType" not in ds and ds.get("Modality") != "CT":
+            ds.RescaleType = "US"
+    else:
+        for keyword in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
+            if keyword in ds:
+                delattr(ds, keyword)
+    ds.PixelData = np.ascontiguousarray(plane).astype("<i2" if signed else "<u2").tobytes()
+    ds["PixelData"].VR = "OW"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

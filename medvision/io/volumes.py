@@ -37,6 +37,28 @@ def is_volume_file(path: str | os.PathLike) -> bool:
     return suffix_of(path) in VOLUME_SUFFIXES
 
 
+def _synthetic_sidecar(path: str) -> str:
+    """The DerivationDescription of a JSON sidecar beside ``path`` that says the image is synthetic
+    (what ``medvision inpaint`` writes), else ""."""
+    import json
+
+    name = os.path.basename(path)
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            sidecar = os.path.join(os.path.dirname(path), name[: -len(suffix)] + ".json")
+            break
+    else:
+        return ""
+    try:
+        with open(sidecar, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return ""
+    if isinstance(data, dict) and data.get("Synthetic") is True:
+        return str(data.get("DerivationDescription") or "synthetic image")
+    return ""
+
+
 def read_volume(path: str | os.PathLike) -> Volume:
     """Read a NIfTI/NRRD/MHA/MHD/GIPL file into an LPS Volume."""
     path = os.fspath(path)
@@ -52,6 +74,9 @@ def read_volume(path: str | os.PathLike) -> Volume:
     except ValueError as exc:
         raise UnsupportedDataError(f"{path}: {exc}") from exc
     volume.metadata.setdefault("warnings", [])
+    derived = _synthetic_sidecar(path)
+    if derived:
+        volume.metadata.update(derivation=derived, synthetic=True)
     if not volume.metadata.get("modality") and looks_like_ct(volume.array):
         # the file says nothing about the modality, but its values are Hounsfield units: treat it
         # as CT (CT window presets, HU readout, CT 3D presets) and say why

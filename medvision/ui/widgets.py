@@ -16,3 +16,17 @@ def tool_buttons(layout, specs) -> list[QToolButton]:
         layout.addWidget(b)
         out.append(b)
     return out
+
+
+def heat_lut():
+    """256 RGBA entries for a heat-map overlay: transparent for low values, then yellow to red, more
+    opaque as it rises (uncertainty, inpainting differences)."""
+    import numpy as np
+
+    t = np.linspace(0, 1, 256)
+    lut = np.zeros((256, 4), np.uint8)
+    lut[:, 0] = 255
+    lut[:, 1] = np.clip(255 * (1.2 - t), 0, 255)
+    lut[:, 2] = 0
+    lut[:, 3] = np.clip(255 * (t - 0.05) * 1.3, 0, 255)
+    return lut

@@ -34,6 +34,7 @@ _META_KEYWORDS = {
     "manufacturer": "Manufacturer", "model": "ManufacturerModelName", "body_part": "BodyPartExamined",
     "frame_of_reference_uid": "FrameOfReferenceUID", "sop_class_uid": "SOPClassUID",
     "window_center": "WindowCenter", "window_width": "WindowWidth", "units": "RescaleType",
+    "derivation": "DerivationDescription",
 }
 
 

@@ -50,7 +50,8 @@ class CompareDialog(QDialog):
         self.combos = [QComboBox(), QComboBox()]
         for i, combo in enumerate(self.combos):
             for pkg in model_panel.packages:
-                combo.addItem(f"{pkg.name} {pkg.version}", pkg.id)
+                if pkg.card.get("task") != "inpainting":  # (scored against labels: models that label)
+                    combo.addItem(f"{pkg.name} {pkg.version}", pkg.id)
             combo.setCurrentIndex(min(i, combo.count() - 1))
             row.addWidget(combo, 1)
         self.run_button = QPushButton("Run both")

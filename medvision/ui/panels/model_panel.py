@@ -35,6 +35,8 @@ from ...core.labels import LabelMap
 from ..job_status import JobStatus
 from ..jobs import JobRunner
 from ..views.viewer import Layer
+from ..widgets import heat_lut
+from .inpaint_box import InpaintBox
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +46,6 @@ ALARM = "#e04040"
 PROPOSAL = "proposal"
 UNCERTAINTY = "uncertainty"
 
-
-def heat_lut() -> np.ndarray:
-    """256 entries: transparent for low values, then yellow to red, more opaque as it rises."""
-    t = np.linspace(0, 1, 256)
-    lut = np.zeros((256, 4), np.uint8)
-    lut[:, 0] = 255
-    lut[:, 1] = np.clip(255 * (1.2 - t), 0, 255)
-    lut[:, 2] = 0
-    lut[:, 3] = np.clip(255 * (t - 0.05) * 1.3, 0, 255)
-    return lut
 
 
 class ModelPanel(QWidget):
@@ -78,8 +70,13 @@ class ModelPanel(QWidget):
         self.card_view.setOpenExternalLinks(False)
         self.card_view.setMinimumHeight(90)
         layout.addWidget(self.card_view, 2)  # (the room left over: a trained model's card is long)
-        layout.addWidget(self._build_run_box(), 1)
-        layout.addWidget(self._build_proposal_box())
+        self.run_box = self._build_run_box()
+        self.proposal_box = self._build_proposal_box()
+        layout.addWidget(self.run_box, 1)
+        layout.addWidget(self.proposal_box)
+        # an inpainting model's own part (shown instead of Run and Proposal when one is chosen)
+        self.inpaint_box = InpaintBox(self)
+        layout.addWidget(self.inpaint_box, 1)
         row = QHBoxLayout()
         self.train_button = QPushButton("Fine-tune...")
         self.train_button.setToolTip("Train a new model from this one on your finished cases (transfer learning)")
@@ -165,8 +162,7 @@ class ModelPanel(QWidget):
         from ...ai.package import Registry
 
         registry = Registry()
-        # the models this dock runs: those that label (an inpainting model is run by `medvision inpaint`)
-        self.packages = [p for p in registry.packages() if p.card.get("task") != "inpainting"]
+        self.packages = registry.packages()
         self.list.clear()
         for pkg in self.packages:
             item = QListWidgetItem(f"{pkg.name}  {pkg.version}" + ("  [contains code]" if pkg.contains_code else ""))
@@ -189,8 +185,15 @@ class ModelPanel(QWidget):
                 return True
         return False
 
+    def is_inpainting(self) -> bool:
+        return self.package is not None and self.package.card.get("task") == "inpainting"
+
     def _show_card(self, _row: int) -> None:
         pkg = self.package
+        inpainting = self.is_inpainting()
+        self.run_box.setVisible(not inpainting)
+        self.proposal_box.setVisible(not inpainting)
+        self.inpaint_box.setVisible(inpainting)
         if pkg is None:
             self.card_view.setHtml("<i>No model packages found.</i>")
             return
@@ -237,6 +240,8 @@ class ModelPanel(QWidget):
         return tuple(slice(int(min(p, q)), int(max(p, q)) + 1) for p, q in zip(a, b, strict=True))
 
     def run(self) -> bool:
+        if self.is_inpainting():
+            return self.inpaint_box.run()
         pkg = self.package
         volume = self.viewer.volume
         if pkg is None or volume is None or volume.metadata.get("partial"):

@@ -7,8 +7,9 @@ import os
 from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Qt
-from PySide6.QtGui import QColor, QIcon, QStandardItem, QStandardItemModel
+from PySide6.QtGui import QBrush, QColor, QIcon, QStandardItem, QStandardItemModel
 
+from ...io.derived import AI_PREFIX
 from ...io.dicom.files import FileRef
 from ...io.dicom.index import PatientInfo, ScanResult, SeriesInfo, StudyInfo
 from .series_thumbnails import glyph, thumbnail_name
@@ -23,6 +24,7 @@ ROLE_INFO = Qt.ItemDataRole.UserRole + 2  # the PatientInfo / StudyInfo / Series
 ROLE_SEARCH = Qt.ItemDataRole.UserRole + 3  # lower-case text the filter matches
 
 COLUMNS = ("Patient / study / series", "Details", "Modality", "Images", "Size")
+SYNTHETIC_BRUSH = QBrush(QColor(200, 60, 200))  # a series a model made
 KIND_NAMES = {
     "SEG": "segmentation", "RTSTRUCT": "RT structure set", "SR": "structured report", "KO": "key object selection",
     "PR": "presentation state", "DOC": "encapsulated document", "RAW": "raw data", "RTPLAN": "RT plan",
@@ -67,7 +69,9 @@ def node_label(info: PatientInfo | StudyInfo | SeriesInfo) -> str:
     if isinstance(info, StudyInfo):
         return f"{_date(info.date) or 'no date'}  {info.description or '(no description)'}"
     num = f"#{info.number} " if info.number is not None else ""
-    return f"{num}{info.description or '(no description)'}"
+    # a series a model made (medvision inpaint's Series Description) is never taken for an acquired one
+    mark = "[SYNTHETIC] " if (info.description or "").startswith(AI_PREFIX) else ""
+    return f"{mark}{num}{info.description or '(no description)'}"
 
 
 # ---- the model ---------------------------------------------------------------------------------
@@ -147,6 +151,8 @@ class TreeBuilder:
         first = s.files[0] if s.files else None
         row[0].setToolTip(f"{s.label()}\nSeries UID {s.uid or '(empty)'}\n{n} files"
                           + (f" in {os.path.dirname(first.path) if not first.member else first.path}" if first else ""))
+        if node_label(s).startswith("[SYNTHETIC]"):
+            row[0].setForeground(SYNTHETIC_BRUSH)
         if image:
             name = thumbnail_name(s)
             self.thumb_nodes.setdefault(name, []).append(node)

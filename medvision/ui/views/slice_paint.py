@@ -10,10 +10,12 @@ import math
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPen
 
-__all__ = ["PLANE_COLOURS", "paint_annotations", "draw_scale_bar", "shadowed_text"]
+__all__ = ["PLANE_COLOURS", "SYNTHETIC_COLOUR", "paint_annotations", "draw_scale_bar", "shadowed_text"]
 
 #: plane colours as in 3D Slicer (axial red, coronal green, sagittal yellow)
 PLANE_COLOURS = {"axial": QColor(230, 80, 80), "coronal": QColor(100, 200, 100), "sagittal": QColor(230, 210, 80)}
+#: the line that says an image was made by a model
+SYNTHETIC_COLOUR = QColor(255, 120, 255)
 
 
 def paint_annotations(view, painter: QPainter, grid, w: int, h: int) -> None:
@@ -43,8 +45,8 @@ def paint_annotations(view, painter: QPainter, grid, w: int, h: int) -> None:
         lines = lines[:2]
     grey = QColor(230, 230, 230)
     for i, line in enumerate(lines):
-        shadowed_text(painter, QPointF(6, 4 + fm.ascent() + i * fm.height()), None, line,
-                      PLANE_COLOURS[view.plane] if i == 0 else grey)
+        colour = PLANE_COLOURS[view.plane] if i == 0 else SYNTHETIC_COLOUR if line.startswith("SYNTHETIC") else grey
+        shadowed_text(painter, QPointF(6, 4 + fm.ascent() + i * fm.height()), None, line, colour)
     if not compact:
         win = viewer.window
         wl = f"W {win.width:.0f}  L {win.center:.0f}" + (f"  ({viewer.window_name})" if viewer.window_name else "")

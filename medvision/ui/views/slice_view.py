@@ -22,6 +22,7 @@ from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy
 
 from ...core.windowing import WindowMapper
+from ...io.derived import synthetic_label
 from ...io.dicom.scaling import scaling_label
 from .slice_mouse import SliceViewBox
 from .slice_paint import PLANE_COLOURS, paint_annotations
@@ -364,6 +365,9 @@ class SliceView(pg.GraphicsView):
             lines.append(scaling_label(meta["philips_scaling"]))
         if grid.obliquity_deg > 1.0 and meta.get("orientation_known", True):
             lines.append(f"oblique {grid.obliquity_deg:.0f}\N{DEGREE SIGN}")
+        synthetic = synthetic_label(meta)
+        if synthetic:  # an image a model made is never taken for an acquired one
+            lines.insert(1, synthetic)
         return lines
 
 
