@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["add_parser"]
 
 
@@ -18,9 +20,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("inpaint", help="fill a region of an image with an inpainting model; writes a new image")
     p.add_argument("input", help="the image: DICOM folder, zip or file; NIfTI/NRRD/MHA file")
     p.add_argument("--model", required=True, help="an inpainting model's id (see `medvision models list`)")
-    p.add_argument("--mask", required=True, help="the region to fill: a label file on the image (NIfTI/NRRD/MHA, "
-                                                  "DICOM SEG); every non-zero voxel is filled")
-    p.add_argument("-o", "--output", required=True, help="the filled image to write: a new folder (a derived DICOM "
+    p.add_argument("--mask", help="the region to fill: a label file on the image (NIfTI/NRRD/MHA, DICOM SEG); every "
+                                  "non-zero voxel is filled (with --anomaly: the region to map, default the body)")
+    p.add_argument("--anomaly", metavar="MAP.nii.gz", help="instead of filling a region, write an anomaly map: "
+                   "|original - filled| of a grid of holes filled in turn, where the image is not what the model "
+                   "expects (in units of the image's intensity range)")
+    p.add_argument("--hole-mm", type=float, default=12.0, help="--anomaly: the holes' width (default 12 mm)")
+    p.add_argument("-o", "--output", help="the filled image to write: a new folder (a derived DICOM "
                                                          "series; needs a DICOM input), or .nii.gz, .nii, .nrrd, .mha "
                                                          "(with OUT.json beside it saying what was done)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -38,6 +44,10 @@ def _cmd_inpaint(args) -> int:
     from .io.labels import load_labels
     from .io.volumes import is_volume_file
 
+    if args.anomaly:
+        return _cmd_anomaly(args)
+    if not args.mask or not args.output:
+        return _fail("give the region to fill (--mask) and where to write the filled image (-o), or --anomaly MAP")
     out = Path(args.output)
     as_dicom = not is_volume_file(out)
     if as_dicom and (out.suffix or (out.exists() and (not out.is_dir() or any(out.iterdir())))):
@@ -68,7 +78,18 @@ def _cmd_inpaint(args) -> int:
         return _fail(f"{args.mask}: {exc}")
     except (PackageError, RuntimeError, ValueError) as exc:
         return _fail(str(exc))
-    filled = int((labels.array != 0).sum())
+    status = _write(args, package, volume, frame, result, labels.array != 0, out, as_dicom)
+    if status:
+        return status
+    for note in result.notes:
+        if not note.startswith("warning:"):  # (the warnings were said before the run)
+            print(note)
+    return 0
+
+
+def _write(args, package, volume, frame, result, region, out: Path, as_dicom: bool) -> int:
+    """Write the filled image (a derived DICOM series, or a volume file with its sidecar); 0, or 2 after saying why."""
+    filled = int(region.sum())
     derivation = (f"AI inpainted ({package.id} {package.version}): {filled} voxels of the region "
                   f"{Path(args.mask).name} filled; every other voxel is the source image's")
     if as_dicom:
@@ -91,10 +112,48 @@ def _cmd_inpaint(args) -> int:
                                          InpaintedVoxels=filled)
         where = f"{out} (+ {sidecar.name})"
     if not args.quiet:
-        change = float(abs(result.difference[labels.array != 0]).mean())
+        change = float(abs(result.difference[region]).mean())
         print(f"{package.id} on {result.device}: {filled} voxels filled (mean change {change:.1f}); "
               f"{result.seconds['total']:.1f} s -> {where}")
-    for note in result.notes:
-        if not note.startswith("warning:"):  # (the warnings were said before the run)
-            print(note)
+    return 0
+
+
+def _cmd_anomaly(args) -> int:
+    from .ai.inpainting.infer import InpaintError, InpaintOptions, anomaly_job
+    from .ai.package import PackageError, Registry
+    from .cli_common import run_with_progress
+    from .core.volume import Volume
+    from .io.api import load_job
+    from .io.derived import write_synthetic_volume
+    from .io.labels import load_labels
+    from .io.volumes import is_volume_file
+
+    out = Path(args.anomaly)
+    if not is_volume_file(out):
+        return _fail(f"{out}: give a .nii.gz, .nii, .nrrd or .mha file for the anomaly map")
+    try:
+        package = Registry().get(args.model)
+        volume = run_with_progress(load_job(args.input, series=args.series) if args.series else load_job(args.input),
+                                   args.quiet)
+        if isinstance(volume, list):
+            volume = volume[0]
+        frame = volume.frame(args.frame - 1) if volume.is_4d else volume
+        region = load_labels(args.mask, reference=frame).array != 0 if args.mask else None
+        options = InpaintOptions(device=args.device, frame=args.frame - 1)
+        amap, notes = run_with_progress(anomaly_job(package, volume, region, hole_mm=args.hole_mm, options=options),
+                                        args.quiet)
+    except InpaintError as exc:
+        return _fail(str(exc))
+    except (PackageError, RuntimeError, ValueError) as exc:
+        return _fail(str(exc))
+    write_synthetic_volume(Volume(amap, frame.affine, frame.frame_of_reference_uid, {}), out,
+                           derivation=f"AI anomaly map ({package.id} {package.version}): |original - filled| of "
+                                      f"{args.hole_mm:g} mm holes, in units of the image's intensity range",
+                           Source=str(args.input), Model=package.id, ModelVersion=package.version)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if not args.quiet:
+        inside = amap[amap > 0]
+        print(f"anomaly map -> {out}: 99th percentile {float(np.percentile(inside, 99)) if inside.size else 0:.3f} "
+              "of the intensity range")
     return 0

@@ -199,6 +199,15 @@ def test_the_inpaint_command(tiny_package, tmp_path, capsys):
     sidecar = json.loads((tmp_path / "filled.json").read_text())
     assert sidecar["ImageType"] == ["DERIVED", "SECONDARY"] and sidecar["Synthetic"] is True
     assert "AI inpainted (tiny-inpaint 1.0)" in sidecar["DerivationDescription"]
+    assert filled.metadata["synthetic"] and filled.metadata["derivation"].startswith("AI inpainted")  # read back
+    assert not load(image).metadata.get("synthetic")
+    amap = tmp_path / "anomaly.nii.gz"
+    assert main(["inpaint", str(image), "--model", "tiny-inpaint", "--anomaly", str(amap), "--hole-mm", "8",
+                 "-q"]) == 0
+    anomaly = load(amap)
+    assert anomaly.same_grid(volume) and anomaly.metadata["synthetic"] and anomaly.array.max() > 0
+    assert main(["inpaint", str(image), "--model", "tiny-inpaint", "-q"]) == 2
+    assert "--mask" in capsys.readouterr().err
     capsys.readouterr()
     # refusals: an empty mask, an output over the input, a format it cannot write, a segmentation model
     empty = save_labels(LabelMap(np.zeros(volume.shape, np.uint8), volume.affine), tmp_path / "empty.nii.gz")
@@ -374,3 +383,17 @@ def test_derived_values_that_are_not_whole_numbers_are_scaled_to_16_bits():
     assert np.allclose(stored * slope + intercept, values, atol=slope)
     exact, s1, i1, signed1 = stored_values(np.array([[[-1024, 3000]]], np.int16))
     assert exact.dtype == np.int16 and (s1, i1, signed1) == (1.0, 0.0, True)
+
+
+def test_the_anomaly_map_covers_the_region_once_and_is_zero_outside(tiny_package):
+    from medvision.ai.inpainting.infer import anomaly_job
+
+    volume = _phantom()
+    region = np.zeros(volume.shape, bool)
+    region[3:9, 15:45, 20:50] = True
+    amap, _notes = run_job(anomaly_job(tiny_package, volume, region, hole_mm=6.0,
+                                       options=InpaintOptions(device="cpu")))
+    assert amap.shape == volume.shape and amap.dtype == np.float32
+    assert not amap[~region].any() and (amap[region] > 0).mean() > 0.9  # every voxel filled once, from around it
+    with pytest.raises(InpaintError):
+        run_job(anomaly_job(tiny_package, volume, np.zeros(volume.shape, bool)))

@@ -7,6 +7,7 @@ scaled back; the result is composited so that every voxel outside the region kee
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -21,8 +22,8 @@ from ..package import ModelPackage, PackageError
 from .data import intensity_range, neighbours
 from .network import network_input
 
-__all__ = ["InpaintOptions", "InpaintResult", "InpaintError", "inpaint_job", "check_region", "canonical_code",
-           "in_dtype", "MAX_SHARE"]
+__all__ = ["InpaintOptions", "InpaintResult", "InpaintError", "inpaint_job", "anomaly_job", "check_region",
+           "canonical_code", "in_dtype", "MAX_SHARE"]
 
 #: a region over more than this share of the image is refused: there would be too little left to fill it from
 MAX_SHARE = 0.5
@@ -177,3 +178,38 @@ def in_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
         info = np.iinfo(dtype)
         return np.clip(np.rint(values), info.min, info.max).astype(dtype)
     return values.astype(dtype)
+
+
+def anomaly_job(package: ModelPackage, volume: Volume, region: np.ndarray | None = None, *, hole_mm: float = 12.0,
+                options: InpaintOptions | None = None):
+    """Job: where the image is not what the model expects. Square holes ``hole_mm`` wide on a grid twice as
+    wide are filled in four passes (the grid shifted by half a period each way), so every voxel is filled
+    once from what surrounds it; the map is |original - filled| in units of the image's intensity range (the
+    0.5-99.5 percentiles), float32 (z, y, x), 0 outside ``region`` (default: the body, voxels above the
+    range's lowest tenth). Returns (map, notes)."""
+    options = options or InpaintOptions()
+    frame = volume.frame(options.frame) if volume.is_4d else volume
+    array = frame.array
+    low, high = intensity_range(array)
+    if region is None:
+        region = array > low + 0.1 * (high - low)
+    region = np.asarray(region) != 0
+    if region.shape != tuple(frame.shape) or not region.any():
+        raise InpaintError("the region to map is empty or not on the image's grid")
+    spacing_yx = frame.spacing[1::-1]  # (y, x) in mm
+    step = [max(1, int(round(hole_mm / s))) for s in spacing_yx]
+    rows = (np.arange(frame.shape[1]) // step[0]) % 2
+    cols = (np.arange(frame.shape[2]) // step[1]) % 2
+    total = np.zeros(frame.shape, np.float32)
+    notes: list[str] = []
+    single = Volume(array, frame.affine, frame.frame_of_reference_uid, dict(frame.metadata))
+    for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        holes = ((rows == dy)[:, None] & (cols == dx)[None, :])[None] & region
+        if not holes.any():
+            continue
+        yield Progress("anomaly map", k, 4, f"pass {k + 1} of 4")
+        result = yield from inpaint_job(package, single, holes, dataclasses.replace(options, frame=0))
+        total[holes] = np.abs(result.difference[holes]) / (high - low)
+        notes += [n for n in result.notes if n not in notes]
+    total[~region] = 0
+    return total, notes
