@@ -254,7 +254,8 @@ def test_the_window_fills_a_painted_region_shows_it_in_place_and_accepts_it_as_a
     axial = window.views.slice_views["axial"]
     click(axial.viewport(), view_point(axial, [300, 250, int(window.viewer.cursor[2])]))
     region = ann.labels.array == ann.active
-    assert region.any() and panel.inpaint_box.run_button.isEnabled()
+    assert region.any()
+    qtbot.waitUntil(panel.inpaint_box.run_button.isEnabled, timeout=5000)  # (counted once the edits pause)
     original = window.viewer.volume
     box = panel.inpaint_box
     assert box.run()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
 
 from ...core.jobs import Progress
@@ -80,8 +80,22 @@ class InpaintBox(QGroupBox):
         form.addRow(row)
         self.viewer.window_changed.connect(self._window_changed)
         self.viewer.volume_changed.connect(self._volume_changed)
-        self.annotation.active_changed.connect(lambda _v: self.sync())
-        self.annotation.voxels_changed.connect(lambda _b: self.sync())
+        # the region's size is counted over the whole image: after edits, once they pause, and only while
+        # this part is shown (painting stays as quick as without it)
+        self._later = QTimer(self)
+        self._later.setSingleShot(True)
+        self._later.setInterval(250)
+        self._later.timeout.connect(self.sync)
+        self.annotation.active_changed.connect(lambda _v: self._sync_soon())
+        self.annotation.voxels_changed.connect(lambda _b: self._sync_soon())
+        self.sync()
+
+    def _sync_soon(self) -> None:
+        if self.isVisible():
+            self._later.start()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
         self.sync()
 
     # ---- the region ------------------------------------------------------------------------
