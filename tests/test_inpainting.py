@@ -312,11 +312,11 @@ def test_a_short_training_run_learns_and_writes_a_package_the_registry_accepts(t
 
     cfg = InpaintTrainConfig(train=["volumes/ct_aorta_1.5mm_crop.nii.gz"],
                              held_out=["volumes/ct_abdomen_3mm_crop.nii.gz"], modality="CT", new_id="short-ct",
-                             data_root=str(shared_data), workdir=str(tmp_path / "work"), minutes=0.15, batch=4,
-                             crop=64, base=8, levels=2, dilations=(2, 4), recon_share=0.6, validate_every_s=4)
+                             data_root=str(shared_data), workdir=str(tmp_path / "work"), minutes=0.07, batch=4,
+                             crop=48, base=8, levels=2, dilations=(2, 4), recon_share=0.6, validate_every_s=5)
     first = train(cfg, say=lambda _m: None)
     assert (tmp_path / "work" / "inpaint-checkpoint.pt").is_file()
-    cfg.minutes = 0.35
+    cfg.minutes = 0.15
     result = train(cfg, say=lambda _m: None)  # resumes where the first stopped
     psnr = [h["val_masked_psnr"] for h in result["history"]]
     assert result["steps"] > first["steps"] and psnr[-1] > psnr[0] + 1.5, psnr

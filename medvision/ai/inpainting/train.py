@@ -148,6 +148,11 @@ def _step(config, g, d, opt_g, opt_d, s: Sample, adversarial: bool, ssim_loss, a
     return figures
 
 
+def _state(g, d, opt_g, opt_d, step: int, elapsed: float, history: list) -> dict:
+    return {"g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "step": step, "elapsed": elapsed, "history": json.dumps(history)}
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -199,11 +204,10 @@ def train(config: InpaintTrainConfig, say=print) -> dict:
                             "adversarial": adversarial, **{k: round(v, 4) for k, v in figures.items()}})
             say(f"step {step} ({elapsed / 60:.1f} min{', adversarial' if adversarial else ''}): held-out masked PSNR "
                 f"{psnr:.2f} dB; " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
-            _save_checkpoint(ckpt, {"g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(),
-                                    "opt_d": opt_d.state_dict(), "step": step, "elapsed": elapsed,
-                                    "history": json.dumps(history)})
+            _save_checkpoint(ckpt, _state(g, d, opt_g, opt_d, step, elapsed, history))
     psnr = validate(g, val, config.levels)
     history.append({"step": step, "minutes": round(elapsed / 60, 2), "val_masked_psnr": psnr})
+    _save_checkpoint(ckpt, _state(g, d, opt_g, opt_d, step, elapsed, history))  # a longer budget resumes here
     say(f"done: {step} steps in {elapsed / 60:.1f} min; held-out masked PSNR {psnr:.2f} dB")
     return {"generator": g.state_dict(), "steps": step, "minutes": elapsed / 60, "history": history}
 
