@@ -26,7 +26,7 @@ from pydicom.dataelem import DataElement
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "dicom"
 SEED = 20261205
-FUZZ = 240  # random header mutations, beside the planted defects
+FUZZ = 200  # random header mutations, beside the planted defects
 
 
 @dataclass
