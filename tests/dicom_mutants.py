@@ -288,14 +288,14 @@ def outcome(m: Mutant, tmp: Path) -> dict:
     from medvision.cli import main
 
     err, out = io.StringIO(), io.StringIO()
-    target = tmp / f"{m.folder.name}.nii.gz"
+    target = tmp / f"{m.folder.name}.nii"  # (uncompressed: the corpus is about the reading, not gzip)
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
             rc = main(["convert", "-q", str(m.folder), "-o", str(target)])
         except SystemExit as exc:
             rc = exc.code if isinstance(exc.code, int) else 2
     return {"rc": rc, "stderr": err.getvalue(), "stdout": out.getvalue(), "written": sorted(tmp.glob(
-        f"{m.folder.name}*.nii.gz"))}
+        f"{m.folder.name}*.nii"))}
 
 
 def classify(m: Mutant, result: dict) -> str:
