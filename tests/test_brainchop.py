@@ -174,7 +174,7 @@ def test_network_equals_tensorflow_on_the_whole_crop(shared_data, image, package
     padded) equal those of the original tfjs model run by TensorFlow (TF-Keras with the tfjs weights, loaded by
     the ``tensorflowjs`` package; stored by benchmarks/brainchop_tfjs/reference_tf.py). For the 104-class
     package the pre-model's classes on the whole 256^3 cube are compared too, and its mask places the crop."""
-    torch.set_num_threads(2)
+    # (the worker's share of the CPU threads, tests/conftest.py)
     pkg = Registry([shipped_dir()]).get(package_id)
     conformed = _conformed(shared_data, image)
     mask = None
@@ -206,7 +206,7 @@ def test_reoriented_copy_gives_the_same_labels(shared_data):
     patient space."""
     from medvision.io import load
 
-    torch.set_num_threads(2)
+    # (the worker's share of the CPU threads, tests/conftest.py)
     volume = load(shared_data / "labeled" / "MRIcrop-orig.gipl.gz")
     pkg = Registry([shipped_dir()]).get("brainchop-subcortical-18")
     net = pkg.network()
