@@ -1,11 +1,12 @@
-"""What the ``medvision`` command's modules share (:mod:`medvision.cli` and :mod:`medvision.cli_models`):
-a terminal progress bar fed by a job's progress records, and running a job behind one."""
+"""What the ``medvision`` command's modules share (:mod:`medvision.cli`, :mod:`medvision.cli_models`,
+:mod:`medvision.cli_inpaint`): a terminal progress bar fed by a job's progress records, running a job
+behind one, reading the input image, and saying a failure in one line."""
 
 from __future__ import annotations
 
 import sys
 
-__all__ = ["ProgressBar", "run_with_progress"]
+__all__ = ["ProgressBar", "run_with_progress", "load_input", "fail"]
 
 
 class ProgressBar:
@@ -47,3 +48,18 @@ def run_with_progress(job, quiet: bool):
         return run_job(job, bar)
     finally:
         bar.close()
+
+
+def load_input(path: str, series: str | None, quiet: bool):
+    """The image a command works on (``series`` when the path holds several; else the first stack),
+    read behind a progress bar."""
+    from .io.api import load_job
+
+    volume = run_with_progress(load_job(path, series=series) if series else load_job(path), quiet)
+    return volume[0] if isinstance(volume, list) else volume
+
+
+def fail(message: str) -> int:
+    """Say ``message`` on stderr as the command's one-line failure; returns the exit status 2."""
+    print(f"medvision: {message}", file=sys.stderr)
+    return 2

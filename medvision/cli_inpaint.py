@@ -8,12 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli_common import fail
+
 __all__ = ["add_parser"]
-
-
-def _fail(message: str) -> int:
-    print(f"medvision: {message}", file=sys.stderr)
-    return 2
 
 
 def add_parser(sub) -> None:
@@ -39,32 +36,28 @@ def add_parser(sub) -> None:
 def _cmd_inpaint(args) -> int:
     from .ai.inpainting.infer import InpaintError, InpaintOptions, inpaint_job
     from .ai.package import PackageError, Registry
-    from .cli_common import run_with_progress
-    from .io.api import load_job
+    from .cli_common import load_input, run_with_progress
     from .io.labels import load_labels
     from .io.volumes import is_volume_file
 
     if args.anomaly:
         return _cmd_anomaly(args)
     if not args.mask or not args.output:
-        return _fail("give the region to fill (--mask) and where to write the filled image (-o), or --anomaly MAP")
+        return fail("give the region to fill (--mask) and where to write the filled image (-o), or --anomaly MAP")
     out = Path(args.output)
     as_dicom = not is_volume_file(out)
     if as_dicom and (out.suffix or (out.exists() and (not out.is_dir() or any(out.iterdir())))):
-        return _fail(f"{out}: give a new folder (a derived DICOM series) or a .nii.gz, .nii, .nrrd or .mha file")
+        return fail(f"{out}: give a new folder (a derived DICOM series) or a .nii.gz, .nii, .nrrd or .mha file")
     if out.resolve() == Path(args.input).resolve():
-        return _fail("the filled image is written as a new file, never over its original: give another -o")
+        return fail("the filled image is written as a new file, never over its original: give another -o")
     try:
         package = Registry().get(args.model)
         if package.card.get("task") != "inpainting":
             others = [p.id for p in Registry().packages() if p.card.get("task") == "inpainting"]
-            return _fail(f"{package.id} is a {package.card.get('task')} model (medvision infer runs it); "
+            return fail(f"{package.id} is a {package.card.get('task')} model (medvision infer runs it); "
                          + (f"inpainting models: {', '.join(others)}" if others else
                             "no inpainting model is installed (python -m medvision.ai.inpainting.train writes one)"))
-        volume = run_with_progress(load_job(args.input, series=args.series) if args.series else load_job(args.input),
-                                   args.quiet)
-        if isinstance(volume, list):
-            volume = volume[0]
+        volume = load_input(args.input, args.series, args.quiet)
         frame = volume.frame(args.frame - 1) if volume.is_4d else volume
         labels = load_labels(args.mask, reference=frame)
         if labels.placement == "resampled":
@@ -75,9 +68,9 @@ def _cmd_inpaint(args) -> int:
         options = InpaintOptions(device=args.device, frame=args.frame - 1)
         result = run_with_progress(inpaint_job(package, volume, labels.array != 0, options), args.quiet)
     except InpaintError as exc:
-        return _fail(f"{args.mask}: {exc}")
+        return fail(f"{args.mask}: {exc}")
     except (PackageError, RuntimeError, ValueError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     status = _write(args, package, volume, frame, result, labels.array != 0, out, as_dicom)
     if status:
         return status
@@ -102,7 +95,7 @@ def _write(args, package, volume, frame, result, region, out: Path, as_dicom: bo
                                  f"{package.version})", derivation=derivation,
                                  sources=sources[args.frame - 1] if sources else None)
         except MedvisionIOError as exc:
-            return _fail(str(exc))
+            return fail(str(exc))
         where = f"{out} (a derived DICOM series)"
     else:
         from .io.derived import write_synthetic_volume
@@ -121,31 +114,27 @@ def _write(args, package, volume, frame, result, region, out: Path, as_dicom: bo
 def _cmd_anomaly(args) -> int:
     from .ai.inpainting.infer import InpaintError, InpaintOptions, anomaly_job
     from .ai.package import PackageError, Registry
-    from .cli_common import run_with_progress
+    from .cli_common import load_input, run_with_progress
     from .core.volume import Volume
-    from .io.api import load_job
     from .io.derived import write_synthetic_volume
     from .io.labels import load_labels
     from .io.volumes import is_volume_file
 
     out = Path(args.anomaly)
     if not is_volume_file(out):
-        return _fail(f"{out}: give a .nii.gz, .nii, .nrrd or .mha file for the anomaly map")
+        return fail(f"{out}: give a .nii.gz, .nii, .nrrd or .mha file for the anomaly map")
     try:
         package = Registry().get(args.model)
-        volume = run_with_progress(load_job(args.input, series=args.series) if args.series else load_job(args.input),
-                                   args.quiet)
-        if isinstance(volume, list):
-            volume = volume[0]
+        volume = load_input(args.input, args.series, args.quiet)
         frame = volume.frame(args.frame - 1) if volume.is_4d else volume
         region = load_labels(args.mask, reference=frame).array != 0 if args.mask else None
         options = InpaintOptions(device=args.device, frame=args.frame - 1)
         amap, notes = run_with_progress(anomaly_job(package, volume, region, hole_mm=args.hole_mm, options=options),
                                         args.quiet)
     except InpaintError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except (PackageError, RuntimeError, ValueError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     write_synthetic_volume(Volume(amap, frame.affine, frame.frame_of_reference_uid, {}), out,
                            derivation=f"AI anomaly map ({package.id} {package.version}): |original - filled| of "
                                       f"{args.hole_mm:g} mm holes, in units of the image's intensity range",

@@ -13,6 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .cli_common import fail
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("infer", help="run a model on an image (DICOM folder/file, NIfTI, NRRD ...) and write "
@@ -62,32 +64,23 @@ def add_parsers(sub) -> None:
 IMPLAUSIBLE_EXIT = 3
 
 
-def _fail(message: str) -> int:
-    print(f"medvision: {message}", file=sys.stderr)
-    return 2
-
-
 def _cmd_infer(args) -> int:
     from .ai.engine import InferenceOptions, infer_job
     from .ai.package import PackageError, Registry
-    from .cli_common import run_with_progress
-    from .io.api import load_job
+    from .cli_common import load_input, run_with_progress
     from .io.labels import save_labels
     from .io.volumes import write_volume
 
     try:
         package = Registry().get(args.model)
-        volume = run_with_progress(load_job(args.input, series=args.series) if args.series else load_job(args.input),
-                                   args.quiet)
-        if isinstance(volume, list):
-            volume = volume[0]
+        volume = load_input(args.input, args.series, args.quiet)
         warned = [f"warning: {w}" for w in package.suitability(volume)]
         for warning in warned:  # before a run that may take minutes
             print(warning, file=sys.stderr)
         options = InferenceOptions(device=args.device, tta=args.tta, uncertainty=bool(args.uncertainty))
         result = run_with_progress(infer_job(package, volume, options), args.quiet)
     except (PackageError, RuntimeError, ValueError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     out = args.output
     if out.lower().endswith(".dcm"):
         from .io.seg import write_seg
@@ -142,7 +135,7 @@ def _cmd_models_show(args) -> int:
     try:
         package = Registry().get(args.id)
     except PackageError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if args.json:
         print(json.dumps(package.card, indent=1))
         return 0
@@ -171,7 +164,7 @@ def _cmd_models_import(args) -> int:
         package = import_any(args.path, card=args.card, trust_code=args.trust_code)
         installed = Registry().install(package, replace=args.replace, trust_code=args.trust_code)
     except PackageError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     finally:
         if package is not None:
             _remove_staging(package.folder, args.path)
@@ -320,7 +313,7 @@ def _cmd_train(args) -> int:
     try:
         data, config = _train_setup(args)
     except (TrainingDataError, ProjectError, ValueError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     say(f"{len(data.cases)} cases, labels: {', '.join(data.names)}", flush=True)
     for note in data.notes:
         say(f"note: {note}", flush=True)
@@ -365,7 +358,7 @@ def _cmd_train(args) -> int:
             + (" (the folds that finished are kept)" if config.folds else ""), flush=True)
         return 130
     except (PackageError, TrainingDataError, ValueError, RuntimeError) as exc:
-        return _fail((f"{state['run']}: " if state["run"] else "") + str(exc))
+        return fail((f"{state['run']}: " if state["run"] else "") + str(exc))
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)

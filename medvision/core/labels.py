@@ -144,9 +144,10 @@ class LabelTable:
         return out
 
     # ---- files ----------------------------------------------------------------------------
-    def to_json(self) -> str:
+    def to_json(self, **extra) -> str:
+        """The table as JSON; ``extra``: more top-level fields (e.g. the digest of the voxels it names)."""
         return json.dumps({"format": "medvision-labels", "version": 1,
-                           "labels": [la.as_dict() for la in self]}, indent=1)
+                           "labels": [la.as_dict() for la in self], **extra}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> LabelTable:

@@ -46,12 +46,10 @@ def write_synthetic_volume(volume: Volume, path: str | os.PathLike, *, derivatio
     import json
 
     from ..core.atomic import write_text
-    from .sidecars import sidecar_base
-    from .volumes import write_volume
+    from .volumes import json_sidecar, write_volume
 
     write_volume(volume, path)
-    base = sidecar_base(path)
-    sidecar = base.with_name(base.name + ".json")
+    sidecar = json_sidecar(path)
     write_text(sidecar, json.dumps({"ImageType": ["DERIVED", "SECONDARY"], "DerivationDescription": derivation,
                                     **record, "Synthetic": True}, indent=1))
     return sidecar

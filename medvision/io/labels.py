@@ -46,9 +46,8 @@ def save_labels(labels: LabelMap, path: str | os.PathLike, *, compress: bool = T
     write_volume(volume, path, compress=compress, level=1 if fast else -1, private=private)
     # the table names the voxels it was written with: a table left from another version of the file
     # (a crash between the two writes, a file replaced by hand) is said when it is read
-    table = json.loads(labels.table.to_json())
-    table["labels_sha256"] = voxels_sha256(labels.array)
-    write_text(table_path_for(path), json.dumps(table, indent=1), private=private)
+    write_text(table_path_for(path), labels.table.to_json(labels_sha256=voxels_sha256(labels.array)),
+               private=private)
     return path
 
 

@@ -21,18 +21,9 @@ import numpy as np
 from ..core.atomic import write_text
 from ..core.volume import Volume
 from .dicom.diffusion import B0_EPS
+from .volumes import json_sidecar, sidecar_base
 
 log = logging.getLogger(__name__)
-
-
-def sidecar_base(path: str | os.PathLike) -> Path:
-    """``out.nii.gz`` -> ``out`` (the stem the sidecars share)."""
-    path = Path(path)
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            return path.with_name(name[: -len(suffix)])
-    return path.with_suffix("")
 
 
 def fsl_gradients(volume: Volume) -> tuple[list[float], np.ndarray | None] | None:
@@ -96,7 +87,7 @@ def write_sidecars(volume: Volume, image_path: str | os.PathLike) -> list[Path]:
     written = []
     sidecar = bids_sidecar(volume)
     if sidecar is not None:
-        path = base.with_name(base.name + ".json")
+        path = json_sidecar(image_path)
         write_text(path, json.dumps(sidecar, indent=2) + "\n")
         written.append(path)
     grads = fsl_gradients(volume)

@@ -37,20 +37,29 @@ def is_volume_file(path: str | os.PathLike) -> bool:
     return suffix_of(path) in VOLUME_SUFFIXES
 
 
+def sidecar_base(path: str | os.PathLike) -> Path:
+    """``out.nii.gz`` -> ``out`` (the stem the sidecars share)."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)])
+    return path.with_suffix("")
+
+
+def json_sidecar(path: str | os.PathLike) -> Path:
+    """``out.nii.gz`` -> ``out.json``: the JSON sidecar of an image file (BIDS fields, a derived image's record)."""
+    base = sidecar_base(path)
+    return base.with_name(base.name + ".json")
+
+
 def _synthetic_sidecar(path: str) -> str:
     """The DerivationDescription of a JSON sidecar beside ``path`` that says the image is synthetic
     (what ``medvision inpaint`` writes), else ""."""
     import json
 
-    name = os.path.basename(path)
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            sidecar = os.path.join(os.path.dirname(path), name[: -len(suffix)] + ".json")
-            break
-    else:
-        return ""
     try:
-        with open(sidecar, encoding="utf-8") as fh:
+        with open(json_sidecar(path), encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError):
         return ""

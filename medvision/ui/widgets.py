@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from PySide6.QtWidgets import QToolButton
 
 
@@ -18,11 +19,9 @@ def tool_buttons(layout, specs) -> list[QToolButton]:
     return out
 
 
-def heat_lut():
+def heat_lut() -> np.ndarray:
     """256 RGBA entries for a heat-map overlay: transparent for low values, then yellow to red, more
     opaque as it rises (uncertainty, inpainting differences)."""
-    import numpy as np
-
     t = np.linspace(0, 1, 256)
     lut = np.zeros((256, 4), np.uint8)
     lut[:, 0] = 255

@@ -10,7 +10,6 @@ import time
 import numpy as np
 
 from ...core.jobs import Progress
-from ...core.labels import LabelMap
 from ...core.volume import Volume
 from .. import memory
 from ..options import InferenceOptions
@@ -72,5 +71,4 @@ def run_brainchop(package: ModelPackage, net, source: Volume, device: str, optio
     net.to("cpu")
     if device == "cuda":
         memory.release_gpu_memory()
-    result: tuple[LabelMap, np.ndarray] = (card_labels(card, array, source), chosen)
-    return result
+    return card_labels(card, array, source), chosen
