@@ -58,6 +58,25 @@ def test_tampered_weights_are_refused(tmp_path):
         ModelPackage.open(copy).network()
 
 
+@pytest.mark.parametrize("instance_norm", [False, True])
+def test_meshnet_weights_take_the_faster_layout_on_the_cpu_and_give_the_same_classes(instance_norm):
+    from medvision.ai.networks.layout import place
+
+    torch.manual_seed(0)
+    net = build({"name": "meshnet.MeshNet", "args": {"channels": 6, "dilations": [1, 2, 1], "out_channels": 3,
+                                                      "instance_norm": instance_norm}}).eval()
+    x = torch.randn(1, 1, 20, 20, 20)
+    with torch.no_grad():
+        plain = net(x)
+        place(net, "cpu")
+        hidden = [b.conv.weight for b in net.layers[1:]]  # (6 channels in: the layouts differ)
+        # channels-last, except with instance norm (slower that way); the same results either way
+        assert all(w.is_contiguous(memory_format=torch.channels_last_3d) != instance_norm for w in hidden)
+        assert torch.allclose(net(x), plain, atol=1e-5)
+        labels, _ = bp.predict(net, x)
+    assert torch.equal(labels, plain[0].argmax(0).to(labels.dtype))
+
+
 def test_meshnet_from_card_runs_and_fine_tunes():
     card = json.loads((shipped_dir() / "brainchop-gwm" / "model.json").read_text(encoding="utf-8"))
     net = build(card["architecture"])

@@ -12,6 +12,7 @@ import torch
 
 from ...core.jobs import Cancelled, Progress
 from .. import memory
+from ..networks.layout import place
 from .devices import Attempt, fallback_plan
 
 __all__ = ["Watch", "run_attempt", "run_network", "watched"]
@@ -79,7 +80,7 @@ def run_attempt(net, card: dict, x: torch.Tensor, attempt: Attempt, tta: bool) -
     sliding = inference.get("mode") == "sliding_window" and inference.get("sliding_window")
     output = card.get("output") or {}
     dev = torch.device(attempt.device if attempt.sw_device == "cpu" else attempt.sw_device)
-    net.to(dev)
+    place(net, dev)
     amp = dev.type == "cuda"
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:

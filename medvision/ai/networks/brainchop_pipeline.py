@@ -39,6 +39,8 @@ import torch
 
 from medvision.core.volume import Volume
 
+from .layout import place
+
 __all__ = ["Conformed", "conform", "normalize", "crop_box", "network_input", "predict", "to_cube",
            "keep_largest_component", "to_volume_grid", "segment", "BrainchopError", "CONFORMED_SHAPE"]
 
@@ -193,6 +195,7 @@ def predict(net: torch.nn.Module, x: torch.Tensor, slab: int = 16) -> tuple[torc
     The hidden layers run on the whole input; the 1^3 classifier one slab of ``slab`` planes at a
     time (a 104-class output of a whole crop would need gigabytes), as brainchop's sequential
     last layer does."""
+    place(net, x.device)
     feats = x
     for block in net.layers:
         feats = block(feats)
@@ -283,7 +286,7 @@ def pre_mask_of(conformed: Conformed, card: dict, pre_net: torch.nn.Module | Non
     if pre_net is None:
         raise ValueError("this model needs its pre-model network")
     kind = ((card["pre_model"].get("normalization")) or {}).get("kind", "minmax")
-    return _premodel_mask(pre_net.eval().to(device), torch.from_numpy(conformed.cube).to(device), kind)
+    return _premodel_mask(pre_net.eval(), torch.from_numpy(conformed.cube).to(device), kind)
 
 
 def run_conformed(conformed: Conformed, net: torch.nn.Module, card: dict, pre_net: torch.nn.Module | None,
@@ -292,7 +295,7 @@ def run_conformed(conformed: Conformed, net: torch.nn.Module, card: dict, pre_ne
     device = torch.device(device)
     mask = pre_mask_of(conformed, card, pre_net, device)
     x, box, pad = prepare_input(conformed, card, mask, device)
-    labels, prob = predict(net.eval().to(device), x)
+    labels, prob = predict(net.eval(), x)
     return labels.cpu().numpy(), prob.cpu().numpy(), box, pad
 
 

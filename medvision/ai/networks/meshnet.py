@@ -98,6 +98,9 @@ class MeshNet(nn.Module):
             blocks.append(_Block(cin, channels, kernel_size, int(d), activation, bias, batch_norm, norm_eps, inorm))
             cin = channels
         self.layers = nn.ModuleList(blocks)
+        # channels-last weights on the CPU: 1.4x to 1.9x faster (see .layout), but slower with torch's instance
+        # norm in the layers (mindgrab: 0.84x), which keeps the plain layout
+        self.cpu_memory_format = None if any(flags) else torch.channels_last_3d
         self.drop = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv3d(channels, out_channels, 1, bias=True)
 

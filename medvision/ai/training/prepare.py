@@ -13,6 +13,7 @@ import torch
 from ...core.cpus import cpu_threads
 from ...core.jobs import Progress
 from ..inference.devices import pick_device
+from ..networks.layout import place
 from ..package import ModelPackage, Registry
 from .config import Run, TrainConfig, training_spacing
 from .conformed import is_conformed, prepare_conformed, validation_margin
@@ -73,7 +74,7 @@ def prepare(config: TrainConfig, data: TrainingData, registry: Registry | None, 
         torch.set_num_threads(config.threads or max(1, cpu_threads() // group.world))
     task = SegmentationTask(data.names)
     tn = make_network(base, task.n_classes, config.from_scratch, config.architecture, config.seed, config.transfer)
-    net = tn.net.to(device)
+    net = place(tn.net, device)
     group.broadcast_module(net)  # (every process starts from the same weights)
     head_init = config.head_init if config.head_init != "auto" else ("probe" if tn.pretrained else "prior")
     notes = list(data.notes) + tn.notes
