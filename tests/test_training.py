@@ -583,6 +583,30 @@ def test_the_probe_fits_the_head_alone_on_the_bodys_features(kind):
     assert all(torch.equal(v, body[k]) for k, v in net.body.state_dict().items())  # the body untouched
 
 
+def test_the_probe_stops_once_the_loss_has_settled_and_not_while_it_falls():
+    from medvision.ai.training.probe import fit_head_probe
+
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(6, 3, generator=g)
+    batches = []
+    for _ in range(4):  # six random features per low-resolution voxel; the classes a noisy linear function of them
+        x = torch.randn(2, 6, 8, 8, 8, generator=g)
+        scores = torch.einsum("bcdhw,ck->bkdhw", x, mix) + 1.5 * torch.randn(2, 3, 8, 8, 8, generator=g)
+        y = torch.nn.functional.interpolate(scores.argmax(1, keepdim=True).float(), scale_factor=2).long()
+        batches.append((x, y))
+
+    def fit(steps):
+        torch.manual_seed(0)  # the same starting head
+        net = torch.nn.Sequential()
+        net.add_module("head", torch.nn.ConvTranspose3d(6, 3, 2, stride=2))
+        return fit_head_probe(net, net.forward, ["head.weight", "head.bias"], batches, 3, steps=steps)
+
+    short, long = fit(8), fit(3000)
+    assert short["steps"] == 8 and not short["stopped_early"]  # still falling: every step taken
+    assert 8 < long["steps"] < 3000 and long["loss_after"] < short["loss_after"]  # settled: stopped there
+    assert fit(long["steps"] + 100)["steps"] == long["steps"]  # at the same step whatever the limit
+
+
 def test_a_head_that_mixes_neighbouring_voxels_is_not_probed():
     from medvision.ai.training.probe import fit_head_probe
 
