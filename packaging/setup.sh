@@ -46,12 +46,9 @@ if [[ ! -x .venv/bin/python ]]; then
     "$PYTHON" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
-# --no-compile: pip would byte-compile every module of every wheel (torch alone has thousands); Python
-# compiles the ones that are imported, once, at their first import (a fresh setup: 50 s -> 30 s)
-INSTALL=(install --no-compile)
 if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
     say "installing $TORCH_PIN"
-    "${PIP[@]}" "${INSTALL[@]}" "$TORCH_PIN"
+    "${PIP[@]}" install "$TORCH_PIN"
 fi
 extra=""
 [[ $DEV == 1 ]] && extra="[dev]"
@@ -59,7 +56,7 @@ stamp=".venv/.medvision-installed${extra}"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     say "installing medvision${extra} and its dependencies"
-    "${PIP[@]}" "${INSTALL[@]}" -e ".${extra}"
+    "${PIP[@]}" install -e ".${extra}"
     echo "$want" > "$stamp"
 fi
 say "ready: .venv/bin/medvision"
