@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash packaging/setup.sh --dev
 export QT_QPA_PLATFORM=offscreen
+# medvision's modules compiled once and kept (__pycache__, ignored by git), not again in each of the
+# suite's hundred-odd Python processes (0.3 s each) where the machine sets PYTHONDONTWRITEBYTECODE
+unset PYTHONDONTWRITEBYTECODE
 echo "== ruff"
 .venv/bin/ruff check medvision tests benchmarks
 echo "== import-linter"
