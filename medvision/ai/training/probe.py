@@ -192,21 +192,27 @@ def _fit_head(module: nn.Module, x, target, sub, y, steps: int, lr: float, deadl
     drawn = torch.bincount(target, minlength=k_out).float()
     share = torch.bincount(y.ravel(), minlength=k_out)[:k_out].float()
     weights = share / share.sum() / drawn.clamp_min(1)  # each drawn voxel stands for its class's share
-    voxel_weight = weights[target][:, None]
-    onehot = torch.nn.functional.one_hot(target, k_out).float()
+    # class-major (classes, voxels): a softmax over the few classes of each voxel is 20x faster on the CPU
+    # along the first axis than along the last
+    voxel_weight = weights[target][None]
+    onehot = torch.nn.functional.one_hot(target, k_out).float().T
+    xt = x.T.contiguous()
 
     counts = torch.bincount(sub, minlength=w.shape[0]).tolist()
     starts = np.cumsum([0, *counts[:-1]]).tolist()
     spans = [(k, a, a + n) for k, (a, n) in enumerate(zip(starts, counts, strict=True)) if n]
 
-    def scores() -> torch.Tensor:
-        return torch.cat([x[a:e] @ w[k] for k, a, e in spans]) + b
+    def scores() -> torch.Tensor:  # (classes, voxels)
+        return torch.cat([w[k].T @ xt[:, a:e] for k, a, e in spans], dim=1) + b[:, None]
 
     def loss_of() -> torch.Tensor:  # as monai's DiceCELoss over the patches (softmax, background included)
         s = scores()
-        p = s.softmax(1) * voxel_weight
-        dice = (2 * (p * onehot).sum(0) + 1e-5) / (p.sum(0) + (onehot * voxel_weight).sum(0) + 1e-5)
-        return torch.nn.functional.cross_entropy(s, target, weight=weights) + 1 - dice.mean()
+        log_p = s - s.logsumexp(0, keepdim=True)
+        p = log_p.exp() * voxel_weight
+        dice = (2 * (p * onehot).sum(1) + 1e-5) / (p.sum(1) + (onehot * voxel_weight).sum(1) + 1e-5)
+        # cross-entropy with class weights, as torch's: the weighted mean of -log p of the true class
+        cross_entropy = -(voxel_weight[0] * log_p.gather(0, target[None])[0]).sum() / voxel_weight.sum()
+        return cross_entropy + 1 - dice.mean()
 
     opt = torch.optim.Adam(params, lr=lr)
     with torch.no_grad():
@@ -226,7 +232,7 @@ def _fit_head(module: nn.Module, x, target, sub, y, steps: int, lr: float, deadl
         opt.step()
     with torch.no_grad():
         after = float(loss_of())
-        pred = scores().argmax(1)
+        pred = scores().argmax(0)
         accuracy = float(np.mean([(pred[target == c] == c).float().mean() for c in target.unique()]))
     if not np.isfinite(after) or after > before:  # never start from a worse head than the one it had
         return None
