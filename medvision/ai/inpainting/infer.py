@@ -20,7 +20,7 @@ from .. import memory
 from ..inference.devices import pick_device
 from ..package import ModelPackage, PackageError
 from .data import intensity_range, neighbours
-from .network import network_input
+from .network import COARSE, network_input
 
 __all__ = ["InpaintOptions", "InpaintResult", "InpaintError", "inpaint_job", "anomaly_job", "check_region",
            "canonical_code", "in_dtype", "MAX_SHARE"]
@@ -92,14 +92,15 @@ def _crop_box(mask: np.ndarray, margin: int, multiple: int) -> tuple[slice, slic
     return box[0], box[1]
 
 
-def _fill_slices(net, scaled: np.ndarray, mask: np.ndarray, zs: list[int], context: int, multiple: int,
+def _fill_slices(net, scaled: np.ndarray, mask: np.ndarray, zs: list[int], spec: tuple[int, int, str],
                  device: str) -> np.ndarray:
     """The network's fill (scaled intensities) of slices ``zs`` of the cropped arrays, (len(zs), h, w)."""
+    context, multiple, coarse = spec
     depth = scaled.shape[0]
     idx = [neighbours(z, depth, context) for z in zs]
     slices = torch.from_numpy(np.stack([scaled[i] for i in idx])).float()
     masks = torch.from_numpy(np.stack([mask[i] for i in idx]).astype(np.float32))
-    x, (h, w) = network_input(slices, masks, multiple)
+    x, (h, w) = network_input(slices, masks, multiple, coarse)
     with torch.inference_mode():
         out = net(x.to(device)).float()[..., :h, :w].cpu()
     return out[:, 0].numpy()
@@ -127,6 +128,10 @@ def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, optio
     net = package.network(device=device)
     spec = package.card.get("input") or {}
     context, multiple = int(spec.get("context", 1)), int(spec.get("multiple", 8))
+    coarse = spec.get("coarse", "push_pull")
+    if coarse not in COARSE:
+        raise PackageError(f"{package.id}: its card asks for a coarse fill medvision does not know ({coarse!r}; "
+                           f"known: {', '.join(COARSE)})")
     seconds = {"load": time.perf_counter() - t0}
     original = frame.array
     low, high = intensity_range(original, mask)
@@ -140,14 +145,14 @@ def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, optio
         part = zs[k:k + options.batch]
         yield Progress("inpainting", k, len(zs), f"slice {part[0] + 1} of {frame.shape[0]}")
         try:
-            out = _fill_slices(net, scaled, sub_mask, part, context, multiple, device)
+            out = _fill_slices(net, scaled, sub_mask, part, (context, multiple, coarse), device)
         except Exception as exc:
             if device == "cpu" or not memory.is_out_of_memory(exc):
                 raise
             notes.append("out of GPU memory: ran on the CPU")
             net, device = net.to("cpu"), "cpu"
             memory.release_gpu_memory()
-            out = _fill_slices(net, scaled, sub_mask, part, context, multiple, device)
+            out = _fill_slices(net, scaled, sub_mask, part, (context, multiple, coarse), device)
         for z, plane in zip(part, out, strict=True):
             hole = sub_mask[z]
             view = result[z, rows, cols]  # (a view: written in place)

@@ -65,6 +65,7 @@ class InpaintTrainConfig:
     batch: int = 8
     crop: int = 128
     context: int = 1
+    coarse: str = "biharmonic"  # the fill the network refines (network.COARSE)
     base: int = 16
     levels: int = 3
     dilations: tuple[int, ...] = (2, 4, 8, 16)
@@ -99,18 +100,18 @@ def _validation_set(volumes: list[InpaintVolume], config: InpaintTrainConfig, n:
     return [sample_batch(volumes, rng, 8, config.crop, config.context, zoom_range=(1.0, 1.0)) for _ in range(n // 8)]
 
 
-def _fill(g: torch.nn.Module, s: Sample, levels: int) -> torch.Tensor:
-    x, (h, w) = network_input(s.slices, s.masks, 2 ** levels)
+def _fill(g: torch.nn.Module, s: Sample, levels: int, coarse: str) -> torch.Tensor:
+    x, (h, w) = network_input(s.slices, s.masks, 2 ** levels, coarse)
     return g(x)[..., :h, :w]
 
 
-def validate(g: torch.nn.Module, samples: list[Sample], levels: int) -> float:
+def validate(g: torch.nn.Module, samples: list[Sample], levels: int, coarse: str = "push_pull") -> float:
     """The mean masked PSNR (dB) of the composited fills over the validation samples."""
     g.eval()
     values = []
     with torch.no_grad():
         for s in samples:
-            out = composite(s.target, _fill(g, s, levels), s.hole)
+            out = composite(s.target, _fill(g, s, levels, coarse), s.hole)
             values += [masked_psnr(out[i, 0], s.target[i, 0], s.hole[i, 0]) for i in range(out.shape[0])]
     g.train()
     finite = [v for v in values if math.isfinite(v)]
@@ -121,7 +122,7 @@ def _step(config, g, d, opt_g, opt_d, s: Sample, adversarial: bool, ssim_loss, a
     """One training step on a batch: the discriminator first (when ``adversarial``), then the generator
     against the updated discriminator. Returns the batch's figures."""
     target, hole = s.target, s.hole
-    gen = _fill(g, s, config.levels)
+    gen = _fill(g, s, config.levels, config.coarse)
     comp = composite(target, gen, hole)
     l1_hole = (torch.abs(gen - target) * hole).sum() / hole.sum().clamp(min=1)
     l1_rest = (torch.abs(gen - target) * (1 - hole)).sum() / (1 - hole).sum().clamp(min=1)
@@ -190,7 +191,7 @@ def train(config: InpaintTrainConfig, say=print) -> dict:
     start = time.perf_counter() - elapsed
     last_check = time.perf_counter()
     if not history:
-        history.append({"step": 0, "minutes": 0.0, "val_masked_psnr": validate(g, val, config.levels)})
+        history.append({"step": 0, "minutes": 0.0, "val_masked_psnr": validate(g, val, config.levels, config.coarse)})
         say(f"step 0: held-out masked PSNR {history[-1]['val_masked_psnr']:.2f} dB")
     while (elapsed := time.perf_counter() - start) < budget:
         adversarial = config.adversarial and elapsed >= config.recon_share * budget
@@ -199,13 +200,13 @@ def train(config: InpaintTrainConfig, say=print) -> dict:
         step += 1
         if time.perf_counter() - last_check >= config.validate_every_s:
             last_check = time.perf_counter()
-            psnr = validate(g, val, config.levels)
+            psnr = validate(g, val, config.levels, config.coarse)
             history.append({"step": step, "minutes": round(elapsed / 60, 2), "val_masked_psnr": psnr,
                             "adversarial": adversarial, **{k: round(v, 4) for k, v in figures.items()}})
             say(f"step {step} ({elapsed / 60:.1f} min{', adversarial' if adversarial else ''}): held-out masked PSNR "
                 f"{psnr:.2f} dB; " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
             _save_checkpoint(ckpt, _state(g, d, opt_g, opt_d, step, elapsed, history))
-    psnr = validate(g, val, config.levels)
+    psnr = validate(g, val, config.levels, config.coarse)
     history.append({"step": step, "minutes": round(elapsed / 60, 2), "val_masked_psnr": psnr})
     _save_checkpoint(ckpt, _state(g, d, opt_g, opt_d, step, elapsed, history))  # a longer budget resumes here
     say(f"done: {step} steps in {elapsed / 60:.1f} min; held-out masked PSNR {psnr:.2f} dB")
@@ -232,7 +233,7 @@ def export_package(config: InpaintTrainConfig, result: dict, models_dir: Path, v
         "architecture": {"name": ARCHITECTURE, "args": {"context": config.context, "base": config.base,
                                                         "levels": config.levels, "dilations": list(config.dilations)}},
         "weights": {"file": "weights.safetensors", "sha256": hashlib.sha256(data).hexdigest()},
-        "input": {"context": config.context, "multiple": 2 ** config.levels,
+        "input": {"context": config.context, "multiple": 2 ** config.levels, "coarse": config.coarse,
                   "normalization": {"kind": "voided_percentiles", "low_quantile": 0.005, "high_quantile": 0.995}},
         "labels": [],
         "license": "Apache-2.0", "license_file": "LICENSE",
