@@ -64,7 +64,8 @@ class PeakMemory:
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+_LIBC_NAME = ctypes.util.find_library("c")
+_LIBC = ctypes.CDLL(_LIBC_NAME) if _LIBC_NAME else None
 
 
 def _resident() -> int:

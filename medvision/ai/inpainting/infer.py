@@ -20,7 +20,7 @@ from .. import memory
 from ..inference.devices import pick_device
 from ..package import ModelPackage, PackageError
 from .data import intensity_range, neighbours
-from .network import COARSE, network_input
+from .network import COARSE, padded_input
 
 __all__ = ["InpaintOptions", "InpaintResult", "InpaintError", "inpaint_job", "anomaly_job", "check_region",
            "canonical_code", "in_dtype", "MAX_SHARE"]
@@ -92,15 +92,26 @@ def _crop_box(mask: np.ndarray, margin: int, multiple: int) -> tuple[slice, slic
     return box[0], box[1]
 
 
-def _fill_slices(net, scaled: np.ndarray, mask: np.ndarray, zs: list[int], spec: tuple[int, int, str],
+def _coarse_fill(scaled: np.ndarray, mask: np.ndarray, coarse: str, chunk: int = 16) -> np.ndarray:
+    """Every slice of the cropped arrays with its hole filled by the ``coarse`` fill, once (a slice is the
+    neighbour of up to ``2 * context`` others); slices without a hole as they are."""
+    filled = scaled.copy()
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    for k in range(0, len(zs), chunk):
+        part = zs[k:k + chunk]
+        filled[part] = COARSE[coarse](torch.from_numpy(scaled[part]), torch.from_numpy(~mask[part]).float()).numpy()
+    return filled
+
+
+def _fill_slices(net, filled: np.ndarray, mask: np.ndarray, zs: list[int], context: int, multiple: int,
                  device: str) -> np.ndarray:
-    """The network's fill (scaled intensities) of slices ``zs`` of the cropped arrays, (len(zs), h, w)."""
-    context, multiple, coarse = spec
-    depth = scaled.shape[0]
+    """The network's fill (scaled intensities) of slices ``zs`` of the cropped arrays (``filled``: their coarse
+    fill), (len(zs), h, w)."""
+    depth = filled.shape[0]
     idx = [neighbours(z, depth, context) for z in zs]
-    slices = torch.from_numpy(np.stack([scaled[i] for i in idx])).float()
+    slices = torch.from_numpy(np.stack([filled[i] for i in idx])).float()
     masks = torch.from_numpy(np.stack([mask[i] for i in idx]).astype(np.float32))
-    x, (h, w) = network_input(slices, masks, multiple, coarse)
+    x, (h, w) = padded_input(slices, masks, multiple)
     with torch.inference_mode():
         out = net(x.to(device)).float()[..., :h, :w].cpu()
     return out[:, 0].numpy()
@@ -139,20 +150,21 @@ def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, optio
     scaled = ((original[:, rows, cols].astype(np.float32) - low) / (high - low))
     sub_mask = mask[:, rows, cols]
     zs = [int(z) for z in np.flatnonzero(sub_mask.any(axis=(1, 2)))]
+    filled_in = _coarse_fill(scaled, sub_mask, coarse)
     result = original.copy()
     t1 = time.perf_counter()
     for k in range(0, len(zs), max(1, options.batch)):
         part = zs[k:k + options.batch]
         yield Progress("inpainting", k, len(zs), f"slice {part[0] + 1} of {frame.shape[0]}")
         try:
-            out = _fill_slices(net, scaled, sub_mask, part, (context, multiple, coarse), device)
+            out = _fill_slices(net, filled_in, sub_mask, part, context, multiple, device)
         except Exception as exc:
             if device == "cpu" or not memory.is_out_of_memory(exc):
                 raise
             notes.append("out of GPU memory: ran on the CPU")
             net, device = net.to("cpu"), "cpu"
             memory.release_gpu_memory()
-            out = _fill_slices(net, scaled, sub_mask, part, (context, multiple, coarse), device)
+            out = _fill_slices(net, filled_in, sub_mask, part, context, multiple, device)
         for z, plane in zip(part, out, strict=True):
             hole = sub_mask[z]
             view = result[z, rows, cols]  # (a view: written in place)

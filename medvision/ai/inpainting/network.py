@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["COARSE", "GatedConv", "InpaintingUNet", "biharmonic", "composite", "make_discriminator", "network_input",
-           "push_pull"]
+           "padded_input", "push_pull"]
 
 
 class GatedConv(nn.Module):
@@ -151,8 +151,14 @@ def network_input(slices: torch.Tensor, masks: torch.Tensor, multiple: int, coar
     each slice's hole filled by the ``coarse`` fill (:data:`COARSE`; nothing of what was there is seen),
     the masks appended, padded at the bottom and right (reflect) to multiples of ``multiple``; returns it
     and the (H, W) to crop the output back to."""
-    h, w = slices.shape[-2:]
-    x = torch.cat([COARSE[coarse](slices, 1 - masks), masks], dim=1)
+    return padded_input(COARSE[coarse](slices, 1 - masks), masks, multiple)
+
+
+def padded_input(filled: torch.Tensor, masks: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """:func:`network_input` from slices whose holes are filled already (each slice filled once where a
+    slice is the neighbour of several)."""
+    h, w = filled.shape[-2:]
+    x = torch.cat([filled, masks], dim=1)
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
         mode = "reflect" if ph < h and pw < w else "replicate"

@@ -105,7 +105,7 @@ def _fill(g: torch.nn.Module, s: Sample, levels: int, coarse: str) -> torch.Tens
     return g(x)[..., :h, :w]
 
 
-def validate(g: torch.nn.Module, samples: list[Sample], levels: int, coarse: str = "push_pull") -> float:
+def validate(g: torch.nn.Module, samples: list[Sample], levels: int, coarse: str) -> float:
     """The mean masked PSNR (dB) of the composited fills over the validation samples."""
     g.eval()
     values = []
