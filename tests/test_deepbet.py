@@ -236,16 +236,14 @@ def test_engine_matches_the_deepbet_pipeline(shared_data, image):
 
 
 @pytest.mark.slow
-def test_medvision_infer_command_on_mni(shared_data, tmp_path):
-    import subprocess
-
+def test_medvision_infer_command_on_mni(shared_data, tmp_path, capsys):
     from medvision.io.labels import load_labels
 
+    from .cliutil import run_cli
+
     out = tmp_path / "brain.nii.gz"
-    proc = subprocess.run([sys.executable, "-m", "medvision.cli", "infer", "--model", "deepbet-t1-brain",
-                           str(shared_data / "volumes" / "mni152_t1_1mm.nii.gz"), "-o", str(out), "--device", "cpu",
-                           "--uncertainty", str(tmp_path / "u.nii.gz")],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = run_cli(capsys, "infer", "--model", "deepbet-t1-brain", shared_data / "volumes" / "mni152_t1_1mm.nii.gz",
+                   "-o", out, "--device", "cpu", "--uncertainty", tmp_path / "u.nii.gz")
     assert proc.returncode == 0, proc.stderr
     assert "deepbet-t1-brain on cpu: brain" in proc.stdout and " mL" in proc.stdout
     volume = _volume(shared_data, "mni")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from medvision.io.errors import MedvisionIOError, UnsupportedDataError
 from medvision.io.labels import load_labels, read_itksnap_labels, save_labels, table_path_for
 from medvision.io.seg import is_seg, read_seg, write_seg
 
+from .cliutil import run_cli
 from .conftest import SAMPLE_CT, SAMPLE_LABELS
 
 
@@ -178,18 +178,13 @@ def test_a_seg_made_by_another_tool_opens():
     assert lm.shape == (3, 512, 512) and np.count_nonzero(lm.array) > 1000
 
 
-def _medvision(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "medvision.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
-
-
 @pytest.mark.slow
-def test_convert_labels_to_seg_and_back(tmp_path, ct, totalseg):
+def test_convert_labels_to_seg_and_back(tmp_path, ct, totalseg, capsys):
     seg = tmp_path / "out.dcm"
-    r = _medvision("convert", SAMPLE_LABELS, "--reference", SAMPLE_CT, "-o", seg, "-q")
+    r = run_cli(capsys, "convert", SAMPLE_LABELS, "--reference", SAMPLE_CT, "-o", seg, "-q")
     assert r.returncode == 0, r.stderr
     assert "31 labels" in r.stdout and _dciodvfy_errors(seg) == []
-    r = _medvision("convert", seg, "--reference", SAMPLE_CT, "-o", tmp_path / "back.nii.gz", "-q")
+    r = run_cli(capsys, "convert", seg, "--reference", SAMPLE_CT, "-o", tmp_path / "back.nii.gz", "-q")
     assert r.returncode == 0, r.stderr
     back = load_labels(tmp_path / "back.nii.gz")
     assert np.array_equal(back.array, totalseg.array) and back.on_grid_of(ct)
@@ -197,8 +192,8 @@ def test_convert_labels_to_seg_and_back(tmp_path, ct, totalseg):
     folder = tmp_path / "study"
     shutil.copytree(SAMPLE_CT, folder / "ct")
     shutil.copy(seg, folder / "seg.dcm")
-    r = _medvision("convert", folder / "seg.dcm", "-o", tmp_path / "found.nii.gz", "-q")
+    r = run_cli(capsys, "convert", folder / "seg.dcm", "-o", tmp_path / "found.nii.gz", "-q")
     assert r.returncode == 0 and "onto the reference" in r.stdout, r.stderr
     assert np.array_equal(load_labels(tmp_path / "found.nii.gz").array, totalseg.array)
-    r = _medvision("convert", SAMPLE_LABELS, "-o", tmp_path / "no_ref.dcm", "-q")
+    r = run_cli(capsys, "convert", SAMPLE_LABELS, "-o", tmp_path / "no_ref.dcm", "-q")
     assert r.returncode != 0 and "--reference" in r.stderr

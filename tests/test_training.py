@@ -36,6 +36,8 @@ from medvision.core.volume import Volume
 from medvision.io import save
 from medvision.io.labels import save_labels
 
+from .cliutil import run_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "deepbet-t1-brain"
 SHAPE = (40, 48, 44)  # (z, y, x)
@@ -857,14 +859,15 @@ def test_cli_train_end_to_end_with_ctrl_c_and_resume(tmp_path, datalist, medvisi
 
 
 @pytest.mark.slow
-def test_cli_cross_validation_stopped_in_a_fold_resumes_there(tmp_path, datalist, medvision_home):
+def test_cli_cross_validation_stopped_in_a_fold_resumes_there(tmp_path, datalist, medvision_home, capsys):
     env = dict(os.environ, MEDVISION_HOME=str(medvision_home), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "medvision.cli", "train", "--base", BASE, "--datalist", str(datalist),
-           "-o", "cli-cv", "--epochs", "1", "--patch", "32", "--patches-per-epoch", "8", "--device", "cpu",
-           "--folds", "2", "--head-init", "prior", "--spacing", "1.5", "--workdir", str(tmp_path / "work"), "-q"]
+    args = ["train", "--base", BASE, "--datalist", str(datalist),
+            "-o", "cli-cv", "--epochs", "1", "--patch", "32", "--patches-per-epoch", "8", "--device", "cpu",
+            "--folds", "2", "--head-init", "prior", "--spacing", "1.5", "--workdir", str(tmp_path / "work"), "-q"]
+    cmd = [sys.executable, "-m", "medvision.cli", *args]
     for bad, said in ((["--folds", "4"], "4 folds need at least 4 cases and there are 3"),
                       (["--spacing", "fine"], "--spacing fine: give auto, native, or a voxel size in mm")):
-        refused = subprocess.run(cmd + bad, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        refused = run_cli(capsys, *args, *bad)  # (refused before anything runs: in this process)
         assert refused.returncode == 2 and said in refused.stderr, refused.stderr
     code, lines = _interrupted(cmd, env, "fold 2 of 2: fine-tuning on cpu")
     assert code == 130, "".join(lines)

@@ -110,11 +110,11 @@ def conform(volume: Volume, n: int = CONFORMED_SHAPE) -> Conformed:
     cube = np.zeros((n, n, n), np.uint8)
     m = to_input[:3, :3]
     t = to_input[:3, 3]
-    ii = np.arange(n, dtype=np.float64)
-    # one plane of constant k at a time: (i, j) grid -> input coordinates
-    gi, gj = np.meshgrid(ii, ii, indexing="ij")
+    (i0, i1), (j0, j1), (k0, k1) = _reach(to_input, dims, n)
+    # one plane of constant k at a time: (i, j) grid -> input coordinates, within the box the input reaches
+    gi, gj = np.meshgrid(np.arange(i0, i1, dtype=np.float64), np.arange(j0, j1, dtype=np.float64), indexing="ij")
     sx, sy = dims[0], dims[0] * dims[1]
-    for k in range(n):
+    for k in range(k0, k1):
         c = [m[a, 0] * gi + m[a, 1] * gj + (m[a, 2] * k + t[a]) for a in range(3)]
         f = [np.floor(v) for v in c]
         inside = (f[0] >= 0) & (f[1] >= 0) & (f[2] >= 0)
@@ -133,10 +133,20 @@ def conform(volume: Volume, n: int = CONFORMED_SHAPE) -> Conformed:
                     acc += flat[np.minimum(base + dx + dy + dz, flat.size - 1)] * (wx * wy * wz)
         # niivue stores the interpolated value as float32, then scales it in double precision
         acc = np.clip(scale * (acc.astype(np.float32).astype(np.float64) - low), 0, 255)
-        plane = np.zeros((n, n), np.uint8)
+        plane = np.zeros(gi.shape, np.uint8)
         plane[inside] = acc.astype(np.uint8)
-        cube[:, :, k] = plane
+        cube[i0:i1, j0:j1, k] = plane
     return Conformed(cube, _LPS_FROM_RAS @ out_ras)
+
+
+def _reach(to_input: np.ndarray, dims, n: int) -> list[tuple[int, int]]:
+    """The (start, stop) of each cube axis outside which no voxel lands inside the input (whose index runs
+    over ``0 .. dims - 1``): the input's corners taken to cube indices, a voxel wider, within the cube.
+    An image smaller than the cube (a crop, a thin slab) is resliced on its own box only."""
+    corners = np.array([[x, y, z, 1.0] for x in (-1, dims[0]) for y in (-1, dims[1]) for z in (-1, dims[2])])
+    at = np.linalg.solve(to_input, corners.T)[:3]
+    return [(int(np.clip(np.floor(at[a].min()) - 1, 0, n)), int(np.clip(np.ceil(at[a].max()) + 2, 0, n)))
+            for a in range(3)]
 
 
 def normalize(cube: torch.Tensor, kind: str, low_quantile: float = 0.05, high_quantile: float = 0.95) -> torch.Tensor:
