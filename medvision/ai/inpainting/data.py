@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from ...core.volume import Volume
 from .holes import random_hole
+from .network import COARSE, VOLUME_COARSE
 
-__all__ = ["InpaintVolume", "Sample", "intensity_range", "neighbours", "sample_batch"]
+__all__ = ["InpaintVolume", "Sample", "coarse_fill", "intensity_range", "neighbours", "sample_batch"]
 
 LOW_Q, HIGH_Q = 0.005, 0.995
 
@@ -66,12 +67,14 @@ class InpaintVolume:
 
 @dataclass
 class Sample:
-    """A batch: ``slices`` and ``masks`` (B, 2 * context + 1, H, W; masks 1 in the hole), the centre
-    slice's truth (B, 1, H, W) and each sample's hole kind."""
+    """A batch: ``slices`` and ``masks`` (B, 2 * context + 1, H, W; masks 1 in the hole), each sample's
+    hole kind, the slices' coarse fill, and the centre slice's truth (B, 1, H, W)."""
 
     slices: torch.Tensor
     masks: torch.Tensor
     kinds: list[str]
+    #: the slices with their holes filled by the coarse fill the network refines (B, 2 * context + 1, H, W)
+    coarse: torch.Tensor
 
     @property
     def target(self) -> torch.Tensor:
@@ -95,9 +98,29 @@ def _crop_at(plane: np.ndarray, cy: int, cx: int, size: int) -> np.ndarray:
     return plane[..., y0:y0 + size, x0:x0 + size]
 
 
+def coarse_fill(array: np.ndarray, hole: np.ndarray, coarse: str, spacing_zyx) -> np.ndarray:
+    """``array`` (z, y, x) with ``hole`` filled by the ``coarse`` fill (:data:`.network.COARSE`, slice by slice,
+    or :data:`.network.VOLUME_COARSE`, in 3D) where the slices hold one; float32."""
+    values = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    valid = torch.from_numpy(~hole).float()
+    if coarse in VOLUME_COARSE:
+        return VOLUME_COARSE[coarse](values, valid, spacing_zyx).numpy()
+    filled = values.clone()
+    zs = np.flatnonzero(hole.any(axis=(1, 2)))
+    if not zs.size:
+        return filled.numpy()
+    # on the holes' box, 16 pixels wider each way (the biharmonic fill depends on the two pixels around a hole)
+    box = [slice(max(0, int(h[0]) - 16), int(h[-1]) + 17)
+           for h in (np.flatnonzero(hole.any(axis=(0, 2))), np.flatnonzero(hole.any(axis=(0, 1))))]
+    for k in range(0, len(zs), 16):  # a few slices at once
+        part = (torch.from_numpy(zs[k:k + 16]), *box)
+        filled[part] = COARSE[coarse](values[part], valid[part])
+    return filled.numpy()
+
+
 def _one(vol: InpaintVolume, rng: np.random.Generator, crop: int, context: int, kind: str | None,
-         zoom: float) -> tuple[np.ndarray, np.ndarray, str]:
-    """One sample: (slices, masks, kind), each (2 * context + 1, crop, crop)."""
+         zoom: float, coarse: str) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+    """One sample: (slices, masks, kind, coarse fill), each array (2 * context + 1, crop, crop)."""
     spacing = (vol.spacing_zyx[0], vol.spacing_zyx[1] / zoom, vol.spacing_zyx[2] / zoom)
     hole, got = random_hole(vol.array.shape, spacing, rng, kind=kind, inside=vol.body, labels=vol.labels)
     if not hole.any():  # (a label structure can be absent from a crop: never, but a zero-size draw)
@@ -110,25 +133,39 @@ def _one(vol: InpaintVolume, rng: np.random.Generator, crop: int, context: int, 
     index = neighbours(z, vol.array.shape[0], context)
     slices = _crop_at(vol.array[index], cy, cx, span)
     masks = _crop_at(hole[index].astype(np.float32), cy, cx, span)
+    # the coarse fill on the volume's own grid (in 3D: from the whole hole), then cropped and scaled as the slices
+    filled = _crop_at(_hole_filled(vol, hole, coarse)[index], cy, cx, span)
     if span != crop:
-        s = F.interpolate(torch.from_numpy(np.ascontiguousarray(slices))[None], (crop, crop), mode="bilinear",
-                          align_corners=False)[0].numpy()
+        s, f = (F.interpolate(torch.from_numpy(np.ascontiguousarray(a))[None], (crop, crop), mode="bilinear",
+                              align_corners=False)[0].numpy() for a in (slices, filled))
         m = F.interpolate(torch.from_numpy(np.ascontiguousarray(masks))[None], (crop, crop), mode="nearest")[0].numpy()
-        slices, masks = s, m
+        slices, masks, filled = s, m, f
     if rng.random() < 0.5:  # left-right flips: anatomy is roughly symmetric
-        slices, masks = slices[..., ::-1], masks[..., ::-1]
-    return np.ascontiguousarray(slices), np.ascontiguousarray(masks), got
+        slices, masks, filled = slices[..., ::-1], masks[..., ::-1], filled[..., ::-1]
+    return np.ascontiguousarray(slices), np.ascontiguousarray(masks), got, np.ascontiguousarray(filled)
+
+
+def _hole_filled(vol: InpaintVolume, hole: np.ndarray, coarse: str) -> np.ndarray:
+    """The volume with ``hole`` coarse-filled, computed on the hole's slices only (the rest as it is)."""
+    zs = np.flatnonzero(hole.any(axis=(1, 2)))
+    lo, hi = max(0, int(zs[0]) - 2), min(hole.shape[0], int(zs[-1]) + 3)  # (3D: two known slices each side)
+    out = vol.array.copy()
+    out[lo:hi] = coarse_fill(vol.array[lo:hi], hole[lo:hi], coarse, vol.spacing_zyx)
+    return out
 
 
 def sample_batch(volumes: list[InpaintVolume], rng: np.random.Generator, batch: int, crop: int = 128,
-                 context: int = 1, kind: str | None = None, zoom_range: tuple[float, float] = (0.6, 1.6)) -> Sample:
+                 context: int = 1, kind: str | None = None, zoom_range: tuple[float, float] = (0.6, 1.6),
+                 coarse: str = "push_pull") -> Sample:
     """A batch of training samples: each from a volume drawn at random, at an in-plane scale drawn
-    log-uniformly from ``zoom_range`` (1: the volume's own pixels)."""
+    log-uniformly from ``zoom_range`` (1: the volume's own pixels), with its ``coarse`` fill."""
     parts = []
     for _ in range(batch):
         vol = volumes[int(rng.integers(len(volumes)))]
         zoom = float(np.exp(rng.uniform(np.log(zoom_range[0]), np.log(zoom_range[1]))))
-        parts.append(_one(vol, rng, crop, context, kind, zoom))
+        parts.append(_one(vol, rng, crop, context, kind, zoom, coarse))
     slices = torch.from_numpy(np.stack([p[0] for p in parts]))
     masks = torch.from_numpy(np.stack([(p[1] > 0.5).astype(np.float32) for p in parts]))
-    return Sample(slices, masks, [p[2] for p in parts])
+    filled = torch.from_numpy(np.stack([p[3] for p in parts]))
+    # (outside the nearest-neighbour scaled masks: the slices themselves, as the network is given them)
+    return Sample(slices, masks, [p[2] for p in parts], torch.where(masks > 0, filled, slices))

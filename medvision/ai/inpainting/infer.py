@@ -19,8 +19,8 @@ from ...core.volume import Volume
 from .. import memory
 from ..inference.devices import pick_device
 from ..package import ModelPackage, PackageError
-from .data import intensity_range, neighbours
-from .network import COARSE, padded_input
+from .data import coarse_fill, intensity_range, neighbours
+from .network import COARSE, VOLUME_COARSE, padded_input
 
 __all__ = ["InpaintOptions", "InpaintResult", "InpaintError", "inpaint_job", "anomaly_job", "check_region",
            "canonical_code", "in_dtype", "MAX_SHARE"]
@@ -92,17 +92,6 @@ def _crop_box(mask: np.ndarray, margin: int, multiple: int) -> tuple[slice, slic
     return box[0], box[1]
 
 
-def _coarse_fill(scaled: np.ndarray, mask: np.ndarray, coarse: str, chunk: int = 16) -> np.ndarray:
-    """Every slice of the cropped arrays with its hole filled by the ``coarse`` fill, once (a slice is the
-    neighbour of up to ``2 * context`` others); slices without a hole as they are."""
-    filled = scaled.copy()
-    zs = np.flatnonzero(mask.any(axis=(1, 2)))
-    for k in range(0, len(zs), chunk):
-        part = zs[k:k + chunk]
-        filled[part] = COARSE[coarse](torch.from_numpy(scaled[part]), torch.from_numpy(~mask[part]).float()).numpy()
-    return filled
-
-
 def _fill_slices(net, filled: np.ndarray, mask: np.ndarray, zs: list[int], context: int, multiple: int,
                  device: str) -> np.ndarray:
     """The network's fill (scaled intensities) of slices ``zs`` of the cropped arrays (``filled``: their coarse
@@ -140,9 +129,9 @@ def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, optio
     spec = package.card.get("input") or {}
     context, multiple = int(spec.get("context", 1)), int(spec.get("multiple", 8))
     coarse = spec.get("coarse", "push_pull")
-    if coarse not in COARSE:
+    if coarse not in COARSE and coarse not in VOLUME_COARSE:
         raise PackageError(f"{package.id}: its card asks for a coarse fill medvision does not know ({coarse!r}; "
-                           f"known: {', '.join(COARSE)})")
+                           f"known: {', '.join([*COARSE, *VOLUME_COARSE])})")
     seconds = {"load": time.perf_counter() - t0}
     original = frame.array
     low, high = intensity_range(original, mask)
@@ -150,7 +139,8 @@ def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, optio
     scaled = ((original[:, rows, cols].astype(np.float32) - low) / (high - low))
     sub_mask = mask[:, rows, cols]
     zs = [int(z) for z in np.flatnonzero(sub_mask.any(axis=(1, 2)))]
-    filled_in = _coarse_fill(scaled, sub_mask, coarse)
+    # each slice's hole filled once (a slice is the neighbour of up to 2 * context others)
+    filled_in = coarse_fill(scaled, sub_mask, coarse, frame.spacing[::-1])
     result = original.copy()
     t1 = time.perf_counter()
     for k in range(0, len(zs), max(1, options.batch)):

@@ -1,6 +1,6 @@
 """Training an inpainting model from scratch: the generator alone on reconstruction first (L1 on the
-hole and on the rest, SSIM on the composite), then with its discriminator (hinge adversarial loss,
-monai's ``PatchAdversarialLoss``, and feature matching), within a time budget, with checkpoints that
+hole and on the rest, SSIM on the composite), then with its discriminator (hinge adversarial loss on the
+patches that hold the hole, and feature matching), within a time budget, with checkpoints that
 a rerun resumes, the masked PSNR on held-out volumes measured as it goes, and a model package at the
 end.
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ...core.atomic import write_bytes, write_text
 from .data import InpaintVolume, Sample, sample_batch
 from .metrics import masked_psnr
-from .network import InpaintingUNet, composite, make_discriminator, network_input
+from .network import COARSE, VOLUME_COARSE, InpaintingUNet, composite, make_discriminator, padded_input
 
 __all__ = ["InpaintTrainConfig", "RECIPES", "load_volumes", "train", "export_package", "ARCHITECTURE"]
 
@@ -61,11 +61,12 @@ class InpaintTrainConfig:
     data_root: str = "../shared/data"
     workdir: str = "inpaint-work"
     minutes: float = 30.0
+    max_steps: int = 0  # and at most this many steps (0: as many as the time allows)
     recon_share: float = 0.5  # of the budget spent on reconstruction alone, before the adversarial term
     batch: int = 8
     crop: int = 128
     context: int = 1
-    coarse: str = "biharmonic"  # the fill the network refines (network.COARSE)
+    coarse: str = "biharmonic_3d"  # the fill the network refines (network.COARSE or VOLUME_COARSE)
     base: int = 16
     levels: int = 3
     dilations: tuple[int, ...] = (2, 4, 8, 16)
@@ -97,32 +98,56 @@ def load_volumes(entries: list[str], root: Path) -> list[InpaintVolume]:
 def _validation_set(volumes: list[InpaintVolume], config: InpaintTrainConfig, n: int = 48) -> list[Sample]:
     """Fixed held-out samples (seeded, the volumes' own pixel size) the masked PSNR is measured on."""
     rng = np.random.default_rng(12345)
-    return [sample_batch(volumes, rng, 8, config.crop, config.context, zoom_range=(1.0, 1.0)) for _ in range(n // 8)]
+    return [sample_batch(volumes, rng, 8, config.crop, config.context, zoom_range=(1.0, 1.0), coarse=config.coarse)
+            for _ in range(n // 8)]
 
 
-def _fill(g: torch.nn.Module, s: Sample, levels: int, coarse: str) -> torch.Tensor:
-    x, (h, w) = network_input(s.slices, s.masks, 2 ** levels, coarse)
+def _fill(g: torch.nn.Module, s: Sample, levels: int) -> torch.Tensor:
+    x, (h, w) = padded_input(s.coarse, s.masks, 2 ** levels)
     return g(x)[..., :h, :w]
 
 
-def validate(g: torch.nn.Module, samples: list[Sample], levels: int, coarse: str) -> float:
-    """The mean masked PSNR (dB) of the composited fills over the validation samples."""
-    g.eval()
+def validate(g: torch.nn.Module | None, samples: list[Sample], levels: int) -> float:
+    """The mean masked PSNR (dB) of the composited fills over the validation samples (``g`` None: of the
+    coarse fill the network refines, what it must do better than)."""
+    if g is not None:
+        g.eval()
     values = []
     with torch.no_grad():
         for s in samples:
-            out = composite(s.target, _fill(g, s, levels, coarse), s.hole)
+            c = s.coarse.shape[1] // 2
+            fill = s.coarse[:, c:c + 1] if g is None else _fill(g, s, levels)
+            out = composite(s.target, fill, s.hole)
             values += [masked_psnr(out[i, 0], s.target[i, 0], s.hole[i, 0]) for i in range(out.shape[0])]
-    g.train()
+    if g is not None:
+        g.train()
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
 
 
-def _step(config, g, d, opt_g, opt_d, s: Sample, adversarial: bool, ssim_loss, adv_loss) -> dict[str, float]:
+def _on_hole(scores: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """1 for the discriminator's patches whose cell of the image holds a hole pixel, else 0."""
+    return F.adaptive_max_pool2d(hole, scores.shape[-2:])
+
+
+def hinge(scores: torch.Tensor, weight: torch.Tensor, real: bool, for_discriminator: bool = True) -> torch.Tensor:
+    """The hinge adversarial loss over the patches ``weight`` marks (the discriminator's raw scores): for the
+    discriminator ``relu(1 - D(real))`` or ``relu(1 + D(fake))``, for the generator ``-D(fake)``. Only the
+    patches on the hole count: elsewhere the composite is the real image itself, and such patches (most of
+    them) hold every loss at its value for a blind discriminator (monai's PatchAdversarialLoss averages
+    over all of them: 2.0 throughout)."""
+    if for_discriminator:
+        per_patch = F.relu(1 - scores) if real else F.relu(1 + scores)
+    else:
+        per_patch = -scores
+    return (per_patch * weight).sum() / weight.sum().clamp(min=1)
+
+
+def _step(config, g, d, opt_g, opt_d, s: Sample, adversarial: bool, ssim_loss) -> dict[str, float]:
     """One training step on a batch: the discriminator first (when ``adversarial``), then the generator
     against the updated discriminator. Returns the batch's figures."""
     target, hole = s.target, s.hole
-    gen = _fill(g, s, config.levels, config.coarse)
+    gen = _fill(g, s, config.levels)
     comp = composite(target, gen, hole)
     l1_hole = (torch.abs(gen - target) * hole).sum() / hole.sum().clamp(min=1)
     l1_rest = (torch.abs(gen - target) * (1 - hole)).sum() / (1 - hole).sum().clamp(min=1)
@@ -131,15 +156,16 @@ def _step(config, g, d, opt_g, opt_d, s: Sample, adversarial: bool, ssim_loss, a
     figures = {"l1_hole": l1_hole.item(), "ssim_loss": l_ssim.item()}
     if adversarial:
         real_in, fake_in = torch.cat([target, hole], 1), torch.cat([comp, hole], 1)
-        d_loss = (adv_loss(d(fake_in.detach())[-1], target_is_real=False, for_discriminator=True)
-                  + adv_loss(d(real_in)[-1], target_is_real=True, for_discriminator=True))
+        fake_scores = d(fake_in.detach())[-1]
+        weight = _on_hole(fake_scores, hole)
+        d_loss = hinge(fake_scores, weight, real=False) + hinge(d(real_in)[-1], weight, real=True)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         fake = d(fake_in)
         with torch.no_grad():
             real = d(real_in)
-        l_adv = adv_loss(fake[-1], target_is_real=True, for_discriminator=False)
+        l_adv = hinge(fake[-1], weight, real=True, for_discriminator=False)
         l_fm = sum(F.l1_loss(f, r) for f, r in zip(fake[:-1], real[:-1], strict=True)) / max(1, len(fake) - 1)
         loss = loss + config.adversarial_weight * l_adv + config.feature_matching_weight * l_fm
         figures.update(adv=l_adv.item(), fm=float(l_fm.detach()), d=d_loss.item())
@@ -162,8 +188,10 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def train(config: InpaintTrainConfig, say=print) -> dict:
     """Train (or resume from ``workdir``) within ``config.minutes``; returns the generator's state and figures."""
-    from monai.losses import PatchAdversarialLoss, SSIMLoss
+    from monai.losses import SSIMLoss
 
+    if config.coarse not in COARSE and config.coarse not in VOLUME_COARSE:
+        raise ValueError(f"unknown coarse fill {config.coarse!r}: one of {', '.join([*COARSE, *VOLUME_COARSE])}")
     torch.manual_seed(config.seed)
     root = Path(config.data_root)
     train_vols, held = load_volumes(config.train, root), load_volumes(config.held_out, root)
@@ -185,28 +213,31 @@ def train(config: InpaintTrainConfig, say=print) -> dict:
         step, elapsed, history = int(state["step"]), float(state["elapsed"]), list(json.loads(state["history"]))
         say(f"resuming at step {step} ({elapsed / 60:.1f} of {config.minutes:g} minutes)")
     ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0)
-    adv_loss = PatchAdversarialLoss(criterion="hinge")
     rng = np.random.default_rng(config.seed + step)
     budget = config.minutes * 60
     start = time.perf_counter() - elapsed
     last_check = time.perf_counter()
     if not history:
-        history.append({"step": 0, "minutes": 0.0, "val_masked_psnr": validate(g, val, config.levels, config.coarse)})
-        say(f"step 0: held-out masked PSNR {history[-1]['val_masked_psnr']:.2f} dB")
-    while (elapsed := time.perf_counter() - start) < budget:
-        adversarial = config.adversarial and elapsed >= config.recon_share * budget
-        s = sample_batch(train_vols, rng, config.batch, config.crop, config.context)
-        figures = _step(config, g, d, opt_g, opt_d, s, adversarial, ssim_loss, adv_loss)
+        coarse_psnr = validate(None, val, config.levels)
+        history.append({"step": 0, "minutes": 0.0, "val_masked_psnr": validate(g, val, config.levels),
+                        "coarse_fill_masked_psnr": coarse_psnr})
+        say(f"step 0: held-out masked PSNR {history[-1]['val_masked_psnr']:.2f} dB (the {config.coarse} fill alone: "
+            f"{coarse_psnr:.2f} dB)")
+    while (elapsed := time.perf_counter() - start) < budget and not 0 < config.max_steps <= step:
+        done = max(elapsed / budget, step / config.max_steps if config.max_steps else 0.0)  # of the run
+        adversarial = config.adversarial and done >= config.recon_share
+        s = sample_batch(train_vols, rng, config.batch, config.crop, config.context, coarse=config.coarse)
+        figures = _step(config, g, d, opt_g, opt_d, s, adversarial, ssim_loss)
         step += 1
         if time.perf_counter() - last_check >= config.validate_every_s:
             last_check = time.perf_counter()
-            psnr = validate(g, val, config.levels, config.coarse)
+            psnr = validate(g, val, config.levels)
             history.append({"step": step, "minutes": round(elapsed / 60, 2), "val_masked_psnr": psnr,
                             "adversarial": adversarial, **{k: round(v, 4) for k, v in figures.items()}})
             say(f"step {step} ({elapsed / 60:.1f} min{', adversarial' if adversarial else ''}): held-out masked PSNR "
                 f"{psnr:.2f} dB; " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
             _save_checkpoint(ckpt, _state(g, d, opt_g, opt_d, step, elapsed, history))
-    psnr = validate(g, val, config.levels, config.coarse)
+    psnr = validate(g, val, config.levels)
     history.append({"step": step, "minutes": round(elapsed / 60, 2), "val_masked_psnr": psnr})
     _save_checkpoint(ckpt, _state(g, d, opt_g, opt_d, step, elapsed, history))  # a longer budget resumes here
     say(f"done: {step} steps in {elapsed / 60:.1f} min; held-out masked PSNR {psnr:.2f} dB")
@@ -225,9 +256,11 @@ def export_package(config: InpaintTrainConfig, result: dict, models_dir: Path, v
         "format": "medvision-model", "format_version": 1, "id": config.new_id, "version": version,
         "name": f"medvision {config.modality} inpainting (2.5D gated U-Net GAN)",
         "task": "inpainting", "modality": config.modality, "dims": 3, "trainable": False,
-        "description": (f"Fills a region of a {config.modality} image with plausible tissue, slice by slice from the "
-                        f"slice and its {config.context} neighbour(s) each side: a 2.5D U-Net with gated convolutions "
-                        "and a dilated bottleneck, trained as a GAN (reconstruction, then a PatchGAN discriminator) "
+        "description": (f"Fills a region of a {config.modality} image with plausible tissue: the region is first "
+                        f"filled smoothly from its edges ({_COARSE_WORDS.get(config.coarse, config.coarse)}), then "
+                        f"a 2.5D U-Net with gated convolutions and a dilated bottleneck, which sees each slice and "
+                        f"its {config.context} neighbour(s) each side, adds the detail that fill lacks, slice by "
+                        "slice. Trained as a GAN (reconstruction, then a PatchGAN discriminator) "
                         "on random holes (boxes, brush strokes, lesion-shaped blobs and label structures, 4-60 mm). "
                         "Voxels outside the region are never changed."),
         "architecture": {"name": ARCHITECTURE, "args": {"context": config.context, "base": config.base,
@@ -248,6 +281,9 @@ def export_package(config: InpaintTrainConfig, result: dict, models_dir: Path, v
     write_text(folder / "LICENSE", _LICENSE)
     return folder
 
+
+_COARSE_WORDS = {"biharmonic_3d": "the biharmonic fill in 3D, the slices above and below weighted by the voxel size",
+                 "biharmonic": "the biharmonic fill of each slice", "push_pull": "a push-pull fill of each slice"}
 
 _LICENSE = """medvision inpainting model: the network (code and these weights) is medvision's own work, Apache-2.0.
 
