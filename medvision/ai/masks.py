@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.edits import bounding_box
+
 __all__ = ["fill_holes", "largest_component"]
 
 
@@ -14,7 +16,7 @@ def largest_component(mask: np.ndarray, full_connectivity: bool = True) -> np.nd
     import SimpleITK as sitk
 
     mask = np.asarray(mask, dtype=bool)
-    box = _box(mask, 0)
+    box = bounding_box(mask)
     if box is None:
         return np.ascontiguousarray(mask)
     # on the mask's box only (a brain in a 256^3 cube: a third of it): the same components
@@ -28,23 +30,12 @@ def largest_component(mask: np.ndarray, full_connectivity: bool = True) -> np.nd
     return out
 
 
-def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
-    """The bounding box of ``mask``'s voxels, ``margin`` wider each way (within the array); None if it has none."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if not hit.size:
-            return None
-        box.append(slice(max(0, int(hit[0]) - margin), min(mask.shape[axis], int(hit[-1]) + 1 + margin)))
-    return tuple(box)
-
-
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Background not connected to the border (6-connectivity) becomes foreground."""
     import SimpleITK as sitk
 
     mask = np.asarray(mask, dtype=bool)
-    box = _box(mask, 1)
+    box = bounding_box(mask, 1)
     if box is None:
         return np.ascontiguousarray(mask)
     # on the mask's box a voxel wider (background beyond it reaches the array's faces through that layer, or is

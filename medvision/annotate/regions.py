@@ -13,7 +13,7 @@ from typing import cast
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.edits import Box, History
+from ..core.edits import Box, History, bounding_box
 from ..core.labels import LabelMap
 from .rules import EditRules, allowed, paint, spacing_zyx
 
@@ -29,16 +29,7 @@ def _full_box(shape) -> Box:
 
 def label_box(array: np.ndarray, value: int, pad_voxels=(0, 0, 0)) -> Box | None:
     """Bounding box of ``array == value`` grown by ``pad_voxels`` (z, y, x), clipped; None if empty."""
-    hits = array == value
-    if not hits.any():
-        return None
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.nonzero(hits.any(axis=other))[0]
-        lo, hi = int(idx[0]) - pad_voxels[axis], int(idx[-1]) + 1 + pad_voxels[axis]
-        box.append(slice(max(0, lo), min(array.shape[axis], hi)))
-    return tuple(box)
+    return bounding_box(array == value, tuple(pad_voxels))
 
 
 def _to_sitk(mask: np.ndarray, spacing_zyx_mm: np.ndarray) -> sitk.Image:

@@ -16,9 +16,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Change", "Edit", "History", "Box", "box_union"]
+__all__ = ["Change", "Edit", "History", "Box", "bounding_box", "box_union"]
 
 Box = tuple[slice, ...]  # (z, y, x): three slices into the label array
+
+
+def bounding_box(mask: np.ndarray, pad: int | tuple[int, ...] = 0) -> Box | None:
+    """The box of ``mask``'s True elements, ``pad`` wider each way (one for every axis, or one per axis),
+    within the array; None if it has none."""
+    pads = (pad,) * mask.ndim if isinstance(pad, int) else tuple(pad)
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not hit.size:
+            return None
+        box.append(slice(max(0, int(hit[0]) - pads[axis]), min(mask.shape[axis], int(hit[-1]) + 1 + pads[axis])))
+    return tuple(box)
 
 
 def box_union(a: Box | None, b: Box | None) -> Box | None:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...core.edits import bounding_box
 from ...core.volume import Volume
 from .holes import random_hole
 from .network import COARSE, VOLUME_COARSE
@@ -106,14 +107,13 @@ def coarse_fill(array: np.ndarray, hole: np.ndarray, coarse: str, spacing_zyx) -
     if coarse in VOLUME_COARSE:
         return VOLUME_COARSE[coarse](values, valid, spacing_zyx).numpy()
     filled = values.clone()
-    zs = np.flatnonzero(hole.any(axis=(1, 2)))
-    if not zs.size:
-        return filled.numpy()
     # on the holes' box, 16 pixels wider each way (the biharmonic fill depends on the two pixels around a hole)
-    box = [slice(max(0, int(h[0]) - 16), int(h[-1]) + 17)
-           for h in (np.flatnonzero(hole.any(axis=(0, 2))), np.flatnonzero(hole.any(axis=(0, 1))))]
+    box = bounding_box(hole, (0, 16, 16))
+    if box is None:
+        return filled.numpy()
+    zs = np.flatnonzero(hole.any(axis=(1, 2)))
     for k in range(0, len(zs), 16):  # a few slices at once
-        part = (torch.from_numpy(zs[k:k + 16]), *box)
+        part = (torch.from_numpy(zs[k:k + 16]), *box[1:])
         filled[part] = COARSE[coarse](values[part], valid[part])
     return filled.numpy()
 
@@ -134,7 +134,7 @@ def _one(vol: InpaintVolume, rng: np.random.Generator, crop: int, context: int, 
     slices = _crop_at(vol.array[index], cy, cx, span)
     masks = _crop_at(hole[index].astype(np.float32), cy, cx, span)
     # the coarse fill on the volume's own grid (in 3D: from the whole hole), then cropped and scaled as the slices
-    filled = _crop_at(_hole_filled(vol, hole, coarse)[index], cy, cx, span)
+    filled = _crop_at(_hole_filled(vol, hole, coarse, index), cy, cx, span)
     if span != crop:
         s, f = (F.interpolate(torch.from_numpy(np.ascontiguousarray(a))[None], (crop, crop), mode="bilinear",
                               align_corners=False)[0].numpy() for a in (slices, filled))
@@ -145,13 +145,14 @@ def _one(vol: InpaintVolume, rng: np.random.Generator, crop: int, context: int, 
     return np.ascontiguousarray(slices), np.ascontiguousarray(masks), got, np.ascontiguousarray(filled)
 
 
-def _hole_filled(vol: InpaintVolume, hole: np.ndarray, coarse: str) -> np.ndarray:
-    """The volume with ``hole`` coarse-filled, computed on the hole's slices only (the rest as it is)."""
-    zs = np.flatnonzero(hole.any(axis=(1, 2)))
-    lo, hi = max(0, int(zs[0]) - 2), min(hole.shape[0], int(zs[-1]) + 3)  # (3D: two known slices each side)
-    out = vol.array.copy()
-    out[lo:hi] = coarse_fill(vol.array[lo:hi], hole[lo:hi], coarse, vol.spacing_zyx)
-    return out
+def _hole_filled(vol: InpaintVolume, hole: np.ndarray, coarse: str, index: list[int]) -> np.ndarray:
+    """Slices ``index`` of the volume with ``hole`` coarse-filled, the fill computed on the hole's slices only
+    (two known ones each side, for the fill in 3D)."""
+    box = bounding_box(hole, (2, 0, 0))
+    assert box is not None  # (the caller draws a hole that holds a voxel)
+    lo, hi = box[0].start, box[0].stop
+    slab = coarse_fill(vol.array[lo:hi], hole[lo:hi], coarse, vol.spacing_zyx)
+    return np.stack([slab[i - lo] if lo <= i < hi else vol.array[i] for i in index])
 
 
 def sample_batch(volumes: list[InpaintVolume], rng: np.random.Generator, batch: int, crop: int = 128,

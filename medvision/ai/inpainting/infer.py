@@ -20,7 +20,7 @@ from .. import memory
 from ..inference.devices import pick_device
 from ..package import ModelPackage, PackageError
 from .data import coarse_fill, intensity_range, neighbours
-from .network import COARSE, VOLUME_COARSE, padded_input
+from .network import KNOWN_FILLS, padded_input
 
 __all__ = ["InpaintOptions", "InpaintResult", "InpaintError", "inpaint_job", "anomaly_job", "check_region",
            "canonical_code", "in_dtype", "MAX_SHARE"]
@@ -129,9 +129,9 @@ def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, optio
     spec = package.card.get("input") or {}
     context, multiple = int(spec.get("context", 1)), int(spec.get("multiple", 8))
     coarse = spec.get("coarse", "push_pull")
-    if coarse not in COARSE and coarse not in VOLUME_COARSE:
+    if coarse not in KNOWN_FILLS:
         raise PackageError(f"{package.id}: its card asks for a coarse fill medvision does not know ({coarse!r}; "
-                           f"known: {', '.join([*COARSE, *VOLUME_COARSE])})")
+                           f"known: {', '.join(KNOWN_FILLS)})")
     seconds = {"load": time.perf_counter() - t0}
     original = frame.array
     low, high = intensity_range(original, mask)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ...core.atomic import write_bytes, write_text
 from .data import InpaintVolume, Sample, sample_batch
 from .metrics import masked_psnr
-from .network import COARSE, VOLUME_COARSE, InpaintingUNet, composite, make_discriminator, padded_input
+from .network import KNOWN_FILLS, InpaintingUNet, composite, make_discriminator, padded_input
 
 __all__ = ["InpaintTrainConfig", "RECIPES", "load_volumes", "train", "export_package", "ARCHITECTURE"]
 
@@ -190,8 +190,8 @@ def train(config: InpaintTrainConfig, say=print) -> dict:
     """Train (or resume from ``workdir``) within ``config.minutes``; returns the generator's state and figures."""
     from monai.losses import SSIMLoss
 
-    if config.coarse not in COARSE and config.coarse not in VOLUME_COARSE:
-        raise ValueError(f"unknown coarse fill {config.coarse!r}: one of {', '.join([*COARSE, *VOLUME_COARSE])}")
+    if config.coarse not in KNOWN_FILLS:
+        raise ValueError(f"unknown coarse fill {config.coarse!r}: one of {', '.join(KNOWN_FILLS)}")
     torch.manual_seed(config.seed)
     root = Path(config.data_root)
     train_vols, held = load_volumes(config.train, root), load_volumes(config.held_out, root)
