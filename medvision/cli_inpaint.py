@@ -16,7 +16,15 @@ __all__ = ["add_parser"]
 def add_parser(sub) -> None:
     p = sub.add_parser("inpaint", help="fill a region of an image with an inpainting model; writes a new image")
     p.add_argument("input", help="the image: DICOM folder, zip or file; NIfTI/NRRD/MHA file")
-    p.add_argument("--model", required=True, help="an inpainting model's id (see `medvision models list`)")
+    p.add_argument("--model", required=True, help="an inpainting model's id (see `medvision models list`), or "
+                                                  "medvision-fill-3d: the built-in fill (no network; a smooth 3D fill "
+                                                  "with the image's grain copied from nearby tissue)")
+    grain = p.add_mutually_exclusive_group()
+    grain.add_argument("--grain", dest="texture", action="store_const", const=True, default=None,
+                       help="copy the image's grain (noise) into the fill from nearby tissue of the same brightness "
+                            "(the built-in fill's default)")
+    grain.add_argument("--smooth", dest="texture", action="store_const", const=False,
+                       help="leave the fill smooth (the lowest error; it shows as a smooth patch)")
     p.add_argument("--mask", help="the region to fill: a label file on the image (NIfTI/NRRD/MHA, DICOM SEG); every "
                                   "non-zero voxel is filled (with --anomaly: the region to map, default the body)")
     p.add_argument("--anomaly", metavar="MAP.nii.gz", help="instead of filling a region, write an anomaly map: "
@@ -34,6 +42,7 @@ def add_parser(sub) -> None:
 
 
 def _cmd_inpaint(args) -> int:
+    from .ai.inpainting.builtin import BUILTIN_ID, find_inpainter
     from .ai.inpainting.infer import InpaintError, InpaintOptions, inpaint_job
     from .ai.package import PackageError, Registry
     from .cli_common import load_input, run_with_progress
@@ -51,12 +60,11 @@ def _cmd_inpaint(args) -> int:
     if out.resolve() == Path(args.input).resolve():
         return fail("the filled image is written as a new file, never over its original: give another -o")
     try:
-        package = Registry().get(args.model)
+        package = find_inpainter(args.model)
         if package.card.get("task") != "inpainting":
-            others = [p.id for p in Registry().packages() if p.card.get("task") == "inpainting"]
+            others = [p.id for p in Registry().packages() if p.card.get("task") == "inpainting"] + [BUILTIN_ID]
             return fail(f"{package.id} is a {package.card.get('task')} model (medvision infer runs it); "
-                         + (f"inpainting models: {', '.join(others)}" if others else
-                            "no inpainting model is installed (python -m medvision.ai.inpainting.train writes one)"))
+                        f"inpainting: {', '.join(others)}")
         volume = load_input(args.input, args.series, args.quiet)
         frame = volume.frame(args.frame - 1) if volume.is_4d else volume
         labels = load_labels(args.mask, reference=frame)
@@ -65,7 +73,7 @@ def _cmd_inpaint(args) -> int:
                   file=sys.stderr)
         for warning in package.suitability(volume):
             print(f"warning: {warning}", file=sys.stderr)
-        options = InpaintOptions(device=args.device, frame=args.frame - 1)
+        options = InpaintOptions(device=args.device, frame=args.frame - 1, texture=args.texture)
         result = run_with_progress(inpaint_job(package, volume, labels.array != 0, options), args.quiet)
     except InpaintError as exc:
         return fail(f"{args.mask}: {exc}")
@@ -82,17 +90,19 @@ def _cmd_inpaint(args) -> int:
 
 def _write(args, package, volume, frame, result, region, out: Path, as_dicom: bool) -> int:
     """Write the filled image (a derived DICOM series, or a volume file with its sidecar); 0, or 2 after saying why."""
+    from .ai.inpainting.builtin import describe
+
     filled = int(region.sum())
-    derivation = (f"AI inpainted ({package.id} {package.version}): {filled} voxels of the region "
-                  f"{Path(args.mask).name} filled; every other voxel is the source image's")
+    grain = " (with the image's grain from nearby tissue)" if result.volume.metadata["derived"]["grain"] else ""
+    derivation = (f"{describe(package)}: {filled} voxels of the region {Path(args.mask).name} filled{grain}; every "
+                  "other voxel is the source image's")
     if as_dicom:
         from .io.derived import write_derived_series
         from .io.errors import MedvisionIOError
 
         sources = volume.metadata.get("frame_slice_sources")
         try:
-            write_derived_series(frame, result.volume.array, out, description=f"AI inpainted ({package.id} "
-                                 f"{package.version})", derivation=derivation,
+            write_derived_series(frame, result.volume.array, out, description=describe(package), derivation=derivation,
                                  sources=sources[args.frame - 1] if sources else None)
         except MedvisionIOError as exc:
             return fail(str(exc))
@@ -112,8 +122,9 @@ def _write(args, package, volume, frame, result, region, out: Path, as_dicom: bo
 
 
 def _cmd_anomaly(args) -> int:
+    from .ai.inpainting.builtin import describe, find_inpainter
     from .ai.inpainting.infer import InpaintError, InpaintOptions, anomaly_job
-    from .ai.package import PackageError, Registry
+    from .ai.package import PackageError
     from .cli_common import load_input, run_with_progress
     from .core.volume import Volume
     from .io.derived import write_synthetic_volume
@@ -124,7 +135,7 @@ def _cmd_anomaly(args) -> int:
     if not is_volume_file(out):
         return fail(f"{out}: give a .nii.gz, .nii, .nrrd or .mha file for the anomaly map")
     try:
-        package = Registry().get(args.model)
+        package = find_inpainter(args.model)
         volume = load_input(args.input, args.series, args.quiet)
         frame = volume.frame(args.frame - 1) if volume.is_4d else volume
         region = load_labels(args.mask, reference=frame).array != 0 if args.mask else None
@@ -136,7 +147,7 @@ def _cmd_anomaly(args) -> int:
     except (PackageError, RuntimeError, ValueError) as exc:
         return fail(str(exc))
     write_synthetic_volume(Volume(amap, frame.affine, frame.frame_of_reference_uid, {}), out,
-                           derivation=f"AI anomaly map ({package.id} {package.version}): |original - filled| of "
+                           derivation=f"{describe(package, 'anomaly map')}: |original - filled| of "
                                       f"{args.hole_mm:g} mm holes, in units of the image's intensity range",
                            Source=str(args.input), Model=package.id, ModelVersion=package.version)
     for note in notes:

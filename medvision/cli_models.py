@@ -122,6 +122,10 @@ def _cmd_models_list(args) -> int:
     else:
         for p in packages:
             print(p.summary())
+        from .ai.inpainting.builtin import builtin_inpainters
+
+        for method in builtin_inpainters():  # (no package: `medvision inpaint --model ID` takes it all the same)
+            print(f"{method.id} {method.version} [inpainting, built in, no network]: {method.name}")
         for problem in registry.problems:
             print(f"unusable: {problem}", file=sys.stderr)
         if not packages:

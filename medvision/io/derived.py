@@ -21,10 +21,18 @@ from ..core.atomic import write_bytes
 from ..core.volume import Volume
 from .errors import MedvisionIOError, UnsupportedDataError
 
-__all__ = ["write_derived_series", "write_synthetic_volume", "stored_values", "synthetic_label", "AI_PREFIX"]
+__all__ = ["write_derived_series", "write_synthetic_volume", "stored_values", "synthetic_label", "AI_PREFIX",
+           "SYNTHETIC_PREFIXES", "is_synthetic_text"]
 
 #: how the DerivationDescription of an image made by a model starts (medvision inpaint writes it)
 AI_PREFIX = "AI "
+#: ... and of one medvision's built-in fill made (no model, still not an acquired image)
+SYNTHETIC_PREFIXES = (AI_PREFIX, "Inpainted (", "Anomaly map (")
+
+
+def is_synthetic_text(text: str | None) -> bool:
+    """Whether a Series or Derivation Description is one medvision writes for an image it made."""
+    return (text or "").startswith(SYNTHETIC_PREFIXES)
 
 #: "Source image for image processing operation" (DICOM CID 7202)
 _PURPOSE = ("121322", "DCM", "Source image for image processing operation")
@@ -34,7 +42,7 @@ def synthetic_label(metadata: dict) -> str:
     """"SYNTHETIC: <what made it>" for an image a model made (its DerivationDescription, or a sidecar that
     says so), else "": what the window shows wherever the image is."""
     derivation = str(metadata.get("derivation") or "")
-    if metadata.get("synthetic") or derivation.startswith(AI_PREFIX):
+    if metadata.get("synthetic") or is_synthetic_text(derivation):
         return "SYNTHETIC: " + (derivation.split(":")[0] if derivation else "made by a model")
     return ""
 

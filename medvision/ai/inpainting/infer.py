@@ -21,6 +21,7 @@ from ..inference.devices import pick_device
 from ..package import ModelPackage, PackageError
 from .data import coarse_fill, intensity_range, neighbours
 from .network import KNOWN_FILLS, padded_input
+from .texture import add_neighbour_texture
 
 __all__ = ["InpaintOptions", "InpaintResult", "InpaintError", "inpaint_job", "anomaly_job", "check_region",
            "canonical_code", "in_dtype", "MAX_SHARE"]
@@ -40,6 +41,8 @@ class InpaintOptions:
     device: str = "auto"
     frame: int = 0  # of a 4D series
     batch: int = 4  # slices at once
+    #: the image's grain copied into the fill (:mod:`.texture`); None: as the method's card says
+    texture: bool | None = None
 
 
 @dataclass
@@ -106,8 +109,32 @@ def _fill_slices(net, filled: np.ndarray, mask: np.ndarray, zs: list[int], conte
     return out[:, 0].numpy()
 
 
+def _network_fill(net, fill: np.ndarray, filled_in: np.ndarray, sub_mask: np.ndarray, zs: list[int],
+                  shape: tuple[int, int, int], device: str, notes: list[str]):
+    """Sub-job: the network's fill of slices ``zs`` written into ``fill`` inside the region, a few slices at
+    once (``shape``: context, size multiple, batch); on the CPU after running out of GPU memory. Returns
+    (net, device): where it ended up."""
+    context, multiple, batch = shape
+    for k in range(0, len(zs), max(1, batch)):
+        part = zs[k:k + batch]
+        yield Progress("inpainting", k, len(zs), f"slice {part[0] + 1}")
+        try:
+            out = _fill_slices(net, filled_in, sub_mask, part, context, multiple, device)
+        except Exception as exc:
+            if device == "cpu" or not memory.is_out_of_memory(exc):
+                raise
+            notes.append("out of GPU memory: ran on the CPU")
+            net, device = net.to("cpu"), "cpu"
+            memory.release_gpu_memory()
+            out = _fill_slices(net, filled_in, sub_mask, part, context, multiple, device)
+        for z, plane in zip(part, out, strict=True):
+            fill[z][sub_mask[z]] = plane[sub_mask[z]]
+    return net, device
+
+
 def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, options: InpaintOptions | None = None):
-    """Job: fill ``region`` (a mask on ``volume``'s grid) with ``package``; returns an :class:`InpaintResult`."""
+    """Job: fill ``region`` (a mask on ``volume``'s grid) with ``package`` (or the built-in fill,
+    :mod:`.builtin`); returns an :class:`InpaintResult`."""
     options = options or InpaintOptions()
     t0 = time.perf_counter()
     if package.card.get("task") != "inpainting":
@@ -124,9 +151,11 @@ def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, optio
         mask = Volume(mask.view(np.uint8), frame.affine, None, {}).reoriented(code).array.astype(bool)
         frame = frame.reoriented(code)
     yield Progress("loading the model", 0, 0, package.name)
-    device = pick_device(options.device)
-    net = package.network(device=device)
+    builtin = getattr(package, "builtin", False)
+    device = "cpu" if builtin else pick_device(options.device)
+    net = None if builtin else package.network(device=device)
     spec = package.card.get("input") or {}
+    texture = options.texture if options.texture is not None else spec.get("texture") == "neighbour"
     context, multiple = int(spec.get("context", 1)), int(spec.get("multiple", 8))
     coarse = spec.get("coarse", "push_pull")
     if coarse not in KNOWN_FILLS:
@@ -140,31 +169,28 @@ def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, optio
     sub_mask = mask[:, rows, cols]
     zs = [int(z) for z in np.flatnonzero(sub_mask.any(axis=(1, 2)))]
     # each slice's hole filled once (a slice is the neighbour of up to 2 * context others)
+    yield Progress("inpainting", 0, len(zs), "the smooth fill")
     filled_in = coarse_fill(scaled, sub_mask, coarse, frame.spacing[::-1])
-    result = original.copy()
     t1 = time.perf_counter()
-    for k in range(0, len(zs), max(1, options.batch)):
-        part = zs[k:k + options.batch]
-        yield Progress("inpainting", k, len(zs), f"slice {part[0] + 1} of {frame.shape[0]}")
-        try:
-            out = _fill_slices(net, filled_in, sub_mask, part, context, multiple, device)
-        except Exception as exc:
-            if device == "cpu" or not memory.is_out_of_memory(exc):
-                raise
-            notes.append("out of GPU memory: ran on the CPU")
-            net, device = net.to("cpu"), "cpu"
-            memory.release_gpu_memory()
-            out = _fill_slices(net, filled_in, sub_mask, part, context, multiple, device)
-        for z, plane in zip(part, out, strict=True):
-            hole = sub_mask[z]
-            view = result[z, rows, cols]  # (a view: written in place)
-            view[hole] = in_dtype(plane[hole] * (high - low) + low, original.dtype)
+    # the fill of the crop (scaled intensities): the network's, or the smooth fill itself without one
+    fill = filled_in.copy()
+    if net is not None:
+        net, device = yield from _network_fill(net, fill, filled_in, sub_mask, zs, (context, multiple, options.batch),
+                                               device, notes)
+    if texture:
+        yield Progress("inpainting", len(zs), len(zs), "the image's grain")
+        if add_neighbour_texture(fill, sub_mask):
+            notes.append("part of the region is too wide for its image to take the grain from around it: "
+                         "left smooth there")
+    result = original.copy()
+    view = result[:, rows, cols]  # (a view: written in place)
+    view[sub_mask] = in_dtype(fill[sub_mask] * (high - low) + low, original.dtype)
     seconds["inpaint"] = time.perf_counter() - t1
     difference = np.zeros(original.shape, np.float32)
     difference[mask] = result[mask].astype(np.float32) - original[mask].astype(np.float32)
     metadata = dict(frame.metadata)
     metadata["derived"] = {"kind": "inpainted", "model": package.id, "version": package.version,
-                           "voxels": int(mask.sum())}
+                           "voxels": int(mask.sum()), "grain": bool(texture)}
     filled = Volume(result, frame.affine, frame.frame_of_reference_uid, metadata)
     if code != stored:  # back to the grid the image is stored on
         filled = filled.reoriented(stored)
@@ -172,7 +198,7 @@ def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, optio
         filled = Volume(np.ascontiguousarray(filled.array), filled.affine, filled.frame_of_reference_uid,
                         filled.metadata)
     seconds["total"] = time.perf_counter() - t0
-    if device == "cuda":
+    if device == "cuda" and net is not None:
         net.to("cpu")
         memory.release_gpu_memory()
     yield Progress("inpainting", len(zs), len(zs))
@@ -215,7 +241,8 @@ def anomaly_job(package: ModelPackage, volume: Volume, region: np.ndarray | None
         if not holes.any():
             continue
         yield Progress("anomaly map", k, 4, f"pass {k + 1} of 4")
-        result = yield from inpaint_job(package, single, holes, dataclasses.replace(options, frame=0))
+        # (no grain: the map measures the distance to what the model expects, not to one noisy draw)
+        result = yield from inpaint_job(package, single, holes, dataclasses.replace(options, frame=0, texture=False))
         total[holes] = np.abs(result.difference[holes]) / (high - low)
         notes += [n for n in result.notes if n not in notes]
     total[~region] = 0

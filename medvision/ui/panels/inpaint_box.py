@@ -50,8 +50,16 @@ class InpaintBox(QGroupBox):
         self.device_combo.addItems(["auto", "cpu", "cuda"])
         self.device_combo.setToolTip("auto: the NVIDIA GPU when there is one, else the CPU")
         form.addRow("Device", self.device_combo)
+        self.grain_check = QCheckBox("The image's grain in the fill")
+        self.grain_check.setChecked(True)
+        self.grain_check.setToolTip("Copy the image's fine grain (noise) into the fill from nearby tissue of the same "
+                                    "brightness, so that it does not show as a smooth patch; off: the smooth fill, "
+                                    "the lowest error")
+        form.addRow(self.grain_check)
         self.region_label = QLabel("")
         self.region_label.setWordWrap(True)
+        self.region_label.setToolTip("The fill continues what lies just outside the region: take in a lesion's rim "
+                                     "or edge (Annotation: Margin, Grow) so that it starts from healthy tissue")
         form.addRow("Region", self.region_label)
         self.run_button = QPushButton("Fill the region")
         self.run_button.setToolTip("Fill the active label's voxels with what the model expects there")
@@ -98,6 +106,15 @@ class InpaintBox(QGroupBox):
         super().showEvent(event)
         self.sync()
 
+    def method_changed(self, method) -> None:
+        """A method was chosen: the grain as its card says (the built-in fill adds it; a model's card says
+        whether its fill needs it), the device for a network only."""
+        self.grain_check.setChecked((method.card.get("input") or {}).get("texture") == "neighbour")
+        builtin = getattr(method, "builtin", False)
+        self.device_combo.setEnabled(not builtin)
+        self.run_button.setToolTip("Fill the active label's voxels " + (
+            "smoothly from the voxels around them" if builtin else "with what the model expects there"))
+
     # ---- the region ------------------------------------------------------------------------
     def current_region(self) -> np.ndarray | None:
         """The active label's voxels on the image, or None when there are none."""
@@ -134,7 +151,8 @@ class InpaintBox(QGroupBox):
         if self.runner is not None and self.runner.running:
             return False
         self.discard()
-        options = InpaintOptions(device=self.device_combo.currentText(), frame=self.viewer.frame)
+        options = InpaintOptions(device=self.device_combo.currentText(), frame=self.viewer.frame,
+                                 texture=self.grain_check.isChecked())
         self.runner = JobRunner(inpaint_job(pkg, volume, region, options), name=f"running {pkg.name}",
                                 interval=0.1, parent=self)
         self.runner.finished.connect(lambda result: self._finished(result, volume, region))
@@ -210,14 +228,16 @@ class InpaintBox(QGroupBox):
         """Write the filled image as a new series (in the user's data folder) and open it."""
         if self.result is None or self.source is None or (self.writer is not None and self.writer.running):
             return False
+        from ...ai.inpainting.builtin import describe
         from ...paths import data_dir
 
         pkg, result, source, frame = self.panel.package, self.result, self.source, self.viewer.frame
         stamp = time.strftime("%Y%m%d-%H%M%S")
         folder = data_dir() / "derived" / f"{stamp}-{pkg.id}"
         what = source.metadata.get("description") or source.metadata.get("source", "")
-        derivation = (f"AI inpainted ({pkg.id} {pkg.version}): {int(self.region.sum())} voxels filled; every other "
-                      f"voxel is the source image's ({what})")
+        grain = " (with the image's grain from nearby tissue)" if result.volume.metadata["derived"]["grain"] else ""
+        derivation = (f"{describe(pkg)}: {int(self.region.sum())} voxels filled{grain}; every other voxel is the "
+                      f"source image's ({what})")
 
         def job():
             yield Progress("writing the new series", 0, 0)
@@ -228,7 +248,7 @@ class InpaintBox(QGroupBox):
 
                 frame_volume = source.frame(frame) if source.is_4d else source
                 write_derived_series(frame_volume, result.volume.array, folder, sources=sources,
-                                     description=f"AI inpainted ({pkg.id} {pkg.version})", derivation=derivation)
+                                     description=describe(pkg), derivation=derivation)
                 return str(folder)
             from ...io.derived import write_synthetic_volume
 

@@ -159,10 +159,12 @@ class ModelPanel(QWidget):
     # ---- models -----------------------------------------------------------------------------
     def refresh(self) -> None:
         """List the models of the registry (shipped and the user's)."""
+        from ...ai.inpainting.builtin import builtin_inpainters
         from ...ai.package import Registry
 
         registry = Registry()
-        self.packages = registry.packages()
+        # (the built-in fill last: it inpaints without a model)
+        self.packages = registry.packages() + builtin_inpainters()
         self.list.clear()
         for pkg in self.packages:
             item = QListWidgetItem(f"{pkg.name}  {pkg.version}" + ("  [contains code]" if pkg.contains_code else ""))
@@ -194,6 +196,12 @@ class ModelPanel(QWidget):
         self.run_box.setVisible(not inpainting)
         self.proposal_box.setVisible(not inpainting)
         self.inpaint_box.setVisible(inpainting)
+        if inpainting:
+            self.inpaint_box.method_changed(pkg)
+        trainable = pkg is not None and pkg.card.get("trainable", True)
+        self.train_button.setEnabled(trainable or pkg is None)  # (none chosen: the dialog says what to choose)
+        self.train_button.setToolTip("Train a new model from this one on your finished cases (transfer learning)"
+                                     if trainable or pkg is None else f"{pkg.name} cannot be fine-tuned")
         if pkg is None:
             self.card_view.setHtml("<i>No model packages found.</i>")
             return

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QBrush, QColor, QIcon, QStandardItem, QStandardItemModel
 
-from ...io.derived import AI_PREFIX
+from ...io.derived import is_synthetic_text
 from ...io.dicom.files import FileRef
 from ...io.dicom.index import PatientInfo, ScanResult, SeriesInfo, StudyInfo
 from .series_thumbnails import glyph, thumbnail_name
@@ -70,7 +70,7 @@ def node_label(info: PatientInfo | StudyInfo | SeriesInfo) -> str:
         return f"{_date(info.date) or 'no date'}  {info.description or '(no description)'}"
     num = f"#{info.number} " if info.number is not None else ""
     # a series a model made (medvision inpaint's Series Description) is never taken for an acquired one
-    mark = "[SYNTHETIC] " if (info.description or "").startswith(AI_PREFIX) else ""
+    mark = "[SYNTHETIC] " if is_synthetic_text(info.description) else ""
     return f"{mark}{num}{info.description or '(no description)'}"
 
 

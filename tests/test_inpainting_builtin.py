@@ -1,0 +1,188 @@
+"""The built-in fill (no model): a smooth 3D fill given the image's grain from nearby tissue of the same
+brightness. The grain: as strong as the surroundings' (each tissue its own), nothing read inside the region,
+the same result every time, every voxel outside the region untouched; the method through the job, the
+`medvision inpaint` command and the Models dock."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medvision.ai.inpainting.builtin import BUILTIN_ID, BuiltinInpainter, describe, find_inpainter
+from medvision.ai.inpainting.data import coarse_fill
+from medvision.ai.inpainting.infer import InpaintOptions, inpaint_job
+from medvision.ai.inpainting.metrics import texture_ratio
+from medvision.ai.inpainting.texture import add_neighbour_texture
+from medvision.ai.package import PackageError
+from medvision.core.jobs import run_job
+from medvision.core.volume import Volume
+from medvision.io.derived import is_synthetic_text, synthetic_label
+
+
+def _two_tissues(shape=(10, 90, 120), seed=3):
+    """Left: bright, fine grain (sd 0.02); right: dark, coarse grain (sd 0.08); a gentle slope across."""
+    rng = np.random.default_rng(seed)
+    _, _, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    left = x < shape[2] // 2
+    base = np.where(left, 0.7, 0.3) + 0.001 * x
+    sd = np.where(left, 0.02, 0.08)
+    return (base + rng.normal(0, 1, shape) * sd).astype(np.float32), left, sd
+
+
+def _ball(shape, centre, radius):
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    c = centre
+    return ((z - c[0]) * 2.0) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 < radius ** 2
+
+
+def test_the_grain_is_each_tissues_own_and_nothing_inside_the_region_is_read():
+    image, left, _sd = _two_tissues()
+    hole = _ball(image.shape, (5, 45, 60), 14)  # across the border of the two tissues
+    smooth = coarse_fill(image, hole, "biharmonic_3d", (2.0, 1.0, 1.0))
+    grained = smooth.copy()
+    assert add_neighbour_texture(grained, hole) == 0
+    assert np.array_equal(grained[~hole], smooth[~hole])  # outside: untouched
+    added = grained - smooth
+    x = np.arange(image.shape[2])[None, None, :]
+    off_border = np.abs(x - image.shape[2] // 2) > 7  # (the border itself: the step's own sharpness comes too)
+    for side, want in ((left, 0.02), (~left, 0.08)):
+        part = added[hole & side & off_border]
+        assert 0.7 * want < part.std() < 1.3 * want, (want, part.std())  # the grain of that tissue
+        assert abs(part.mean()) < 0.3 * want  # no shift of brightness
+    # the texture measure: the smooth fill far below 1, the grained one about 1
+    zs = [z for z in range(image.shape[0]) if hole[z].sum() > 30]
+    smooth_ratio = np.mean([texture_ratio(smooth[z], image[z], hole[z]) for z in zs])
+    grained_ratio = np.mean([texture_ratio(grained[z], image[z], hole[z]) for z in zs])
+    assert smooth_ratio < 0.3 and 0.75 < grained_ratio < 1.3, (smooth_ratio, grained_ratio)
+    # the region's own values never read: other values there give the same fill; the same call, the same grain
+    other = image.copy()
+    other[hole] = np.random.default_rng(9).uniform(0, 1, int(hole.sum()))
+    again = coarse_fill(other, hole, "biharmonic_3d", (2.0, 1.0, 1.0))
+    assert add_neighbour_texture(again, hole) == 0
+    assert np.array_equal(again, grained)
+
+
+def test_a_region_with_no_free_place_around_it_is_left_smooth_and_said():
+    image, _, _ = _two_tissues(shape=(4, 40, 40))
+    hole = np.zeros(image.shape, bool)
+    hole[1:3, 2:38, 2:38] = True  # nearly the whole slice: no donor clear of it
+    smooth = coarse_fill(image, hole, "biharmonic_3d", (1.0, 1.0, 1.0))
+    grained = smooth.copy()
+    assert add_neighbour_texture(grained, hole) == int(hole.sum())
+    assert np.array_equal(grained, smooth)
+
+
+def _phantom(dtype=np.int16) -> Volume:
+    rng = np.random.default_rng(1)
+    shape = (12, 80, 90)
+    _, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    body = ((y - 40) / 34) ** 2 + ((x - 45) / 40) ** 2 < 1
+    array = np.where(body, 40.0, -1000.0) + rng.normal(0, 12, shape)
+    affine = np.diag([0.9, 0.8, 2.0, 1.0])
+    affine[:3, 3] = (-20, -30, 50)
+    return Volume(np.rint(array).astype(dtype), affine, "1.2.3", {"modality": "CT"})
+
+
+def test_the_builtin_fill_in_the_job_in_any_storage_order_with_and_without_grain():
+    method = find_inpainter(BUILTIN_ID)
+    assert method.card["task"] == "inpainting" and not method.card["trainable"]
+    with pytest.raises(PackageError, match="no network"):
+        method.network()
+    volume = _phantom()
+    region = np.zeros(volume.shape, bool)
+    region[4:8, 30:50, 30:55] = True
+    grained = run_job(inpaint_job(method, volume, region))
+    out = grained.volume.array
+    assert out.dtype == np.int16 and np.array_equal(out[~region], volume.array[~region])
+    assert grained.volume.metadata["derived"]["grain"] and grained.device == "cpu"
+    inside = out[region].astype(float)
+    assert 6 < inside.std() < 18 and abs(inside.mean() - 40) < 4  # the body's grain (sd 12) and brightness
+    smooth = run_job(inpaint_job(method, volume, region, InpaintOptions(texture=False))).volume.array
+    assert smooth.dtype == np.int16 and smooth[region].std() < 0.6 * inside.std()
+    assert not grained.notes
+    # stored in another order: the same fill on the same voxels
+    flipped = volume.reoriented("RAI")
+    mask = Volume(region.view(np.uint8), volume.affine, None, {}).reoriented("RAI").array.astype(bool)
+    back = run_job(inpaint_job(method, flipped, mask)).volume.reoriented(volume.orientation)
+    assert np.array_equal(back.array, out)
+
+
+def test_the_builtin_fill_from_the_command_and_what_it_is_called(tmp_path, capsys):
+    from medvision.cli import main
+    from medvision.core.labels import LabelMap
+    from medvision.io import load, save
+    from medvision.io.labels import save_labels
+
+    volume = _phantom()
+    image = save(volume, tmp_path / "ct.nii.gz")
+    region = np.zeros(volume.shape, bool)
+    region[4:8, 30:50, 30:55] = True
+    mask = save_labels(LabelMap(region.astype(np.uint8), volume.affine), tmp_path / "mask.nii.gz")
+    out, flat = tmp_path / "filled.nii.gz", tmp_path / "smooth.nii.gz"
+    assert main(["inpaint", str(image), "--model", BUILTIN_ID, "--mask", str(mask), "-o", str(out), "-q"]) == 0
+    assert main(["inpaint", str(image), "--model", BUILTIN_ID, "--mask", str(mask), "-o", str(flat), "--smooth",
+                 "-q"]) == 0
+    filled, smooth = load(out), load(flat)
+    assert np.array_equal(filled.array[~region], volume.array[~region])
+    assert filled.array[region].std() > 2 * smooth.array[region].std()
+    sidecar = json.loads((tmp_path / "filled.json").read_text())
+    assert sidecar["DerivationDescription"].startswith(f"Inpainted ({BUILTIN_ID} ")
+    assert "grain" in sidecar["DerivationDescription"]
+    assert "grain" not in json.loads((tmp_path / "smooth.json").read_text())["DerivationDescription"]
+    assert filled.metadata["synthetic"] and synthetic_label(filled.metadata).startswith("SYNTHETIC: Inpainted")
+    amap = tmp_path / "anomaly.nii.gz"
+    assert main(["inpaint", str(image), "--model", BUILTIN_ID, "--anomaly", str(amap), "--hole-mm", "8", "-q"]) == 0
+    assert load(amap).array.max() > 0
+    assert main(["inpaint", str(image), "--model", "no-such-fill", "--mask", str(mask), "-o",
+                 str(tmp_path / "x.nii.gz")]) == 2
+    assert "no-such-fill" in capsys.readouterr().err
+    assert main(["models", "list"]) == 0
+    assert f"{BUILTIN_ID} " in capsys.readouterr().out
+    # what a series it made is called, and that the window takes it for a synthetic one
+    method = BuiltinInpainter()
+    assert describe(method) == f"Inpainted ({BUILTIN_ID} {method.version}, no network)"
+    assert describe(method, "anomaly map").startswith("Anomaly map (")
+    assert all(is_synthetic_text(describe(method, w)) for w in ("inpainted", "anomaly map"))
+    assert not is_synthetic_text("Inpainting study") and not is_synthetic_text(None)
+
+
+def test_the_models_dock_offers_the_builtin_fill(qtbot, ct, screenshot_dir):
+    """Without any inpainting model installed the dock lists the built-in fill: its own part (grain on, no
+    device to choose, Fine-tune off), the painted region filled in place and accepted as a new series."""
+    from PySide6.QtWidgets import QApplication
+
+    from medvision.ui.panels.inpaint_box import FILLED
+
+    from .qtutil import click, view_point
+
+    window = ct
+    panel, ann = window.annotating.models, window.annotating.annotation
+    window.annotating.models_dock.raise_()
+    panel.refresh()
+    assert panel.select(BUILTIN_ID)
+    box = panel.inpaint_box
+    assert box.isVisibleTo(panel) and box.grain_check.isChecked() and not box.device_combo.isEnabled()
+    assert not panel.train_button.isEnabled()
+    ann.add_label("text to remove")
+    window.annotating.panel.set_tool("paint")
+    axial = window.views.slice_views["axial"]
+    click(axial.viewport(), view_point(axial, [300, 250, int(window.viewer.cursor[2])]))
+    region = ann.labels.array == ann.active
+    qtbot.waitUntil(box.run_button.isEnabled, timeout=5000)
+    original = window.viewer.volume
+    assert box.run()
+    qtbot.waitUntil(lambda: box.result is not None, timeout=60_000)
+    assert window.viewer.layer(FILLED) is not None
+    assert np.array_equal(box.result.volume.array[~region], original.array[~region])
+    for _ in range(5):
+        QApplication.processEvents()
+    window.save_screenshot(str(screenshot_dir / "inpaint_builtin.png"))
+    assert box.accept()
+    qtbot.waitUntil(lambda: window.viewer.volume is not original and window.viewer.volume is not None
+                    and not window.viewer.volume.metadata.get("partial"), timeout=60_000)
+    assert window.viewer.volume.metadata.get("derivation", "").startswith(f"Inpainted ({BUILTIN_ID}")
+    assert any(line.startswith("SYNTHETIC") for line in axial.info_lines())
+    panel.select("deepbet-t1-brain")
+    assert panel.train_button.isEnabled()
