@@ -10,7 +10,7 @@ import numpy as np
 
 from .cli_common import fail
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "train_inpainting"]
 
 
 def add_parser(sub) -> None:
@@ -156,4 +156,84 @@ def _cmd_anomaly(args) -> int:
         inside = amap[amap > 0]
         print(f"anomaly map -> {out}: 99th percentile {float(np.percentile(inside, 99)) if inside.size else 0:.3f} "
               "of the intensity range")
+    return 0
+
+
+def train_inpainting(args, base) -> int:
+    """``medvision train --base INPAINTING-MODEL``: fine-tune it on the datalist's or the project's images (no
+    labels: random holes), measured on their held-out slices; registered unless it ends below its base."""
+    import signal
+
+    from .ai.inference.devices import pick_device
+    from .ai.inpainting.data import InpaintVolume
+    from .ai.inpainting.finetune import InpaintFinetuneConfig, finetune_job, image_entries, sources_sha256
+    from .ai.package import PackageError
+    from .cli_common import ProgressBar
+    from .core.jobs import Cancelled, run_job
+    from .io import load
+    from .io.errors import MedvisionIOError
+    from .paths import cache_dir
+
+    unsupported = [flag for flag, value in (("--epochs", args.epochs), ("--folds", getattr(args, "folds", None)),
+                                            ("--from-scratch", args.from_scratch)) if value]
+    if unsupported:
+        return fail(f"{base.id} is an inpainting model: {', '.join(unsupported)} is for segmentation models "
+                    "(an inpainting run takes --minutes and --steps)")
+    try:
+        entries = image_entries(args.datalist, args.workspace)
+        if not entries:
+            return fail("no images to fine-tune on (a project: mark the cases done first)")
+        volumes = []
+        for k, (path, series) in enumerate(entries):
+            volume = load(path, series=series) if series else load(path)
+            volumes.append(InpaintVolume.from_volume(volume, f"image-{k + 1:03d}"))
+    except (ValueError, OSError, MedvisionIOError) as exc:
+        return fail(str(exc))
+    minutes = args.minutes if args.minutes else (1e6 if args.steps else 10.0)
+    workdir = args.workdir or str(cache_dir() / "training" / f"inpaint-{args.output}")
+    try:
+        crop = int(str(args.patch).split(",")[0])  # (in-plane: the slices' crops)
+    except ValueError:
+        return fail(f"--patch {args.patch}: give a number of pixels")
+    config = InpaintFinetuneConfig(new_id=args.output, workdir=workdir, minutes=minutes, max_steps=args.steps or 0,
+                                   batch=args.batch_size, crop=max(32, crop), lr=args.lr, keep_worse=args.keep_worse,
+                                   device=pick_device(args.device), name=args.name)
+    print(f"{len(volumes)} images; {base.id} {base.version} fine-tuned on random holes, measured on the last "
+          f"{config.held_out_share:.0%} of each image's slices", flush=True)
+    stop = {"asked": False}
+
+    def on_sigint(_signum, _frame) -> None:
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        print("\nstopping: the last checkpoint is kept", file=sys.stderr, flush=True)
+
+    bar = ProgressBar(args.quiet)
+
+    def on_progress(record):
+        if record.stage == "validation":
+            bar.close()
+            print(f"step {record.done}: {record.message}", flush=True)
+        else:
+            bar(record)
+        return False if stop["asked"] else None
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = run_job(finetune_job(base, volumes, config, sources_sha256([p for p, _ in entries])), on_progress)
+    except Cancelled:
+        print("stopped: run the same command again to resume", flush=True)
+        return 130
+    except (PackageError, ValueError, RuntimeError) as exc:
+        return fail(str(exc))
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    for note in result.notes:
+        print(note)
+    print(f"held-out masked PSNR {result.final_psnr:.2f} dB (base {result.base_psnr:.2f} dB, the smooth fill alone "
+          f"{result.coarse_psnr:.2f} dB) after {result.steps} steps in {result.minutes:.1f} min")
+    if result.folder is None:
+        return 3
+    print(f"new model {args.output} -> {result.folder}")
     return 0

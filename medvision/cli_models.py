@@ -247,6 +247,11 @@ def add_train_parser(sub) -> None:
     p.add_argument("--labels", action="append", metavar="NAME=A,B", default=[],
                    help="train only these labels, merging the names listed into one (repeatable); "
                         "e.g. --labels hippocampus=hippo-L,hippo-R --labels caudate")
+    p.add_argument("--steps", type=int, default=None,
+                   help="an inpainting base: training steps (default: as many as --minutes allow, 10 minutes)")
+    p.add_argument("--keep-worse", action="store_true",
+                   help="an inpainting base: register the new model even when it fills the held-out slices worse "
+                        "than its base")
     p.add_argument("--workdir", help="checkpoint folder (default: one per model and data in the cache); the same "
                                      "command again resumes from it")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -308,6 +313,11 @@ def _cmd_train(args) -> int:
     from .core.jobs import Cancelled, run_job
     from .workspace.project import ProjectError
 
+    base = _inpainting_base(args.base)
+    if base is not None:  # (no labels: random holes on the images; medvision.ai.inpainting.finetune)
+        from .cli_inpaint import train_inpainting
+
+        return train_inpainting(args, base)
     main = os.environ.get("RANK", "0") in ("", "0")  # under torchrun: process 0 alone reports
 
     def say(*values, **kw) -> None:
@@ -369,6 +379,18 @@ def _cmd_train(args) -> int:
         distributed.end(finished)
     _report_training(result, data, say)
     return 0
+
+
+def _inpainting_base(model_id: str):
+    """The inpainting package ``model_id`` names, or None (another task, or none: the segmentation setup
+    says what is wrong)."""
+    from .ai.package import PackageError, Registry
+
+    try:
+        package = Registry().get(model_id)
+    except PackageError:
+        return None
+    return package if package.card.get("task") == "inpainting" else None
 
 
 def _train_setup(args):

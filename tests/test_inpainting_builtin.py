@@ -6,6 +6,7 @@ the same result every time, every voxel outside the region untouched; the method
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,3 +187,61 @@ def test_the_models_dock_offers_the_builtin_fill(qtbot, ct, screenshot_dir):
     assert any(line.startswith("SYNTHETIC") for line in axial.info_lines())
     panel.select("deepbet-t1-brain")
     assert panel.train_button.isEnabled()
+
+
+def _poor_package(root: Path, model_id: str = "poor-inpaint") -> Path:
+    """A tiny inpainting package whose last layer is random: it fills worse than the smooth fill it refines
+    (a model that has something to learn on the user's images)."""
+    import torch
+
+    from medvision.ai.inpainting.network import InpaintingUNet
+    from medvision.ai.inpainting.train import InpaintTrainConfig, export_package
+
+    torch.manual_seed(0)
+    g = InpaintingUNet(context=1, base=4, levels=2, dilations=(2,))
+    last = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    torch.nn.init.normal_(last.weight, 0, 0.05)
+    cfg = InpaintTrainConfig(train=["a"], held_out=["b"], modality="CT", new_id=model_id, base=4, levels=2,
+                             dilations=(2,))
+    return export_package(cfg, {"generator": g.state_dict(), "steps": 0, "minutes": 0.0, "history": []}, root)
+
+
+@pytest.mark.slow
+def test_fine_tuning_an_inpainting_model_on_one_case_improves_its_held_out_slices(tmp_path, capsys):
+    """`medvision train --base INPAINTING-MODEL --datalist` (images only, no labels): 30 steps on the sample CT
+    raise the masked PSNR on its held-out slices (the last fifth) above the base's; the new model is installed
+    with its parent, figures and the image's hash (not its name); a run that ends below its base is not
+    registered; segmentation-only flags are refused."""
+    import shutil
+
+    from medvision.ai.package import Registry, user_dir
+    from medvision.cli import main
+
+    from .conftest import SAMPLE_CT
+
+    shutil.copytree(_poor_package(tmp_path / "pkgs"), user_dir() / "poor-inpaint")
+    datalist = tmp_path / "images.json"
+    datalist.write_text(json.dumps({"training": [{"image": str(SAMPLE_CT)}]}))
+    args = ["train", "--base", "poor-inpaint", "--datalist", str(datalist), "-o", "poor-tuned", "--steps", "30",
+            "--batch-size", "4", "--lr", "1e-3", "--workdir", str(tmp_path / "work"), "-q"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    figures = out.split("held-out masked PSNR ")[1]
+    final, base = float(figures.split(" dB")[0]), float(figures.split("(base ")[1].split(" dB")[0])
+    assert final > base + 0.3, out
+    card = Registry().get("poor-tuned").card
+    prov = card["provenance"]
+    assert prov["parent"] == "poor-inpaint 1.0" and prov["metrics"]["val_masked_psnr"] > prov["metrics"][
+        "base_val_masked_psnr"]
+    assert card["task"] == "inpainting" and "ct_abdomen" not in json.dumps(card)  # (hashes, not names)
+    assert prov["training_data"][0].startswith("image-001 sha256:")
+    # the same command with more steps resumes from its checkpoint
+    assert main([a if a != "30" else "35" for a in args]) == 0
+    assert "resumed at step 30" in capsys.readouterr().out
+    # a run that ends below its base: said, not registered
+    assert main(["train", "--base", "poor-tuned", "--datalist", str(datalist), "-o", "worse", "--steps", "2",
+                 "--lr", "0.5", "--workdir", str(tmp_path / "work2"), "-q"]) == 3
+    assert "not registered" in capsys.readouterr().out
+    assert "worse" not in {p.id for p in Registry().packages()}
+    assert main(["train", "--base", "poor-tuned", "--datalist", str(datalist), "-o", "x", "--epochs", "3"]) == 2
+    assert "--epochs" in capsys.readouterr().err

@@ -31,7 +31,8 @@ from .data import InpaintVolume, Sample, sample_batch
 from .metrics import masked_psnr
 from .network import KNOWN_FILLS, InpaintingUNet, composite, make_discriminator, padded_input
 
-__all__ = ["InpaintTrainConfig", "RECIPES", "load_volumes", "train", "export_package", "ARCHITECTURE"]
+__all__ = ["InpaintTrainConfig", "RECIPES", "load_volumes", "train", "export_package", "ARCHITECTURE", "validate",
+           "validation_set", "train_step", "checkpoint_state", "save_checkpoint"]
 
 ARCHITECTURE = "inpaint.GatedUNet25D"
 
@@ -95,7 +96,7 @@ def load_volumes(entries: list[str], root: Path) -> list[InpaintVolume]:
     return out
 
 
-def _validation_set(volumes: list[InpaintVolume], config: InpaintTrainConfig, n: int = 48) -> list[Sample]:
+def validation_set(volumes: list[InpaintVolume], config: InpaintTrainConfig, n: int = 48) -> list[Sample]:
     """Fixed held-out samples (seeded, the volumes' own pixel size) the masked PSNR is measured on."""
     rng = np.random.default_rng(12345)
     return [sample_batch(volumes, rng, 8, config.crop, config.context, zoom_range=(1.0, 1.0), coarse=config.coarse)
@@ -143,7 +144,7 @@ def hinge(scores: torch.Tensor, weight: torch.Tensor, real: bool, for_discrimina
     return (per_patch * weight).sum() / weight.sum().clamp(min=1)
 
 
-def _step(config, g, d, opt_g, opt_d, s: Sample, adversarial: bool, ssim_loss) -> dict[str, float]:
+def train_step(config, g, d, opt_g, opt_d, s: Sample, adversarial: bool, ssim_loss) -> dict[str, float]:
     """One training step on a batch: the discriminator first (when ``adversarial``), then the generator
     against the updated discriminator. Returns the batch's figures."""
     target, hole = s.target, s.hole
@@ -175,12 +176,12 @@ def _step(config, g, d, opt_g, opt_d, s: Sample, adversarial: bool, ssim_loss) -
     return figures
 
 
-def _state(g, d, opt_g, opt_d, step: int, elapsed: float, history: list) -> dict:
+def checkpoint_state(g, d, opt_g, opt_d, step: int, elapsed: float, history: list) -> dict:
     return {"g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "step": step, "elapsed": elapsed, "history": json.dumps(history)}
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
+def save_checkpoint(path: Path, state: dict) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_bytes(path, buffer.getvalue())
@@ -195,7 +196,7 @@ def train(config: InpaintTrainConfig, say=print) -> dict:
     torch.manual_seed(config.seed)
     root = Path(config.data_root)
     train_vols, held = load_volumes(config.train, root), load_volumes(config.held_out, root)
-    val = _validation_set(held, config)
+    val = validation_set(held, config)
     g = InpaintingUNet(config.context, config.base, config.levels, config.dilations)
     d = make_discriminator()
     opt_g = torch.optim.Adam(g.parameters(), config.lr, betas=(0.5, 0.999))
@@ -227,7 +228,7 @@ def train(config: InpaintTrainConfig, say=print) -> dict:
         done = max(elapsed / budget, step / config.max_steps if config.max_steps else 0.0)  # of the run
         adversarial = config.adversarial and done >= config.recon_share
         s = sample_batch(train_vols, rng, config.batch, config.crop, config.context, coarse=config.coarse)
-        figures = _step(config, g, d, opt_g, opt_d, s, adversarial, ssim_loss)
+        figures = train_step(config, g, d, opt_g, opt_d, s, adversarial, ssim_loss)
         step += 1
         if time.perf_counter() - last_check >= config.validate_every_s:
             last_check = time.perf_counter()
@@ -236,10 +237,10 @@ def train(config: InpaintTrainConfig, say=print) -> dict:
                             "adversarial": adversarial, **{k: round(v, 4) for k, v in figures.items()}})
             say(f"step {step} ({elapsed / 60:.1f} min{', adversarial' if adversarial else ''}): held-out masked PSNR "
                 f"{psnr:.2f} dB; " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
-            _save_checkpoint(ckpt, _state(g, d, opt_g, opt_d, step, elapsed, history))
+            save_checkpoint(ckpt, checkpoint_state(g, d, opt_g, opt_d, step, elapsed, history))
     psnr = validate(g, val, config.levels)
     history.append({"step": step, "minutes": round(elapsed / 60, 2), "val_masked_psnr": psnr})
-    _save_checkpoint(ckpt, _state(g, d, opt_g, opt_d, step, elapsed, history))  # a longer budget resumes here
+    save_checkpoint(ckpt, checkpoint_state(g, d, opt_g, opt_d, step, elapsed, history))  # a longer budget resumes here
     say(f"done: {step} steps in {elapsed / 60:.1f} min; held-out masked PSNR {psnr:.2f} dB")
     return {"generator": g.state_dict(), "steps": step, "minutes": elapsed / 60, "history": history}
 
