@@ -296,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     from .core.jobs import Cancelled
     from .io.errors import MedvisionIOError
 
+    if first == "train":  # an inpainting base trains on images alone (medvision.ai.inpainting.finetune)
+        from .cli_inpaint import inpainting_base, train_inpainting
+
+        base = inpainting_base(args.base)
+        if base is not None:
+            args.func = lambda a: train_inpainting(a, base)
     try:
         return args.func(args)
     except (MedvisionIOError, FileNotFoundError) as exc:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .cli_common import fail
 
-__all__ = ["add_parser", "train_inpainting"]
+__all__ = ["add_parser", "train_inpainting", "inpainting_base"]
 
 
 def add_parser(sub) -> None:
@@ -157,6 +157,18 @@ def _cmd_anomaly(args) -> int:
         print(f"anomaly map -> {out}: 99th percentile {float(np.percentile(inside, 99)) if inside.size else 0:.3f} "
               "of the intensity range")
     return 0
+
+
+def inpainting_base(model_id: str):
+    """The inpainting package ``model_id`` names, or None (another task, or none: the segmentation setup
+    says what is wrong)."""
+    from .ai.package import PackageError, Registry
+
+    try:
+        package = Registry().get(model_id)
+    except PackageError:
+        return None
+    return package if package.card.get("task") == "inpainting" else None
 
 
 def train_inpainting(args, base) -> int:

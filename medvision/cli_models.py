@@ -313,11 +313,6 @@ def _cmd_train(args) -> int:
     from .core.jobs import Cancelled, run_job
     from .workspace.project import ProjectError
 
-    base = _inpainting_base(args.base)
-    if base is not None:  # (no labels: random holes on the images; medvision.ai.inpainting.finetune)
-        from .cli_inpaint import train_inpainting
-
-        return train_inpainting(args, base)
     main = os.environ.get("RANK", "0") in ("", "0")  # under torchrun: process 0 alone reports
 
     def say(*values, **kw) -> None:
@@ -379,18 +374,6 @@ def _cmd_train(args) -> int:
         distributed.end(finished)
     _report_training(result, data, say)
     return 0
-
-
-def _inpainting_base(model_id: str):
-    """The inpainting package ``model_id`` names, or None (another task, or none: the segmentation setup
-    says what is wrong)."""
-    from .ai.package import PackageError, Registry
-
-    try:
-        package = Registry().get(model_id)
-    except PackageError:
-        return None
-    return package if package.card.get("task") == "inpainting" else None
 
 
 def _train_setup(args):
