@@ -177,14 +177,11 @@ def train_inpainting(args, base) -> int:
     import signal
 
     from .ai.inference.devices import pick_device
-    from .ai.inpainting.data import InpaintVolume
-    from .ai.inpainting.finetune import InpaintFinetuneConfig, finetune_job, image_entries, sources_sha256
+    from .ai.inpainting.finetune import InpaintFinetuneConfig, default_workdir, finetune_job, sources_sha256
     from .ai.package import PackageError
     from .cli_common import ProgressBar
     from .core.jobs import Cancelled, run_job
-    from .io import load
     from .io.errors import MedvisionIOError
-    from .paths import cache_dir
 
     unsupported = [flag for flag, value in (("--epochs", args.epochs), ("--folds", getattr(args, "folds", None)),
                                             ("--from-scratch", args.from_scratch)) if value]
@@ -192,17 +189,11 @@ def train_inpainting(args, base) -> int:
         return fail(f"{base.id} is an inpainting model: {', '.join(unsupported)} is for segmentation models "
                     "(an inpainting run takes --minutes and --steps)")
     try:
-        entries = image_entries(args.datalist, args.workspace)
-        if not entries:
-            return fail("no images to fine-tune on (a project: mark the cases done first)")
-        volumes = []
-        for k, (path, series) in enumerate(entries):
-            volume = load(path, series=series) if series else load(path)
-            volumes.append(InpaintVolume.from_volume(volume, f"image-{k + 1:03d}"))
+        entries, volumes = _finetune_images(args)
     except (ValueError, OSError, MedvisionIOError) as exc:
         return fail(str(exc))
     minutes = args.minutes if args.minutes else (1e6 if args.steps else 10.0)
-    workdir = args.workdir or str(cache_dir() / "training" / f"inpaint-{args.output}")
+    workdir = args.workdir or default_workdir(args.output)
     try:
         crop = int(str(args.patch).split(",")[0])  # (in-plane: the slices' crops)
     except ValueError:
@@ -224,8 +215,9 @@ def train_inpainting(args, base) -> int:
 
     def on_progress(record):
         if record.stage == "validation":
-            bar.close()
-            print(f"step {record.done}: {record.message}", flush=True)
+            if not args.quiet:
+                bar.close()
+                print(f"step {record.done}: {record.message}", flush=True)
         else:
             bar(record)
         return False if stop["asked"] else None
@@ -249,3 +241,20 @@ def train_inpainting(args, base) -> int:
         return 3
     print(f"new model {args.output} -> {result.folder}")
     return 0
+
+
+def _finetune_images(args):
+    """The images of ``medvision train``'s --datalist or --workspace: ((path, series) entries, volumes);
+    ValueError when there are none."""
+    from .ai.inpainting.data import InpaintVolume
+    from .ai.inpainting.finetune import image_entries
+    from .io import load
+
+    entries = image_entries(args.datalist, args.workspace)
+    if not entries:
+        raise ValueError("no images to fine-tune on (a project: mark the cases done first)")
+    volumes = []
+    for k, (path, series) in enumerate(entries):
+        volume = load(path, series=series) if series else load(path)
+        volumes.append(InpaintVolume.from_volume(volume, f"image-{k + 1:03d}"))
+    return entries, volumes

@@ -245,3 +245,48 @@ def test_fine_tuning_an_inpainting_model_on_one_case_improves_its_held_out_slice
     assert "worse" not in {p.id for p in Registry().packages()}
     assert main(["train", "--base", "poor-tuned", "--datalist", str(datalist), "-o", "x", "--epochs", "3"]) == 2
     assert "--epochs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_fine_tune_dialog_trains_an_inpainting_model_on_images_in_another_process(qtbot, window, tmp_path,
+                                                                                       screenshot_dir):
+    """The Fine-tune dialog offers an inpainting model (not the built-in fill) as a base: epochs, folds and
+    from-scratch are off, the curves are L1 and held-out masked PSNR; the run goes in its own process and
+    the new model is selected in the dock."""
+    import shutil
+
+    from medvision.ai.package import user_dir
+
+    from .conftest import SAMPLE_CT
+
+    shutil.copytree(_poor_package(tmp_path / "pkgs"), user_dir() / "poor-inpaint")
+    panel = window.annotating.models
+    panel.refresh()
+    assert panel.select("poor-inpaint")
+    dialog = panel.open_training()
+    ids = [dialog.base_combo.itemData(i) for i in range(dialog.base_combo.count())]
+    assert "poor-inpaint" in ids and BUILTIN_ID not in ids
+    assert dialog.base_combo.currentData() == "poor-inpaint"
+    assert dialog.minutes_radio.isChecked() and not dialog.epochs_radio.isEnabled()
+    assert not dialog.validation_combo.isEnabled() and not dialog.scratch_check.isEnabled()
+    assert "PSNR" in dialog.dice_plot.plotItem.titleLabel.text
+    datalist = tmp_path / "images.json"
+    datalist.write_text(json.dumps({"training": [{"image": str(SAMPLE_CT)}]}))
+    dialog.datalist_edit.setText(str(datalist))
+    dialog.datalist_radio.setChecked(True)
+    dialog.id_edit.setText("poor-dialog")
+    config, _data = dialog.config()
+    assert config["task"] == "inpainting" and "from_scratch" not in config
+    real = dialog.config
+    dialog.config = lambda: ({**real()[0], "steps": 12, "validate_every_s": 0.0}, real()[1])  # (a short run)
+    assert dialog.start()
+    qtbot.waitUntil(lambda: dialog.final is not None, timeout=300_000)
+    kind, payload = dialog.final
+    assert kind == "done" and payload["inpainting"]["final_psnr"] > payload["inpainting"]["base_psnr"], payload
+    assert len(dialog.history) >= 3 and "held-out masked PSNR" in dialog.status.text()
+    dialog.grab().save(str(screenshot_dir / "training_dialog_inpainting.png"))
+    assert panel.package is not None and panel.package.id == "poor-dialog"
+    panel.select("deepbet-t1-brain")
+    other = panel.open_training()
+    other.base_combo.setCurrentIndex(other.base_combo.findData("deepbet-t1-brain"))
+    assert other.epochs_radio.isEnabled() and other.label_table.isVisibleTo(other)

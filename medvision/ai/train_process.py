@@ -49,6 +49,11 @@ def _plain(value: Any) -> Any:
 def _child(config: dict, data_spec: dict, out, cancel, pause) -> None:
     logging.basicConfig(level=logging.WARNING)
     try:
+        if config.get("task") == "inpainting":  # (images alone: medvision.ai.inpainting.finetune)
+            from .inpainting.finetune import child_run
+
+            child_run(config, data_spec, out, cancel, pause)
+            return
         from .training.config import TrainConfig
         from .training.data import TrainingData
         from .training.job import train_job

@@ -25,7 +25,7 @@ from .data import InpaintVolume, Sample, sample_batch
 from .train import ARCHITECTURE, InpaintTrainConfig, export_package, save_checkpoint, train_step, validate
 
 __all__ = ["InpaintFinetuneConfig", "FinetuneResult", "finetune_job", "split_slices", "image_entries",
-           "sources_sha256"]
+           "sources_sha256", "default_workdir", "child_run"]
 
 CHECKPOINT = "inpaint-finetune.pt"
 #: slices left between the training slices and the held-out ones
@@ -149,10 +149,12 @@ def finetune_job(base, volumes: list[InpaintVolume], config: InpaintFinetuneConf
         history.append({"step": 0, "minutes": 0.0, "val_masked_psnr": validate(g, val, tc.levels),
                         "coarse_fill_masked_psnr": validate(None, val, tc.levels)})
     base_psnr, coarse_psnr = history[0]["val_masked_psnr"], history[0]["coarse_fill_masked_psnr"]
+    yield _measured(history[0], config)
     ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0)
     rng = np.random.default_rng(config.seed + step)
     budget, start = config.minutes * 60, time.perf_counter() - elapsed
     last = time.perf_counter()
+    figures: dict[str, float] = {}
 
     def keep() -> None:
         save_checkpoint(ckpt, {"g": g.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
@@ -169,11 +171,14 @@ def finetune_job(base, volumes: list[InpaintVolume], config: InpaintFinetuneConf
             psnr = validate(g, val, tc.levels)
             history.append({"step": step, "minutes": round(elapsed / 60, 2), "val_masked_psnr": psnr,
                             **{k: round(v, 4) for k, v in figures.items()}})
-            yield Progress("validation", step, 0, f"held-out masked PSNR {history[-1]['val_masked_psnr']:.2f} dB")
+            yield _measured(history[-1], config)
             keep()
     final = validate(g, val, tc.levels)
-    history.append({"step": step, "minutes": round(elapsed / 60, 2), "val_masked_psnr": final})
+    history.append({"step": step, "minutes": round(elapsed / 60, 2), "val_masked_psnr": final,
+                    **{k: round(v, 4) for k, v in figures.items()}} if step else
+                   {"step": step, "minutes": round(elapsed / 60, 2), "val_masked_psnr": final})
     keep()  # (a longer budget resumes here)
+    yield _measured(history[-1], config)
     result = FinetuneResult(base_psnr, final, coarse_psnr, step, elapsed / 60, None, notes)
     if final < base_psnr and not config.keep_worse:
         notes.append(f"held-out masked PSNR {final:.2f} dB is below its base's {base_psnr:.2f} dB: not registered "
@@ -182,6 +187,60 @@ def finetune_job(base, volumes: list[InpaintVolume], config: InpaintFinetuneConf
     yield Progress("writing the model", 0, 0)
     result.folder = _register(base, tc, config, g, history, sources, result)
     return result
+
+
+def _measured(entry: dict, config: InpaintFinetuneConfig) -> Progress:
+    """A progress record of one measurement: its figures (step, minutes, held-out masked PSNR, the batch's
+    L1 on the hole) as the record's preview."""
+    return Progress("validation", int(entry["step"]), config.max_steps,
+                    f"held-out masked PSNR {entry['val_masked_psnr']:.2f} dB", preview=dict(entry))
+
+
+def default_workdir(new_id: str) -> str:
+    """The checkpoint folder of a fine-tuning run that names none: one per new model, in the cache."""
+    from ...paths import cache_dir
+
+    return str(cache_dir() / "training" / f"inpaint-{new_id}")
+
+
+def child_run(config: dict, data_spec: dict, out, cancel, pause) -> None:
+    """The training process's run for an inpainting base (:mod:`medvision.ai.train_process`): the same
+    messages as a segmentation run's, the figures of each measurement under ``"inpaint"``."""
+    from ...io import load
+    from ..inference.devices import pick_device
+    from ..package import Registry
+
+    base = Registry().get(config["base"])
+    entries = image_entries(data_spec.get("datalist"), data_spec.get("project"))
+    if not entries:
+        raise ValueError("no images to fine-tune on (a project: mark the cases done first)")
+    volumes = [InpaintVolume.from_volume(load(p, series=s) if s else load(p), f"image-{k + 1:03d}")
+               for k, (p, s) in enumerate(entries)]
+    cfg = InpaintFinetuneConfig(new_id=config["new_id"], workdir=config.get("workdir") or default_workdir(
+        config["new_id"]), minutes=float(config.get("minutes") or 10.0), max_steps=int(config.get("steps") or 0),
+        device=pick_device(config.get("device", "auto")), name=config.get("name"),
+        validate_every_s=float(config.get("validate_every_s", 30.0)))
+    job = finetune_job(base, volumes, cfg, sources_sha256([p for p, _ in entries]))
+    while True:
+        while pause.is_set() and not cancel.is_set():
+            time.sleep(0.2)
+        if cancel.is_set():
+            job.close()
+            out.put(("cancelled", {"epochs_run": 0}))
+            return
+        try:
+            record = next(job)
+        except StopIteration as stop:
+            r = stop.value
+            out.put(("done", {"package": r.folder or "", "best_val_dice": None, "per_label": {}, "epochs_run": 0,
+                              "split": "", "cross_validation": None,
+                              "inpainting": {"base_psnr": r.base_psnr, "final_psnr": r.final_psnr,
+                                             "coarse_psnr": r.coarse_psnr, "steps": r.steps,
+                                             "minutes": r.minutes, "notes": list(r.notes)}}))
+            return
+        out.put(("progress", {"stage": record.stage, "done": record.done, "total": record.total,
+                              "message": record.message, "epoch": None, "run": "", "fold": None,
+                              "inpaint": record.preview if isinstance(record.preview, dict) else None}))
 
 
 def _held_out(val_vols: list[InpaintVolume], tc: InpaintTrainConfig, n: int) -> list[Sample]:

@@ -140,7 +140,8 @@ def map_chunks(
     if chunk_size is None:
         chunk_size = max(1, min(256, n // (workers * 4) or 1))
     chunks = [list(items[i:i + chunk_size]) for i in range(0, n, chunk_size)]
-    if workers <= 1 or n < min_parallel:
+    # (a daemonic process, such as the window's training process, may not start worker processes)
+    if workers <= 1 or n < min_parallel or mp.current_process().daemon:
         for chunk in chunks:
             yield fn(chunk)
         return

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...ai.training import FINAL_RUN
+from .training_inpaint import apply_mode, is_finetunable_inpainting, show_final, show_progress
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +78,33 @@ class TrainingDialog(QDialog):
         self.project_radio.toggled.connect(self._describe_cases)
         self.datalist_edit.textChanged.connect(self._describe_cases)
         self.validation_combo.currentIndexChanged.connect(self._sync_folds)
+        self.base_combo.currentIndexChanged.connect(self._base_changed)
         self._describe_cases()
+        self._base_changed()
         self._sync()
+
+    def inpainting(self) -> bool:
+        """Whether the chosen base is an inpainting model (trained on images alone)."""
+        return self.base_combo.currentData() in self.inpainting_ids
+
+    def _base_changed(self) -> None:
+        apply_mode(self, self.inpainting())
+
+    def sync_folds_enabled(self) -> bool:
+        return self.validation_combo.currentData() == "k-fold"
 
     # ---- the dialog's parts -----------------------------------------------------------------
     def _build_form(self, model_panel) -> QFormLayout:
         """The settings: base model, cases, new id, budget, validation, device."""
         form = QFormLayout()
         self.base_combo = QComboBox()
+        self.inpainting_ids = set()
         for pkg in model_panel.packages:
-            if pkg.card.get("trainable", True):
-                self.base_combo.addItem(f"{pkg.name} {pkg.version}", pkg.id)
+            if is_finetunable_inpainting(pkg):  # (images alone: training_inpaint)
+                self.inpainting_ids.add(pkg.id)
+            elif not pkg.card.get("trainable", True) or getattr(pkg, "builtin", False):
+                continue
+            self.base_combo.addItem(f"{pkg.name} {pkg.version}", pkg.id)
         current = model_panel.package.id if model_panel.package is not None else None
         if self.base_combo.findData(current) >= 0:  # the model chosen in the dock
             self.base_combo.setCurrentIndex(self.base_combo.findData(current))
@@ -230,6 +247,8 @@ class TrainingDialog(QDialog):
                              "has at most 100 characters and no '..'")
         config = {"base": self.base_combo.currentData(), "new_id": new_id, "name": new_id,
                   "device": self.device_combo.currentText(), "from_scratch": self.scratch_check.isChecked()}
+        if self.inpainting():
+            config = {k: v for k, v in config.items() if k != "from_scratch"} | {"task": "inpainting"}
         if self.epochs_radio.isChecked():
             config["epochs"] = self.epochs_spin.value()
         else:
@@ -276,7 +295,7 @@ class TrainingDialog(QDialog):
         self._new_id = config["new_id"]
         self.process = TrainingProcess(config, data).start()
         self.started = time.monotonic()
-        origin = "scratch" if config["from_scratch"] else config["base"]
+        origin = "scratch" if config.get("from_scratch") else config["base"]
         folds = f", {config['folds']}-fold cross-validation first" if config.get("folds") else ""
         self.status.setText(f"training {config['new_id']} from {origin}{folds} in process {self.process.pid} ...")
         self.timer.start()
@@ -312,6 +331,8 @@ class TrainingDialog(QDialog):
             self._sync()
 
     def _progress(self, payload: dict) -> None:
+        if payload.get("inpaint"):
+            show_progress(self, payload["inpaint"])
         epoch = payload.get("epoch")
         if epoch:
             self.history.append(epoch)
@@ -379,6 +400,9 @@ class TrainingDialog(QDialog):
                                 f"{payload.get('epochs_run')} epochs (the folds' median best epoch)")
             self.label_table.setHorizontalHeaderLabels(["Label", "Cross-validated Dice (mean of the folds)"])
             self._fill_labels(cv.get("per_label_mean") or {})
+        elif kind == "done" and payload.get("inpainting"):
+            if not show_final(self, payload):
+                return
         elif kind == "done":
             self.status.setText(f"done: {payload.get('package')} (best validation Dice "
                                 f"{payload.get('best_val_dice') or 0:.3f} after {payload.get('epochs_run')} epochs; "
