@@ -24,16 +24,17 @@ def click(widget: QWidget, pos: QPoint, button=Qt.MouseButton.LeftButton, double
     QApplication.processEvents()
 
 
-def drag(widget: QWidget, start: QPoint, end: QPoint, button=Qt.MouseButton.LeftButton, steps: int = 8) -> None:
+def drag(widget: QWidget, start: QPoint, end: QPoint, button=Qt.MouseButton.LeftButton, steps: int = 8,
+         modifiers=Qt.KeyboardModifier.NoModifier) -> None:
     """A drag at a human pace: pyqtgraph drops mouse moves less than 10 ms apart (its mouseRateLimit),
     so moves sent back to back on a fast machine would never start a drag."""
-    _mouse(widget, QMouseEvent.Type.MouseButtonPress, start, button, button)
+    _mouse(widget, QMouseEvent.Type.MouseButtonPress, start, button, button, modifiers)
     for i in range(1, steps + 1):
         time.sleep(0.012)
         p = QPoint(start.x() + (end.x() - start.x()) * i // steps, start.y() + (end.y() - start.y()) * i // steps)
-        _mouse(widget, QMouseEvent.Type.MouseMove, p, Qt.MouseButton.NoButton, button)
+        _mouse(widget, QMouseEvent.Type.MouseMove, p, Qt.MouseButton.NoButton, button, modifiers)
         QApplication.processEvents()
-    _mouse(widget, QMouseEvent.Type.MouseButtonRelease, end, button, Qt.MouseButton.NoButton)
+    _mouse(widget, QMouseEvent.Type.MouseButtonRelease, end, button, Qt.MouseButton.NoButton, modifiers)
     QApplication.processEvents()
 
 

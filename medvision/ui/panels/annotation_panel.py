@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from ...annotate import contours, regions
 from ...annotate.rules import EMPTY_ONLY
+from ..annotating.box_tool import BoxTool
 from ..annotating.measure import Measurements, measurement_tools
 from ..annotating.tools import BrushTool, GrowTool, IslandsTool, PolygonTool, ThresholdTool, Tool
 from .label_table import LabelTableWidget, StatisticsDialog
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 #: tool name -> keyboard shortcut (active while a slice view has the focus)
 TOOL_KEYS = {"navigate": "Escape", "paint": "B", "erase": "E", "polygon": "P", "threshold": "T", "grow": "G",
-             "islands": "K", "ruler": "M", "angle": "", "ellipse": "", "rectangle": ""}
+             "islands": "K", "box": "X", "ruler": "M", "angle": "", "ellipse": "", "rectangle": ""}
 MEASURE_TOOLS = ("ruler", "angle", "ellipse", "rectangle")
 
 
@@ -58,7 +59,7 @@ class AnnotationPanel(QWidget):
         self.threshold = ThresholdTool(annotation)
         self.tools: dict[str, Tool] = {t.name: t for t in (
             Tool(annotation), BrushTool(annotation), BrushTool(annotation, erase=True), PolygonTool(annotation),
-            self.threshold, GrowTool(annotation, self.threshold), IslandsTool(annotation))}
+            self.threshold, GrowTool(annotation, self.threshold), IslandsTool(annotation), BoxTool(annotation))}
         self.measurements = Measurements(self.viewer)
         for tool in measurement_tools(annotation, self.measurements):
             self.tools[tool.name] = tool
@@ -182,6 +183,16 @@ class AnnotationPanel(QWidget):
                 only = QCheckBox("Only the active label")
                 only.toggled.connect(lambda on, t=tool: setattr(t, "erase_active_only", on))
                 form.addRow("", only)
+        elif name == "box":
+            depth = QDoubleSpinBox()
+            depth.setRange(0.0, 500.0)
+            depth.setDecimals(1)
+            depth.setSuffix(" mm")
+            depth.setSpecialValueText("this slice")
+            depth.setToolTip("How deep the box goes through the slices, centred on the slice drawn on")
+            depth.valueChanged.connect(lambda v, t=self.tools["box"]: setattr(t, "depth_mm", v))
+            form.addRow("Depth", depth)
+            page.depth = depth
         elif name in ("threshold", "grow"):
             if name == "threshold":
                 low, high = QDoubleSpinBox(), QDoubleSpinBox()
@@ -325,6 +336,7 @@ class AnnotationPanel(QWidget):
             "paint": "Drag to paint. Shift+wheel or [ ]: size. Shift+left: crosshair. Ctrl+Z: undo.",
             "erase": "Drag to erase. Shift+wheel or [ ]: size.",
             "polygon": "Click points, double-click or Enter to fill (Ctrl: erase); or drag a lasso.",
+            "box": "Drag a rectangle: filled on this slice, or through the depth (Ctrl: erase).",
             "threshold": "The range shows in every view; Apply fills the active label there.",
             "grow": "Click a seed inside the structure.",
             "islands": "Click a region to keep only that island of its label.",

@@ -129,7 +129,8 @@ class InpaintBox(QGroupBox):
         label = labels.table.labels.get(active) if labels is not None and active else None
         region = self.current_region()
         if region is None:
-            self.region_label.setText("paint the part to fill into a label (the active one is used)")
+            self.region_label.setText("paint the part to fill into a label, or draw a Box (Annotation tools); the "
+                                      "active label is used")
         else:
             ml = labels.voxel_volume_ml() * int(region.sum()) if labels is not None else 0.0
             self.region_label.setText(f"the voxels of label \u201c{label.name if label else active}\u201d "
