@@ -225,11 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("view", help="open the window on PATH (what `medvision PATH` does), or render it to a PNG")
     _view_arguments(p)
+    from .cli_explain import add_parser as add_explain_parser
     from .cli_inpaint import add_parser as add_inpaint_parser
     from .cli_models import add_parsers
 
     add_parsers(sub)
     add_inpaint_parser(sub)
+    add_explain_parser(sub)
     return parser
 
 
@@ -246,14 +248,14 @@ def _view_arguments(p: argparse.ArgumentParser) -> None:
 def _gui_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medvision", description="Radiology workstation: view, label, run models. "
-        "Sub-commands: info, convert, view, infer, inpaint, models, train (medvision SUBCOMMAND -h for each).")
+        "Sub-commands: info, convert, view, infer, inpaint, explain, models, train (medvision SUBCOMMAND -h for each).")
     parser.add_argument("--version", action="version", version=f"medvision {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     _view_arguments(parser)
     return parser
 
 
-_SUBCOMMANDS = ("info", "convert", "view", "infer", "inpaint", "models", "train")
+_SUBCOMMANDS = ("info", "convert", "view", "infer", "inpaint", "explain", "models", "train")
 
 
 class _OneLine(logging.Formatter):
@@ -280,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         parser = _gui_parser()
     args = parser.parse_args(argv)
     args.started = started
-    quiet_level = logging.ERROR if first in ("info", "convert", "infer", "inpaint", "models") else logging.WARNING
+    terse = ("info", "convert", "infer", "inpaint", "explain", "models")
+    quiet_level = logging.ERROR if first in terse else logging.WARNING
     level = logging.INFO if args.verbose else quiet_level
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:

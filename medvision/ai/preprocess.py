@@ -53,6 +53,21 @@ class Prepared:
         lo, hi = index.min(0), index.max(0)
         return tuple(slice(int(lo[a]), int(hi[a]) + 1) for a in (2, 1, 0))
 
+    def to_model(self, mask: np.ndarray) -> torch.Tensor:
+        """A (z, y, x) mask on ``source``'s grid -> bool (X', Y', Z') on the network's input grid (the
+        same reorientation and crop, resized by nearest neighbour): the way :meth:`to_grid` goes, back."""
+        vol = Volume(np.ascontiguousarray(mask, dtype=np.uint8), self.source.affine, None, {})
+        vol = vol.reoriented(self.oriented.orientation)
+        if not vol.same_grid(self.oriented):
+            raise RuntimeError("internal error: the mask does not map onto the model's grid")
+        t = torch.from_numpy(np.ascontiguousarray(vol.array.transpose(2, 1, 0)))  # (z, y, x) -> [x, y, z]
+        if self.crop is not None:
+            t = t[self.crop]
+        shape = tuple(self.tensor.shape[2:])
+        if tuple(t.shape) != shape:
+            t = F.interpolate(t[None, None].float(), shape, mode="nearest-exact")[0, 0]
+        return t > 0.5
+
     def to_grid(self, probs: torch.Tensor) -> np.ndarray:
         """Probabilities (C, X', Y', Z') in the model's frame -> float32 (C, z, y, x) on ``source``'s grid.
 

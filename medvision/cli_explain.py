@@ -1,0 +1,102 @@
+"""``medvision explain``: why a model labelled a region: a saliency map (Grad-CAM, integrated gradients,
+occlusion) written as a float volume on the image's grid, with the randomisation check on request."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .cli_common import fail
+
+__all__ = ["add_parser", "parse_box"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("explain", help="a saliency map: what in the image made a model label a region")
+    p.add_argument("input", help="the image: DICOM folder, zip or file; NIfTI/NRRD/MHA file")
+    p.add_argument("--model", required=True, help="a segmentation model's id (see `medvision models list`)")
+    p.add_argument("--label", help="the label of the model's proposal to explain (its name)")
+    p.add_argument("--box", metavar="z0:z1,y0:y1,x0:x1",
+                   help="a box of the image (voxel indices of its arrays, ends excluded): with --label, the label "
+                        "inside it; alone, the label the model gives most there")
+    p.add_argument("--method", choices=("gradcam", "ig", "occlusion"), default="gradcam",
+                   help="gradcam: where the network's deepest decoder layer looked (fast, coarse); ig: integrated "
+                        "gradients, each voxel's share of the score (signed); occlusion: the score's drop when a "
+                        "patch is hidden (slow)")
+    p.add_argument("--layer", help="gradcam: the layer (a module name of the network)")
+    p.add_argument("-o", "--output", required=True, metavar="MAP.nii.gz", help="the map (.nii.gz, .nii, .nrrd, .mha)")
+    p.add_argument("--sanity", action="store_true", help="run the model-parameter randomisation check; exit 3 when "
+                                                         "the map fails it")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--series", help="series when INPUT holds several")
+    p.add_argument("--frame", type=int, default=1, help="the frame of a 4D series (1 = the first)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_explain)
+
+
+def parse_box(text: str) -> tuple[slice, slice, slice]:
+    """"z0:z1,y0:y1,x0:x1" -> slices; ValueError with the reason."""
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise ValueError(f"--box {text}: give three ranges z0:z1,y0:y1,x0:x1")
+    out = []
+    for part in parts:
+        a, sep, b = part.partition(":")
+        if not sep:
+            raise ValueError(f"--box {text}: {part!r} is not a range start:end")
+        try:
+            lo, hi = int(a), int(b)
+        except ValueError as exc:
+            raise ValueError(f"--box {text}: {part!r} is not a range of whole numbers") from exc
+        if lo < 0 or hi <= lo:
+            raise ValueError(f"--box {text}: {part!r} is empty or negative")
+        out.append(slice(lo, hi))
+    return out[0], out[1], out[2]
+
+
+def _cmd_explain(args) -> int:
+    from .ai.explain.job import ExplainError, ExplainOptions, explain_job
+    from .ai.package import PackageError, Registry
+    from .cli_common import load_input, run_with_progress
+    from .core.volume import Volume
+    from .io.derived import write_synthetic_volume
+    from .io.volumes import is_volume_file
+
+    out = Path(args.output)
+    if not is_volume_file(out):
+        return fail(f"{out}: give a .nii.gz, .nii, .nrrd or .mha file for the map")
+    try:
+        box = parse_box(args.box) if args.box else None
+        package = Registry().get(args.model)
+        volume = load_input(args.input, args.series, args.quiet)
+        frame = volume.frame(args.frame - 1) if volume.is_4d else volume
+        if box is not None and any(s.start >= n for s, n in zip(box, frame.shape[-3:], strict=True)):
+            return fail(f"--box {args.box}: outside the image ({' x '.join(map(str, frame.shape[-3:]))} voxels, "
+                        "z, y, x)")
+        options = ExplainOptions(method=args.method, label=args.label, box=box, layer=args.layer,
+                                 sanity=args.sanity, device=args.device, frame=args.frame - 1)
+        result = run_with_progress(explain_job(package, volume, options), args.quiet)
+    except (ExplainError, PackageError, ValueError, RuntimeError) as exc:
+        return fail(str(exc))
+    what = {"gradcam": f"Grad-CAM at layer {result.layer}", "ig": "integrated gradients",
+            "occlusion": "occlusion sensitivity"}[result.method]
+    write_synthetic_volume(Volume(result.map, frame.affine, frame.frame_of_reference_uid, {}), out,
+                           derivation=f"AI saliency map ({package.id} {package.version}): {what} for label "
+                                      f"{result.label!r}", Source=str(args.input), Model=package.id,
+                           ModelVersion=package.version, Method=result.method, Label=result.label,
+                           Layer=result.layer, Sanity=result.check.summary() if result.check else None)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    inside = np.abs(result.map)
+    print(f"{what} for {result.label!r} ({result.region_voxels} voxels on the model's grid) -> {out}: peak "
+          f"{float(inside.max()):.3g}; {result.seconds.get('total', 0):.1f} s")
+    if result.completeness_error is not None:
+        print(f"completeness: the attributions sum to the score's change within "
+              f"{100 * result.completeness_error:.1f} % ({result.steps} steps)")
+    if result.check is not None:
+        print(f"randomisation check: {result.check.summary()}")
+        if not result.check.passed:
+            return 3
+    return 0
