@@ -134,7 +134,7 @@ def test_run_inside_the_region_the_views_show(qtbot, ct, models):
     axial = window.views.slice_views["axial"]
     axial.vb.setRange(xRange=(100, 300), yRange=(150, 350), padding=0)  # millimetres on the axial image
     QApplication.processEvents()
-    box = panel.region_combo.setCurrentIndex(1) or panel._region()
+    box = panel.region_combo.setCurrentIndex(1) or panel.view_region()
     assert box is not None
     _z, y, x = box
     assert (y.stop - y.start) < 400 and (x.stop - x.start) < 400  # zoomed in: less than the 512 pixels

@@ -106,6 +106,11 @@ def explain_job(package, volume: Volume, options: ExplainOptions | None = None):
     """Job: the map of ``options.method`` for the region; returns an :class:`ExplainResult`."""
     options = options or ExplainOptions()
     _check_model(package, options.method)
+    names = [str(la.get("name", la["value"])) for la in package.card.get("labels") or []]
+    if options.label is not None and options.label.lower() not in (n.lower() for n in names):
+        raise ExplainError(f"the model has no label {options.label!r} (its labels: {', '.join(names)})")
+    if options.label is None and options.box is None:
+        raise ExplainError("give the region to explain: a label of the proposal, a box, or both")
     t0 = time.perf_counter()
     notes: list[str] = []
     if volume.is_4d:
@@ -115,18 +120,18 @@ def explain_job(package, volume: Volume, options: ExplainOptions | None = None):
     prep = yield from prepare_input(package.card, source, loaded, notes)
     device, net = loaded.device, loaded.net.to(loaded.device).eval()
     x = prep.tensor.to(device).float()
-    yield Progress("explaining", 0, 0, "the model's proposal")
-    with torch.no_grad():
-        output = net(x).float()
     box_mask = None
     if options.box is not None:
         mask = np.zeros(frame.shape[-3:], bool)
         mask[options.box] = True
         if not mask.any():
             raise ExplainError("the box lies outside the image")
-        box_mask = prep.to_model(mask).to(output.device)
+        box_mask = prep.to_model(mask).to(device)
         if not box_mask.any():
             raise ExplainError("the box lies outside the part of the image the model looks at")
+    yield Progress("explaining", 0, 0, "the model's proposal")
+    with torch.no_grad():
+        output = net(x).float()
     name, channel, region = _label_channel(package.card, options.label, output, box_mask)
     if box_mask is not None and options.label is not None:
         region = region & box_mask

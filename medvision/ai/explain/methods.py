@@ -9,8 +9,8 @@ log p_k`` (the centred logit), which is what a softmax's input is up to that con
   (trilinear), the negative part dropped. By default each activation is weighted by its own gradient
   (HiResCAM, Draelos & Carin 2020: the first-order share of each place in the score); ``classic`` weights
   each channel by its mean gradient (Seg-Grad-CAM, Vinogradova et al. 2020), which can light places the
-  score does not depend on. The default layer is the encoder's at half the input's size: a decoder layer
-  of a segmentation network shows where the output is built (the region itself), not what was seen.
+  score does not depend on. The default layer is the encoder's at a quarter of the input's size: a decoder
+  layer of a segmentation network shows where the output is built (the region itself), not what was seen.
 * :func:`integrated_gradients`: (x - x0) times the mean gradient along the straight path from a baseline
   x0 (Sundararajan et al. 2017), by the trapezoid rule with steps doubled until the attributions sum to the
   score's change within ``tolerance`` (completeness), or ``max_steps``.
@@ -64,8 +64,9 @@ _SKIPS = ("residual", "downsample", "shortcut", "skip")
 
 
 def default_layer(net: torch.nn.Module, x: torch.Tensor) -> str:
-    """The encoder's last convolution at half the input's size per axis (skip projections left out), found
-    by one forward pass; without one, the last convolution before the smallest feature map."""
+    """The encoder's last convolution at a quarter of the input's size per axis (else at half; skip
+    projections left out), found by one forward pass; without one, the last convolution before the smallest
+    feature map. Coarse enough to read as regions, fine enough to point at a structure."""
     convs = [(n, m) for n, m in net.named_modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))
              and not any(k in n.rsplit(".", 1)[-1] for k in _SKIPS)]
     sizes: list[tuple[str, int]] = []
@@ -81,9 +82,11 @@ def default_layer(net: torch.nn.Module, x: torch.Tensor) -> str:
     smallest = min(s for _, s in sizes)
     first_small = min(i for i, (_, s) in enumerate(sizes) if s == smallest)
     encoder = sizes[:first_small]
-    half = int(x[0, 0].numel()) // 8
-    at_half = [n for n, s in encoder if s == half]
-    return at_half[-1] if at_half else (encoder[-1][0] if encoder else sizes[first_small][0])
+    for share in (64, 8):  # a quarter of the input's size per axis, else a half
+        at = [n for n, s in encoder if s == int(x[0, 0].numel()) // share]
+        if at:
+            return at[-1]
+    return encoder[-1][0] if encoder else sizes[first_small][0]
 
 
 def gradcam(net: torch.nn.Module, x: torch.Tensor, score: RegionScore, layer: str, classic: bool = False

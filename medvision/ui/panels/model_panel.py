@@ -84,8 +84,12 @@ class ModelPanel(QWidget):
         self.compare_button = QPushButton("Compare...")
         self.compare_button.setToolTip("Run two models on this case and score them against its labels (Dice)")
         self.compare_button.clicked.connect(self.open_compare)
+        self.explain_button = QPushButton("Explain...")
+        self.explain_button.setToolTip("Why the model labels a region: a saliency map over the image")
+        self.explain_button.clicked.connect(self.open_explain)
         row.addWidget(self.train_button)
         row.addWidget(self.compare_button)
+        row.addWidget(self.explain_button)
         layout.addLayout(row)
         self.viewer.volume_changed.connect(self._volume_changed)
         self.refresh()
@@ -198,6 +202,8 @@ class ModelPanel(QWidget):
         self.inpaint_box.setVisible(inpainting)
         if inpainting:
             self.inpaint_box.method_changed(pkg)
+        self.explain_button.setEnabled(pkg is not None and not inpainting
+                                       and (pkg.card.get("inference") or {}).get("mode") != "brainchop")
         trainable = pkg is not None and pkg.card.get("trainable", True)
         self.train_button.setEnabled(trainable or pkg is None)  # (none chosen: the dialog says what to choose)
         self.train_button.setToolTip("Train a new model from this one on your finished cases (transfer learning)"
@@ -225,7 +231,7 @@ class ModelPanel(QWidget):
                                f"<table>{text}</table><small>{html.escape(str(c.get('attribution', '')))}</small>")
 
     # ---- running ----------------------------------------------------------------------------
-    def _region(self):
+    def view_region(self):
         """The (z, y, x) box of the volume the views show, or None for the whole image."""
         if self.region_combo.currentIndex() == 0 or self.viewer.grid is None:
             return None
@@ -261,7 +267,7 @@ class ModelPanel(QWidget):
         from ...ai.options import InferenceOptions
 
         options = InferenceOptions(device=self.device_combo.currentText(), tta=self.tta_check.isChecked(),
-                                   uncertainty=self.uncertainty_check.isChecked(), box=self._region(),
+                                   uncertainty=self.uncertainty_check.isChecked(), box=self.view_region(),
                                    frame=self.viewer.frame)
 
         def job():
@@ -295,6 +301,13 @@ class ModelPanel(QWidget):
         self.training_dialog.show()
         self.training_dialog.raise_()
         return self.training_dialog
+
+    def open_explain(self):
+        from ..dialogs.explain import ExplainDialog
+
+        dialog = ExplainDialog(self, self.window())
+        dialog.show()
+        return dialog
 
     def open_compare(self):
         from ..dialogs.compare import CompareDialog
