@@ -26,7 +26,10 @@ def add_parser(sub) -> None:
                         "gradients, each voxel's share of the score (signed); occlusion: the score's drop when a "
                         "patch is hidden (slow)")
     p.add_argument("--layer", help="gradcam: the layer (a module name of the network)")
-    p.add_argument("-o", "--output", required=True, metavar="MAP.nii.gz", help="the map (.nii.gz, .nii, .nrrd, .mha)")
+    p.add_argument("-o", "--output", required=True, metavar="MAP.nii.gz|FOLDER",
+                   help="the map: .nii.gz, .nii, .nrrd or .mha (with MAP.json saying what it is), or a new folder: a "
+                        "derived DICOM series on the image's (DICOM input), each slice pointing at its source, so "
+                        "that it goes to a PACS with the image")
     p.add_argument("--sanity", action="store_true", help="run the model-parameter randomisation check; exit 3 when "
                                                          "the map fails it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -65,8 +68,10 @@ def _cmd_explain(args) -> int:
     from .io.volumes import is_volume_file
 
     out = Path(args.output)
-    if not is_volume_file(out):
-        return fail(f"{out}: give a .nii.gz, .nii, .nrrd or .mha file for the map")
+    as_dicom = not is_volume_file(out)
+    if as_dicom and (out.suffix or (out.exists() and (not out.is_dir() or any(out.iterdir())))):
+        return fail(f"{out}: give a .nii.gz, .nii, .nrrd or .mha file for the map, or a new folder (a derived DICOM "
+                    "series)")
     try:
         box = parse_box(args.box) if args.box else None
         package = Registry().get(args.model)
@@ -82,11 +87,23 @@ def _cmd_explain(args) -> int:
         return fail(str(exc))
     what = {"gradcam": f"Grad-CAM at layer {result.layer}", "ig": "integrated gradients",
             "occlusion": "occlusion sensitivity"}[result.method]
-    write_synthetic_volume(Volume(result.map, frame.affine, frame.frame_of_reference_uid, {}), out,
-                           derivation=f"AI saliency map ({package.id} {package.version}): {what} for label "
-                                      f"{result.label!r}", Source=str(args.input), Model=package.id,
-                           ModelVersion=package.version, Method=result.method, Label=result.label,
-                           Layer=result.layer, Sanity=result.check.summary() if result.check else None)
+    derivation = f"AI saliency map ({package.id} {package.version}): {what} for label {result.label!r}"
+    if as_dicom:
+        from .io.derived import write_derived_series
+        from .io.errors import MedvisionIOError
+
+        sources = volume.metadata.get("frame_slice_sources")
+        try:
+            write_derived_series(frame, result.map, out, description=f"AI saliency map ({package.id} "
+                                 f"{package.version}, {result.method})", derivation=derivation,
+                                 sources=sources[args.frame - 1] if sources else None)
+        except MedvisionIOError as exc:
+            return fail(str(exc))
+    else:
+        write_synthetic_volume(Volume(result.map, frame.affine, frame.frame_of_reference_uid, {}), out,
+                               derivation=derivation, Source=str(args.input), Model=package.id,
+                               ModelVersion=package.version, Method=result.method, Label=result.label,
+                               Layer=result.layer, Sanity=result.check.summary() if result.check else None)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     inside = np.abs(result.map)

@@ -228,3 +228,58 @@ def test_the_explain_dialog_shows_a_checked_map_over_the_image(qtbot, window, sh
     dialog.close()
     assert window.viewer.layer(SALIENCY) is None
     assert panel.select("brainchop-gwm") and not panel.explain_button.isEnabled()
+
+
+def _unet_package(folder):
+    """A small monai UNet (random weights) as a CT segmentation package: what a user's fine-tuned model is."""
+    from monai.networks.nets import UNet
+    from safetensors.torch import save_file
+
+    from medvision.ai.package import ModelPackage, sha256_of, write_card
+
+    torch.manual_seed(0)
+    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2]}
+    net = UNet(**args)
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "weights.safetensors"))
+    write_card(folder, {
+        "format": "medvision-model", "format_version": 1, "id": "tiny-unet", "version": "1.0", "name": "tiny unet",
+        "task": "segmentation", "modality": "CT", "dims": 3, "architecture": {"name": "monai.UNet", "args": args},
+        "weights": {"file": "weights.safetensors", "sha256": sha256_of(folder / "weights.safetensors")},
+        "input": {"orientation": "LPS", "normalization": {"kind": "ct", "low": -200, "high": 300}},
+        "inference": {"mode": "whole"}, "output": {"activation": "softmax"},
+        "labels": [{"value": 1, "name": "thing", "color": [255, 0, 0, 255]}], "license": "test"})
+    return ModelPackage.open(folder)
+
+
+def test_a_map_of_a_dicom_series_is_written_as_a_derived_series_dciodvfy_accepts(tmp_path, capsys):
+    """`medvision explain ... -o FOLDER` on the sample CT: a new series on the image's grid (new UIDs, DERIVED,
+    each slice pointing at its source), marked as a model's, valid for dciodvfy where it is installed."""
+    import shutil
+    import subprocess
+
+    import pydicom
+
+    from medvision.ai.package import user_dir
+    from medvision.cli import main
+    from medvision.io import load
+
+    from .conftest import SAMPLE_CT
+
+    pkg = _unet_package(tmp_path / "pkg")
+    shutil.copytree(pkg.folder, user_dir() / "tiny-unet")
+    out = tmp_path / "map-series"
+    assert main(["explain", str(SAMPLE_CT), "--model", "tiny-unet", "--box", "8:12,200:300,200:300", "-o", str(out),
+                 "--device", "cpu", "-q"]) == 0, capsys.readouterr().err
+    source, derived = load(SAMPLE_CT), load(out)
+    assert derived.same_grid(source) and float(derived.array.max()) > 0
+    files = sorted(out.glob("*.dcm"))
+    ds = pydicom.dcmread(files[0])
+    assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"] and ds.SeriesDescription.startswith("AI saliency map")
+    assert "tiny-unet" in ds.DerivationDescription and "SourceImageSequence" in ds
+    if shutil.which("dciodvfy"):
+        report = subprocess.run(["dciodvfy", str(files[0])], capture_output=True, text=True).stderr
+        assert not [ln for ln in report.splitlines() if ln.startswith("Error")], report
+    assert main(["explain", str(SAMPLE_CT), "--model", "tiny-unet", "--label", "thing", "-o",
+                 str(tmp_path / "x.dcm")]) == 2
+    assert "new folder" in capsys.readouterr().err

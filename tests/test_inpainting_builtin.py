@@ -201,8 +201,9 @@ def _poor_package(root: Path, model_id: str = "poor-inpaint") -> Path:
     g = InpaintingUNet(context=1, base=4, levels=2, dilations=(2,))
     last = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     torch.nn.init.normal_(last.weight, 0, 0.05)
+    # (push-pull: its coarse fill is a tenth of the 3D biharmonic fill's time, which the samples spend most on)
     cfg = InpaintTrainConfig(train=["a"], held_out=["b"], modality="CT", new_id=model_id, base=4, levels=2,
-                             dilations=(2,))
+                             dilations=(2,), coarse="push_pull")
     return export_package(cfg, {"generator": g.state_dict(), "steps": 0, "minutes": 0.0, "history": []}, root)
 
 
