@@ -18,7 +18,7 @@ from ...core.jobs import Progress
 from ...core.volume import Volume
 from ..inference.prepare import load_networks, prepare_input, source_of
 from ..options import InferenceOptions
-from .methods import RegionScore, default_layer, gradcam, integrated_gradients, occlusion
+from .methods import RegionScore, blurred, default_layer, gradcam, integrated_gradients, occlusion, scale_blind
 from .sanity import RandomisationCheck, randomisation_check
 
 __all__ = ["ExplainOptions", "ExplainResult", "explain_job", "METHODS", "ExplainError"]
@@ -41,6 +41,9 @@ class ExplainOptions:
     frame: int = 0
     ig_tolerance: float = 0.05
     ig_max_steps: int = 64
+    #: "auto": the image blurred (sigma 2 voxels) for a network that normalises each image by its own
+    #: statistics (instance or group norm), else "constant"; "constant": air for CT, 0 after normalisation
+    ig_baseline: str = "auto"
     occlusion_patch: int = 0  # voxels of the network's grid (0: an eighth of the region's extent, 4 at least)
 
 
@@ -184,8 +187,14 @@ def _make(net, x: torch.Tensor, score: RegionScore, options: ExplainOptions, res
         return gradcam(net, x, score, layer)
     baseline_value = float(x.min()) if str(card.get("modality") or "").upper() == "CT" else 0.0
     if options.method == "ig":
-        ig = integrated_gradients(net, x, torch.full_like(x, baseline_value), score, options.ig_tolerance,
-                                  max_steps=options.ig_max_steps)
+        blur = options.ig_baseline == "blur" or (options.ig_baseline == "auto" and scale_blind(net))
+        baseline = blurred(x, 2.0) if blur else torch.full_like(x, baseline_value)
+        if result is not None and blur:
+            result.notes.append("integrated gradients from the image blurred (2 voxels): the network normalises "
+                                "each image by its own statistics, so a constant baseline would leave the whole "
+                                "change at the path's very start" if options.ig_baseline == "auto" else
+                                "integrated gradients from the image blurred (2 voxels)")
+        ig = integrated_gradients(net, x, baseline, score, options.ig_tolerance, max_steps=options.ig_max_steps)
         if result is not None:
             result.completeness_error, result.steps = ig.completeness_error, ig.steps
             if ig.completeness_error > options.ig_tolerance:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["RegionScore", "gradcam", "integrated_gradients", "occlusion", "IGResult", "layer_named",
-           "default_layer"]
+           "default_layer", "blurred", "scale_blind"]
 
 
 @dataclass
@@ -163,6 +163,31 @@ def integrated_gradients(net: torch.nn.Module, x: torch.Tensor, baseline: torch.
         merged = torch.empty((2 * steps + 1, *grads.shape[1:]), dtype=grads.dtype, device=grads.device)
         merged[0::2], merged[1::2] = grads, new
         grads, steps = merged, 2 * steps
+
+
+def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``x`` (1, C, X, Y, Z) blurred by a Gaussian of ``sigma`` voxels along each axis (edges replicated): a
+    baseline that keeps the image's brightness and contrast but not its detail."""
+    r = max(1, int(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-(t ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    out = x
+    c = x.shape[1]
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = -1
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
+        out = F.conv3d(F.pad(out, pad, mode="replicate"), g.view(shape).repeat(c, 1, 1, 1, 1), groups=c)
+    return out
+
+
+def scale_blind(net: torch.nn.Module) -> bool:
+    """Whether the network normalises each image's features by their own statistics (instance or group
+    norm): blind to the input's scale, its output does not change along the straight path from a constant
+    baseline until the very start, where the steps cannot see it."""
+    return any(isinstance(m, (torch.nn.InstanceNorm3d, torch.nn.GroupNorm)) for m in net.modules())
 
 
 def occlusion(net: torch.nn.Module, x: torch.Tensor, score: RegionScore, patch: tuple[int, int, int],
