@@ -29,70 +29,33 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medvision.ai.explain.methods import (  # noqa: E402 - after the path is set
+    LogitsOf,
     RegionScore,
     default_layer,
     gradcam,
     integrated_gradients,
     occlusion,
 )
+from medvision.ai.explain.planted import SIZE, hit, sample, target_region, train  # noqa: E402
 from medvision.ai.explain.sanity import randomised  # noqa: E402
-
-SIZE = 24
-TARGET = (slice(14, 20), slice(8, 16), slice(8, 16))
-
-
-def _sample(rng, marked):
-    x = rng.normal(0, 0.3, (1, SIZE, SIZE, SIZE)).astype(np.float32)
-    y = np.zeros((SIZE,) * 3, np.int64)
-    where = None
-    if marked:
-        where = (int(rng.integers(1, 6)), int(rng.integers(3, SIZE - 6)), int(rng.integers(3, SIZE - 6)))
-        x[0, where[0]:where[0] + 3, where[1]:where[1] + 3, where[2]:where[2] + 3] += 2.0
-        y[TARGET] = 1
-    return x, y, where
-
-
-def _hit(m, where, reach):
-    peak = np.unravel_index(int(torch.argmax(m)), tuple(m.shape))
-    return all(w - reach <= p < w + 3 + reach for p, w in zip(peak, where, strict=True))
 
 
 def planted(cases: int) -> None:
-    from monai.networks.nets import UNet
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    net = UNet(3, 1, 2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
-    opt = torch.optim.Adam(net.parameters(), 3e-3)
-    for _ in range(400):
-        batch = [_sample(rng, bool(k % 2)) for k in range(4)]
-        x = torch.from_numpy(np.stack([b[0] for b in batch]))
-        y = torch.from_numpy(np.stack([b[1] for b in batch]))
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    torch.set_num_threads(threads)
-    net.eval()
-    region = torch.zeros((SIZE,) * 3, dtype=torch.bool)
-    region[TARGET] = True
-    score = RegionScore(1, region)
+    net = train()
+    score = RegionScore(1, target_region())
     layer = default_layer(net, torch.zeros(1, 1, SIZE, SIZE, SIZE))
     rand = randomised(net, 10_000, seed=3)
     rng = np.random.default_rng(42)
     hits = {k: [0, 0] for k in ("gradcam", "ig", "occlusion")}
     for _ in range(cases):
-        x_np, _y, where = _sample(rng, True)
+        x_np, _y, where = sample(rng, True)
         x = torch.from_numpy(x_np)[None]
         full = (slice(0, SIZE),) * 3
-        for k, (model, n) in enumerate(((net, 0), (rand, 1))):
-            del n
-            hits["gradcam"][k] += _hit(gradcam(model, x, score, layer), where, 3)
-            hits["ig"][k] += _hit(integrated_gradients(model, x, torch.zeros_like(x), score, max_steps=32)
+        for k, model in enumerate((net, rand)):
+            hits["gradcam"][k] += hit(gradcam(model, x, score, layer), where, 3)
+            hits["ig"][k] += hit(integrated_gradients(model, x, torch.zeros_like(x), score, max_steps=32)
                                   .attributions, where, 1)
-            hits["occlusion"][k] += _hit(occlusion(model, x, score, (4, 4, 4), full, 0.0), where, 3)
+            hits["occlusion"][k] += hit(occlusion(model, x, score, (4, 4, 4), full, 0.0), where, 3)
     print(f"planted cause (a {SIZE}^3 UNet trained here; Grad-CAM layer {layer}): peak on the marker in")
     for k, (real, random) in hits.items():
         print(f"  {k:10s} {real}/{cases} cases (randomised network: {random}/{cases})")
@@ -149,15 +112,7 @@ def timing(data: Path) -> None:
     net = loaded.net.eval()
     x = prep.tensor.float()
 
-    class Logits(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.net = inner
-
-        def forward(self, t):
-            return self.net.logits(t)
-
-    wrapped = Logits(net)
+    wrapped = LogitsOf(net)
     with torch.no_grad():
         region = wrapped(x).argmax(1)[0] == 1
     score = RegionScore(1, region)

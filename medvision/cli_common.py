@@ -59,6 +59,44 @@ def load_input(path: str, series: str | None, quiet: bool):
     return volume[0] if isinstance(volume, list) else volume
 
 
+def add_image_arguments(p, frame_help: str) -> None:
+    """The options of a command that runs a model on one image: device, series, 4D frame, quiet."""
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--series", help="series when INPUT holds several")
+    p.add_argument("--frame", type=int, default=1, help=frame_help)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def derived_output_problem(out) -> str | None:
+    """Why ``out`` (a path) cannot take a derived image: neither a volume file (.nii.gz, .nii, .nrrd, .mha)
+    nor a new, empty folder (a derived DICOM series); None when it can."""
+    from pathlib import Path
+
+    from .io.volumes import is_volume_file
+
+    out = Path(out)
+    if is_volume_file(out):
+        return None
+    if out.suffix or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        return f"{out}: give a .nii.gz, .nii, .nrrd or .mha file, or a new folder (a derived DICOM series)"
+    return None
+
+
+def write_derived_dicom(volume, frame, array, out, frame_number: int, *, description: str, derivation: str) -> int:
+    """``array`` (on ``frame``, frame ``frame_number`` (from 1) of ``volume``, a DICOM series) written as a
+    derived DICOM series in the new folder ``out``; 0, or 2 after saying why not."""
+    from .io.derived import write_derived_series
+    from .io.errors import MedvisionIOError
+
+    sources = volume.metadata.get("frame_slice_sources")
+    try:
+        write_derived_series(frame, array, out, description=description, derivation=derivation,
+                             sources=sources[frame_number - 1] if sources else None)
+    except MedvisionIOError as exc:
+        return fail(str(exc))
+    return 0
+
+
 def fail(message: str) -> int:
     """Say ``message`` on stderr as the command's one-line failure; returns the exit status 2."""
     print(f"medvision: {message}", file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli_common import fail
+from .cli_common import add_image_arguments, fail
 
 __all__ = ["add_parser", "parse_box"]
 
@@ -32,10 +32,7 @@ def add_parser(sub) -> None:
                         "that it goes to a PACS with the image")
     p.add_argument("--sanity", action="store_true", help="run the model-parameter randomisation check; exit 3 when "
                                                          "the map fails it")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--series", help="series when INPUT holds several")
-    p.add_argument("--frame", type=int, default=1, help="the frame of a 4D series (1 = the first)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_image_arguments(p, "the frame of a 4D series (1 = the first)")
     p.set_defaults(func=_cmd_explain)
 
 
@@ -62,16 +59,16 @@ def parse_box(text: str) -> tuple[slice, slice, slice]:
 def _cmd_explain(args) -> int:
     from .ai.explain.job import ExplainError, ExplainOptions, explain_job
     from .ai.package import PackageError, Registry
-    from .cli_common import load_input, run_with_progress
+    from .cli_common import derived_output_problem, load_input, run_with_progress, write_derived_dicom
     from .core.volume import Volume
     from .io.derived import write_synthetic_volume
     from .io.volumes import is_volume_file
 
     out = Path(args.output)
     as_dicom = not is_volume_file(out)
-    if as_dicom and (out.suffix or (out.exists() and (not out.is_dir() or any(out.iterdir())))):
-        return fail(f"{out}: give a .nii.gz, .nii, .nrrd or .mha file for the map, or a new folder (a derived DICOM "
-                    "series)")
+    problem = derived_output_problem(out)
+    if problem:
+        return fail(problem)
     try:
         box = parse_box(args.box) if args.box else None
         package = Registry().get(args.model)
@@ -89,16 +86,9 @@ def _cmd_explain(args) -> int:
             "occlusion": "occlusion sensitivity"}[result.method]
     derivation = f"AI saliency map ({package.id} {package.version}): {what} for label {result.label!r}"
     if as_dicom:
-        from .io.derived import write_derived_series
-        from .io.errors import MedvisionIOError
-
-        sources = volume.metadata.get("frame_slice_sources")
-        try:
-            write_derived_series(frame, result.map, out, description=f"AI saliency map ({package.id} "
-                                 f"{package.version}, {result.method})", derivation=derivation,
-                                 sources=sources[args.frame - 1] if sources else None)
-        except MedvisionIOError as exc:
-            return fail(str(exc))
+        if write_derived_dicom(volume, frame, result.map, out, args.frame, derivation=derivation,
+                               description=f"AI saliency map ({package.id} {package.version}, {result.method})"):
+            return 2
     else:
         write_synthetic_volume(Volume(result.map, frame.affine, frame.frame_of_reference_uid, {}), out,
                                derivation=derivation, Source=str(args.input), Model=package.id,

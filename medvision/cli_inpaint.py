@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli_common import fail
+from .cli_common import add_image_arguments, fail
 
 __all__ = ["add_parser", "train_inpainting", "inpainting_base"]
 
@@ -34,10 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", help="the filled image to write: a new folder (a derived DICOM "
                                                          "series; needs a DICOM input), or .nii.gz, .nii, .nrrd, .mha "
                                                          "(with OUT.json beside it saying what was done)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--series", help="series when INPUT holds several")
-    p.add_argument("--frame", type=int, default=1, help="the frame of a 4D series to fill (1 = the first)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_image_arguments(p, "the frame of a 4D series to fill (1 = the first)")
     p.set_defaults(func=_cmd_inpaint)
 
 
@@ -45,7 +42,7 @@ def _cmd_inpaint(args) -> int:
     from .ai.inpainting.builtin import BUILTIN_ID, find_inpainter
     from .ai.inpainting.infer import InpaintError, InpaintOptions, inpaint_job
     from .ai.package import PackageError, Registry
-    from .cli_common import load_input, run_with_progress
+    from .cli_common import derived_output_problem, load_input, run_with_progress
     from .io.labels import load_labels
     from .io.volumes import is_volume_file
 
@@ -55,8 +52,9 @@ def _cmd_inpaint(args) -> int:
         return fail("give the region to fill (--mask) and where to write the filled image (-o), or --anomaly MAP")
     out = Path(args.output)
     as_dicom = not is_volume_file(out)
-    if as_dicom and (out.suffix or (out.exists() and (not out.is_dir() or any(out.iterdir())))):
-        return fail(f"{out}: give a new folder (a derived DICOM series) or a .nii.gz, .nii, .nrrd or .mha file")
+    problem = derived_output_problem(out)
+    if problem:
+        return fail(problem)
     if out.resolve() == Path(args.input).resolve():
         return fail("the filled image is written as a new file, never over its original: give another -o")
     try:
@@ -91,21 +89,16 @@ def _cmd_inpaint(args) -> int:
 def _write(args, package, volume, frame, result, region, out: Path, as_dicom: bool) -> int:
     """Write the filled image (a derived DICOM series, or a volume file with its sidecar); 0, or 2 after saying why."""
     from .ai.inpainting.builtin import describe
+    from .cli_common import write_derived_dicom
 
     filled = int(region.sum())
     grain = " (with the image's grain from nearby tissue)" if result.volume.metadata["derived"]["grain"] else ""
     derivation = (f"{describe(package)}: {filled} voxels of the region {Path(args.mask).name} filled{grain}; every "
                   "other voxel is the source image's")
     if as_dicom:
-        from .io.derived import write_derived_series
-        from .io.errors import MedvisionIOError
-
-        sources = volume.metadata.get("frame_slice_sources")
-        try:
-            write_derived_series(frame, result.volume.array, out, description=describe(package), derivation=derivation,
-                                 sources=sources[args.frame - 1] if sources else None)
-        except MedvisionIOError as exc:
-            return fail(str(exc))
+        if write_derived_dicom(volume, frame, result.volume.array, out, args.frame, description=describe(package),
+                               derivation=derivation):
+            return 2
         where = f"{out} (a derived DICOM series)"
     else:
         from .io.derived import write_synthetic_volume

@@ -10,65 +10,20 @@ import pytest
 import torch
 
 from medvision.ai.explain.methods import RegionScore, default_layer, gradcam, integrated_gradients, occlusion
+from medvision.ai.explain.planted import SIZE, TARGET, hit, marker, sample, target_region, train
 from medvision.ai.explain.sanity import randomisation_check, spearman
-
-SIZE = 24
-TARGET = (slice(14, 20), slice(8, 16), slice(8, 16))  # where the label is: no signal of its own there
-
-
-def _sample(rng: np.random.Generator, marked: bool):
-    """Noise everywhere; with ``marked``, a bright 3-voxel cube somewhere in the first third of x, and then
-    the label over TARGET (the image there is the same noise either way)."""
-    x = rng.normal(0, 0.3, (1, SIZE, SIZE, SIZE)).astype(np.float32)
-    y = np.zeros((SIZE, SIZE, SIZE), np.int64)
-    where = None
-    if marked:
-        where = (int(rng.integers(1, 6)), int(rng.integers(3, SIZE - 6)), int(rng.integers(3, SIZE - 6)))
-        x[0, where[0]:where[0] + 3, where[1]:where[1] + 3, where[2]:where[2] + 3] += 2.0
-        y[TARGET] = 1
-    return x, y, where
 
 
 @pytest.fixture(scope="module")
 def planted():
-    """A small monai UNet trained (seeded, CPU) until it labels TARGET exactly when the marker is there."""
-    from monai.networks.nets import UNet
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # (the same sums in the same order on any machine: the same network)
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    net = UNet(3, 1, 2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
-    opt = torch.optim.Adam(net.parameters(), 3e-3)
-    for _ in range(400):
-        batch = [_sample(rng, bool(k % 2)) for k in range(4)]
-        x = torch.from_numpy(np.stack([b[0] for b in batch]))
-        y = torch.from_numpy(np.stack([b[1] for b in batch]))
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    torch.set_num_threads(threads)
-    net.eval()
-    return net
-
-
-def _marker(x: torch.Tensor) -> tuple[int, int, int]:
-    """The first corner of the planted marker in ``x`` (1, 1, X, Y, Z)."""
-    hit = torch.nonzero(x[0, 0] > 1.6)  # (the marker: 2 + noise; the noise alone: sd 0.3)
-    return tuple(int(v) for v in hit.min(0).values)  # type: ignore[return-value]
-
-
-def _hit(m: torch.Tensor, where, reach: int) -> bool:
-    peak = np.unravel_index(int(torch.argmax(m)), tuple(m.shape))
-    return all(w - reach <= p < w + 3 + reach for p, w in zip(peak, where, strict=True))
+    """A small monai UNet trained (seeded, one CPU thread) until it labels TARGET when the marker is there."""
+    return train()
 
 
 @pytest.mark.slow
 def test_each_method_points_at_the_planted_cause_and_a_random_model_does_not(planted):
     rng = np.random.default_rng(42)
-    region = torch.zeros((SIZE,) * 3, dtype=torch.bool)
-    region[TARGET] = True
+    region = target_region()
     score = RegionScore(1, region)
     layer = default_layer(planted, torch.zeros(1, 1, SIZE, SIZE, SIZE))
     hits = {"gradcam": 0, "ig": 0, "occlusion": 0, "random": 0}
@@ -76,19 +31,19 @@ def test_each_method_points_at_the_planted_cause_and_a_random_model_does_not(pla
 
     random_net = randomised(planted, 10_000, seed=3)
     for _ in range(10):
-        x_np, _y, where = _sample(rng, True)
+        x_np, _y, where = sample(rng, True)
         x = torch.from_numpy(x_np)[None]
         with torch.no_grad():  # the network learnt the rule: the label with the marker, none without
             assert (planted(x).argmax(1)[0][TARGET] == 1).float().mean() > 0.8
-            bare = torch.from_numpy(_sample(rng, False)[0])[None]
+            bare = torch.from_numpy(sample(rng, False)[0])[None]
             assert (planted(bare).argmax(1)[0][TARGET] == 1).float().mean() < 0.2
-        hits["gradcam"] += _hit(gradcam(planted, x, score, layer), where, 3)
+        hits["gradcam"] += hit(gradcam(planted, x, score, layer), where, 3)
         ig = integrated_gradients(planted, x, torch.zeros_like(x), score, tolerance=0.05, max_steps=32)
-        hits["ig"] += _hit(ig.attributions, where, 1)
+        hits["ig"] += hit(ig.attributions, where, 1)
         full = (slice(0, SIZE),) * 3
-        hits["occlusion"] += _hit(occlusion(planted, x, score, (4, 4, 4), full, 0.0), where, 3)
+        hits["occlusion"] += hit(occlusion(planted, x, score, (4, 4, 4), full, 0.0), where, 3)
         rig = integrated_gradients(random_net, x, torch.zeros_like(x), score, tolerance=0.05, max_steps=16)
-        hits["random"] += _hit(rig.attributions, where, 1)
+        hits["random"] += hit(rig.attributions, where, 1)
     assert hits["gradcam"] >= 9 and hits["ig"] >= 9 and hits["occlusion"] >= 9, hits
     assert hits["random"] <= 3, hits
     # (in one test: the network is trained once, not once per test worker)
@@ -98,9 +53,8 @@ def test_each_method_points_at_the_planted_cause_and_a_random_model_does_not(pla
 
 def _completeness(planted) -> None:
     """Integrated gradients meet completeness by doubling their steps, and are deterministic on the CPU."""
-    x = torch.from_numpy(_sample(np.random.default_rng(5), True)[0])[None]
-    region = torch.zeros((SIZE,) * 3, dtype=torch.bool)
-    region[TARGET] = True
+    x = torch.from_numpy(sample(np.random.default_rng(5), True)[0])[None]
+    region = target_region()
     # from the same image without its marker (a black image is no baseline for a network with instance norm:
     # blind to the input's scale, it changes only at the path's very start, where the steps cannot see it)
     bare = x.clone()
@@ -118,14 +72,13 @@ def _completeness(planted) -> None:
 
     assert scale_blind(planted)
     soft = integrated_gradients(planted, x, blurred(x, 2.0), RegionScore(1, region), tolerance=0.05, max_steps=64)
-    assert soft.completeness_error <= 0.05 and _hit(soft.attributions, _marker(x), 1)
+    assert soft.completeness_error <= 0.05 and hit(soft.attributions, marker(x), 1)
 
 
 def _randomisation(planted) -> None:
     """The randomisation check passes a real map and fails an edge detector."""
-    x = torch.from_numpy(_sample(np.random.default_rng(7), True)[0])[None]
-    region = torch.zeros((SIZE,) * 3, dtype=torch.bool)
-    region[TARGET] = True
+    x = torch.from_numpy(sample(np.random.default_rng(7), True)[0])[None]
+    region = target_region()
     score = RegionScore(1, region)
     layer = default_layer(planted, x)
 

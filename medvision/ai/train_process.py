@@ -50,9 +50,10 @@ def _child(config: dict, data_spec: dict, out, cancel, pause) -> None:
     logging.basicConfig(level=logging.WARNING)
     try:
         if config.get("task") == "inpainting":  # (images alone: medvision.ai.inpainting.finetune)
-            from .inpainting.finetune import child_run
+            from .inpainting.finetune import child_job, done_message
 
-            child_run(config, data_spec, out, cancel, pause)
+            _drive(child_job(config, data_spec), lambda result, _epochs: done_message(result), "inpaint", out,
+                   cancel, pause)
             return
         from .training.config import TrainConfig
         from .training.data import TrainingData
@@ -63,34 +64,7 @@ def _child(config: dict, data_spec: dict, out, cancel, pause) -> None:
             data = TrainingData.from_project(data_spec["project"])
         else:
             data = TrainingData.from_datalist(data_spec["datalist"])
-        job = train_job(cfg, data)
-        epochs = 0
-        while True:
-            while pause.is_set() and not cancel.is_set():
-                time.sleep(0.2)
-            if cancel.is_set():
-                job.close()
-                out.put(("cancelled", {"epochs_run": epochs}))
-                return
-            try:
-                record = next(job)
-            except StopIteration as stop:
-                result = stop.value
-                out.put(("done", _plain({
-                    "package": str(getattr(result, "package_folder", "")),
-                    "best_val_dice": getattr(result, "best_val_dice", None),
-                    "per_label": getattr(result, "per_label", {}),
-                    "epochs_run": getattr(result, "epochs_run", epochs),
-                    "split": getattr(result, "split_description", ""),
-                    "cross_validation": getattr(result, "cross_validation", None),
-                })))
-                return
-            epoch = record.preview if isinstance(record.preview, dict) else None
-            if epoch is not None:
-                epochs = int(epoch.get("epoch", epochs))
-            out.put(("progress", _plain({"stage": record.stage, "done": record.done, "total": record.total,
-                                         "message": record.message, "epoch": epoch,
-                                         "run": getattr(record, "run", ""), "fold": getattr(record, "fold", None)})))
+        _drive(train_job(cfg, data), _segmentation_done, "epoch", out, cancel, pause)
     except BaseException as exc:  # noqa: BLE001 - reported to the window, which keeps working
         from .memory import is_out_of_memory
 
@@ -98,6 +72,43 @@ def _child(config: dict, data_spec: dict, out, cancel, pause) -> None:
         kind = "" if type(exc) is RuntimeError else f"{type(exc).__name__}: "  # (ours say what happened)
         out.put(("error", {"message": f"{kind}{exc}", "traceback": traceback.format_exc(),
                            "out_of_memory": oom}))
+
+
+def _segmentation_done(result, epochs: int) -> dict:
+    return {
+        "package": str(getattr(result, "package_folder", "")),
+        "best_val_dice": getattr(result, "best_val_dice", None),
+        "per_label": getattr(result, "per_label", {}),
+        "epochs_run": getattr(result, "epochs_run", epochs),
+        "split": getattr(result, "split_description", ""),
+        "cross_validation": getattr(result, "cross_validation", None),
+    }
+
+
+def _drive(job, done, preview_key: str, out, cancel, pause) -> None:
+    """Run ``job`` to its end, between progress records waiting while paused and stopping when cancelled;
+    each record's dict preview goes out under ``preview_key`` ("epoch": a segmentation run's epoch,
+    "inpaint": an inpainting run's measurement), the result as ``done(result, epochs run)``."""
+    epochs = 0
+    while True:
+        while pause.is_set() and not cancel.is_set():
+            time.sleep(0.2)
+        if cancel.is_set():
+            job.close()
+            out.put(("cancelled", {"epochs_run": epochs}))
+            return
+        try:
+            record = next(job)
+        except StopIteration as stop:
+            out.put(("done", _plain(done(stop.value, epochs))))
+            return
+        preview = record.preview if isinstance(record.preview, dict) else None
+        if preview is not None and preview_key == "epoch":
+            epochs = int(preview.get("epoch", epochs))
+        payload = {"stage": record.stage, "done": record.done, "total": record.total, "message": record.message,
+                   "epoch": None, "run": getattr(record, "run", ""), "fold": getattr(record, "fold", None)}
+        payload[preview_key] = preview
+        out.put(("progress", _plain(payload)))
 
 
 class TrainingProcess:

@@ -18,7 +18,16 @@ from ...core.jobs import Progress
 from ...core.volume import Volume
 from ..inference.prepare import load_networks, prepare_input, source_of
 from ..options import InferenceOptions
-from .methods import RegionScore, blurred, default_layer, gradcam, integrated_gradients, occlusion, scale_blind
+from .methods import (
+    LogitsOf,
+    RegionScore,
+    blurred,
+    default_layer,
+    gradcam,
+    integrated_gradients,
+    occlusion,
+    scale_blind,
+)
 from .sanity import RandomisationCheck, randomisation_check
 
 __all__ = ["ExplainOptions", "ExplainResult", "explain_job", "METHODS", "ExplainError"]
@@ -144,7 +153,7 @@ def explain_job(package, volume: Volume, options: ExplainOptions | None = None):
         raise ExplainError(f"the region is empty: the model labels no voxel as {name!r} there")
     probabilities = bool((package.card.get("output") or {}).get("in_network"))
     if probabilities and callable(getattr(net, "logits", None)):  # the values before its softmax (deepbet)
-        net, probabilities = _Logits(net), False
+        net, probabilities = LogitsOf(net), False
     elif probabilities:
         notes.append("the network gives probabilities only: its scores are their centred logarithms, whose "
                      "gradients vanish where it is sure")
@@ -163,27 +172,15 @@ def explain_job(package, volume: Volume, options: ExplainOptions | None = None):
     return result
 
 
-class _Logits(torch.nn.Module):
-    """A network whose ``forward`` gives probabilities, seen through its ``logits`` (the layer names gain
-    "net.")."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.logits(x)
-
-
 def _make(net, x: torch.Tensor, score: RegionScore, options: ExplainOptions, result: ExplainResult | None,
           card: dict, region: torch.Tensor) -> torch.Tensor:
     """The map of ``options.method`` on the network's grid ((X, Y, Z) float32); ``result`` (the real run,
     not a sanity copy) gets the method's own figures."""
     if options.method == "gradcam":
         layer = options.layer or (card.get("explain") or {}).get("layer")
-        layer = (f"net.{layer}" if isinstance(net, _Logits) else layer) if layer else default_layer(net, x)
+        layer = (f"net.{layer}" if isinstance(net, LogitsOf) else layer) if layer else default_layer(net, x)
         if result is not None:
-            result.layer = layer.removeprefix("net.") if isinstance(net, _Logits) else layer
+            result.layer = layer.removeprefix("net.") if isinstance(net, LogitsOf) else layer
         return gradcam(net, x, score, layer)
     baseline_value = float(x.min()) if str(card.get("modality") or "").upper() == "CT" else 0.0
     if options.method == "ig":

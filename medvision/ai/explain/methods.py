@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["RegionScore", "gradcam", "integrated_gradients", "occlusion", "IGResult", "layer_named",
-           "default_layer", "blurred", "scale_blind"]
+           "default_layer", "blurred", "scale_blind", "LogitsOf"]
 
 
 @dataclass
@@ -50,6 +50,18 @@ class RegionScore:
         region = self.region.to(out.device)
         chosen = out[:, self.channel]
         return (chosen * region).flatten(1).sum(1) / region.sum().clamp(min=1)
+
+
+class LogitsOf(torch.nn.Module):
+    """A network whose ``forward`` gives probabilities, seen through its ``logits`` method (deepbet's): the
+    values before its softmax, whose gradients do not vanish where it is sure. Layer names gain "net."."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.logits(x)
 
 
 def layer_named(net: torch.nn.Module, name: str) -> torch.nn.Module:

@@ -25,7 +25,7 @@ from .data import InpaintVolume, Sample, sample_batch
 from .train import ARCHITECTURE, InpaintTrainConfig, export_package, save_checkpoint, train_step, validate
 
 __all__ = ["InpaintFinetuneConfig", "FinetuneResult", "finetune_job", "split_slices", "image_entries",
-           "sources_sha256", "default_workdir", "child_run"]
+           "sources_sha256", "default_workdir", "child_job", "done_message"]
 
 CHECKPOINT = "inpaint-finetune.pt"
 #: slices left between the training slices and the held-out ones
@@ -203,9 +203,9 @@ def default_workdir(new_id: str) -> str:
     return str(cache_dir() / "training" / f"inpaint-{new_id}")
 
 
-def child_run(config: dict, data_spec: dict, out, cancel, pause) -> None:
-    """The training process's run for an inpainting base (:mod:`medvision.ai.train_process`): the same
-    messages as a segmentation run's, the figures of each measurement under ``"inpaint"``."""
+def child_job(config: dict, data_spec: dict):
+    """The training process's job for an inpainting base (:mod:`medvision.ai.train_process`): the base by
+    its id, the images of the datalist or project, the settings of the Fine-tune dialog."""
     from ...io import load
     from ..inference.devices import pick_device
     from ..package import Registry
@@ -220,27 +220,16 @@ def child_run(config: dict, data_spec: dict, out, cancel, pause) -> None:
         config["new_id"]), minutes=float(config.get("minutes") or 10.0), max_steps=int(config.get("steps") or 0),
         device=pick_device(config.get("device", "auto")), name=config.get("name"),
         validate_every_s=float(config.get("validate_every_s", 30.0)))
-    job = finetune_job(base, volumes, cfg, sources_sha256([p for p, _ in entries]))
-    while True:
-        while pause.is_set() and not cancel.is_set():
-            time.sleep(0.2)
-        if cancel.is_set():
-            job.close()
-            out.put(("cancelled", {"epochs_run": 0}))
-            return
-        try:
-            record = next(job)
-        except StopIteration as stop:
-            r = stop.value
-            out.put(("done", {"package": r.folder or "", "best_val_dice": None, "per_label": {}, "epochs_run": 0,
-                              "split": "", "cross_validation": None,
-                              "inpainting": {"base_psnr": r.base_psnr, "final_psnr": r.final_psnr,
-                                             "coarse_psnr": r.coarse_psnr, "steps": r.steps,
-                                             "minutes": r.minutes, "notes": list(r.notes)}}))
-            return
-        out.put(("progress", {"stage": record.stage, "done": record.done, "total": record.total,
-                              "message": record.message, "epoch": None, "run": "", "fold": None,
-                              "inpaint": record.preview if isinstance(record.preview, dict) else None}))
+    return finetune_job(base, volumes, cfg, sources_sha256([p for p, _ in entries]))
+
+
+def done_message(r: FinetuneResult) -> dict:
+    """The training process's "done" message of a fine-tuning run (a segmentation run's keys, and its figures
+    under "inpainting")."""
+    return {"package": r.folder or "", "best_val_dice": None, "per_label": {}, "epochs_run": 0, "split": "",
+            "cross_validation": None,
+            "inpainting": {"base_psnr": r.base_psnr, "final_psnr": r.final_psnr, "coarse_psnr": r.coarse_psnr,
+                           "steps": r.steps, "minutes": r.minutes, "notes": list(r.notes)}}
 
 
 def _held_out(val_vols: list[InpaintVolume], tc: InpaintTrainConfig, n: int) -> list[Sample]:

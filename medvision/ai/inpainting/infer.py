@@ -173,7 +173,7 @@ def inpaint_job(package: ModelPackage, volume: Volume, region: np.ndarray, optio
     filled_in = coarse_fill(scaled, sub_mask, coarse, frame.spacing[::-1])
     t1 = time.perf_counter()
     # the fill of the crop (scaled intensities): the network's, or the smooth fill itself without one
-    fill = filled_in.copy()
+    fill = filled_in if net is None else filled_in.copy()  # (the network reads the smooth fill as it is)
     if net is not None:
         net, device = yield from _network_fill(net, fill, filled_in, sub_mask, zs, (context, multiple, options.batch),
                                                device, notes)
