@@ -73,6 +73,14 @@ def test_a_region_with_no_free_place_around_it_is_left_smooth_and_said():
     grained = smooth.copy()
     assert add_neighbour_texture(grained, hole) == int(hole.sum())
     assert np.array_equal(grained, smooth)
+    # a region wider than the usual search radius still finds places past its edge, even at its middle
+    wide_image, _, _ = _two_tissues(shape=(4, 200, 200))
+    wide = np.zeros(wide_image.shape, bool)
+    wide[1:3, 50:150, 50:150] = True
+    wide_smooth = coarse_fill(wide_image, wide, "biharmonic_3d", (1.0, 1.0, 1.0))
+    wide_grained = wide_smooth.copy()
+    assert add_neighbour_texture(wide_grained, wide) == 0
+    assert (wide_grained - wide_smooth)[1:3, 96:104, 96:104].std() > 0.01
 
 
 def _phantom(dtype=np.int16) -> Volume:

@@ -29,7 +29,8 @@ __all__ = ["add_neighbour_texture", "SIGMA", "BLOCK"]
 SIGMA = 1.5
 #: (slices, rows, columns) of the blocks a region is textured by
 BLOCK = (4, 8, 8)
-#: how far from its block a donor is looked for (pixels in-plane), and how many places are tried
+#: how far from its block a donor is looked for (pixels in-plane; further for a wider region), and how many
+#: places are tried
 RADIUS, CANDIDATES = 48, 96
 #: width (pixels) of the ring of known voxels the region's grain is measured on
 RING = 8
@@ -60,9 +61,15 @@ def add_neighbour_texture(filled: np.ndarray, hole: np.ndarray, *, sigma: float 
     """Add the neighbouring tissue's grain to ``filled`` (float, (z, y, x), the region already filled
     smoothly) inside ``hole``, in place. Returns how many of the region's voxels got none (no place
     around them free of the region: a region too wide for its image)."""
-    box = bounding_box(hole, (0, radius + block[1], radius + block[2]))
-    if box is None:
+    tight = bounding_box(hole, (0, 0, 0))
+    if tight is None:
         return 0
+    # a block in the middle of a wide region looks past the region's edge, and the blur's reach beyond it
+    reach = int(math.ceil(3 * sigma)) + 1
+    widest = max(tight[1].stop - tight[1].start, tight[2].stop - tight[2].start)
+    radius = max(radius, (widest + 1) // 2 + reach + max(block[1:]))
+    box = bounding_box(hole, (0, radius + block[1], radius + block[2]))
+    assert box is not None
     sub = filled[box]
     h = np.ascontiguousarray(hole[box])
     planes = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32))
@@ -70,7 +77,6 @@ def add_neighbour_texture(filled: np.ndarray, hole: np.ndarray, *, sigma: float 
     residual = (planes - smooth).numpy()
     smooth_np = smooth.numpy()
     # the blur of a voxel this close to the region saw the region's (smooth) fill: not a donor
-    reach = int(math.ceil(3 * sigma)) + 1
     near = F.max_pool2d(torch.from_numpy(h.astype(np.float32))[:, None], 2 * reach + 1, 1, reach)[:, 0].numpy() > 0
     # the grain the region should have: the residual's spread (median absolute deviation, blind to the odd
     # edge) on the known voxels just outside the blur's reach, slices by slices
